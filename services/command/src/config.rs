@@ -1,0 +1,86 @@
+//! Command-line and environment configuration. Every flag has an environment variable; `--help` lists both.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "command-service",
+    version,
+    about = "The write side of the analytics pipeline: products, orders and the outbox relay."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API, with the outbox relay running inside unless --no-relay is given.
+    Serve(ServeConfig),
+    /// Run only the outbox relay, e.g. as its own Deployment.
+    Relay(RelayConfig),
+    /// Apply the write database's migrations and exit. Safe to run concurrently.
+    Migrate(DatabaseConfig),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "COMMAND_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Do not run the outbox relay in this process (run `command-service relay` elsewhere).
+    #[arg(long, env = "NO_RELAY")]
+    pub no_relay: bool,
+
+    #[command(flatten)]
+    pub relay: RelayConfig,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL of the write database.
+    #[arg(long = "database-url", env = "WRITE_DATABASE_URL", hide_env_values = true)]
+    pub url: SecretString,
+
+    /// Largest number of connections in the pool.
+    #[arg(long = "database-max-connections", env = "WRITE_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RelayConfig {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// AMQP URL of the RabbitMQ broker.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    pub amqp_url: SecretString,
+
+    /// Prefix for exchange and queue names, to share one broker between pipelines.
+    #[arg(long, env = "TOPOLOGY_PREFIX", default_value = "")]
+    pub topology_prefix: String,
+
+    /// Most outbox rows published per batch.
+    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500)]
+    pub batch_size: i64,
+
+    /// How long a claimed batch stays reserved; after a relay crash, its rows are republished then.
+    #[arg(long, env = "RELAY_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+
+    /// Longest wait for the broker to confirm a batch.
+    #[arg(long, env = "RELAY_CONFIRM_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub confirm_timeout: Duration,
+
+    /// Fallback poll interval, for rows written by other processes (commits here wake the relay at once).
+    #[arg(long, env = "RELAY_POLL_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// How long published rows are kept before they are pruned.
+    #[arg(long, env = "OUTBOX_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+}

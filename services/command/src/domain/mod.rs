@@ -1,0 +1,18 @@
+//! Request bodies become these types through `TryFrom`; nothing reaches SQL unparsed.
+
+mod order;
+mod product;
+
+pub use order::{CustomerId, NewOrder, NewOrderLine, OrderLineRequest, OrderRequest, Quantity};
+pub use product::{NewProduct, Price, ProductChange, ProductId, ProductPatchRequest, ProductRequest, Stock};
+
+/// Why a well-formed request cannot be accepted (HTTP 422).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl Invalid {
+    fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}

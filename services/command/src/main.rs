@@ -1,0 +1,34 @@
+use anyhow::Context;
+use clap::Parser;
+use command_service::{
+    App, MIGRATOR,
+    config::{Cli, Command},
+    outbox::Relay,
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    analytics_kit::telemetry::init();
+    match cli.command {
+        Command::Serve(config) => {
+            let shutdown = analytics_kit::shutdown::on_signal();
+            let app = App::build(config).await.context("cannot start the command service")?;
+            tracing::info!(port = app.port(), "command service listening");
+            app.run(shutdown).await
+        }
+        Command::Relay(config) => {
+            let shutdown = analytics_kit::shutdown::on_signal();
+            let registry = prometheus::Registry::new();
+            let relay = Relay::new(&config, &registry).context("cannot start the relay")?;
+            relay.run(shutdown).await;
+            Ok(())
+        }
+        Command::Migrate(config) => {
+            let pool = analytics_kit::db::pool(&config.url, 1, "command-service-migrate")?;
+            MIGRATOR.run(&pool).await.context("cannot migrate the write database")?;
+            tracing::info!("write database migrated");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Publishing a batch to RabbitMQ: persistent, mandatory messages, and nothing counts until confirmed.
+
+use std::time::Duration;
+
+use analytics_events::Topology;
+use lapin::{
+    BasicProperties, Channel, Connection,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+};
+use secrecy::SecretString;
+
+use super::OutboxEvent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker error: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("the broker did not confirm the batch within {0:?}")]
+    ConfirmTimeout(Duration),
+    #[error("the broker refused (nacked) a message")]
+    Nacked,
+    #[error("no queue is bound for routing key {0}")]
+    Unroutable(String),
+}
+
+/// A confirm-mode channel on its own connection, with the topology declared.
+pub struct Publisher {
+    connection: Connection,
+    channel: Channel,
+    topology: Topology,
+    confirm_timeout: Duration,
+}
+
+impl Publisher {
+    pub async fn connect(
+        url: &SecretString,
+        topology: Topology,
+        confirm_timeout: Duration,
+    ) -> Result<Self, PublishError> {
+        let connection = analytics_kit::amqp::connect(url, "command-service outbox relay").await?;
+        let channel = connection.create_channel().await?;
+        analytics_kit::amqp::declare_topology(&channel, &topology).await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Self { connection, channel, topology, confirm_timeout })
+    }
+
+    /// Publishes every event of the batch and waits until the broker has confirmed all of them. Only
+    /// then may the rows be marked published. Any failure fails the whole batch, to be retried.
+    pub async fn publish(&self, batch: &[OutboxEvent]) -> Result<(), PublishError> {
+        let mut confirms = Vec::with_capacity(batch.len());
+        for event in batch {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(event.event_id.to_string().into())
+                .with_type(event.event_type.as_str().into())
+                .with_timestamp(u64::try_from(event.occurred_at.timestamp()).unwrap_or_default())
+                .with_app_id("command-service".into());
+            // Mandatory: a message no queue takes comes back instead of being confirmed and lost.
+            let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+            let confirm = self
+                .channel
+                .basic_publish(
+                    self.topology.exchange.as_str().into(),
+                    event.event_type.routing_key().into(),
+                    options,
+                    &event.body,
+                    properties,
+                )
+                .await?;
+            confirms.push(confirm);
+        }
+        let confirmations = tokio::time::timeout(self.confirm_timeout, futures::future::try_join_all(confirms))
+            .await
+            .map_err(|_| PublishError::ConfirmTimeout(self.confirm_timeout))??;
+        for confirmation in confirmations {
+            if confirmation.is_nack() {
+                return Err(PublishError::Nacked);
+            }
+            if let Some(returned) = confirmation.take_message() {
+                return Err(PublishError::Unroutable(returned.delivery.routing_key.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn close(self) {
+        drop(self.channel.close(200, "relay stopping".into()).await);
+        drop(self.connection.close(200, "relay stopping".into()).await);
+    }
+}

@@ -1,0 +1,15 @@
+//! The contract between the write side and the read side.
+//!
+//! Everything that crosses the broker is defined here: the versioned [`Envelope`], the payload of each
+//! [`EventType`], the exact-decimal [`Money`] type they carry, the broker [`Topology`] names, and the
+//! idempotency key ([`body_hash`]) the consumer derives from each message body.
+
+mod envelope;
+mod money;
+mod payloads;
+mod topology;
+
+pub use envelope::{Envelope, EventType, SCHEMA_VERSION, body_hash, timestamp};
+pub use money::{Money, MoneyError};
+pub use payloads::{OrderCreated, OrderLine, ProductCreated, ProductUpdated};
+pub use topology::Topology;

@@ -1,0 +1,55 @@
+//! Payloads carry everything the read side needs, so it never has to join across queues.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Money, timestamp};
+
+/// A product entered the catalog. `version` starts at 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProductCreated {
+    pub product_id: i64,
+    pub name: String,
+    pub category: String,
+    pub price: Money,
+    pub stock: i64,
+    pub version: i64,
+}
+
+/// The full state of a product after a change. `version` grows by one with every change, so a replica
+/// can ignore an update that arrives after a newer one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProductUpdated {
+    pub product_id: i64,
+    pub name: String,
+    pub category: String,
+    pub price: Money,
+    pub stock: i64,
+    pub version: i64,
+}
+
+/// An accepted order, with each line's product name, category and catalog unit price at order time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderCreated {
+    pub order_id: i64,
+    pub customer_id: i64,
+    /// When the order was accepted: UTC, millisecond precision. The read side buckets hours by this.
+    #[serde(with = "timestamp")]
+    pub ordered_at: DateTime<Utc>,
+    /// Σ quantity × unit price over the lines.
+    pub total: Money,
+    pub items: Vec<OrderLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderLine {
+    pub product_id: i64,
+    pub product_name: String,
+    pub category: String,
+    pub unit_price: Money,
+    pub quantity: i64,
+}

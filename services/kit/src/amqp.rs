@@ -1,0 +1,71 @@
+//! RabbitMQ connections and the idempotent declaration of the pipeline's topology.
+
+use analytics_events::Topology;
+use lapin::{
+    Channel, Connection, ConnectionProperties, ExchangeKind,
+    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable, LongString},
+};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Opens a connection that names itself in the broker's management views.
+pub async fn connect(url: &SecretString, connection_name: &str) -> lapin::Result<Connection> {
+    let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
+    Connection::connect(url.expose_secret(), properties).await
+}
+
+/// Declares exchanges, queues and bindings. Safe to run any number of times, from any service, at
+/// start-up and after every reconnect: a declaration of what exists already is a no-op.
+///
+/// `order-events` and `product-events` are durable quorum queues. A message that is rejected, or that
+/// is redelivered more than [`Topology::DELIVERY_LIMIT`] times, moves to the dead-letter queue instead
+/// of blocking its queue.
+pub async fn declare_topology(channel: &Channel, topology: &Topology) -> lapin::Result<()> {
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    channel
+        .exchange_declare(topology.exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
+        .await?;
+    channel
+        .exchange_declare(
+            topology.dead_letter_exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+
+    let durable_queue = QueueDeclareOptions { durable: true, ..Default::default() };
+    let mut dead_letter_args = FieldTable::default();
+    dead_letter_args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+    channel.queue_declare(topology.dead_letter_queue.as_str().into(), durable_queue, dead_letter_args).await?;
+    channel
+        .queue_bind(
+            topology.dead_letter_queue.as_str().into(),
+            topology.dead_letter_exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+
+    for (queue, binding) in [(&topology.order_queue, "order.*"), (&topology.product_queue, "product.*")] {
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(LongString::from(topology.dead_letter_exchange.as_str())),
+        );
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(Topology::DELIVERY_LIMIT));
+        channel.queue_declare(queue.as_str().into(), durable_queue, args).await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                topology.exchange.as_str().into(),
+                binding.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! The one error shape every API answers with: `{"error": <code>, "message": <text>}`.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code such as `insufficient_stock`.
+    pub error: String,
+    /// A sentence for the human reading it.
+    pub message: String,
+}
+
+pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = ErrorBody { error: code.to_owned(), message: message.into() };
+    (status, axum::Json(body)).into_response()
+}

@@ -1,0 +1,76 @@
+//! Drop-in replacements for axum's `Json`, `Path` and `Query` whose rejections use the JSON error shape.
+
+use axum::{
+    extract::{
+        FromRequest, FromRequestParts,
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+    },
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+
+use super::error_response;
+
+/// A JSON body. Malformed JSON, a missing field or a wrong type is a 400; a body over the router's
+/// limit is a 413; a request without `Content-Type: application/json` is a 415.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(Rejection))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Path parameters; a value of the wrong type is a 400.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Rejection))]
+pub struct Path<T>(pub T);
+
+/// Query parameters; a missing or malformed one is a 400.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Rejection))]
+pub struct Query<T>(pub T);
+
+/// An extractor's refusal, rendered in the common error shape.
+#[derive(Debug)]
+pub struct Rejection {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl From<JsonRejection> for Rejection {
+    fn from(rejection: JsonRejection) -> Self {
+        let (status, code) = match &rejection {
+            JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            // axum says 422 for a well-formed body of the wrong shape; the contract says 400.
+            JsonRejection::JsonDataError(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            JsonRejection::MissingJsonContentType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            other => (other.status(), "invalid_body"),
+        };
+        Self { status, code, message: rejection.body_text() }
+    }
+}
+
+impl From<PathRejection> for Rejection {
+    fn from(rejection: PathRejection) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, code: "invalid_path", message: rejection.body_text() }
+    }
+}
+
+impl From<QueryRejection> for Rejection {
+    fn from(rejection: QueryRejection) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, code: "invalid_query", message: rejection.body_text() }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        error_response(self.status, self.code, self.message)
+    }
+}
