@@ -1,0 +1,14 @@
+# The only entry points a user needs. Each target is a script in hack/ that explains itself.
+.PHONY: help up down test
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+up: ## Run the pipeline locally in .run/ (PostgreSQL, RabbitMQ, services); idempotent
+	@hack/up.sh
+
+down: ## Stop everything `make up` started
+	@hack/down.sh
+
+test: ## fmt, clippy -D warnings, and every test against private PostgreSQL and RabbitMQ
+	@hack/test.sh

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `make test`: formatting, lints, then every test against a private PostgreSQL and RabbitMQ that live
+# only for this run, on free ports, and are stopped afterwards whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+hack/deps.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/analytics-test.XXXXXX")
+chmod 755 "$dir" # the postgres user must reach its data directory inside
+cleanup() {
+  hack/rabbitmq.sh stop "$dir/rabbitmq" || true
+  hack/postgres.sh stop "$dir/postgres" || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mapfile -t ports < <(hack/ports.sh 4)
+pg_port=${ports[0]} amqp_port=${ports[1]} dist_port=${ports[2]} epmd_port=${ports[3]}
+# Durability is not under test here; speed is welcome.
+PG_OPTS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off" hack/postgres.sh start "$dir/postgres" "$pg_port"
+hack/rabbitmq.sh start "$dir/rabbitmq" "$amqp_port" "$dist_port" "$epmd_port"
+
+export TEST_DATABASE_URL; TEST_DATABASE_URL=$(cat "$dir/postgres/url")
+export TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$amqp_port/%2f"
+log="$dir/cargo-test.log"
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line for the whole run (cargo prints one per test binary, the last often a doc-test "0 passed").
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"

@@ -1,0 +1,41 @@
+//! While RabbitMQ is down the service keeps taking orders; the relay delivers them when it is back.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{Options, PrivateBroker, declare, read_exactly, spawn_app_with};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orders_accepted_while_the_broker_is_stopped_are_all_delivered_after_it_restarts() {
+    let broker = PrivateBroker::start();
+    let app = spawn_app_with(Options { amqp_url: broker.url(), ..Options::default() }).await;
+    let product = app.create_product("Lamp", "Home", "2.50", 1000).await;
+    app.wait_until_outbox_drained(Duration::from_secs(30)).await;
+
+    broker.stop();
+    for customer in 1..=25 {
+        let (status, body) = app
+            .post("/api/orders", json!({"customerId": customer, "items": [{"productId": product, "quantity": 2}]}))
+            .await;
+        assert_eq!(status, 201, "orders are accepted while the broker is down: {body}");
+    }
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, 200, "a broker outage does not make the command service unready: {ready}");
+    let pending: i64 = sqlx::query_scalar("select count(*) from outbox where published_at is null")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(pending, 25, "the orders wait in the outbox");
+
+    broker.start_again();
+    app.wait_until_outbox_drained(Duration::from_secs(60)).await;
+    declare(&broker.url(), &app.topology).await;
+    let orders =
+        read_exactly(&broker.url(), &app.topology.order_queue, 25, Duration::from_secs(20), Duration::from_millis(800))
+            .await;
+    let mut customers: Vec<i64> = orders.iter().map(|o| o["payload"]["customerId"].as_i64().unwrap()).collect();
+    customers.sort_unstable();
+    assert_eq!(customers, (1..=25).collect::<Vec<_>>());
+    app.stop().await;
+}

@@ -1,0 +1,13 @@
+//! Integration tests of the command service against a real PostgreSQL and a real RabbitMQ.
+//! Run them with `make test`, which starts both; see `helpers` for what each test gets.
+
+#![allow(clippy::unwrap_used)]
+
+mod broker_outage;
+mod helpers;
+mod money;
+mod ops;
+mod orders;
+mod products;
+mod relay;
+mod validation;

@@ -1,0 +1,62 @@
+//! Health, readiness, metrics and the OpenAPI document.
+
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn health_readiness_and_metrics_report_the_service_and_its_outbox() {
+    let app = spawn_app().await;
+    let (status, body) = app.get("/healthz").await;
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    let (status, body) = app.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["database"], "ok");
+
+    let id = app.create_product("Lamp", "Home", "49.99", 1).await;
+    app.get(&format!("/api/products/{id}")).await;
+    app.wait_until_outbox_drained(std::time::Duration::from_secs(20)).await;
+
+    // The counters move on the relay's own schedule; give them a moment rather than a fixed sleep.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = app.get_text("/metrics").await.1;
+        if metrics.contains("outbox_published_total{event_type=\"ProductCreated\"} 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for expected in [
+        "http_requests_total{method=\"POST\",route=\"/api/products\",status=\"201\"} 1",
+        "http_requests_total{method=\"GET\",route=\"/api/products/{id}\",status=\"200\"} 1",
+        "http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/products\"",
+        "outbox_published_total{event_type=\"ProductCreated\"} 1",
+        "outbox_publish_duration_seconds_count",
+        "outbox_publish_lag_seconds_count",
+        "outbox_pending_events",
+        "outbox_oldest_pending_age_seconds",
+    ] {
+        assert!(metrics.contains(expected), "/metrics lacks {expected}:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_and_its_error_codes() {
+    let app = spawn_app().await;
+    let (status, doc) = app.get("/api/openapi.json").await;
+    assert_eq!(status, 200);
+    let paths = &doc["paths"];
+    for (path, method, codes) in [
+        ("/api/products", "post", &["201", "400", "413", "422"][..]),
+        ("/api/products/{id}", "get", &["200", "400", "404"][..]),
+        ("/api/products/{id}", "patch", &["200", "400", "404", "422"][..]),
+        ("/api/orders", "post", &["201", "400", "409", "413", "422"][..]),
+        ("/api/orders/{id}", "get", &["200", "400", "404"][..]),
+    ] {
+        let responses = &paths[path][method]["responses"];
+        for code in codes {
+            assert!(responses.get(code).is_some(), "{method} {path} documents {code}: {responses}");
+        }
+    }
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}

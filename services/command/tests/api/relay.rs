@@ -1,0 +1,168 @@
+//! The relay publishes every event exactly once in normal operation, at least once across a crash, and
+//! two relays never publish the same row.
+
+use std::{collections::HashMap, time::Duration};
+
+use command_service::outbox::{Publisher, Relay};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{Options, TestApp, read_at_least, read_exactly, relay_config, spawn_app, spawn_app_with};
+
+fn event_ids(messages: &[Value]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for message in messages {
+        *counts.entry(message["eventId"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    counts
+}
+
+async fn outbox_event_ids(app: &TestApp, event_type: &str) -> Vec<String> {
+    sqlx::query_scalar("select event_id::text from outbox where event_type = $1 order by id")
+        .bind(event_type)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_event_is_published_exactly_once_with_its_exact_body() {
+    let app = spawn_app().await;
+    let lamp = app.create_product("Lamp", "Home", "49.99", 1000).await;
+    let mug = app.create_product("Mug", "Kitchen", "8.50", 1000).await;
+    app.patch(&format!("/api/products/{mug}"), json!({"price": 9.00})).await;
+    for customer in 1..=40 {
+        let (status, _) = app
+            .post("/api/orders", json!({"customerId": customer, "items": [{"productId": lamp, "quantity": 1}, {"productId": mug, "quantity": 2}]}))
+            .await;
+        assert_eq!(status, 201);
+    }
+
+    let quiet = Duration::from_millis(800);
+    let orders = read_exactly(&app.amqp_url, &app.topology.order_queue, 40, Duration::from_secs(20), quiet).await;
+    let products = read_exactly(&app.amqp_url, &app.topology.product_queue, 3, Duration::from_secs(20), quiet).await;
+
+    let published = event_ids(&orders);
+    assert!(published.values().all(|n| *n == 1), "no duplicates");
+    let mut expected = outbox_event_ids(&app, "OrderCreated").await;
+    let mut got: Vec<_> = published.into_keys().collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+
+    // The bytes on the wire are the bytes in the outbox.
+    let stored: Vec<String> =
+        sqlx::query_scalar("select body::text from outbox where event_type like 'Product%' order by id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let wire: Vec<String> = products.iter().map(|p| serde_json::to_string(p).unwrap()).collect();
+    let stored: Vec<String> =
+        stored.iter().map(|s| serde_json::to_string(&serde_json::from_str::<Value>(s).unwrap()).unwrap()).collect();
+    assert_eq!(wire.iter().filter(|w| stored.contains(w)).count(), 3);
+    let types: Vec<_> = products.iter().map(|p| p["eventType"].as_str().unwrap()).collect();
+    assert_eq!(types.iter().filter(|t| **t == "ProductUpdated").count(), 1);
+
+    app.wait_until_outbox_drained(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_that_dies_between_publish_and_mark_is_followed_by_a_republish_not_a_loss() {
+    let app = spawn_app_with(Options { relay: false, ..Options::default() }).await;
+    let product = app.create_product("Lamp", "Home", "1.00", 1000).await;
+    for customer in 1..=30 {
+        assert_eq!(
+            app.post("/api/orders", json!({"customerId": customer, "items": [{"productId": product, "quantity": 1}]}))
+                .await
+                .0,
+            201
+        );
+    }
+
+    // The first relay claims a batch, publishes it, and dies before marking it.
+    let mut config = relay_config(&app.database_url, &app.amqp_url, &app.prefix);
+    config.lease = Duration::from_secs(1);
+    config.batch_size = 20;
+    let doomed = Relay::new(&config, &prometheus::Registry::new()).unwrap();
+    let batch = doomed.claim().await.unwrap();
+    assert_eq!(batch.len(), 20);
+    let publisher =
+        Publisher::connect(&config.amqp_url, doomed.topology().clone(), config.confirm_timeout).await.unwrap();
+    publisher.publish(&batch).await.unwrap();
+    drop(publisher);
+    drop(doomed);
+    let unmarked: i64 = sqlx::query_scalar("select count(*) from outbox where published_at is null")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(unmarked, 31, "nothing was marked published");
+
+    // A healthy relay takes over once the lease has lapsed.
+    let survivor = Relay::new(&config, &prometheus::Registry::new()).unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(survivor.run(shutdown.clone()));
+    app.wait_until_outbox_drained(Duration::from_secs(30)).await;
+    shutdown.cancel();
+    running.await.unwrap();
+
+    let crashed: Vec<String> = batch.iter().map(|event| event.event_id.to_string()).collect();
+    let orders = read_exactly(
+        &app.amqp_url,
+        &app.topology.order_queue,
+        30 + 19,
+        Duration::from_secs(20),
+        Duration::from_millis(800),
+    )
+    .await;
+    let products = read_at_least(
+        &app.amqp_url,
+        &app.topology.product_queue,
+        1,
+        Duration::from_secs(5),
+        Duration::from_millis(300),
+    )
+    .await;
+    let mut seen = event_ids(&orders);
+    for (id, n) in event_ids(&products) {
+        *seen.entry(id).or_default() += n;
+    }
+    for id in
+        outbox_event_ids(&app, "OrderCreated").await.into_iter().chain(outbox_event_ids(&app, "ProductCreated").await)
+    {
+        let expected = if crashed.contains(&id) { 2 } else { 1 };
+        assert_eq!(seen.get(&id), Some(&expected), "event {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_relays_in_parallel_never_publish_the_same_row_twice() {
+    const EVENTS: usize = 3000;
+    let app = spawn_app_with(Options { relay: false, ..Options::default() }).await;
+    sqlx::query(
+        "insert into outbox (event_id, event_type, aggregate_id, body, occurred_at)
+         select id, 'OrderCreated', n, json_build_object('eventId', id, 'n', n), now()
+           from (select gen_random_uuid() as id, n from generate_series(1, $1) as n) as rows",
+    )
+    .bind(i32::try_from(EVENTS).unwrap())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let mut config = relay_config(&app.database_url, &app.amqp_url, &app.prefix);
+    config.batch_size = 25;
+    let shutdown = CancellationToken::new();
+    let relays: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(Relay::new(&config, &prometheus::Registry::new()).unwrap().run(shutdown.clone())))
+        .collect();
+    let messages =
+        read_exactly(&app.amqp_url, &app.topology.order_queue, EVENTS, Duration::from_secs(60), Duration::from_secs(1))
+            .await;
+    shutdown.cancel();
+    for relay in relays {
+        relay.await.unwrap();
+    }
+    let counts = event_ids(&messages);
+    assert_eq!(counts.len(), EVENTS, "every row was published");
+    assert!(counts.values().all(|n| *n == 1), "no row was published twice");
+    app.wait_until_outbox_drained(Duration::from_secs(5)).await;
+}

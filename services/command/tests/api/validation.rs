@@ -1,0 +1,143 @@
+//! Every rejected request gets the JSON error shape, a precise status, and writes nothing.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_error, spawn_app};
+
+/// Nothing but the setup's rows: no product, order, line or event beyond what the test made itself.
+async fn assert_nothing_written(app: &TestApp, products: i64, product_stock: &[(i64, i32)]) {
+    assert_eq!(app.count("products").await, products);
+    assert_eq!(app.count("orders").await, 0);
+    assert_eq!(app.count("order_items").await, 0);
+    assert_eq!(app.count("outbox").await, products, "one ProductCreated per setup product, nothing else");
+    for (id, stock) in product_stock {
+        assert_eq!(app.stock(*id).await, *stock, "stock of product {id} changed");
+    }
+}
+
+#[tokio::test]
+async fn invalid_products_are_rejected_with_precise_codes_and_write_nothing() {
+    let app = spawn_app().await;
+    let valid = json!({"name": "Lamp", "category": "Home", "price": 49.99, "stock": 5});
+    let with = |key: &str, value: Value| {
+        let mut body = valid.clone();
+        body[key] = value;
+        body
+    };
+    let without = |key: &str| {
+        let mut body = valid.clone();
+        body.as_object_mut().unwrap().remove(key);
+        body
+    };
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (without("name"), 400, "invalid_body"),
+        (without("price"), 400, "invalid_body"),
+        (with("price", json!("49.99")), 400, "invalid_body"),
+        (with("stock", json!(1.5)), 400, "invalid_body"),
+        (with("stock", json!("5")), 400, "invalid_body"),
+        (with("name", json!(7)), 400, "invalid_body"),
+        (json!([1, 2]), 400, "invalid_body"),
+        (with("name", json!("")), 422, "validation_failed"),
+        (with("name", json!("   ")), 422, "validation_failed"),
+        (with("category", json!("")), 422, "validation_failed"),
+        (with("price", json!(0)), 422, "validation_failed"),
+        (with("price", json!(-1.5)), 422, "validation_failed"),
+        (with("price", json!(1.999)), 422, "validation_failed"),
+        (with("stock", json!(-1)), 422, "validation_failed"),
+    ];
+    for (body, status, code) in cases {
+        let (got, response) = app.post("/api/products", body.clone()).await;
+        assert_eq!(got, status, "for {body}: {response}");
+        assert_error(got, &response, status, code);
+    }
+    assert_nothing_written(&app, 0, &[]).await;
+}
+
+#[tokio::test]
+async fn malformed_json_oversized_bodies_and_wrong_media_types_use_the_same_error_shape() {
+    let app = spawn_app().await;
+    let url = format!("{}/api/orders", app.address);
+    let send = |body: String, content_type: &'static str| {
+        app.client.post(&url).header("content-type", content_type).body(body).send()
+    };
+
+    let response = send("{\"customerId\": 1, \"items\": [".into(), "application/json").await.unwrap();
+    let status = response.status().as_u16();
+    assert_error(status, &response.json().await.unwrap(), 400, "invalid_json");
+
+    let huge = format!("{{\"customerId\": 1, \"items\": [], \"pad\": \"{}\"}}", "x".repeat(70 * 1024));
+    let response = send(huge, "application/json").await.unwrap();
+    let status = response.status().as_u16();
+    assert_error(status, &response.json().await.unwrap(), 413, "payload_too_large");
+
+    let response = send("{\"customerId\": 1, \"items\": []}".into(), "text/plain").await.unwrap();
+    let status = response.status().as_u16();
+    assert_error(status, &response.json().await.unwrap(), 415, "unsupported_media_type");
+
+    assert_nothing_written(&app, 0, &[]).await;
+}
+
+#[tokio::test]
+async fn invalid_orders_are_rejected_with_precise_codes_and_write_nothing() {
+    let app = spawn_app().await;
+    let lamp = app.create_product("Lamp", "Home", "49.99", 5).await;
+    let mug = app.create_product("Mug", "Kitchen", "8.50", 1).await;
+    let order = |customer: Value, items: Value| json!({"customerId": customer, "items": items});
+    let one = json!([{"productId": lamp, "quantity": 1}]);
+
+    let cases: Vec<(Value, u16, &str, Option<&str>)> = vec![
+        (order(json!(0), one.clone()), 422, "validation_failed", Some("customerId")),
+        (order(json!(-4), one.clone()), 422, "validation_failed", Some("customerId")),
+        (order(json!("7"), one.clone()), 400, "invalid_body", None),
+        (order(json!(1.5), one.clone()), 400, "invalid_body", None),
+        (json!({"items": one.clone()}), 400, "invalid_body", None),
+        (json!({"customerId": 1}), 400, "invalid_body", None),
+        (order(json!(1), json!([])), 422, "validation_failed", Some("items")),
+        (order(json!(1), json!([{"productId": lamp, "quantity": 0}])), 422, "validation_failed", Some("quantity")),
+        (order(json!(1), json!([{"productId": lamp, "quantity": -1}])), 422, "validation_failed", Some("quantity")),
+        (order(json!(1), json!([{"productId": lamp, "quantity": 1.5}])), 400, "invalid_body", None),
+        (order(json!(1), json!([{"productId": lamp}])), 400, "invalid_body", None),
+        (
+            order(json!(1), json!([{"productId": lamp, "quantity": 1}, {"productId": lamp, "quantity": 2}])),
+            422,
+            "validation_failed",
+            Some("appears more than once"),
+        ),
+        (
+            order(json!(1), json!([{"productId": lamp, "quantity": 1}, {"productId": 999_999, "quantity": 1}])),
+            422,
+            "unknown_product",
+            Some("999999"),
+        ),
+        (
+            order(json!(1), json!([{"productId": lamp, "quantity": 1, "price": 39.99}])),
+            409,
+            "price_mismatch",
+            Some("Lamp"),
+        ),
+        (order(json!(1), json!([{"productId": mug, "quantity": 2}])), 409, "insufficient_stock", Some("Mug")),
+    ];
+    for (body, status, code, mentions) in cases {
+        let (got, response) = app.post("/api/orders", body.clone()).await;
+        let message = assert_error(got, &response, status, code);
+        if let Some(text) = mentions {
+            assert!(message.contains(text), "message for {body} should mention {text}: {message}");
+        }
+    }
+    assert_nothing_written(&app, 2, &[(lamp, 5), (mug, 1)]).await;
+}
+
+#[tokio::test]
+async fn ids_that_are_not_positive_integers_are_400_and_unknown_ones_404() {
+    let app = spawn_app().await;
+    for path in ["/api/products/abc", "/api/products/0", "/api/products/-3", "/api/orders/x", "/api/orders/0"] {
+        let (status, body) = app.get(path).await;
+        assert_error(status, &body, 400, "invalid_path");
+    }
+    for path in ["/api/products/424242", "/api/orders/424242"] {
+        let (status, body) = app.get(path).await;
+        assert_error(status, &body, 404, "not_found");
+    }
+    let (status, body) = app.get("/api/nothing-here").await;
+    assert_error(status, &body, 404, "not_found");
+}
