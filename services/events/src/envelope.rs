@@ -49,25 +49,31 @@ pub enum EventType {
     ProductCreated,
     ProductUpdated,
     OrderCreated,
+    /// Not a domain event: the relay's report of the outbox backlog, sent down each queue so the read
+    /// side can tell how far behind it is (see [`crate::Watermark`]).
+    Watermark,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 3] = [Self::ProductCreated, Self::ProductUpdated, Self::OrderCreated];
+    pub const ALL: [EventType; 4] = [Self::ProductCreated, Self::ProductUpdated, Self::OrderCreated, Self::Watermark];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ProductCreated => "ProductCreated",
             Self::ProductUpdated => "ProductUpdated",
             Self::OrderCreated => "OrderCreated",
+            Self::Watermark => "Watermark",
         }
     }
 
-    /// The topic routing key; the queues bind to `product.*` and `order.*`.
+    /// The topic routing key of a domain event; the queues bind to `product.*` and `order.*`. A
+    /// watermark goes to both queues, as `order.watermark` and `product.watermark`.
     pub fn routing_key(self) -> &'static str {
         match self {
             Self::ProductCreated => "product.created",
             Self::ProductUpdated => "product.updated",
             Self::OrderCreated => "order.created",
+            Self::Watermark => "order.watermark",
         }
     }
 
@@ -104,6 +110,25 @@ pub mod timestamp {
         DateTime::parse_from_rfc3339(&text)
             .map(|at| at.with_timezone(&Utc))
             .map_err(|e| D::Error::custom(format!("invalid timestamp {text:?}: {e}")))
+    }
+
+    /// The same format for an optional timestamp, `null` when absent.
+    pub mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => super::serialize(at, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrapped(#[serde(with = "super")] DateTime<Utc>);
+            Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(at)| at))
+        }
     }
 }
 

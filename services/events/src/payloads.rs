@@ -53,3 +53,20 @@ pub struct OrderLine {
     pub unit_price: Money,
     pub quantity: i64,
 }
+
+/// The relay's backlog report, published on each queue after the events it has published so far.
+///
+/// Because publishing is confirmed and each queue is FIFO, once a consumer has applied a watermark,
+/// every event that occurred before `asOf` is either applied already or still in the outbox, where
+/// `outboxPending` counts it and `oldestPendingAt` bounds its age. The aggregate id is 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Watermark {
+    #[serde(with = "timestamp")]
+    pub as_of: DateTime<Utc>,
+    /// Outbox rows not yet published at `asOf`.
+    pub outbox_pending: i64,
+    /// occurredAt of the oldest of them, if any.
+    #[serde(with = "timestamp::option")]
+    pub oldest_pending_at: Option<DateTime<Utc>>,
+}

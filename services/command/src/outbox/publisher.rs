@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use analytics_events::Topology;
+use analytics_events::{Envelope, EventType, Topology, Watermark};
 use lapin::{
     BasicProperties, Channel, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
@@ -70,6 +70,31 @@ impl Publisher {
                 .await?;
             confirms.push(confirm);
         }
+        self.await_confirms(confirms).await
+    }
+
+    /// Sends the backlog report down both queues, behind everything published so far, and waits for
+    /// the confirms. Watermarks are transient: a lost one is superseded by the next.
+    pub async fn publish_watermark(&self, watermark: Watermark) -> Result<(), PublishError> {
+        let body = Envelope::new(EventType::Watermark, watermark.as_of, 0, watermark).to_body();
+        let mut confirms = Vec::with_capacity(2);
+        for routing_key in ["order.watermark", "product.watermark"] {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(1)
+                .with_content_type("application/json".into())
+                .with_type(EventType::Watermark.as_str().into())
+                .with_app_id("command-service".into());
+            let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+            confirms.push(
+                self.channel
+                    .basic_publish(self.topology.exchange.as_str().into(), routing_key.into(), options, &body, properties)
+                    .await?,
+            );
+        }
+        self.await_confirms(confirms).await
+    }
+
+    async fn await_confirms(&self, confirms: Vec<lapin::PublisherConfirm>) -> Result<(), PublishError> {
         let confirmations = tokio::time::timeout(self.confirm_timeout, futures::future::try_join_all(confirms))
             .await
             .map_err(|_| PublishError::ConfirmTimeout(self.confirm_timeout))??;

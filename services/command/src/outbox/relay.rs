@@ -6,6 +6,9 @@
 //! between publish and mark leaves its lease to expire, and the rows are published again (at least once;
 //! the consumer's idempotency absorbs the repeat). Handlers wake it right after their commit, and it
 //! polls slowly as a fallback for rows written by other processes and for expired leases.
+//!
+//! After its batches (at most every [`WATERMARK_MIN_INTERVAL`]) and once a second when idle, it sends a
+//! [`Watermark`] with the outbox backlog down each queue, which is how the read side knows its lag.
 
 use std::{
     sync::{
@@ -15,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use analytics_events::{EventType, Topology};
+use analytics_events::{EventType, Topology, Watermark};
 use analytics_kit::backoff::Backoff;
 use chrono::{DateTime, Utc};
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
@@ -27,6 +30,11 @@ use uuid::Uuid;
 
 use super::{PublishError, Publisher};
 use crate::config::RelayConfig;
+
+/// Watermarks follow batches at most this often, so that under load they add little traffic.
+const WATERMARK_MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// And an idle relay still sends one this often, so the read side can tell "idle" from "stuck".
+pub const WATERMARK_IDLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One outbox row on its way to the broker.
 #[derive(Debug, Clone)]
@@ -188,6 +196,7 @@ impl Relay {
     /// Claims, publishes and marks batches until shutdown (`Ok`) or a broker failure (`Err`).
     async fn pump(&self, publisher: &Publisher, shutdown: &CancellationToken) -> Result<(), PublishError> {
         let mut database_backoff = Backoff::default();
+        let mut last_watermark: Option<Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -206,9 +215,13 @@ impl Relay {
                 }
             };
             if batch.is_empty() {
+                if last_watermark.is_none_or(|at| at.elapsed() >= WATERMARK_IDLE_INTERVAL) {
+                    self.send_watermark(publisher).await?;
+                    last_watermark = Some(Instant::now());
+                }
                 tokio::select! {
                     () = self.waker.notify.notified() => {}
-                    () = tokio::time::sleep(self.poll_interval) => {}
+                    () = tokio::time::sleep(self.poll_interval.min(WATERMARK_IDLE_INTERVAL)) => {}
                     () = shutdown.cancelled() => return Ok(()),
                 }
                 continue;
@@ -229,6 +242,26 @@ impl Relay {
             if let Err(error) = self.mark_published(&batch).await {
                 // The rows stay leased and are published again when the lease ends: a duplicate, not a loss.
                 tracing::warn!(%error, rows = batch.len(), "relay cannot mark published rows");
+                continue;
+            }
+            if last_watermark.is_none_or(|at| at.elapsed() >= WATERMARK_MIN_INTERVAL) {
+                self.send_watermark(publisher).await?;
+                last_watermark = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Reads the backlog and publishes it as a watermark. If the database cannot say, none is sent:
+    /// the read side then sees its watermark age and reports itself stale, which is the truth.
+    async fn send_watermark(&self, publisher: &Publisher) -> Result<(), PublishError> {
+        let as_of = analytics_events::timestamp::truncate(Utc::now());
+        match backlog(&self.pool).await {
+            Ok((outbox_pending, oldest_pending_at)) => {
+                publisher.publish_watermark(Watermark { as_of, outbox_pending, oldest_pending_at }).await
+            }
+            Err(error) => {
+                tracing::debug!(%error, "no watermark: cannot read the outbox backlog");
+                Ok(())
             }
         }
     }
@@ -293,6 +326,11 @@ impl Relay {
     }
 }
 
+/// Unpublished outbox rows, and the occurredAt of the oldest.
+async fn backlog(pool: &PgPool) -> sqlx::Result<(i64, Option<DateTime<Utc>>)> {
+    sqlx::query_as("select count(*), min(occurred_at) from outbox where published_at is null").fetch_one(pool).await
+}
+
 /// Every second, the backlog gauges; every minute, pruning of rows published longer ago than `retention`.
 async fn housekeeping(pool: PgPool, metrics: RelayMetrics, retention: Duration, shutdown: CancellationToken) {
     const PRUNE_EVERY: u32 = 60;
@@ -304,15 +342,11 @@ async fn housekeeping(pool: PgPool, metrics: RelayMetrics, retention: Duration, 
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        let backlog: sqlx::Result<(i64, Option<f64>)> = sqlx::query_as(
-            "select count(*), extract(epoch from now() - min(occurred_at))::float8 from outbox where published_at is null",
-        )
-        .fetch_one(&pool)
-        .await;
-        match backlog {
+        match backlog(&pool).await {
             Ok((pending, oldest)) => {
                 metrics.pending.set(pending);
-                metrics.oldest_pending_seconds.set(oldest.unwrap_or(0.0).max(0.0));
+                let age = oldest.map_or(0.0, |at| (Utc::now() - at).as_seconds_f64().max(0.0));
+                metrics.oldest_pending_seconds.set(age);
             }
             Err(error) => tracing::debug!(%error, "cannot read the outbox backlog"),
         }

@@ -215,7 +215,8 @@ pub async fn read_exactly(amqp_url: &str, queue: &str, count: usize, timeout: Du
     messages
 }
 
-/// Reads at least `count` messages, plus any that arrive within `quiet` after the last one.
+/// Reads at least `count` domain events (skipping the relay's watermarks), plus any that arrive within
+/// `quiet` after the last one.
 pub async fn read_at_least(
     amqp_url: &str,
     queue: &str,
@@ -240,7 +241,10 @@ pub async fn read_at_least(
         match tokio::time::timeout(wait, consumer.next()).await {
             Ok(Some(delivery)) => {
                 let delivery = delivery.unwrap();
-                messages.push(serde_json::from_slice(&delivery.data).unwrap());
+                let message: Value = serde_json::from_slice(&delivery.data).unwrap();
+                if message["eventType"] != "Watermark" {
+                    messages.push(message);
+                }
                 delivery.ack(BasicAckOptions::default()).await.unwrap();
             }
             Ok(None) => panic!("the consumer on {queue} was cancelled"),

@@ -1,0 +1,62 @@
+//! Command-line and environment configuration. Every flag has an environment variable; `--help` lists both.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+
+#[derive(Debug, Parser)]
+#[command(name = "consumer-service", version, about = "Applies order and product events to the analytics read model, exactly once.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume both queues, with /healthz, /readyz and /metrics on --listen.
+    Serve(ServeConfig),
+    /// Apply the read database's migrations and exit. Safe to run concurrently.
+    Migrate(DatabaseConfig),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL of the read database.
+    #[arg(long = "database-url", env = "READ_DATABASE_URL", hide_env_values = true)]
+    pub url: SecretString,
+
+    /// Largest number of connections in the pool.
+    #[arg(long = "database-max-connections", env = "READ_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address of the operational endpoints (/healthz, /readyz, /metrics).
+    #[arg(long, env = "CONSUMER_LISTEN", default_value = "0.0.0.0:8082")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// AMQP URL of the RabbitMQ broker.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    pub amqp_url: SecretString,
+
+    /// Prefix for exchange and queue names, to share one broker between pipelines.
+    #[arg(long, env = "TOPOLOGY_PREFIX", default_value = "")]
+    pub topology_prefix: String,
+
+    /// Unacknowledged messages the broker may hand this consumer per queue (basic_qos).
+    #[arg(long, env = "CONSUMER_PREFETCH", default_value_t = 500)]
+    pub prefetch: u16,
+
+    /// Most messages applied in one transaction.
+    #[arg(long, env = "CONSUMER_BATCH_SIZE", default_value_t = 250)]
+    pub batch_size: usize,
+
+    /// How long applied-message hashes are kept for idempotency.
+    #[arg(long, env = "PROCESSED_EVENTS_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub processed_events_retention: Duration,
+}

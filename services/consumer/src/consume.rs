@@ -1,0 +1,361 @@
+//! Reads both queues and applies their messages in batches, acking only after the commit.
+//!
+//! Each queue gets its own channel with a prefetch (`basic_qos`) set before consuming. A batch is the
+//! first delivery plus whatever else is already buffered, up to the batch size, so batching adds no
+//! waiting at low load and grows by itself under load. A batch is applied in one transaction and then
+//! acked with a single multiple-ack. Transient database errors retry the same batch with backoff; a
+//! message the database refuses outright is retried alone a few times, then dead-lettered. A message
+//! that cannot be parsed is dead-lettered at once with its reason. Losing the broker drops everything
+//! unacked (the broker redelivers it) and reconnects with backoff, declaring the topology again.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use analytics_events::Topology;
+use analytics_kit::backoff::Backoff;
+use chrono::Utc;
+use futures::{FutureExt, StreamExt};
+use lapin::{
+    BasicProperties, Channel, Connection,
+    message::Delivery,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable, LongString},
+};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::projection::{self, Incoming, Outcome, Poison, Stream};
+
+/// How often a message the database refuses is tried alone before it is dead-lettered.
+const ATTEMPTS_BEFORE_DEAD_LETTER: u32 = 3;
+
+/// Why a broker session ended; every case reconnects.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+    #[error("the broker cancelled the consumer")]
+    Cancelled,
+    #[error("the broker refused (nacked) a dead-lettered message")]
+    DeadLetterNacked,
+}
+
+type Result<T, E = SessionError> = std::result::Result<T, E>;
+
+#[derive(Clone)]
+pub struct ConsumerMetrics {
+    applied: IntCounterVec,
+    duplicates: IntCounterVec,
+    dead_lettered: IntCounterVec,
+    batch_size: Histogram,
+    apply_seconds: Histogram,
+    end_to_end_seconds: Histogram,
+}
+
+impl ConsumerMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let applied = IntCounterVec::new(
+            Opts::new("consumer_events_applied_total", "Events applied to the read model, by event type."),
+            &["event_type"],
+        )?;
+        let duplicates = IntCounterVec::new(
+            Opts::new("consumer_events_duplicate_total", "Redelivered events skipped because their hash was already processed."),
+            &["event_type"],
+        )?;
+        let dead_lettered = IntCounterVec::new(
+            Opts::new("consumer_events_dead_lettered_total", "Messages sent to the dead-letter queue, by reason."),
+            &["reason"],
+        )?;
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new("consumer_batch_size", "Messages per applied batch.")
+                .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0]),
+        )?;
+        let apply_seconds = Histogram::with_opts(
+            HistogramOpts::new("consumer_apply_duration_seconds", "Time to apply one batch, commit included.")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+        )?;
+        let end_to_end_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "consumer_end_to_end_latency_seconds",
+                "Time from an event's occurredAt on the write side to its commit in the read model.",
+            )
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+        )?;
+        registry.register(Box::new(applied.clone()))?;
+        registry.register(Box::new(duplicates.clone()))?;
+        registry.register(Box::new(dead_lettered.clone()))?;
+        registry.register(Box::new(batch_size.clone()))?;
+        registry.register(Box::new(apply_seconds.clone()))?;
+        registry.register(Box::new(end_to_end_seconds.clone()))?;
+        Ok(Self { applied, duplicates, dead_lettered, batch_size, apply_seconds, end_to_end_seconds })
+    }
+}
+
+pub struct Consumer {
+    pub(crate) pool: PgPool,
+    amqp_url: SecretString,
+    topology: Topology,
+    prefetch: u16,
+    batch_size: usize,
+    metrics: ConsumerMetrics,
+    connected: Arc<AtomicBool>,
+}
+
+impl Consumer {
+    pub fn new(
+        pool: PgPool,
+        amqp_url: SecretString,
+        topology: Topology,
+        prefetch: u16,
+        batch_size: usize,
+        metrics: ConsumerMetrics,
+    ) -> Self {
+        Self { pool, amqp_url, topology, prefetch, batch_size: batch_size.max(1), metrics, connected: Arc::default() }
+    }
+
+    /// Whether it is connected to the broker and consuming, for `/readyz`.
+    pub fn connected_flag(&self) -> Arc<AtomicBool> {
+        self.connected.clone()
+    }
+
+    /// Consumes until `shutdown`, reconnecting with backoff. On shutdown the batches in hand finish.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::default();
+        while !shutdown.is_cancelled() {
+            match self.session(&shutdown, &mut backoff).await {
+                Ok(()) => break,
+                Err(error) => tracing::warn!(%error, "consumer lost the broker; reconnecting"),
+            }
+            self.connected.store(false, Ordering::Relaxed);
+            if !backoff.wait(&shutdown).await {
+                break;
+            }
+        }
+        self.connected.store(false, Ordering::Relaxed);
+        tracing::info!("consumer stopped");
+    }
+
+    /// One connection's life: declare, consume both queues, and return when either fails or on shutdown.
+    async fn session(&self, shutdown: &CancellationToken, backoff: &mut Backoff) -> Result<()> {
+        let connection = analytics_kit::amqp::connect(&self.amqp_url, "consumer-service").await?;
+        let setup = connection.create_channel().await?;
+        analytics_kit::amqp::declare_topology(&setup, &self.topology).await?;
+        let dead_letters = connection.create_channel().await?;
+        dead_letters.confirm_select(ConfirmSelectOptions::default()).await?;
+        let orders = self.open(&connection, &self.topology.order_queue).await?;
+        let products = self.open(&connection, &self.topology.product_queue).await?;
+        self.connected.store(true, Ordering::Relaxed);
+        backoff.reset();
+        tracing::info!("consumer connected to the broker");
+
+        // If one stream fails, the other finishes its batch and stops too, and the session reconnects.
+        let stop = shutdown.child_token();
+        let (orders, products) = tokio::join!(
+            self.consume(Stream::Orders, orders, &dead_letters, &stop),
+            self.consume(Stream::Products, products, &dead_letters, &stop),
+        );
+        drop(connection.close(200, "consumer stopping".into()).await);
+        orders.and(products)
+    }
+
+    async fn open(&self, connection: &Connection, queue: &str) -> lapin::Result<(Channel, lapin::Consumer)> {
+        let channel = connection.create_channel().await?;
+        channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
+        let consumer = channel
+            .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await?;
+        Ok((channel, consumer))
+    }
+
+    async fn consume(
+        &self,
+        stream: Stream,
+        (channel, mut consumer): (Channel, lapin::Consumer),
+        dead_letters: &Channel,
+        stop: &CancellationToken,
+    ) -> Result<()> {
+        let result = async {
+            loop {
+                let first = tokio::select! {
+                    next = consumer.next() => next,
+                    () = stop.cancelled() => return Ok(()),
+                };
+                let mut deliveries = vec![next_delivery(first)?];
+                while deliveries.len() < self.batch_size {
+                    match consumer.next().now_or_never() {
+                        Some(next) => deliveries.push(next_delivery(next)?),
+                        None => break,
+                    }
+                }
+                if !self.process(stream, &channel, dead_letters, deliveries, stop).await? {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        stop.cancel();
+        result
+    }
+
+    /// Applies and acks one batch. Returns `false` if shutdown came while the database was unreachable
+    /// (the batch stays unacked, and the broker will deliver it again).
+    async fn process(
+        &self,
+        stream: Stream,
+        channel: &Channel,
+        dead_letters: &Channel,
+        deliveries: Vec<Delivery>,
+        stop: &CancellationToken,
+    ) -> Result<bool> {
+        let last_tag = deliveries.last().map(|d| d.delivery_tag).unwrap_or_default();
+        let mut valid = Vec::with_capacity(deliveries.len());
+        for delivery in &deliveries {
+            match projection::parse(&delivery.data, stream) {
+                Ok(incoming) => valid.push((delivery, incoming)),
+                Err(poison) => self.dead_letter(dead_letters, delivery, &poison).await?,
+            }
+        }
+        let incoming: Vec<Incoming> = valid.iter().map(|(_, incoming)| incoming.clone()).collect();
+        let mut backoff = Backoff::default();
+        loop {
+            let started = Instant::now();
+            match projection::apply(&self.pool, stream, &incoming).await {
+                Ok(outcomes) => {
+                    self.record(&incoming, &outcomes, started);
+                    break;
+                }
+                Err(error) if projection::is_transient(&error) => {
+                    tracing::warn!(%error, stream = stream.as_str(), "cannot apply a batch yet; retrying");
+                    if !backoff.wait(stop).await {
+                        return Ok(false);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, stream = stream.as_str(), "the read database refused a batch; applying one by one");
+                    if !self.apply_one_by_one(stream, dead_letters, &valid, stop).await? {
+                        return Ok(false);
+                    }
+                    break;
+                }
+            }
+        }
+        channel.basic_ack(last_tag, BasicAckOptions { multiple: true }).await?;
+        Ok(true)
+    }
+
+    async fn apply_one_by_one(
+        &self,
+        stream: Stream,
+        dead_letters: &Channel,
+        valid: &[(&Delivery, Incoming)],
+        stop: &CancellationToken,
+    ) -> Result<bool> {
+        for (delivery, incoming) in valid {
+            let mut attempts = 0;
+            let mut backoff = Backoff::default();
+            loop {
+                let started = Instant::now();
+                match projection::apply(&self.pool, stream, std::slice::from_ref(incoming)).await {
+                    Ok(outcomes) => {
+                        self.record(std::slice::from_ref(incoming), &outcomes, started);
+                        break;
+                    }
+                    Err(error) if projection::is_transient(&error) => {
+                        if !backoff.wait(stop).await {
+                            return Ok(false);
+                        }
+                    }
+                    Err(error) => {
+                        attempts += 1;
+                        if attempts >= ATTEMPTS_BEFORE_DEAD_LETTER {
+                            let poison = Poison { kind: "rejected_by_database", detail: format!("the read database refused it: {error}") };
+                            self.dead_letter(dead_letters, delivery, &poison).await?;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn record(&self, batch: &[Incoming], outcomes: &[Outcome], started: Instant) {
+        self.metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.batch_size.observe(batch.len() as f64);
+        let now = Utc::now();
+        for (incoming, outcome) in batch.iter().zip(outcomes) {
+            let event_type = incoming.message.event_type().as_str();
+            match outcome {
+                Outcome::Applied => {
+                    self.metrics.applied.with_label_values(&[event_type]).inc();
+                    let latency = (now - incoming.message.occurred_at()).as_seconds_f64().max(0.0);
+                    self.metrics.end_to_end_seconds.observe(latency);
+                }
+                Outcome::Duplicate => self.metrics.duplicates.with_label_values(&[event_type]).inc(),
+                Outcome::Watermark => {}
+            }
+        }
+    }
+
+    /// Publishes a copy with its reason to the dead-letter exchange and waits for the broker's confirm.
+    /// The caller's ack then removes the original: the message is moved, never dropped.
+    async fn dead_letter(&self, channel: &Channel, delivery: &Delivery, poison: &Poison) -> Result<()> {
+        tracing::warn!(reason = %poison, queue = %delivery.routing_key, "dead-lettering a message");
+        let mut headers = FieldTable::default();
+        headers.insert("x-dead-letter-reason".into(), AMQPValue::LongString(LongString::from(poison.detail.as_str())));
+        headers.insert("x-poison-kind".into(), AMQPValue::LongString(LongString::from(poison.kind)));
+        headers.insert("x-original-exchange".into(), AMQPValue::LongString(LongString::from(delivery.exchange.as_str())));
+        headers.insert("x-original-routing-key".into(), AMQPValue::LongString(LongString::from(delivery.routing_key.as_str())));
+        let properties = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+        let confirm = channel
+            .basic_publish(
+                self.topology.dead_letter_exchange.as_str().into(),
+                delivery.routing_key.clone(),
+                BasicPublishOptions::default(),
+                &delivery.data,
+                properties,
+            )
+            .await?
+            .await?;
+        if confirm.is_nack() {
+            return Err(SessionError::DeadLetterNacked);
+        }
+        self.metrics.dead_lettered.with_label_values(&[poison.kind]).inc();
+        Ok(())
+    }
+}
+
+fn next_delivery(next: Option<lapin::Result<Delivery>>) -> Result<Delivery> {
+    Ok(next.ok_or(SessionError::Cancelled)??)
+}
+
+/// Applied-message hashes are kept for `retention`, well beyond any redelivery, then pruned.
+pub async fn prune_processed_events(pool: PgPool, retention: std::time::Duration, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let pruned = sqlx::query(
+            "delete from processed_events where hash in (
+                 select hash from processed_events where processed_at < now() - $1 * interval '1 second' limit 50000)",
+        )
+        .bind(retention.as_secs_f64())
+        .execute(&pool)
+        .await;
+        match pruned {
+            Ok(done) if done.rows_affected() > 0 => tracing::info!(rows = done.rows_affected(), "pruned processed-event hashes"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot prune processed-event hashes"),
+        }
+    }
+}
+

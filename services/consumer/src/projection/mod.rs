@@ -1,0 +1,275 @@
+//! Turns message bodies into view changes.
+//!
+//! [`parse`] reads a body into a typed [`Message`] or says why it never can be (a poison message).
+//! [`apply`] applies a batch in one transaction: it records each body's SHA-256 in `processed_events`
+//! and applies only the messages whose hash was new, so a redelivered message changes nothing. All rows
+//! are written in key order, so concurrent consumers never deadlock on each other (and if the database
+//! reports one anyway, the caller retries: see [`is_transient`]).
+
+mod orders;
+mod products;
+
+use std::collections::HashSet;
+
+use analytics_events::{
+    Envelope, EventType, OrderCreated, ProductCreated, ProductUpdated, SCHEMA_VERSION, Watermark, body_hash,
+};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sqlx::{PgConnection, PgPool};
+
+/// The two event streams, one queue each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Orders,
+    Products,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Orders => "orders",
+            Self::Products => "products",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    OrderCreated(Envelope<OrderCreated>),
+    ProductCreated(Envelope<ProductCreated>),
+    ProductUpdated(Envelope<ProductUpdated>),
+    Watermark(Envelope<Watermark>),
+}
+
+impl Message {
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Self::OrderCreated(_) => EventType::OrderCreated,
+            Self::ProductCreated(_) => EventType::ProductCreated,
+            Self::ProductUpdated(_) => EventType::ProductUpdated,
+            Self::Watermark(_) => EventType::Watermark,
+        }
+    }
+
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            Self::OrderCreated(e) => e.occurred_at,
+            Self::ProductCreated(e) => e.occurred_at,
+            Self::ProductUpdated(e) => e.occurred_at,
+            Self::Watermark(e) => e.occurred_at,
+        }
+    }
+}
+
+/// A parsed message and its idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    pub hash: [u8; 32],
+    pub message: Message,
+}
+
+/// Why a message can never be applied. `kind` is a metric label (bounded); the message explains.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct Poison {
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+impl Poison {
+    fn new(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self { kind, detail: detail.into() }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    event_type: String,
+    schema_version: u32,
+}
+
+/// Reads a message body from `stream`'s queue.
+pub fn parse(body: &[u8], stream: Stream) -> Result<Incoming, Poison> {
+    let header: Header = serde_json::from_slice(body).map_err(|e| Poison::new("invalid_json", format!("invalid JSON envelope: {e}")))?;
+    let event_type = EventType::parse(&header.event_type)
+        .ok_or_else(|| Poison::new("unknown_event_type", format!("unknown eventType {:?}", header.event_type)))?;
+    if header.schema_version != SCHEMA_VERSION {
+        return Err(Poison::new(
+            "unsupported_schema_version",
+            format!("unsupported schemaVersion {} (this consumer reads {SCHEMA_VERSION})", header.schema_version),
+        ));
+    }
+    let belongs = match event_type {
+        EventType::OrderCreated => stream == Stream::Orders,
+        EventType::ProductCreated | EventType::ProductUpdated => stream == Stream::Products,
+        EventType::Watermark => true,
+    };
+    if !belongs {
+        return Err(Poison::new("wrong_queue", format!("{} does not belong on the {} queue", event_type.as_str(), stream.as_str())));
+    }
+    let invalid = |e: serde_json::Error| Poison::new("invalid_payload", format!("invalid {} envelope: {e}", event_type.as_str()));
+    let message = match event_type {
+        EventType::OrderCreated => Message::OrderCreated(serde_json::from_slice(body).map_err(invalid)?),
+        EventType::ProductCreated => Message::ProductCreated(serde_json::from_slice(body).map_err(invalid)?),
+        EventType::ProductUpdated => Message::ProductUpdated(serde_json::from_slice(body).map_err(invalid)?),
+        EventType::Watermark => Message::Watermark(serde_json::from_slice(body).map_err(invalid)?),
+    };
+    Ok(Incoming { hash: body_hash(body), message })
+}
+
+/// What became of each message of a batch, in batch order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Duplicate,
+    /// A watermark: recorded in sync_state, never hashed (a newer one simply supersedes it).
+    Watermark,
+}
+
+/// Applies a batch from one stream in one transaction, and says what became of each message.
+pub async fn apply(pool: &PgPool, stream: Stream, batch: &[Incoming]) -> sqlx::Result<Vec<Outcome>> {
+    let mut tx = pool.begin().await?;
+    let outcomes = apply_in(&mut tx, stream, batch).await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn apply_in(conn: &mut PgConnection, stream: Stream, batch: &[Incoming]) -> sqlx::Result<Vec<Outcome>> {
+    // Hashes in sorted order, so two consumers holding overlapping batches lock them in the same order.
+    let mut hashes: Vec<&[u8]> = batch
+        .iter()
+        .filter(|incoming| !matches!(incoming.message, Message::Watermark(_)))
+        .map(|incoming| incoming.hash.as_slice())
+        .collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    let types: Vec<&str> = hashes
+        .iter()
+        .map(|hash| batch.iter().find(|i| i.hash.as_slice() == *hash).map_or("", |i| i.message.event_type().as_str()))
+        .collect();
+    let fresh: Vec<Vec<u8>> = sqlx::query_scalar(
+        "insert into processed_events (hash, event_type)
+         select * from unnest($1::bytea[], $2::text[]) order by 1
+         on conflict (hash) do nothing
+         returning hash",
+    )
+    .bind(&hashes)
+    .bind(&types)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut fresh: HashSet<Vec<u8>> = fresh.into_iter().collect();
+
+    // A hash is applied once: its first occurrence in the batch, and only if it was new to the table.
+    let outcomes: Vec<Outcome> = batch
+        .iter()
+        .map(|incoming| match incoming.message {
+            Message::Watermark(_) => Outcome::Watermark,
+            _ if fresh.remove(incoming.hash.as_slice()) => Outcome::Applied,
+            _ => Outcome::Duplicate,
+        })
+        .collect();
+    let applied = || batch.iter().zip(&outcomes).filter(|(_, o)| **o == Outcome::Applied).map(|(i, _)| &i.message);
+
+    match stream {
+        Stream::Orders => {
+            let orders: Vec<&OrderCreated> =
+                applied().filter_map(|m| if let Message::OrderCreated(e) = m { Some(&e.payload) } else { None }).collect();
+            orders::apply(conn, &orders).await?;
+        }
+        Stream::Products => products::apply(conn, applied()).await?,
+    }
+    record_progress(conn, stream, applied().map(Message::occurred_at).max(), newest_watermark(batch)).await?;
+    Ok(outcomes)
+}
+
+fn newest_watermark(batch: &[Incoming]) -> Option<&Watermark> {
+    batch
+        .iter()
+        .filter_map(|incoming| if let Message::Watermark(e) = &incoming.message { Some(&e.payload) } else { None })
+        .max_by_key(|watermark| watermark.as_of)
+}
+
+/// Moves the stream's progress forward, never back: the newest applied event, the newest watermark.
+async fn record_progress(
+    conn: &mut PgConnection,
+    stream: Stream,
+    last_event: Option<DateTime<Utc>>,
+    watermark: Option<&Watermark>,
+) -> sqlx::Result<()> {
+    if last_event.is_none() && watermark.is_none() {
+        return Ok(());
+    }
+    sqlx::query(
+        "insert into sync_state as s (stream, last_event_occurred_at, last_event_applied_at,
+                                      watermark_as_of, watermark_applied_at, outbox_pending, outbox_oldest_pending_at)
+         values ($1, $2, case when $2::timestamptz is null then null else now() end,
+                 $3, case when $3::timestamptz is null then null else now() end, coalesce($4, 0), $5)
+         on conflict (stream) do update set
+             last_event_occurred_at = greatest(s.last_event_occurred_at, excluded.last_event_occurred_at),
+             last_event_applied_at = coalesce(excluded.last_event_applied_at, s.last_event_applied_at),
+             watermark_as_of = greatest(s.watermark_as_of, excluded.watermark_as_of),
+             watermark_applied_at = case when excluded.watermark_as_of >= coalesce(s.watermark_as_of, '-infinity')
+                                         then excluded.watermark_applied_at else s.watermark_applied_at end,
+             outbox_pending = case when excluded.watermark_as_of >= coalesce(s.watermark_as_of, '-infinity')
+                                   then excluded.outbox_pending else s.outbox_pending end,
+             outbox_oldest_pending_at = case when excluded.watermark_as_of >= coalesce(s.watermark_as_of, '-infinity')
+                                             then excluded.outbox_oldest_pending_at else s.outbox_oldest_pending_at end",
+    )
+    .bind(stream.as_str())
+    .bind(last_event)
+    .bind(watermark.map(|w| w.as_of))
+    .bind(watermark.map(|w| w.outbox_pending))
+    .bind(watermark.and_then(|w| w.oldest_pending_at))
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// Errors worth retrying as they are: lost connections, deadlocks, serialization failures, overload.
+/// Anything else means the data itself is refused.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || matches!(code.as_ref(), "40001" | "40P01" | "53300" | "55P03")
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poison_messages_are_recognised_with_their_reason() {
+        let cases: [(&[u8], Stream, &str); 6] = [
+            (b"not json", Stream::Orders, "invalid_json"),
+            (br#"{"eventType": "OrderShipped", "schemaVersion": 1}"#, Stream::Orders, "unknown_event_type"),
+            (br#"{"eventType": "OrderCreated", "schemaVersion": 2}"#, Stream::Orders, "unsupported_schema_version"),
+            (br#"{"eventType": "OrderCreated", "schemaVersion": 1, "payload": {}}"#, Stream::Orders, "invalid_payload"),
+            (br#"{"eventType": "ProductCreated", "schemaVersion": 1}"#, Stream::Orders, "wrong_queue"),
+            (br#"{"eventType": "OrderCreated", "schemaVersion": 1}"#, Stream::Products, "wrong_queue"),
+        ];
+        for (body, stream, kind) in cases {
+            assert_eq!(parse(body, stream).unwrap_err().kind, kind, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn a_valid_event_parses_with_the_hash_of_its_exact_body() {
+        let event = Envelope::new(
+            EventType::ProductCreated,
+            Utc::now(),
+            1,
+            ProductCreated { product_id: 1, name: "A".into(), category: "C".into(), price: "1.50".parse().unwrap(), stock: 1, version: 1 },
+        );
+        let body = event.to_body();
+        let incoming = parse(&body, Stream::Products).unwrap();
+        assert_eq!(incoming.hash, body_hash(&body));
+        assert_eq!(incoming.message, Message::ProductCreated(event));
+    }
+}
