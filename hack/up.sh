@@ -2,7 +2,8 @@
 # `make up`: the whole pipeline on this machine, in .run/. Idempotent: it starts only what is not running.
 #
 # Ports (environment overrides): PG_PORT 55432, AMQP_PORT 5672, RABBITMQ_DIST_PORT 25672,
-# RABBITMQ_EPMD_PORT 24369, COMMAND_PORT 8080, QUERY_PORT 8081. Everything listens on 127.0.0.1.
+# RABBITMQ_EPMD_PORT 24369, COMMAND_PORT 8080, QUERY_PORT 8081, CONSUMER_PORT 8082 (its /metrics).
+# Everything listens on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ RABBITMQ_DIST_PORT=${RABBITMQ_DIST_PORT:-25672}
 RABBITMQ_EPMD_PORT=${RABBITMQ_EPMD_PORT:-24369}
 COMMAND_PORT=${COMMAND_PORT:-8080}
 QUERY_PORT=${QUERY_PORT:-8081}
+CONSUMER_PORT=${CONSUMER_PORT:-8082}
 RUN=.run
 
 hack/deps.sh
@@ -52,8 +54,9 @@ umask 022
 . "$RUN/env"
 
 echo "building the services (release)..."
-cargo build --release --locked -q -p command-service
+cargo build --release --locked -q -p command-service -p consumer-service -p query-service
 target/release/command-service migrate >/dev/null
+target/release/consumer-service migrate >/dev/null
 
 start() { # name url-for-readiness command...
   local name=$1 ready=$2; shift 2
@@ -69,11 +72,15 @@ start() { # name url-for-readiness command...
 }
 
 start command "$COMMAND_URL/readyz" target/release/command-service serve --listen "127.0.0.1:$COMMAND_PORT"
+start consumer "http://127.0.0.1:$CONSUMER_PORT/readyz" target/release/consumer-service serve --listen "127.0.0.1:$CONSUMER_PORT"
+start query "$QUERY_URL/readyz" target/release/query-service --listen "127.0.0.1:$QUERY_PORT"
 
 cat <<MSG
 
 The pipeline is up.
   command API   $COMMAND_URL   (OpenAPI: $COMMAND_URL/api/openapi.json, metrics: $COMMAND_URL/metrics)
+  query API     $QUERY_URL   (OpenAPI: $QUERY_URL/api/openapi.json, sync: $QUERY_URL/api/analytics/sync-status)
+  consumer      http://127.0.0.1:$CONSUMER_PORT/metrics
   PostgreSQL    127.0.0.1:$PG_PORT   databases analytics_write, analytics_read
   RabbitMQ      127.0.0.1:$AMQP_PORT
 Connection settings: . $RUN/env      Logs and pids: $RUN/<name>.log, $RUN/<name>.pid      Stop: make down

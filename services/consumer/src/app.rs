@@ -40,7 +40,8 @@ impl App {
         );
         let readiness = Ready { pool, broker: consumer.connected_flag() };
         let router = ops_router(registry, readiness);
-        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener =
+            TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         Ok(Self { listener, router, consumer, retention: config.processed_events_retention })
     }
 
@@ -51,7 +52,8 @@ impl App {
     /// Consumes until `shutdown`; the batches in hand are applied and acked first.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let server = tokio::spawn(analytics_kit::http::serve(self.listener, self.router, shutdown.clone()));
-        let pruning = tokio::spawn(prune_processed_events(self.consumer.pool.clone(), self.retention, shutdown.clone()));
+        let pruning =
+            tokio::spawn(prune_processed_events(self.consumer.pool.clone(), self.retention, shutdown.clone()));
         self.consumer.run(shutdown.clone()).await;
         shutdown.cancel();
         drop(pruning.await);
@@ -69,7 +71,8 @@ struct Ready {
 impl Readiness for Ready {
     async fn checks(&self) -> Vec<(&'static str, Check)> {
         let database = analytics_kit::db::ping(&self.pool).await.map(|()| "ok").map_err(|e| e.to_string());
-        let broker = if self.broker.load(Ordering::Relaxed) { Ok("consuming") } else { Err("not connected".to_owned()) };
+        let broker =
+            if self.broker.load(Ordering::Relaxed) { Ok("consuming") } else { Err("not connected".to_owned()) };
         vec![("database", database), ("broker", broker)]
     }
 }

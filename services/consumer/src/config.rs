@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
 #[derive(Debug, Parser)]
-#[command(name = "consumer-service", version, about = "Applies order and product events to the analytics read model, exactly once.")]
+#[command(
+    name = "consumer-service",
+    version,
+    about = "Applies order and product events to the analytics read model, exactly once."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -66,7 +66,10 @@ impl ConsumerMetrics {
             &["event_type"],
         )?;
         let duplicates = IntCounterVec::new(
-            Opts::new("consumer_events_duplicate_total", "Redelivered events skipped because their hash was already processed."),
+            Opts::new(
+                "consumer_events_duplicate_total",
+                "Redelivered events skipped because their hash was already processed.",
+            ),
             &["event_type"],
         )?;
         let dead_lettered = IntCounterVec::new(
@@ -275,7 +278,10 @@ impl Consumer {
                     Err(error) => {
                         attempts += 1;
                         if attempts >= ATTEMPTS_BEFORE_DEAD_LETTER {
-                            let poison = Poison { kind: "rejected_by_database", detail: format!("the read database refused it: {error}") };
+                            let poison = Poison {
+                                kind: "rejected_by_database",
+                                detail: format!("the read database refused it: {error}"),
+                            };
                             self.dead_letter(dead_letters, delivery, &poison).await?;
                             break;
                         }
@@ -311,8 +317,12 @@ impl Consumer {
         let mut headers = FieldTable::default();
         headers.insert("x-dead-letter-reason".into(), AMQPValue::LongString(LongString::from(poison.detail.as_str())));
         headers.insert("x-poison-kind".into(), AMQPValue::LongString(LongString::from(poison.kind)));
-        headers.insert("x-original-exchange".into(), AMQPValue::LongString(LongString::from(delivery.exchange.as_str())));
-        headers.insert("x-original-routing-key".into(), AMQPValue::LongString(LongString::from(delivery.routing_key.as_str())));
+        headers
+            .insert("x-original-exchange".into(), AMQPValue::LongString(LongString::from(delivery.exchange.as_str())));
+        headers.insert(
+            "x-original-routing-key".into(),
+            AMQPValue::LongString(LongString::from(delivery.routing_key.as_str())),
+        );
         let properties = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
         let confirm = channel
             .basic_publish(
@@ -352,10 +362,11 @@ pub async fn prune_processed_events(pool: PgPool, retention: std::time::Duration
         .execute(&pool)
         .await;
         match pruned {
-            Ok(done) if done.rows_affected() > 0 => tracing::info!(rows = done.rows_affected(), "pruned processed-event hashes"),
+            Ok(done) if done.rows_affected() > 0 => {
+                tracing::info!(rows = done.rows_affected(), "pruned processed-event hashes")
+            }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cannot prune processed-event hashes"),
         }
     }
 }
-

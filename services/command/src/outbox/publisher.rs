@@ -87,7 +87,13 @@ impl Publisher {
             let options = BasicPublishOptions { mandatory: true, ..Default::default() };
             confirms.push(
                 self.channel
-                    .basic_publish(self.topology.exchange.as_str().into(), routing_key.into(), options, &body, properties)
+                    .basic_publish(
+                        self.topology.exchange.as_str().into(),
+                        routing_key.into(),
+                        options,
+                        &body,
+                        properties,
+                    )
                     .await?,
             );
         }

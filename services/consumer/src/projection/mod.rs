@@ -92,7 +92,8 @@ struct Header {
 
 /// Reads a message body from `stream`'s queue.
 pub fn parse(body: &[u8], stream: Stream) -> Result<Incoming, Poison> {
-    let header: Header = serde_json::from_slice(body).map_err(|e| Poison::new("invalid_json", format!("invalid JSON envelope: {e}")))?;
+    let header: Header =
+        serde_json::from_slice(body).map_err(|e| Poison::new("invalid_json", format!("invalid JSON envelope: {e}")))?;
     let event_type = EventType::parse(&header.event_type)
         .ok_or_else(|| Poison::new("unknown_event_type", format!("unknown eventType {:?}", header.event_type)))?;
     if header.schema_version != SCHEMA_VERSION {
@@ -107,9 +108,13 @@ pub fn parse(body: &[u8], stream: Stream) -> Result<Incoming, Poison> {
         EventType::Watermark => true,
     };
     if !belongs {
-        return Err(Poison::new("wrong_queue", format!("{} does not belong on the {} queue", event_type.as_str(), stream.as_str())));
+        return Err(Poison::new(
+            "wrong_queue",
+            format!("{} does not belong on the {} queue", event_type.as_str(), stream.as_str()),
+        ));
     }
-    let invalid = |e: serde_json::Error| Poison::new("invalid_payload", format!("invalid {} envelope: {e}", event_type.as_str()));
+    let invalid =
+        |e: serde_json::Error| Poison::new("invalid_payload", format!("invalid {} envelope: {e}", event_type.as_str()));
     let message = match event_type {
         EventType::OrderCreated => Message::OrderCreated(serde_json::from_slice(body).map_err(invalid)?),
         EventType::ProductCreated => Message::ProductCreated(serde_json::from_slice(body).map_err(invalid)?),
@@ -174,8 +179,9 @@ async fn apply_in(conn: &mut PgConnection, stream: Stream, batch: &[Incoming]) -
 
     match stream {
         Stream::Orders => {
-            let orders: Vec<&OrderCreated> =
-                applied().filter_map(|m| if let Message::OrderCreated(e) = m { Some(&e.payload) } else { None }).collect();
+            let orders: Vec<&OrderCreated> = applied()
+                .filter_map(|m| if let Message::OrderCreated(e) = m { Some(&e.payload) } else { None })
+                .collect();
             orders::apply(conn, &orders).await?;
         }
         Stream::Products => products::apply(conn, applied()).await?,
@@ -234,7 +240,9 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08") || code.starts_with("57P") || matches!(code.as_ref(), "40001" | "40P01" | "53300" | "55P03")
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || matches!(code.as_ref(), "40001" | "40P01" | "53300" | "55P03")
         }),
         _ => false,
     }
@@ -265,7 +273,14 @@ mod tests {
             EventType::ProductCreated,
             Utc::now(),
             1,
-            ProductCreated { product_id: 1, name: "A".into(), category: "C".into(), price: "1.50".parse().unwrap(), stock: 1, version: 1 },
+            ProductCreated {
+                product_id: 1,
+                name: "A".into(),
+                category: "C".into(),
+                price: "1.50".parse().unwrap(),
+                stock: 1,
+                version: 1,
+            },
         );
         let body = event.to_body();
         let incoming = parse(&body, Stream::Products).unwrap();

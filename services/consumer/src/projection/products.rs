@@ -22,11 +22,21 @@ pub async fn apply<'a>(conn: &mut PgConnection, messages: impl Iterator<Item = &
         let (id, state) = match message {
             Message::ProductCreated(e) => (
                 e.payload.product_id,
-                ProductState { name: &e.payload.name, category: &e.payload.category, price: e.payload.price.amount(), version: e.payload.version },
+                ProductState {
+                    name: &e.payload.name,
+                    category: &e.payload.category,
+                    price: e.payload.price.amount(),
+                    version: e.payload.version,
+                },
             ),
             Message::ProductUpdated(e) => (
                 e.payload.product_id,
-                ProductState { name: &e.payload.name, category: &e.payload.category, price: e.payload.price.amount(), version: e.payload.version },
+                ProductState {
+                    name: &e.payload.name,
+                    category: &e.payload.category,
+                    price: e.payload.price.amount(),
+                    version: e.payload.version,
+                },
             ),
             Message::OrderCreated(_) | Message::Watermark(_) => continue,
         };

@@ -1,0 +1,164 @@
+//! The pipeline under test: write and read databases, a broker, the command service (with its relay)
+//! and the query service in-process, and consumers as real processes.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use analytics_events::Topology;
+use analytics_testkit::{declare, eventually, fresh_database, unique_prefix};
+use command_service::config::{DatabaseConfig, RelayConfig, ServeConfig};
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub struct Pipeline {
+    pub write: PgPool,
+    pub read: PgPool,
+    pub read_url: String,
+    pub amqp_url: String,
+    pub prefix: String,
+    pub topology: Topology,
+    pub command: String,
+    pub query: String,
+    pub client: reqwest::Client,
+    pub relay_config: RelayConfig,
+    consumers: Vec<Child>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        for consumer in &mut self.consumers {
+            drop(consumer.kill());
+            drop(consumer.wait());
+        }
+    }
+}
+
+impl Pipeline {
+    /// Everything up, with `consumers` consumer processes; the relay's lease is short, so a relay
+    /// crash is followed by a republish within seconds.
+    pub async fn start(amqp_url: &str, consumers: usize) -> Self {
+        analytics_kit::telemetry::init_for_tests();
+        let write_url = fresh_database(&command_service::MIGRATOR).await;
+        let read_url = fresh_database(&consumer_service::MIGRATOR).await;
+        let prefix = unique_prefix();
+        let topology = Topology::with_prefix(&prefix);
+        declare(amqp_url, &topology).await;
+        let shutdown = CancellationToken::new();
+
+        let relay_config = RelayConfig {
+            database: DatabaseConfig { url: write_url.as_str().into(), max_connections: 24 },
+            amqp_url: amqp_url.into(),
+            topology_prefix: prefix.clone(),
+            batch_size: 200,
+            lease: Duration::from_secs(2),
+            confirm_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(200),
+            retention: Duration::from_secs(3600),
+        };
+        let command = command_service::App::build(ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            no_relay: false,
+            relay: relay_config.clone(),
+        })
+        .await
+        .unwrap();
+        let command_url = format!("http://127.0.0.1:{}", command.port());
+        tokio::spawn(command.run(shutdown.clone()));
+
+        let query = query_service::App::build(query_service::config::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: read_url.as_str().into(),
+            database_max_connections: 4,
+            amqp_url: amqp_url.into(),
+            topology_prefix: prefix.clone(),
+        })
+        .await
+        .unwrap();
+        let query_url = format!("http://127.0.0.1:{}", query.port());
+        tokio::spawn(query.run(shutdown.clone()));
+
+        let mut pipeline = Self {
+            write: PgPool::connect(&write_url).await.unwrap(),
+            read: PgPool::connect(&read_url).await.unwrap(),
+            read_url,
+            amqp_url: amqp_url.to_owned(),
+            prefix,
+            topology,
+            command: command_url,
+            query: query_url,
+            client: reqwest::Client::new(),
+            relay_config,
+            consumers: Vec::new(),
+            shutdown,
+        };
+        for _ in 0..consumers {
+            pipeline.start_consumer();
+        }
+        pipeline
+    }
+
+    /// Starts one more consumer process.
+    pub fn start_consumer(&mut self) {
+        let output = || if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
+        let child = Command::new(env!("CARGO_BIN_EXE_consumer-service"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--batch-size", "100", "--prefetch", "200"])
+            .env("READ_DATABASE_URL", &self.read_url)
+            .env("AMQP_URL", &self.amqp_url)
+            .env("TOPOLOGY_PREFIX", &self.prefix)
+            .stdout(output())
+            .stderr(output())
+            .spawn()
+            .expect("the consumer binary starts");
+        self.consumers.push(child);
+    }
+
+    /// SIGKILLs the oldest running consumer: no shutdown, no acks, nothing finishes.
+    pub fn kill_consumer(&mut self) {
+        let mut child = self.consumers.remove(0);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Stops every consumer the hard way.
+    pub fn kill_all_consumers(&mut self) {
+        while !self.consumers.is_empty() {
+            self.kill_consumer();
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self.client.post(format!("{}{path}", self.command)).json(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn query(&self, path: &str) -> Value {
+        let response = self.client.get(format!("{}{path}", self.query)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn create_product(&self, name: &str, category: &str, price: &str, stock: i64) -> i64 {
+        let price: Value = serde_json::from_str(price).unwrap();
+        let body = serde_json::json!({"name": name, "category": category, "price": price, "stock": stock});
+        let (status, response) = self.post("/api/products", &body).await;
+        assert_eq!(status, 201, "{response}");
+        response["productId"].as_i64().unwrap()
+    }
+
+    /// Waits until every domain event in the outbox has been applied to the read model.
+    pub async fn wait_until_applied(&self, timeout: Duration) {
+        eventually(timeout, "every outbox event applied", || async {
+            let written: i64 = sqlx::query_scalar("select count(*) from outbox").fetch_one(&self.write).await.unwrap();
+            let applied: i64 =
+                sqlx::query_scalar("select count(*) from processed_events").fetch_one(&self.read).await.unwrap();
+            (written == applied).then_some(())
+        })
+        .await;
+    }
+}

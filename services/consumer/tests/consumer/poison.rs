@@ -1,0 +1,81 @@
+//! A message that can never be applied goes to the dead-letter queue with its reason, and the queue
+//! keeps flowing behind it.
+
+use std::time::Duration;
+
+use analytics_testkit::{amqp_url, eventually};
+use futures::StreamExt;
+use lapin::{
+    BasicProperties,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions},
+    types::AMQPValue,
+};
+use serde_json::json;
+
+use crate::helpers::Pipeline;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_messages_are_dead_lettered_with_their_reason_and_never_block_the_queue() {
+    let pipeline = Pipeline::start(&amqp_url(), 1).await;
+    let connection = analytics_kit::amqp::connect(&pipeline.amqp_url.as_str().into(), "poisoner").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let poison: [(&str, &[u8]); 3] = [
+        ("order.created", b"{not json"),
+        ("order.created", br#"{"eventId":"x","eventType":"OrderShipped","schemaVersion":1}"#),
+        ("order.created", br#"{"eventId":"x","eventType":"OrderCreated","schemaVersion":9}"#),
+    ];
+    for (routing_key, body) in poison {
+        channel
+            .basic_publish(
+                pipeline.topology.exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // A real order behind them is applied.
+    let product = pipeline.create_product("Lamp", "Home", "4.00", 10).await;
+    let (status, _) =
+        pipeline.post("/api/orders", &json!({"customerId": 3, "items": [{"productId": product, "quantity": 2}]})).await;
+    assert_eq!(status, 201);
+    pipeline.wait_until_applied(Duration::from_secs(30)).await;
+    let sales = pipeline.query(&format!("/api/analytics/products/{product}/sales")).await;
+    assert_eq!(sales["totalRevenue"], 8);
+
+    let mut dead = channel
+        .basic_consume(
+            pipeline.topology.dead_letter_queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let mut reasons = Vec::new();
+    while reasons.len() < 3 {
+        let delivery =
+            tokio::time::timeout(Duration::from_secs(20), dead.next()).await.expect("a dead letter").unwrap().unwrap();
+        let headers = delivery.properties.headers().clone().unwrap_or_default();
+        let kind = match headers.inner().get("x-poison-kind") {
+            Some(AMQPValue::LongString(kind)) => kind.to_string(),
+            other => panic!("no x-poison-kind header: {other:?}"),
+        };
+        assert!(
+            matches!(headers.inner().get("x-dead-letter-reason"), Some(AMQPValue::LongString(reason)) if !reason.to_string().is_empty())
+        );
+        reasons.push(kind);
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    reasons.sort();
+    assert_eq!(reasons, ["invalid_json", "unknown_event_type", "unsupported_schema_version"]);
+    eventually(Duration::from_secs(10), "the order queue to be empty", || async {
+        let depth = pipeline.query("/api/analytics/sync-status").await["queueDepth"].as_i64();
+        (depth == Some(0)).then_some(())
+    })
+    .await;
+}

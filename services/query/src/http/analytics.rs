@@ -1,0 +1,272 @@
+//! `/api/analytics/*`: the seed's three lookups and sync-status, plus hourly sales, top products and
+//! all categories.
+
+use analytics_events::{Money, timestamp};
+use analytics_kit::http::{ErrorBody, Json, Path, Query};
+use axum::extract::State;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    AppState,
+    error::{QueryError, Result, positive_id},
+};
+use crate::{
+    read_model::{self, TopBy},
+    sync,
+};
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductSalesResponse {
+    product_id: i64,
+    total_quantity_sold: i64,
+    #[schema(value_type = f64, example = 99.98)]
+    total_revenue: Money,
+    order_count: i64,
+}
+
+/// Sales of one product: Σ quantity, Σ quantity × unit price, and the number of distinct orders.
+#[utoipa::path(get, path = "/api/analytics/products/{id}/sales", tag = "analytics",
+    params(("id" = i64, Path, description = "Product id")), responses(
+    (status = 200, description = "Zeros for a known product without sales", body = ProductSalesResponse),
+    (status = 400, description = "The id is not a positive integer", body = ErrorBody),
+    (status = 404, description = "Unknown product", body = ErrorBody),
+))]
+pub async fn product_sales(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<ProductSalesResponse>> {
+    let id = positive_id(id, "product id")?;
+    let sales = read_model::product_sales(&state.pool, id).await?.ok_or(QueryError::ProductNotFound(id))?;
+    Ok(Json(ProductSalesResponse {
+        product_id: id,
+        total_quantity_sold: sales.total_quantity_sold,
+        total_revenue: sales.total_revenue,
+        order_count: sales.order_count,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TopParams {
+    /// `revenue` (default) or `quantity`.
+    by: Option<TopBy>,
+    /// How many, 1 to 100 (default 10).
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopProduct {
+    product_id: i64,
+    product_name: String,
+    category: String,
+    total_quantity_sold: i64,
+    #[schema(value_type = f64)]
+    total_revenue: Money,
+    order_count: i64,
+}
+
+/// The best-selling products.
+#[utoipa::path(get, path = "/api/analytics/products/top", tag = "analytics", params(TopParams), responses(
+    (status = 200, body = Vec<TopProduct>),
+    (status = 400, description = "Unknown `by` or a limit outside 1..=100", body = ErrorBody),
+))]
+pub async fn top_products(
+    State(state): State<AppState>,
+    Query(params): Query<TopParams>,
+) -> Result<Json<Vec<TopProduct>>> {
+    let limit = params.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(QueryError::InvalidQuery(format!("limit must be from 1 to 100, got {limit}")));
+    }
+    let rows = read_model::top_products(&state.pool, params.by.unwrap_or(TopBy::Revenue), limit).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|row| TopProduct {
+                product_id: row.product_id,
+                product_name: row.product_name,
+                category: row.category,
+                total_quantity_sold: row.total_quantity_sold,
+                total_revenue: row.total_revenue.into(),
+                order_count: row.order_count,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CategoryRevenue {
+    category: String,
+    #[schema(value_type = f64, example = 1234.5)]
+    total_revenue: Money,
+    /// Distinct orders with at least one item in the category.
+    total_orders: i64,
+}
+
+/// Revenue of one category and the number of distinct orders that touched it.
+#[utoipa::path(get, path = "/api/analytics/categories/{category}/revenue", tag = "analytics",
+    params(("category" = String, Path, description = "Category name")), responses(
+    (status = 200, description = "Zeros for a category with products but no sales", body = CategoryRevenue),
+    (status = 404, description = "Unknown category", body = ErrorBody),
+))]
+pub async fn category_revenue(
+    State(state): State<AppState>,
+    Path(category): Path<String>,
+) -> Result<Json<CategoryRevenue>> {
+    let row = read_model::category(&state.pool, &category).await?.ok_or(QueryError::CategoryNotFound(category))?;
+    Ok(Json(CategoryRevenue {
+        category: row.category,
+        total_revenue: row.total_revenue.into(),
+        total_orders: row.total_orders,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CategoryTotals {
+    category: String,
+    #[schema(value_type = f64)]
+    total_revenue: Money,
+    total_orders: i64,
+    total_quantity: i64,
+}
+
+/// Every category with its totals, by revenue.
+#[utoipa::path(get, path = "/api/analytics/categories", tag = "analytics", responses((status = 200, body = Vec<CategoryTotals>)))]
+pub async fn categories(State(state): State<AppState>) -> Result<Json<Vec<CategoryTotals>>> {
+    let rows = read_model::categories(&state.pool).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|row| CategoryTotals {
+                category: row.category,
+                total_revenue: row.total_revenue.into(),
+                total_orders: row.total_orders,
+                total_quantity: row.total_quantity,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LifetimeValue {
+    customer_id: i64,
+    #[schema(value_type = f64)]
+    total_spent: Money,
+    order_count: i64,
+    /// The latest order time, UTC; null without orders.
+    #[serde(with = "timestamp::option")]
+    #[schema(value_type = Option<String>, example = "2026-11-24T05:53:46.123Z")]
+    last_order_date: Option<DateTime<Utc>>,
+}
+
+/// What a customer has spent over all their orders.
+#[utoipa::path(get, path = "/api/analytics/customers/{id}/lifetime-value", tag = "analytics",
+    params(("id" = i64, Path, description = "Customer id")), responses(
+    (status = 200, description = "Zeros for a customer without orders", body = LifetimeValue),
+    (status = 400, description = "The id is not a positive integer", body = ErrorBody),
+))]
+pub async fn customer_lifetime_value(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<LifetimeValue>> {
+    let id = positive_id(id, "customer id")?;
+    let value = read_model::customer(&state.pool, id).await?;
+    Ok(Json(LifetimeValue {
+        customer_id: id,
+        total_spent: value.total_spent,
+        order_count: value.order_count,
+        last_order_date: value.last_order_at,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HourlyParams {
+    /// Start, inclusive, ISO-8601 (default: 24 hours before `to`).
+    from: Option<DateTime<Utc>>,
+    /// End, exclusive, ISO-8601 (default: now).
+    to: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HourlySales {
+    /// Start of the UTC hour.
+    #[serde(with = "timestamp")]
+    #[schema(value_type = String, example = "2026-11-24T05:00:00.000Z")]
+    hour: DateTime<Utc>,
+    order_count: i64,
+    items_sold: i64,
+    #[schema(value_type = f64)]
+    revenue: Money,
+}
+
+/// Orders, units sold and revenue per UTC hour of the order time. Hours without sales are absent.
+#[utoipa::path(get, path = "/api/analytics/sales/hourly", tag = "analytics", params(HourlyParams), responses(
+    (status = 200, body = Vec<HourlySales>),
+    (status = 400, description = "A malformed time, `from` not before `to`, or a range over 366 days", body = ErrorBody),
+))]
+pub async fn hourly_sales(
+    State(state): State<AppState>,
+    Query(params): Query<HourlyParams>,
+) -> Result<Json<Vec<HourlySales>>> {
+    let to = params.to.unwrap_or_else(Utc::now);
+    let from = params.from.unwrap_or(to - TimeDelta::hours(24));
+    if from >= to {
+        return Err(QueryError::InvalidQuery("from must be before to".into()));
+    }
+    if to - from > TimeDelta::days(366) {
+        return Err(QueryError::InvalidQuery("the range may span at most 366 days".into()));
+    }
+    let rows = read_model::hourly(&state.pool, from, to).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|row| HourlySales {
+                hour: row.hour,
+                order_count: row.order_count,
+                items_sold: row.items_sold,
+                revenue: row.revenue.into(),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatusResponse {
+    /// occurredAt of the newest applied event.
+    #[serde(with = "timestamp::option")]
+    #[schema(value_type = Option<String>)]
+    last_processed_event_timestamp: Option<DateTime<Utc>>,
+    /// How far the read model is behind: 0 when everything committed is applied; otherwise at least
+    /// the age of the oldest pending event. Null before the first watermark.
+    lag_seconds: Option<f64>,
+    /// Events not yet applied: in the outbox plus on the queues.
+    pending_events: i64,
+    outbox_pending_events: i64,
+    /// Ready messages on both queues; null if the broker did not answer.
+    queue_depth: Option<i64>,
+    /// Age of the newest watermark from the relay.
+    watermark_age_seconds: Option<f64>,
+    /// `in_sync`, `catching_up`, `stale` (no fresh watermark: the lag grows) or `unknown`.
+    status: &'static str,
+}
+
+/// How far the read model is behind the write side. See the README's sync-status section.
+#[utoipa::path(get, path = "/api/analytics/sync-status", tag = "analytics", responses((status = 200, body = SyncStatusResponse)))]
+pub async fn sync_status(State(state): State<AppState>) -> Result<Json<SyncStatusResponse>> {
+    let (progress, depth) = tokio::join!(read_model::progress(&state.pool), state.depths.total());
+    let status = sync::assess(Utc::now(), &progress?, depth);
+    let seconds = |d: std::time::Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
+    Ok(Json(SyncStatusResponse {
+        last_processed_event_timestamp: status.last_processed_event_at,
+        lag_seconds: status.lag.map(seconds),
+        pending_events: status.pending_events,
+        outbox_pending_events: status.outbox_pending,
+        queue_depth: status.queue_depth,
+        watermark_age_seconds: status.watermark_age.map(seconds),
+        status: status.state.as_str(),
+    }))
+}

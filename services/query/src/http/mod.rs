@@ -1,0 +1,74 @@
+//! The analytics API, its OpenAPI document, and the operational endpoints.
+
+mod analytics;
+mod error;
+
+use std::sync::Arc;
+
+use analytics_kit::http::{Check, HttpMetrics, Readiness, ops_router, track_requests};
+use axum::{Router, middleware, routing::get};
+use prometheus::Registry;
+use sqlx::PgPool;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+pub use error::QueryError;
+
+use crate::sync::QueueDepths;
+
+#[derive(Clone)]
+pub struct AppState {
+    pool: PgPool,
+    depths: Arc<QueueDepths>,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, depths: QueueDepths) -> Self {
+        Self { pool, depths: Arc::new(depths) }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Query API",
+        description = "Analytics from the read model. Every error is `{\"error\": code, \"message\": text}`."
+    ),
+    components(schemas(analytics_kit::http::ErrorBody))
+)]
+struct ApiDoc;
+
+pub fn router(state: AppState, registry: Registry) -> Router {
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(analytics::product_sales))
+        .routes(routes!(analytics::top_products))
+        .routes(routes!(analytics::category_revenue))
+        .routes(routes!(analytics::categories))
+        .routes(routes!(analytics::customer_lifetime_value))
+        .routes(routes!(analytics::hourly_sales))
+        .routes(routes!(analytics::sync_status))
+        .split_for_parts();
+    let openapi = Arc::new(openapi);
+    let metrics = HttpMetrics::register(&registry).expect("HTTP metrics register once per registry");
+    let readiness = Ready { pool: state.pool.clone() };
+    api.route("/api/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(metrics, track_requests))
+        .with_state(state)
+        .merge(ops_router(registry, readiness))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Ready when the read database answers; the broker only feeds sync-status's queue depths.
+struct Ready {
+    pool: PgPool,
+}
+
+impl Readiness for Ready {
+    async fn checks(&self) -> Vec<(&'static str, Check)> {
+        let database = analytics_kit::db::ping(&self.pool).await.map(|()| "ok").map_err(|e| e.to_string());
+        vec![("database", database)]
+    }
+}

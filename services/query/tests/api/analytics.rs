@@ -1,0 +1,152 @@
+//! The analytics API: the seed's response shapes, the figures' definitions, zeros and errors.
+
+use analytics_testkit::assert_error;
+use consumer_service::projection::Stream;
+use serde_json::json;
+
+use crate::helpers::{order, product, spawn_app};
+
+const LAMP: (i64, &str, &str, &str) = (1, "Lamp", "Home", "10.00");
+const RUG: (i64, &str, &str, &str) = (2, "Rug", "Home", "5.00");
+const STICKER: (i64, &str, &str, &str) = (3, "Sticker", "Paper", "0.10");
+
+#[tokio::test]
+async fn the_figures_follow_their_definitions() {
+    let app = spawn_app().await;
+    app.apply(
+        Stream::Products,
+        &[
+            product(1, "Lamp", "Home", "10.00"),
+            product(2, "Rug", "Home", "5.00"),
+            product(3, "Sticker", "Paper", "0.10"),
+        ],
+    )
+    .await;
+    let line = |(id, name, category, price): (i64, &'static str, &'static str, &'static str), quantity| {
+        (id, name, category, price, quantity)
+    };
+    app.apply(
+        Stream::Orders,
+        &[
+            // Two items of one category: the order counts once for Home.
+            order(100, 7, "2026-11-24T10:15:00.000Z", &[line(LAMP, 2), line(RUG, 1)]),
+            order(101, 7, "2026-11-24T11:45:30.250Z", &[line(LAMP, 1)]),
+            order(102, 8, "2026-11-24T11:50:00.000Z", &[line(STICKER, 3)]),
+        ],
+    )
+    .await;
+
+    let (status, lamp) = app.get("/api/analytics/products/1/sales").await;
+    assert_eq!(status, 200);
+    assert_eq!(lamp, json!({"productId": 1, "totalQuantitySold": 3, "totalRevenue": 30, "orderCount": 2}));
+
+    let (_, home) = app.get("/api/analytics/categories/Home/revenue").await;
+    assert_eq!(home, json!({"category": "Home", "totalRevenue": 35, "totalOrders": 2}));
+    let text = app.get_text("/api/analytics/categories/Paper/revenue").await;
+    assert_eq!(text, r#"{"category":"Paper","totalRevenue":0.3,"totalOrders":1}"#, "three at 0.10 is exactly 0.3");
+
+    let (_, customer) = app.get("/api/analytics/customers/7/lifetime-value").await;
+    assert_eq!(
+        customer,
+        json!({"customerId": 7, "totalSpent": 35, "orderCount": 2, "lastOrderDate": "2026-11-24T11:45:30.250Z"})
+    );
+
+    let (_, hours) = app.get("/api/analytics/sales/hourly?from=2026-11-24T00:00:00Z&to=2026-11-25T00:00:00Z").await;
+    assert_eq!(
+        hours,
+        json!([
+            {"hour": "2026-11-24T10:00:00.000Z", "orderCount": 1, "itemsSold": 3, "revenue": 25},
+            {"hour": "2026-11-24T11:00:00.000Z", "orderCount": 2, "itemsSold": 4, "revenue": 10.3},
+        ])
+    );
+    let (_, later) = app.get("/api/analytics/sales/hourly?from=2026-11-24T11:00:00Z&to=2026-11-24T12:00:00Z").await;
+    assert_eq!(later.as_array().unwrap().len(), 1);
+
+    let (_, top) = app.get("/api/analytics/products/top?by=revenue&limit=2").await;
+    let ids: Vec<_> = top.as_array().unwrap().iter().map(|p| p["productId"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [1, 2]);
+    assert_eq!(
+        top[0],
+        json!({"productId": 1, "productName": "Lamp", "category": "Home", "totalQuantitySold": 3, "totalRevenue": 30, "orderCount": 2})
+    );
+    let (_, top) = app.get("/api/analytics/products/top?by=quantity").await;
+    let ids: Vec<_> = top.as_array().unwrap().iter().map(|p| p["productId"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [1, 3, 2], "3 lamps, 3 stickers (lower id first on ties), 1 rug");
+
+    let (_, categories) = app.get("/api/analytics/categories").await;
+    assert_eq!(
+        categories,
+        json!([
+            {"category": "Home", "totalRevenue": 35, "totalOrders": 2, "totalQuantity": 4},
+            {"category": "Paper", "totalRevenue": 0.3, "totalOrders": 1, "totalQuantity": 3},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn known_things_without_sales_are_zeros_and_unknown_ones_404() {
+    let app = spawn_app().await;
+    app.apply(Stream::Products, &[product(5, "Vase", "Decor", "12.00")]).await;
+
+    let (status, body) = app.get("/api/analytics/products/5/sales").await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"productId": 5, "totalQuantitySold": 0, "totalRevenue": 0, "orderCount": 0}))
+    );
+    let (status, body) = app.get("/api/analytics/categories/Decor/revenue").await;
+    assert_eq!((status, body), (200, json!({"category": "Decor", "totalRevenue": 0, "totalOrders": 0})));
+    let (status, body) = app.get("/api/analytics/customers/12345/lifetime-value").await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"customerId": 12345, "totalSpent": 0, "orderCount": 0, "lastOrderDate": null}))
+    );
+
+    let (status, body) = app.get("/api/analytics/products/6/sales").await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, body) = app.get("/api/analytics/categories/Nothing/revenue").await;
+    assert_error(status, &body, 404, "not_found");
+}
+
+#[tokio::test]
+async fn malformed_ids_and_parameters_are_400_in_the_common_error_shape() {
+    let app = spawn_app().await;
+    for path in [
+        "/api/analytics/products/abc/sales",
+        "/api/analytics/products/0/sales",
+        "/api/analytics/products/-2/sales",
+        "/api/analytics/customers/x/lifetime-value",
+        "/api/analytics/customers/0/lifetime-value",
+    ] {
+        let (status, body) = app.get(path).await;
+        assert_error(status, &body, 400, "invalid_path");
+    }
+    for path in [
+        "/api/analytics/products/top?by=price",
+        "/api/analytics/products/top?limit=0",
+        "/api/analytics/products/top?limit=101",
+        "/api/analytics/sales/hourly?from=yesterday",
+        "/api/analytics/sales/hourly?from=2026-11-24T12:00:00Z&to=2026-11-24T11:00:00Z",
+        "/api/analytics/sales/hourly?from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+    ] {
+        let (status, body) = app.get(path).await;
+        assert_error(status, &body, 400, "invalid_query");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_analytics_route() {
+    let app = spawn_app().await;
+    let (status, doc) = app.get("/api/openapi.json").await;
+    assert_eq!(status, 200);
+    for path in [
+        "/api/analytics/products/{id}/sales",
+        "/api/analytics/products/top",
+        "/api/analytics/categories/{category}/revenue",
+        "/api/analytics/categories",
+        "/api/analytics/customers/{id}/lifetime-value",
+        "/api/analytics/sales/hourly",
+        "/api/analytics/sync-status",
+    ] {
+        assert!(doc["paths"][path]["get"]["responses"]["200"].is_object(), "{path} is documented");
+    }
+}

@@ -1,0 +1,179 @@
+//! Support for the integration tests, which run against the real PostgreSQL and RabbitMQ that
+//! `make test` starts (`TEST_DATABASE_URL`, `TEST_AMQP_URL`). Every test gets a fresh database and
+//! broker names of its own; a test that stops the broker gets a [`PrivateBroker`].
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use analytics_events::Topology;
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, PgPool, migrate::Migrator};
+use uuid::Uuid;
+
+/// A variable `make test` sets; its absence fails the test loudly rather than skipping it.
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with `make test`, which starts PostgreSQL and RabbitMQ for them")
+    })
+}
+
+/// The shared test broker.
+pub fn amqp_url() -> String {
+    env("TEST_AMQP_URL")
+}
+
+/// A new database, migrated by `migrator`; returns its URL.
+pub async fn fresh_database(migrator: &Migrator) -> String {
+    let admin = env("TEST_DATABASE_URL");
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    let mut connection = PgConnection::connect(&format!("{admin}/postgres")).await.expect("admin connection");
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}"))).execute(&mut connection).await.unwrap();
+    let url = format!("{admin}/{name}");
+    let pool = PgPool::connect(&url).await.unwrap();
+    migrator.run(&pool).await.unwrap();
+    pool.close().await;
+    url
+}
+
+/// Broker names no other test uses.
+pub fn unique_prefix() -> String {
+    format!("test-{}.", Uuid::new_v4().simple())
+}
+
+/// Declares the topology, so queues exist (and collect messages) before any service starts.
+pub async fn declare(amqp_url: &str, topology: &Topology) {
+    let connection = analytics_kit::amqp::connect(&amqp_url.into(), "test").await.expect("broker connection");
+    let channel = connection.create_channel().await.unwrap();
+    analytics_kit::amqp::declare_topology(&channel, topology).await.unwrap();
+    connection.close(200, "done".into()).await.unwrap();
+}
+
+/// Reads `count` domain events from `queue`, then checks that no other follows within `quiet`.
+pub async fn read_exactly(amqp_url: &str, queue: &str, count: usize, timeout: Duration, quiet: Duration) -> Vec<Value> {
+    let messages = read_at_least(amqp_url, queue, count, timeout, quiet).await;
+    assert_eq!(messages.len(), count, "expected exactly {count} messages on {queue}, got {}", messages.len());
+    messages
+}
+
+/// Reads at least `count` domain events (acking them, skipping the relay's watermarks), plus any
+/// that arrive within `quiet` after the last one. Panics if fewer than `count` arrive within `timeout`.
+pub async fn read_at_least(
+    amqp_url: &str,
+    queue: &str,
+    count: usize,
+    timeout: Duration,
+    quiet: Duration,
+) -> Vec<Value> {
+    let connection = analytics_kit::amqp::connect(&amqp_url.into(), "test reader").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut consumer = channel
+        .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), Default::default())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut messages = Vec::new();
+    loop {
+        let wait = if messages.len() < count {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        } else {
+            quiet
+        };
+        match tokio::time::timeout(wait, consumer.next()).await {
+            Ok(Some(delivery)) => {
+                let delivery = delivery.unwrap();
+                let message: Value = serde_json::from_slice(&delivery.data).unwrap_or(Value::Null);
+                if message["eventType"] != "Watermark" {
+                    messages.push(message);
+                }
+                delivery.ack(BasicAckOptions::default()).await.unwrap();
+            }
+            Ok(None) => panic!("the consumer on {queue} was cancelled"),
+            Err(_) if messages.len() < count => {
+                panic!("only {} of {count} messages arrived on {queue} within {timeout:?}", messages.len())
+            }
+            Err(_) => break,
+        }
+    }
+    connection.close(200, "done".into()).await.unwrap();
+    messages
+}
+
+/// A RabbitMQ node of a test's own, which the test may stop and start: `hack/rabbitmq.sh` on free ports.
+pub struct PrivateBroker {
+    dir: PathBuf,
+    ports: [u16; 3],
+}
+
+impl PrivateBroker {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("analytics-broker-{}", Uuid::new_v4().simple()));
+        let listeners: Vec<_> = (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        drop(listeners);
+        let broker = Self { dir, ports: [ports[0], ports[1], ports[2]] };
+        broker.start_again();
+        broker
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.ports[0])
+    }
+
+    pub fn start_again(&self) {
+        let [amqp, dist, epmd] = self.ports.map(|port| port.to_string());
+        hack("rabbitmq.sh", &["start", self.dir.to_str().unwrap(), &amqp, &dist, &epmd]);
+    }
+
+    pub fn stop(&self) {
+        hack("rabbitmq.sh", &["stop", self.dir.to_str().unwrap()]);
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.stop();
+        drop(std::fs::remove_dir_all(&self.dir));
+    }
+}
+
+/// Runs one of the repository's hack/ scripts and insists that it succeeds.
+pub fn hack(script: &str, args: &[&str]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack").join(script);
+    let status =
+        Command::new(&path).args(args).status().unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    assert!(status.success(), "{} {args:?} failed", path.display());
+}
+
+/// Asserts the common error shape and code, and returns the message.
+pub fn assert_error(status: u16, body: &Value, expected_status: u16, expected_code: &str) -> String {
+    assert_eq!(status, expected_status, "{body}");
+    let object = body.as_object().unwrap_or_else(|| panic!("error body is not a JSON object: {body}"));
+    assert_eq!(object.len(), 2, "error body has exactly error and message: {body}");
+    assert_eq!(body["error"], expected_code, "{body}");
+    let message = body["message"].as_str().unwrap_or_else(|| panic!("message is not a string: {body}"));
+    assert!(!message.is_empty());
+    message.to_owned()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
