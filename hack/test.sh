@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: formatting, lints, then every test against a private PostgreSQL and RabbitMQ that live
 # only for this run, on free ports, and are stopped afterwards whatever happens.
+# Arguments go to cargo test instead of --workspace, e.g. `hack/test.sh -p consumer-service pipeline`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,7 @@ hack/rabbitmq.sh start "$dir/rabbitmq" "$amqp_port" "$dist_port" "$epmd_port"
 export TEST_DATABASE_URL; TEST_DATABASE_URL=$(cat "$dir/postgres/url")
 export TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$amqp_port/%2f"
 log="$dir/cargo-test.log"
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --locked "${@:---workspace}" 2>&1 | tee "$log"
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test "0 passed").
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
