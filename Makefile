@@ -1,5 +1,5 @@
 # The only entry points a user needs. Each target is a script in hack/ that explains itself.
-.PHONY: help up down test
+.PHONY: help up down test bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -12,3 +12,6 @@ down: ## Stop everything `make up` started
 
 test: ## fmt, clippy -D warnings, and every test against private PostgreSQL and RabbitMQ
 	@hack/test.sh
+
+bench: ## Measure the local pipeline (throughput, latency, freshness, drain, queries, pgbench ceiling)
+	@hack/bench.sh

@@ -1,0 +1,534 @@
+//! The load generator behind `make bench`. It drives the pipeline that `make up` runs and prints
+//! figures, as JSON and as a table; it asserts nothing (speed is measured, not tested).
+//!
+//! Phases, in order:
+//! 1. **ceiling**: pgbench runs the order transaction (bench/order.sql) against a scratch copy of the
+//!    write schema on the same PostgreSQL server, for the same duration;
+//! 2. **burst**: closed-loop clients place orders as fast as they can: accepted/s, latency, and the
+//!    rate at which the read side applied them;
+//! 3. **sustained**: an open-loop rate the pipeline holds with no growing backlog (it steps down until
+//!    the backlog stays flat): accepted/s, applied/s, latency;
+//! 4. **freshness**: at half the sustained rate, the time from an order's 201 to its visibility
+//!    through the query API;
+//! 5. **drain**: the consumer is stopped, the queue pre-filled, and the consumer restarted: events/s;
+//! 6. **queries**: closed-loop point lookups against the query API.
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", about = "Measures the local pipeline (`make up`); run through `make bench`.")]
+struct Args {
+    /// Base URL of the command API.
+    #[arg(long, env = "COMMAND_URL")]
+    command_url: String,
+    /// Base URL of the query API.
+    #[arg(long, env = "QUERY_URL")]
+    query_url: String,
+    /// The consumer's /metrics URL.
+    #[arg(long, env = "CONSUMER_METRICS_URL")]
+    consumer_metrics_url: String,
+    /// PostgreSQL URL without a database name, for the pgbench ceiling's scratch database.
+    #[arg(long, env = "PG_ADMIN_URL", hide_env_values = true)]
+    pg_admin_url: String,
+    /// Directory with pgbench and psql.
+    #[arg(long, env = "PG_BIN")]
+    pg_bin: PathBuf,
+    /// The pgbench script of the order transaction.
+    #[arg(long, default_value = "bench/order.sql")]
+    pgbench_script: PathBuf,
+    /// The command-service binary, to migrate the scratch database.
+    #[arg(long, default_value = "target/release/command-service")]
+    command_binary: PathBuf,
+    /// The consumer's pid file, to stop it for the drain phase.
+    #[arg(long, default_value = ".run/consumer.pid")]
+    consumer_pid_file: PathBuf,
+    /// A command that starts the consumer again (`make up` starts only what is not running).
+    #[arg(long, default_value = "hack/up.sh")]
+    start_command: String,
+    /// Length of each measured phase.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Concurrent clients in the closed-loop phases (and pgbench).
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Events pre-filled for the drain phase.
+    #[arg(long, default_value_t = 20_000)]
+    drain_events: usize,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = ".run/bench.json")]
+    json: PathBuf,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Latency {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        samples.sort_unstable();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
+        Self { p50_ms: round(at(0.5)), p99_ms: round(at(0.99)), max_ms: round(at(1.0)) }
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    pgbench_ceiling_tps: f64,
+    burst: Burst,
+    sustained: Sustained,
+    freshness: Freshness,
+    drain_events_per_s: f64,
+    queries: Queries,
+}
+
+#[derive(Debug, Serialize)]
+struct Burst {
+    accepted_per_s: f64,
+    applied_per_s: f64,
+    rejected: usize,
+    latency: Latency,
+}
+
+#[derive(Debug, Serialize)]
+struct Sustained {
+    offered_per_s: f64,
+    accepted_per_s: f64,
+    applied_per_s: f64,
+    backlog_at_start: i64,
+    backlog_at_end: i64,
+    ratio_of_ceiling: f64,
+    latency: Latency,
+}
+
+#[derive(Debug, Serialize)]
+struct Freshness {
+    offered_per_s: f64,
+    samples: usize,
+    lag: Latency,
+}
+
+#[derive(Debug, Serialize)]
+struct Queries {
+    per_s: f64,
+    latency: Latency,
+}
+
+struct Pipeline {
+    args: Args,
+    http: reqwest::Client,
+    products: Vec<i64>,
+    customers: AtomicUsize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(30)).build()?;
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() % 100_000;
+    let mut pipeline =
+        Pipeline { args, http, products: Vec::new(), customers: AtomicUsize::new(nonce as usize * 1_000_000) };
+    pipeline.create_products(500).await?;
+
+    eprintln!("ceiling: pgbench, {} clients, {:?}...", pipeline.args.clients, pipeline.args.duration);
+    let ceiling = pipeline.pgbench_ceiling()?;
+    eprintln!("burst: {} closed-loop clients...", pipeline.args.clients);
+    let burst = pipeline.burst().await?;
+    let mut rate = (burst.accepted_per_s.min(burst.applied_per_s) * 0.9).max(10.0);
+    let mut sustained = None;
+    for _ in 0..4 {
+        eprintln!("sustained: offering {rate:.0} orders/s...");
+        let attempt = pipeline.sustained(rate, ceiling).await?;
+        let steady = attempt.backlog_at_end <= (rate * 0.5) as i64 + 100;
+        sustained = Some(attempt);
+        if steady {
+            break;
+        }
+        rate *= 0.8;
+    }
+    let sustained = sustained.context("no sustained phase ran")?;
+    eprintln!("freshness: {:.0} orders/s...", sustained.offered_per_s / 2.0);
+    let freshness = pipeline.freshness(sustained.offered_per_s / 2.0).await?;
+    eprintln!("drain: {} events...", pipeline.args.drain_events);
+    let drain = pipeline.drain().await?;
+    eprintln!("queries: {} closed-loop clients...", pipeline.args.clients);
+    let queries = pipeline.queries().await?;
+
+    let report =
+        Report { pgbench_ceiling_tps: ceiling, burst, sustained, freshness, drain_events_per_s: drain, queries };
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(&pipeline.args.json, &json)
+        .with_context(|| format!("cannot write {}", pipeline.args.json.display()))?;
+    println!("{json}");
+    print_table(&report);
+    Ok(())
+}
+
+fn print_table(r: &Report) {
+    let rows = [
+        ("PostgreSQL ceiling, order transaction (pgbench)", format!("{:.0} tps", r.pgbench_ceiling_tps)),
+        (
+            "burst: accepted",
+            format!(
+                "{:.0} orders/s (p50 {} ms, p99 {} ms)",
+                r.burst.accepted_per_s, r.burst.latency.p50_ms, r.burst.latency.p99_ms
+            ),
+        ),
+        ("burst: applied by the read side", format!("{:.0} orders/s", r.burst.applied_per_s)),
+        (
+            "sustained: accepted / applied",
+            format!(
+                "{:.0} / {:.0} orders/s, backlog {} -> {}",
+                r.sustained.accepted_per_s,
+                r.sustained.applied_per_s,
+                r.sustained.backlog_at_start,
+                r.sustained.backlog_at_end
+            ),
+        ),
+        ("sustained: share of the ceiling", format!("{:.0} %", r.sustained.ratio_of_ceiling * 100.0)),
+        (
+            "sustained: command latency",
+            format!("p50 {} ms, p99 {} ms", r.sustained.latency.p50_ms, r.sustained.latency.p99_ms),
+        ),
+        (
+            "freshness lag (201 -> visible in query API)",
+            format!(
+                "p50 {} ms, p99 {} ms, max {} ms at {:.0} orders/s ({} samples)",
+                r.freshness.lag.p50_ms,
+                r.freshness.lag.p99_ms,
+                r.freshness.lag.max_ms,
+                r.freshness.offered_per_s,
+                r.freshness.samples
+            ),
+        ),
+        ("consumer drain", format!("{:.0} events/s", r.drain_events_per_s)),
+        (
+            "point lookups",
+            format!(
+                "{:.0} req/s (p50 {} ms, p99 {} ms)",
+                r.queries.per_s, r.queries.latency.p50_ms, r.queries.latency.p99_ms
+            ),
+        ),
+    ];
+    println!();
+    for (name, value) in rows {
+        println!("{name:<48} {value}");
+    }
+}
+
+impl Pipeline {
+    async fn create_products(&mut self, count: usize) -> anyhow::Result<()> {
+        for i in 0..count {
+            let body = json!({"name": format!("Bench product {i}"), "category": format!("Category {}", i % 20), "price": 10.00, "stock": 1_000_000_000});
+            let response = self.http.post(format!("{}/api/products", self.args.command_url)).json(&body).send().await?;
+            if response.status().as_u16() != 201 {
+                bail!("cannot create bench products: {}", response.text().await?);
+            }
+            let created: Value = response.json().await?;
+            self.products.push(created["productId"].as_i64().context("productId")?);
+        }
+        Ok(())
+    }
+
+    /// A two-item order (quantities 1 and 2), as in bench/order.sql; `customer` picks who orders.
+    fn order(&self, n: usize, customer: usize) -> Value {
+        let a = self.products[n % self.products.len()];
+        let b = self.products[(n + 1) % self.products.len()];
+        json!({"customerId": customer, "items": [{"productId": a, "quantity": 1}, {"productId": b, "quantity": 2}]})
+    }
+
+    fn next_customer(&self) -> usize {
+        self.customers.fetch_add(1, Ordering::Relaxed) % 900_000_000 + 1
+    }
+
+    async fn place(&self, body: &Value) -> anyhow::Result<(u16, Duration)> {
+        let started = Instant::now();
+        let response = self.http.post(format!("{}/api/orders", self.args.command_url)).json(body).send().await?;
+        let status = response.status().as_u16();
+        response.bytes().await?;
+        Ok((status, started.elapsed()))
+    }
+
+    async fn applied_orders(&self) -> anyhow::Result<f64> {
+        let text = self.http.get(&self.args.consumer_metrics_url).send().await?.text().await?;
+        Ok(text
+            .lines()
+            .find(|line| line.starts_with("consumer_events_applied_total{event_type=\"OrderCreated\"}"))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0))
+    }
+
+    async fn sync_status(&self) -> anyhow::Result<Value> {
+        Ok(self.http.get(format!("{}/api/analytics/sync-status", self.args.query_url)).send().await?.json().await?)
+    }
+
+    async fn wait_applied(&self, target: f64, timeout: Duration) -> anyhow::Result<Instant> {
+        let deadline = Instant::now() + timeout;
+        while self.applied_orders().await.unwrap_or(0.0) < target {
+            if Instant::now() > deadline {
+                bail!("the read side did not apply {target} orders within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(Instant::now())
+    }
+
+    fn pgbench_ceiling(&self) -> anyhow::Result<f64> {
+        let admin = self.args.pg_admin_url.trim_end_matches('/');
+        let psql = |database: &str, sql: &str| -> anyhow::Result<()> {
+            let status = Command::new(self.args.pg_bin.join("psql"))
+                .args(["-q", "-v", "ON_ERROR_STOP=1", &format!("{admin}/{database}"), "-c", sql])
+                .status()?;
+            if !status.success() {
+                bail!("psql failed: {sql}");
+            }
+            Ok(())
+        };
+        psql("postgres", "drop database if exists analytics_bench_ceiling")?;
+        psql("postgres", "create database analytics_bench_ceiling")?;
+        let url = format!("{admin}/analytics_bench_ceiling");
+        let migrated =
+            Command::new(&self.args.command_binary).arg("migrate").env("WRITE_DATABASE_URL", &url).status()?;
+        if !migrated.success() {
+            bail!("cannot migrate the pgbench database");
+        }
+        psql(
+            "analytics_bench_ceiling",
+            "insert into products (name, category, price, stock)
+             select 'Bench product ' || i, 'Category ' || (i % 20), 10.00, 1000000000 from generate_series(1, 500) as i",
+        )?;
+        let output = Command::new(self.args.pg_bin.join("pgbench"))
+            .args(["-n", "-M", "prepared", "-c", &self.args.clients.to_string(), "-j", "2"])
+            .args(["-T", &self.args.duration.as_secs().max(1).to_string(), "-f"])
+            .arg(&self.args.pgbench_script)
+            .arg(&url)
+            .output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        psql("postgres", "drop database if exists analytics_bench_ceiling")?;
+        text.lines()
+            .find(|line| line.starts_with("tps = "))
+            .and_then(|line| line.split_whitespace().nth(2))
+            .and_then(|tps| tps.parse().ok())
+            .with_context(|| format!("no tps in pgbench output:\n{text}\n{}", String::from_utf8_lossy(&output.stderr)))
+    }
+
+    async fn burst(&self) -> anyhow::Result<Burst> {
+        let before = self.applied_orders().await?;
+        let started = Instant::now();
+        let (samples, rejected) = self.closed_loop_orders(self.args.duration).await?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let accepted = samples.len();
+        let done = self.wait_applied(before + accepted as f64, Duration::from_secs(600)).await?;
+        Ok(Burst {
+            accepted_per_s: accepted as f64 / elapsed,
+            applied_per_s: accepted as f64 / (done - started).as_secs_f64(),
+            rejected,
+            latency: Latency::of(samples),
+        })
+    }
+
+    async fn closed_loop_orders(&self, duration: Duration) -> anyhow::Result<(Vec<Duration>, usize)> {
+        let deadline = Instant::now() + duration;
+        let counter = AtomicUsize::new(0);
+        let workers = (0..self.args.clients).map(|_| async {
+            let mut samples = Vec::new();
+            let mut rejected = 0;
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let (status, latency) = self.place(&self.order(n, self.next_customer())).await?;
+                if status == 201 {
+                    samples.push(latency);
+                } else {
+                    rejected += 1;
+                }
+            }
+            anyhow::Ok((samples, rejected))
+        });
+        let mut samples = Vec::new();
+        let mut rejected = 0;
+        for result in futures::future::join_all(workers).await {
+            let (s, r) = result?;
+            samples.extend(s);
+            rejected += r;
+        }
+        Ok((samples, rejected))
+    }
+
+    /// Offers `rate` orders/s for the phase's duration, open loop; returns per-order latencies and
+    /// calls `sampled` for every fourth accepted order.
+    async fn open_loop_orders<F, Fut>(&self, rate: f64, duration: Duration, sampled: F) -> anyhow::Result<Vec<Duration>>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let in_flight = Arc::new(Semaphore::new(1024));
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let started = Instant::now();
+        let total = (rate * duration.as_secs_f64()) as usize;
+        let tasks = (0..total).map(|n| {
+            let in_flight = in_flight.clone();
+            let sampled = &sampled;
+            async move {
+                tokio::time::sleep_until((started + interval.mul_f64(n as f64)).into()).await;
+                let _permit = in_flight.acquire().await.expect("never closed");
+                let customer = self.next_customer();
+                let (status, latency) = self.place(&self.order(n, customer)).await?;
+                if status != 201 {
+                    bail!("order refused with {status}");
+                }
+                if n.is_multiple_of(4) {
+                    sampled(customer).await;
+                }
+                anyhow::Ok(latency)
+            }
+        });
+        futures::future::join_all(tasks).await.into_iter().collect()
+    }
+
+    async fn sustained(&self, rate: f64, ceiling: f64) -> anyhow::Result<Sustained> {
+        let backlog = |status: Value| status["pendingEvents"].as_i64().unwrap_or(0);
+        let backlog_at_start = backlog(self.sync_status().await?);
+        let before = self.applied_orders().await?;
+        let started = Instant::now();
+        let samples = self.open_loop_orders(rate, self.args.duration, |_| async {}).await?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let applied = self.applied_orders().await? - before;
+        let backlog_at_end = backlog(self.sync_status().await?);
+        let accepted_per_s = samples.len() as f64 / elapsed;
+        // Let the read side catch up before the next phase.
+        self.wait_applied(before + samples.len() as f64, Duration::from_secs(600)).await?;
+        Ok(Sustained {
+            offered_per_s: rate,
+            accepted_per_s,
+            applied_per_s: applied / elapsed,
+            backlog_at_start,
+            backlog_at_end,
+            ratio_of_ceiling: (accepted_per_s.min(applied / elapsed) / ceiling * 1000.0).round() / 1000.0,
+            latency: Latency::of(samples),
+        })
+    }
+
+    async fn freshness(&self, rate: f64) -> anyhow::Result<Freshness> {
+        let lags = std::sync::Mutex::new(Vec::new());
+        let duration = self.args.duration.min(Duration::from_secs(10));
+        self.open_loop_orders(rate, duration, |customer| {
+            let lags = &lags;
+            async move {
+                // Visible when the customer's (only) order shows in their lifetime value.
+                let accepted = Instant::now();
+                let url = format!("{}/api/analytics/customers/{customer}/lifetime-value", self.args.query_url);
+                while accepted.elapsed() < Duration::from_secs(30) {
+                    if let Ok(response) = self.http.get(&url).send().await
+                        && let Ok(value) = response.json::<Value>().await
+                        && value["orderCount"].as_i64() == Some(1)
+                    {
+                        lags.lock().expect("not poisoned").push(accepted.elapsed());
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        })
+        .await?;
+        let lags = lags.into_inner().expect("not poisoned");
+        Ok(Freshness { offered_per_s: rate, samples: lags.len(), lag: Latency::of(lags) })
+    }
+
+    async fn drain(&self) -> anyhow::Result<f64> {
+        let pid = std::fs::read_to_string(&self.args.consumer_pid_file)?.trim().to_owned();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        while Command::new("kill").args(["-0", &pid]).status()?.success() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Pre-fill: place orders until enough are on the queue.
+        let mut placed = 0;
+        while placed < self.args.drain_events {
+            let batch: Vec<_> = (0..self.args.clients.min(self.args.drain_events - placed))
+                .map(|i| async move { self.place(&self.order(placed + i, self.next_customer())).await })
+                .collect();
+            for result in futures::future::join_all(batch).await {
+                if result?.0 == 201 {
+                    placed += 1;
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let status = self.sync_status().await?;
+            if status["outboxPendingEvents"] == 0 && status["queueDepth"].as_i64().unwrap_or(0) >= placed as i64 {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the relay did not publish the pre-filled orders in time");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let started = Instant::now();
+        let status =
+            Command::new("sh").args(["-c", &self.args.start_command]).stdout(std::process::Stdio::null()).status()?;
+        if !status.success() {
+            bail!("cannot restart the consumer with {:?}", self.args.start_command);
+        }
+        // A restarted consumer's counter starts from zero, and it has exactly the pre-filled orders to apply.
+        let done = self.wait_applied(placed as f64, Duration::from_secs(600)).await?;
+        Ok(placed as f64 / (done - started).as_secs_f64())
+    }
+
+    async fn queries(&self) -> anyhow::Result<Queries> {
+        let deadline = Instant::now() + self.args.duration;
+        let counter = AtomicUsize::new(0);
+        let started = Instant::now();
+        let workers = (0..self.args.clients).map(|_| async {
+            let mut samples = Vec::new();
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let url = if n.is_multiple_of(2) {
+                    format!(
+                        "{}/api/analytics/products/{}/sales",
+                        self.args.query_url,
+                        self.products[n % self.products.len()]
+                    )
+                } else {
+                    format!("{}/api/analytics/customers/{}/lifetime-value", self.args.query_url, n % 100_000 + 1)
+                };
+                let begun = Instant::now();
+                let response = self.http.get(url).send().await?;
+                if !response.status().is_success() {
+                    bail!("lookup failed with {}", response.status());
+                }
+                response.bytes().await?;
+                samples.push(begun.elapsed());
+            }
+            anyhow::Ok(samples)
+        });
+        let mut samples = Vec::new();
+        for result in futures::future::join_all(workers).await {
+            samples.extend(result?);
+        }
+        Ok(Queries { per_s: samples.len() as f64 / started.elapsed().as_secs_f64(), latency: Latency::of(samples) })
+    }
+}
