@@ -66,7 +66,7 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     clients: usize,
     /// Events pre-filled for the drain phase.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 40_000)]
     drain_events: usize,
     /// Where to write the JSON report.
     #[arg(long, default_value = ".run/bench.json")]
@@ -273,10 +273,15 @@ impl Pipeline {
     }
 
     async fn applied_orders(&self) -> anyhow::Result<f64> {
-        let text = self.http.get(&self.args.consumer_metrics_url).send().await?.text().await?;
+        self.metric(&self.args.consumer_metrics_url, "consumer_events_applied_total{event_type=\"OrderCreated\"}").await
+    }
+
+    /// One sample from a Prometheus text endpoint; 0 if the series is absent.
+    async fn metric(&self, url: &str, series: &str) -> anyhow::Result<f64> {
+        let text = self.http.get(url).send().await?.text().await?;
         Ok(text
             .lines()
-            .find(|line| line.starts_with("consumer_events_applied_total{event_type=\"OrderCreated\"}"))
+            .find(|line| line.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
             .and_then(|line| line.rsplit(' ').next())
             .and_then(|value| value.parse().ok())
             .unwrap_or(0.0))
@@ -449,7 +454,7 @@ impl Pipeline {
                         lags.lock().expect("not poisoned").push(accepted.elapsed());
                         return;
                     }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
         })
@@ -476,10 +481,12 @@ impl Pipeline {
                 }
             }
         }
+        // Everything is on the queue once the relay's backlog is empty (sync-status cannot say: with the
+        // consumer stopped, no watermark is applied, and it rightly reports itself stale).
         let deadline = Instant::now() + Duration::from_secs(120);
+        let command_metrics = format!("{}/metrics", self.args.command_url);
         loop {
-            let status = self.sync_status().await?;
-            if status["outboxPendingEvents"] == 0 && status["queueDepth"].as_i64().unwrap_or(0) >= placed as i64 {
+            if self.metric(&command_metrics, "outbox_pending_events").await? == 0.0 {
                 break;
             }
             if Instant::now() > deadline {
@@ -487,15 +494,27 @@ impl Pipeline {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let started = Instant::now();
         let status =
             Command::new("sh").args(["-c", &self.args.start_command]).stdout(std::process::Stdio::null()).status()?;
         if !status.success() {
             bail!("cannot restart the consumer with {:?}", self.args.start_command);
         }
-        // A restarted consumer's counter starts from zero, and it has exactly the pre-filled orders to apply.
-        let done = self.wait_applied(placed as f64, Duration::from_secs(600)).await?;
-        Ok(placed as f64 / (done - started).as_secs_f64())
+        // The rate between the first and the last movement of the (restarted, so zero-based) applied
+        // counter, so that process start-up and connection time do not count.
+        let (mut first, deadline) = (None, Instant::now() + Duration::from_secs(600));
+        loop {
+            let applied = self.applied_orders().await.unwrap_or(0.0);
+            let now = Instant::now();
+            match first {
+                None if applied >= placed as f64 => {
+                    bail!("the consumer drained the queue before it could be measured; raise --drain-events")
+                }
+                None if applied > 0.0 => first = Some((now, applied)),
+                Some((at, from)) if applied >= placed as f64 => return Ok((applied - from) / (now - at).as_secs_f64()),
+                _ if now > deadline => bail!("the consumer did not drain {placed} events within 10 minutes"),
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
     }
 
     async fn queries(&self) -> anyhow::Result<Queries> {

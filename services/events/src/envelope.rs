@@ -135,16 +135,16 @@ pub mod timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Money, ProductCreated};
+    use crate::{Money, ProductState};
     use chrono::TimeZone;
 
-    fn sample() -> Envelope<ProductCreated> {
+    fn sample() -> Envelope<ProductState> {
         let at = Utc.with_ymd_and_hms(2026, 11, 24, 5, 53, 46).unwrap() + chrono::Duration::microseconds(123_456);
         Envelope::new(
             EventType::ProductCreated,
             at,
             7,
-            ProductCreated {
+            ProductState {
                 product_id: 7,
                 name: "Lamp".into(),
                 category: "Home".into(),
@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn an_envelope_round_trips_through_its_body() {
         let event = sample();
-        let back: Envelope<ProductCreated> = serde_json::from_slice(&event.to_body()).unwrap();
+        let back: Envelope<ProductState> = serde_json::from_slice(&event.to_body()).unwrap();
         assert_eq!(back, event);
     }
 

@@ -11,5 +11,5 @@ mod topology;
 
 pub use envelope::{Envelope, EventType, SCHEMA_VERSION, body_hash, timestamp};
 pub use money::{Money, MoneyError};
-pub use payloads::{OrderCreated, OrderLine, ProductCreated, ProductUpdated, Watermark};
+pub use payloads::{OrderCreated, OrderLine, ProductState, Watermark};
 pub use topology::Topology;

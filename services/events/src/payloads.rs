@@ -5,23 +5,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Money, timestamp};
 
-/// A product entered the catalog. `version` starts at 1.
+/// The payload of ProductCreated and ProductUpdated: the product's full state at `version`. Version 1
+/// is the creation, and it grows by one with every change, so a replica can ignore an update that
+/// arrives after a newer one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ProductCreated {
-    pub product_id: i64,
-    pub name: String,
-    pub category: String,
-    pub price: Money,
-    pub stock: i64,
-    pub version: i64,
-}
-
-/// The full state of a product after a change. `version` grows by one with every change, so a replica
-/// can ignore an update that arrives after a newer one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ProductUpdated {
+pub struct ProductState {
     pub product_id: i64,
     pub name: String,
     pub category: String,

@@ -1,6 +1,6 @@
 //! `/api/products`: create, read and change catalog entries. Each write emits its event in the same transaction.
 
-use analytics_events::{Envelope, EventType, Money, ProductCreated, ProductUpdated};
+use analytics_events::{Envelope, EventType, Money, ProductState};
 use analytics_kit::http::{ErrorBody, Json, Path};
 use axum::{extract::State, http::StatusCode};
 use chrono::Utc;
@@ -82,7 +82,7 @@ pub async fn create(
         EventType::ProductCreated,
         Utc::now(),
         product_id,
-        ProductCreated {
+        ProductState {
             product_id,
             name: product.name,
             category: product.category,
@@ -150,7 +150,7 @@ pub async fn update(
         EventType::ProductUpdated,
         Utc::now(),
         row.id,
-        ProductUpdated {
+        ProductState {
             product_id: row.id,
             name: row.name.clone(),
             category: row.category.clone(),

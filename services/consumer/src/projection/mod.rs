@@ -11,9 +11,7 @@ mod products;
 
 use std::collections::HashSet;
 
-use analytics_events::{
-    Envelope, EventType, OrderCreated, ProductCreated, ProductUpdated, SCHEMA_VERSION, Watermark, body_hash,
-};
+use analytics_events::{Envelope, EventType, OrderCreated, ProductState, SCHEMA_VERSION, Watermark, body_hash};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
@@ -37,8 +35,8 @@ impl Stream {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     OrderCreated(Envelope<OrderCreated>),
-    ProductCreated(Envelope<ProductCreated>),
-    ProductUpdated(Envelope<ProductUpdated>),
+    /// ProductCreated or ProductUpdated, as the envelope's eventType says.
+    Product(Envelope<ProductState>),
     Watermark(Envelope<Watermark>),
 }
 
@@ -46,8 +44,7 @@ impl Message {
     pub fn event_type(&self) -> EventType {
         match self {
             Self::OrderCreated(_) => EventType::OrderCreated,
-            Self::ProductCreated(_) => EventType::ProductCreated,
-            Self::ProductUpdated(_) => EventType::ProductUpdated,
+            Self::Product(e) => e.event_type,
             Self::Watermark(_) => EventType::Watermark,
         }
     }
@@ -55,8 +52,7 @@ impl Message {
     pub fn occurred_at(&self) -> DateTime<Utc> {
         match self {
             Self::OrderCreated(e) => e.occurred_at,
-            Self::ProductCreated(e) => e.occurred_at,
-            Self::ProductUpdated(e) => e.occurred_at,
+            Self::Product(e) => e.occurred_at,
             Self::Watermark(e) => e.occurred_at,
         }
     }
@@ -117,8 +113,9 @@ pub fn parse(body: &[u8], stream: Stream) -> Result<Incoming, Poison> {
         |e: serde_json::Error| Poison::new("invalid_payload", format!("invalid {} envelope: {e}", event_type.as_str()));
     let message = match event_type {
         EventType::OrderCreated => Message::OrderCreated(serde_json::from_slice(body).map_err(invalid)?),
-        EventType::ProductCreated => Message::ProductCreated(serde_json::from_slice(body).map_err(invalid)?),
-        EventType::ProductUpdated => Message::ProductUpdated(serde_json::from_slice(body).map_err(invalid)?),
+        EventType::ProductCreated | EventType::ProductUpdated => {
+            Message::Product(serde_json::from_slice(body).map_err(invalid)?)
+        }
         EventType::Watermark => Message::Watermark(serde_json::from_slice(body).map_err(invalid)?),
     };
     Ok(Incoming { hash: body_hash(body), message })
@@ -273,7 +270,7 @@ mod tests {
             EventType::ProductCreated,
             Utc::now(),
             1,
-            ProductCreated {
+            ProductState {
                 product_id: 1,
                 name: "A".into(),
                 category: "C".into(),
@@ -285,6 +282,6 @@ mod tests {
         let body = event.to_body();
         let incoming = parse(&body, Stream::Products).unwrap();
         assert_eq!(incoming.hash, body_hash(&body));
-        assert_eq!(incoming.message, Message::ProductCreated(event));
+        assert_eq!(incoming.message, Message::Product(event));
     }
 }

@@ -3,54 +3,29 @@
 
 use std::collections::BTreeMap;
 
+use analytics_events::ProductState;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 use super::Message;
 
-struct ProductState<'a> {
-    name: &'a str,
-    category: &'a str,
-    price: Decimal,
-    version: i64,
-}
-
 pub async fn apply<'a>(conn: &mut PgConnection, messages: impl Iterator<Item = &'a Message>) -> sqlx::Result<()> {
     // The newest version of each product in the batch, by id.
-    let mut newest: BTreeMap<i64, ProductState<'a>> = BTreeMap::new();
+    let mut newest: BTreeMap<i64, &'a ProductState> = BTreeMap::new();
     for message in messages {
-        let (id, state) = match message {
-            Message::ProductCreated(e) => (
-                e.payload.product_id,
-                ProductState {
-                    name: &e.payload.name,
-                    category: &e.payload.category,
-                    price: e.payload.price.amount(),
-                    version: e.payload.version,
-                },
-            ),
-            Message::ProductUpdated(e) => (
-                e.payload.product_id,
-                ProductState {
-                    name: &e.payload.name,
-                    category: &e.payload.category,
-                    price: e.payload.price.amount(),
-                    version: e.payload.version,
-                },
-            ),
-            Message::OrderCreated(_) | Message::Watermark(_) => continue,
-        };
-        if newest.get(&id).is_none_or(|current| current.version < state.version) {
-            newest.insert(id, state);
+        let Message::Product(event) = message else { continue };
+        let state = &event.payload;
+        if newest.get(&state.product_id).is_none_or(|current| current.version < state.version) {
+            newest.insert(state.product_id, state);
         }
     }
     if newest.is_empty() {
         return Ok(());
     }
     let ids: Vec<i64> = newest.keys().copied().collect();
-    let names: Vec<&str> = newest.values().map(|p| p.name).collect();
-    let categories: Vec<&str> = newest.values().map(|p| p.category).collect();
-    let prices: Vec<Decimal> = newest.values().map(|p| p.price).collect();
+    let names: Vec<&str> = newest.values().map(|p| p.name.as_str()).collect();
+    let categories: Vec<&str> = newest.values().map(|p| p.category.as_str()).collect();
+    let prices: Vec<Decimal> = newest.values().map(|p| p.price.amount()).collect();
     let versions: Vec<i64> = newest.values().map(|p| p.version).collect();
     sqlx::query(
         "insert into products as p (id, name, category, price, version)

@@ -1,7 +1,7 @@
 //! The projection on its own, against a real read database: idempotency, out-of-order product events,
 //! and concurrent batches over the same rows.
 
-use analytics_events::{Envelope, EventType, OrderCreated, OrderLine, ProductCreated, ProductUpdated};
+use analytics_events::{Envelope, EventType, OrderCreated, OrderLine, ProductState};
 use analytics_testkit::fresh_database;
 use chrono::Utc;
 use consumer_service::{
@@ -71,28 +71,16 @@ async fn a_redelivered_message_changes_nothing_even_within_one_batch() {
 async fn the_product_replica_keeps_the_newest_version_whatever_the_arrival_order() {
     let pool = PgPool::connect(&fresh_database(&MIGRATOR).await).await.unwrap();
     let event = |version: i64, price: &str| {
-        let body = if version == 1 {
-            let payload = ProductCreated {
-                product_id: 9,
-                name: "Mug".into(),
-                category: "Kitchen".into(),
-                price: price.parse().unwrap(),
-                stock: 1,
-                version,
-            };
-            Envelope::new(EventType::ProductCreated, Utc::now(), 9, payload).to_body()
-        } else {
-            let payload = ProductUpdated {
-                product_id: 9,
-                name: "Mug".into(),
-                category: "Kitchen".into(),
-                price: price.parse().unwrap(),
-                stock: 1,
-                version,
-            };
-            Envelope::new(EventType::ProductUpdated, Utc::now(), 9, payload).to_body()
+        let payload = ProductState {
+            product_id: 9,
+            name: "Mug".into(),
+            category: "Kitchen".into(),
+            price: price.parse().unwrap(),
+            stock: 1,
+            version,
         };
-        projection::parse(&body, Stream::Products).unwrap()
+        let event_type = if version == 1 { EventType::ProductCreated } else { EventType::ProductUpdated };
+        projection::parse(&Envelope::new(event_type, Utc::now(), 9, payload).to_body(), Stream::Products).unwrap()
     };
     projection::apply(&pool, Stream::Products, &[event(3, "7.00")]).await.unwrap();
     projection::apply(&pool, Stream::Products, &[event(1, "9.00"), event(2, "8.00")]).await.unwrap();

@@ -19,3 +19,13 @@ pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>
     let body = ErrorBody { error: code.to_owned(), message: message.into() };
     (status, axum::Json(body)).into_response()
 }
+
+/// The router fallback for unknown paths, in the common shape.
+pub async fn route_not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// The fallback for a known path with the wrong method, in the common shape.
+pub async fn method_not_allowed() -> Response {
+    error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}

@@ -6,7 +6,7 @@ mod extract;
 mod metrics;
 mod ops;
 
-pub use error::{ErrorBody, error_response};
+pub use error::{ErrorBody, error_response, method_not_allowed, route_not_found};
 pub use extract::{Json, Path, Query, Rejection};
 pub use metrics::{HttpMetrics, track_requests};
 pub use ops::{Check, Readiness, ops_router};

@@ -37,14 +37,6 @@ impl IntoResponse for QueryError {
     }
 }
 
-pub async fn not_found() -> Response {
-    error_response(StatusCode::NOT_FOUND, "not_found", "no such route")
-}
-
-pub async fn method_not_allowed() -> Response {
-    error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
-}
-
 pub fn positive_id(raw: i64, what: &'static str) -> Result<i64> {
     if raw > 0 { Ok(raw) } else { Err(QueryError::InvalidId(what)) }
 }

@@ -53,8 +53,8 @@ pub fn router(state: AppState, registry: Registry) -> Router {
     let metrics = HttpMetrics::register(&registry).expect("HTTP metrics register once per registry");
     let readiness = Ready { pool: state.pool.clone() };
     api.route("/api/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
-        .fallback(error::not_found)
-        .method_not_allowed_fallback(error::method_not_allowed)
+        .fallback(analytics_kit::http::route_not_found)
+        .method_not_allowed_fallback(analytics_kit::http::method_not_allowed)
         .route_layer(middleware::from_fn_with_state(metrics, track_requests))
         .with_state(state)
         .merge(ops_router(registry, readiness))

@@ -1,6 +1,6 @@
 //! `spawn_app()`: the query service on a free port over a fresh read database, and event builders.
 
-use analytics_events::{Envelope, EventType, OrderCreated, OrderLine, ProductCreated, timestamp};
+use analytics_events::{Envelope, EventType, OrderCreated, OrderLine, ProductState, timestamp};
 use analytics_testkit::{amqp_url, declare, fresh_database, unique_prefix};
 use chrono::{DateTime, Utc};
 use consumer_service::{
@@ -68,7 +68,7 @@ pub fn at(text: &str) -> DateTime<Utc> {
 }
 
 pub fn product(id: i64, name: &str, category: &str, price: &str) -> Vec<u8> {
-    let payload = ProductCreated {
+    let payload = ProductState {
         product_id: id,
         name: name.into(),
         category: category.into(),
