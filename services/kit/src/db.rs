@@ -9,11 +9,16 @@ use sqlx::{
 };
 
 /// A pool that connects lazily, so a service starts (and reports not-ready) while its database is down.
+///
+/// Connections are not pinged before each use: that would add a round trip to every transaction, and a
+/// connection that broke meanwhile fails its statement instead, which every caller already treats as a
+/// transient error (retry, or a 500 the client may retry); the pool then replaces it.
 pub fn pool(url: &SecretString, max_connections: u32, application_name: &str) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.expose_secret().parse()?;
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
         .connect_lazy_with(options.application_name(application_name)))
 }
 

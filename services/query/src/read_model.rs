@@ -11,23 +11,22 @@ pub struct ProductSales {
     pub order_count: i64,
 }
 
-/// A product's sales; `None` if the product is unknown (neither in the catalog replica nor sold).
+/// A product's sales; `None` if the product is unknown (neither sold nor in the catalog replica).
 pub async fn product_sales(pool: &PgPool, product_id: i64) -> sqlx::Result<Option<ProductSales>> {
-    let row: Option<(Option<i64>, Option<Decimal>, Option<i64>)> = sqlx::query_as(
-        "select s.total_quantity_sold, s.total_revenue, s.order_count
-           from (select $1::bigint as id) as wanted
-           left join product_sales_view s on s.product_id = wanted.id
-           left join products p on p.id = wanted.id
-          where s.product_id is not null or p.id is not null",
+    let sold: Option<(i64, Decimal, i64)> = sqlx::query_as(
+        "select total_quantity_sold, total_revenue, order_count from product_sales_view where product_id = $1",
     )
     .bind(product_id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(quantity, revenue, orders)| ProductSales {
-        total_quantity_sold: quantity.unwrap_or(0),
-        total_revenue: revenue.unwrap_or_default().into(),
-        order_count: orders.unwrap_or(0),
-    }))
+    if let Some((total_quantity_sold, revenue, order_count)) = sold {
+        return Ok(Some(ProductSales { total_quantity_sold, total_revenue: revenue.into(), order_count }));
+    }
+    let known: bool = sqlx::query_scalar("select exists (select 1 from products where id = $1)")
+        .bind(product_id)
+        .fetch_one(pool)
+        .await?;
+    Ok(known.then_some(ProductSales { total_quantity_sold: 0, total_revenue: Money::ZERO, order_count: 0 }))
 }
 
 #[derive(FromRow)]
