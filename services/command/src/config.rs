@@ -76,7 +76,8 @@ pub struct RelayConfig {
     #[arg(long, env = "RELAY_CONFIRM_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub confirm_timeout: Duration,
 
-    /// Fallback poll interval, for rows written by other processes (commits here wake the relay at once).
+    /// Longest poll interval, for rows written by other processes (commits here wake the relay at once);
+    /// polling starts at 5 ms after activity and slows down to this while idle.
     #[arg(long, env = "RELAY_POLL_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
 

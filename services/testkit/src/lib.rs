@@ -79,18 +79,17 @@ pub async fn read_at_least(
         .unwrap();
     let deadline = tokio::time::Instant::now() + timeout;
     let mut messages = Vec::new();
+    // The quiet window runs from the last domain event: watermarks keep coming and must not extend it.
+    let mut quiet_until = deadline;
     loop {
-        let wait = if messages.len() < count {
-            deadline.saturating_duration_since(tokio::time::Instant::now())
-        } else {
-            quiet
-        };
-        match tokio::time::timeout(wait, consumer.next()).await {
+        let until = if messages.len() < count { deadline } else { quiet_until };
+        match tokio::time::timeout_at(until, consumer.next()).await {
             Ok(Some(delivery)) => {
                 let delivery = delivery.unwrap();
                 let message: Value = serde_json::from_slice(&delivery.data).unwrap_or(Value::Null);
                 if message["eventType"] != "Watermark" {
                     messages.push(message);
+                    quiet_until = tokio::time::Instant::now() + quiet;
                 }
                 delivery.ack(BasicAckOptions::default()).await.unwrap();
             }

@@ -36,6 +36,9 @@ const WATERMARK_MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// And an idle relay still sends one this often, so the read side can tell "idle" from "stuck".
 pub const WATERMARK_IDLE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The first idle poll after activity; it doubles up to the configured poll interval.
+const ADAPTIVE_POLL_START: Duration = Duration::from_millis(5);
+
 /// One outbox row on its way to the broker.
 #[derive(Debug, Clone)]
 pub struct OutboxEvent {
@@ -197,6 +200,9 @@ impl Relay {
     async fn pump(&self, publisher: &Publisher, shutdown: &CancellationToken) -> Result<(), PublishError> {
         let mut database_backoff = Backoff::default();
         let mut last_watermark: Option<Instant> = None;
+        // Adaptive polling for rows this process is not told about (another replica's writes, expired
+        // leases): fast right after activity, slowing down to the poll interval while idle.
+        let mut idle_wait = ADAPTIVE_POLL_START;
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -220,12 +226,13 @@ impl Relay {
                     last_watermark = Some(Instant::now());
                 }
                 tokio::select! {
-                    () = self.waker.notify.notified() => {}
-                    () = tokio::time::sleep(self.poll_interval.min(WATERMARK_IDLE_INTERVAL)) => {}
+                    () = self.waker.notify.notified() => idle_wait = ADAPTIVE_POLL_START,
+                    () = tokio::time::sleep(idle_wait) => idle_wait = (idle_wait * 2).min(self.poll_interval.min(WATERMARK_IDLE_INTERVAL)),
                     () = shutdown.cancelled() => return Ok(()),
                 }
                 continue;
             }
+            idle_wait = ADAPTIVE_POLL_START;
             let started = Instant::now();
             if let Err(error) = publisher.publish(&batch).await {
                 self.metrics.failures.inc();
@@ -331,7 +338,8 @@ async fn backlog(pool: &PgPool) -> sqlx::Result<(i64, Option<DateTime<Utc>>)> {
     sqlx::query_as("select count(*), min(occurred_at) from outbox where published_at is null").fetch_one(pool).await
 }
 
-/// Every second, the backlog gauges; every minute, pruning of rows published longer ago than `retention`.
+/// Every second, the backlog gauges; at start and then every minute, pruning of rows published longer ago
+/// than `retention`.
 async fn housekeeping(pool: PgPool, metrics: RelayMetrics, retention: Duration, shutdown: CancellationToken) {
     const PRUNE_EVERY: u32 = 60;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -351,7 +359,7 @@ async fn housekeeping(pool: PgPool, metrics: RelayMetrics, retention: Duration, 
             Err(error) => tracing::debug!(%error, "cannot read the outbox backlog"),
         }
         ticks = ticks.wrapping_add(1);
-        if ticks.is_multiple_of(PRUNE_EVERY) {
+        if ticks % PRUNE_EVERY == 1 {
             let pruned = sqlx::query(
                 "delete from outbox where id in (
                      select id from outbox where published_at < now() - $1 * interval '1 second' limit 10000)",

@@ -47,11 +47,12 @@ pub struct Options {
     pub relay: bool,
     pub amqp_url: String,
     pub lease: Duration,
+    pub retention: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { relay: true, amqp_url: amqp_url(), lease: Duration::from_secs(30) }
+        Self { relay: true, amqp_url: amqp_url(), lease: Duration::from_secs(30), retention: Duration::from_secs(3600) }
     }
 }
 
@@ -65,6 +66,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let prefix = unique_prefix();
     let mut relay = relay_config(&database_url, &options.amqp_url, &prefix);
     relay.lease = options.lease;
+    relay.retention = options.retention;
     let config = ServeConfig { listen: "127.0.0.1:0".parse().unwrap(), no_relay: !options.relay, relay };
     let app = App::build(config).await.expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());

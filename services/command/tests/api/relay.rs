@@ -3,7 +3,10 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use command_service::outbox::{Publisher, Relay};
+use command_service::{
+    config::RelayConfig,
+    outbox::{Publisher, Relay},
+};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -165,4 +168,37 @@ async fn two_relays_in_parallel_never_publish_the_same_row_twice() {
     assert_eq!(counts.len(), EVENTS, "every row was published");
     assert!(counts.values().all(|n| *n == 1), "no row was published twice");
     app.wait_until_outbox_drained(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn published_rows_are_pruned_after_the_retention_period_and_unpublished_ones_never() {
+    let app = spawn_app_with(Options { retention: Duration::from_millis(1), ..Options::default() }).await;
+    app.create_product("Lamp", "Home", "1.00", 10).await;
+    app.wait_until_outbox_drained(Duration::from_secs(20)).await;
+    // An old row that was never published must survive pruning.
+    sqlx::query(
+        "insert into outbox (event_id, event_type, aggregate_id, body, occurred_at, claimed_until)
+         values (gen_random_uuid(), 'OrderCreated', 1, '{}', now() - interval '2 days', now() + interval '1 hour')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // The relay prunes when it starts and every minute after: restart it to trigger a pass.
+    let config = relay_config(&app.database_url, &app.amqp_url, &app.prefix);
+    let relay =
+        Relay::new(&RelayConfig { retention: Duration::from_millis(1), ..config }, &prometheus::Registry::new())
+            .unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    analytics_testkit::eventually(Duration::from_secs(10), "the published row to be pruned", || async {
+        let published: i64 = sqlx::query_scalar("select count(*) from outbox where published_at is not null")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        (published == 0).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    running.await.unwrap();
+    assert_eq!(app.count("outbox").await, 1, "the unpublished row stays");
 }

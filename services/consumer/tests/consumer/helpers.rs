@@ -25,6 +25,8 @@ pub struct Pipeline {
     pub client: reqwest::Client,
     pub relay_config: RelayConfig,
     consumers: Vec<Child>,
+    /// The /metrics URL of each running consumer, oldest first.
+    pub consumer_metrics: Vec<String>,
     shutdown: CancellationToken,
 }
 
@@ -94,6 +96,7 @@ impl Pipeline {
             client: reqwest::Client::new(),
             relay_config,
             consumers: Vec::new(),
+            consumer_metrics: Vec::new(),
             shutdown,
         };
         for _ in 0..consumers {
@@ -105,8 +108,10 @@ impl Pipeline {
     /// Starts one more consumer process.
     pub fn start_consumer(&mut self) {
         let output = || if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let listen = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_consumer-service"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--batch-size", "100", "--prefetch", "200"])
+            .args(["serve", "--listen", &listen, "--batch-size", "100", "--prefetch", "200"])
             .env("READ_DATABASE_URL", &self.read_url)
             .env("AMQP_URL", &self.amqp_url)
             .env("TOPOLOGY_PREFIX", &self.prefix)
@@ -115,11 +120,13 @@ impl Pipeline {
             .spawn()
             .expect("the consumer binary starts");
         self.consumers.push(child);
+        self.consumer_metrics.push(format!("http://{listen}/metrics"));
     }
 
     /// SIGKILLs the oldest running consumer: no shutdown, no acks, nothing finishes.
     pub fn kill_consumer(&mut self) {
         let mut child = self.consumers.remove(0);
+        self.consumer_metrics.remove(0);
         child.kill().unwrap();
         child.wait().unwrap();
     }

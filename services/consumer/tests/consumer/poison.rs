@@ -73,6 +73,19 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_never_block_the
     }
     reasons.sort();
     assert_eq!(reasons, ["invalid_json", "unknown_event_type", "unsupported_schema_version"]);
+    let metrics = pipeline.client.get(&pipeline.consumer_metrics[0]).send().await.unwrap().text().await.unwrap();
+    for expected in [
+        "consumer_events_dead_lettered_total{reason=\"invalid_json\"} 1",
+        "consumer_events_dead_lettered_total{reason=\"unknown_event_type\"} 1",
+        "consumer_events_dead_lettered_total{reason=\"unsupported_schema_version\"} 1",
+        "consumer_events_applied_total{event_type=\"OrderCreated\"} 1",
+        "consumer_events_applied_total{event_type=\"ProductCreated\"} 1",
+        "consumer_batch_size_count",
+        "consumer_apply_duration_seconds_count",
+        "consumer_end_to_end_latency_seconds_count",
+    ] {
+        assert!(metrics.contains(expected), "the consumer's /metrics lacks {expected}:\n{metrics}");
+    }
     eventually(Duration::from_secs(10), "the order queue to be empty", || async {
         let depth = pipeline.query("/api/analytics/sync-status").await["queueDepth"].as_i64();
         (depth == Some(0)).then_some(())
