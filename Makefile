@@ -1,5 +1,5 @@
 # The only entry points a user needs. Each target is a script in hack/ that explains itself.
-.PHONY: help up down test bench
+.PHONY: help up down test bench crds
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -15,3 +15,7 @@ test: ## fmt, clippy -D warnings, and every test against private PostgreSQL and 
 
 bench: ## Measure the local pipeline (throughput, latency, freshness, drain, queries, pgbench ceiling)
 	@hack/bench.sh
+
+crds: ## Regenerate crds/analyticspipeline.yaml from the operator's types
+	@cargo run -q --locked -p analytics-operator --bin crdgen > crds/analyticspipeline.yaml
+	@echo "wrote crds/analyticspipeline.yaml"

@@ -1,0 +1,388 @@
+//! The `AnalyticsPipeline` custom resource: what a user asks for (spec, with defaults, so a name alone is
+//! a valid pipeline) and what the operator reports back (status).
+//!
+//! Validation lives in the schema wherever the API server can do it: OpenAPI bounds on numbers and CEL
+//! rules across fields (`min ≤ max`, managed xor external). `crds/analyticspipeline.yaml` is generated from
+//! these types by `make crds`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::{ResourceRequirements, Toleration},
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Everything a pipeline is made of; every field has a default.
+// Each printcolumn(..) repeats `type_ = ..` by design; clippy reads that as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "analytics.example.com",
+    version = "v1alpha1",
+    kind = "AnalyticsPipeline",
+    namespaced,
+    shortname = "ap",
+    status = "AnalyticsPipelineStatus",
+    derive = "PartialEq",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Lag", type_ = "number", json_path = ".status.lagSeconds"),
+    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pendingEvents"),
+    printcolumn(name = "Consumers", type_ = "integer", json_path = ".status.consumerReplicas"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsPipelineSpec {
+    /// Container images of the three services.
+    #[serde(default)]
+    pub images: Images,
+    /// The command API (writes).
+    #[serde(default)]
+    pub command: ApiSpec,
+    /// The query API (analytics).
+    #[serde(default)]
+    pub query: ApiSpec,
+    /// The consumers: autoscaled on queue depth, or a fixed count.
+    #[serde(default)]
+    pub consumers: ConsumerSpec,
+    /// The write and read databases.
+    #[serde(default)]
+    pub postgres: PostgresSpec,
+    /// The broker.
+    #[serde(default)]
+    pub rabbitmq: RabbitmqSpec,
+    /// Node labels every pod of the pipeline must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations for every pod of the pipeline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// What happens to the data (PVCs) when the pipeline is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Images {
+    #[serde(default = "Image::command")]
+    pub command: Image,
+    #[serde(default = "Image::consumer")]
+    pub consumer: Image,
+    #[serde(default = "Image::query")]
+    pub query: Image,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Self { command: Image::command(), consumer: Image::consumer(), query: Image::query() }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Image {
+    pub repository: String,
+    /// Defaults to the operator's own version.
+    #[serde(default = "default_tag")]
+    pub tag: String,
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+}
+
+/// Images are published as `<registry>/analytics-<service>:<version>`.
+pub const IMAGE_REGISTRY: &str = "ghcr.io/analytics-pipeline";
+
+impl Image {
+    fn named(service: &str) -> Self {
+        Self {
+            repository: format!("{IMAGE_REGISTRY}/analytics-{service}"),
+            tag: default_tag(),
+            pull_policy: PullPolicy::default(),
+        }
+    }
+    fn command() -> Self {
+        Self::named("command")
+    }
+    fn consumer() -> Self {
+        Self::named("consumer")
+    }
+    fn query() -> Self {
+        Self::named("query")
+    }
+
+    /// `repository:tag`.
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.repository, self.tag)
+    }
+}
+
+fn default_tag() -> String {
+    env!("CARGO_PKG_VERSION").to_owned()
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+/// One of the two HTTP APIs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiSpec {
+    #[serde(default = "two")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("replicas must be from 0 to 100"))]
+    pub replicas: i32,
+    /// How the API is exposed.
+    #[serde(default)]
+    pub service_type: ServiceType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for ApiSpec {
+    fn default() -> Self {
+        Self { replicas: two(), service_type: ServiceType::default(), resources: None }
+    }
+}
+
+fn two() -> i32 {
+    2
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+/// Consumers scale on the depth of `order-events` (KEDA's queueLength semantics): desired =
+/// clamp(ceil(depth / targetQueueDepthPerReplica), minReplicas, maxReplicas), and minReplicas while the
+/// depth is at or below activationQueueDepth. Up at once; down only after the stabilization window.
+/// `replicas` fixes the count instead.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+pub struct ConsumerSpec {
+    /// A fixed number of consumers; autoscaling is off when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("replicas must be from 0 to 100"))]
+    pub replicas: Option<i32>,
+    #[serde(default = "one")]
+    #[x_kube(validation = Rule::new("self >= 0").message("minReplicas must not be negative"))]
+    pub min_replicas: i32,
+    #[serde(default = "ten")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("maxReplicas must be from 1 to 100"))]
+    pub max_replicas: i32,
+    /// Messages one consumer is expected to have waiting.
+    #[serde(default = "thousand")]
+    #[x_kube(validation = Rule::new("self >= 1").message("targetQueueDepthPerReplica must be at least 1"))]
+    pub target_queue_depth_per_replica: i64,
+    /// At or below this depth the pipeline runs minReplicas consumers.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self >= 0").message("activationQueueDepth must not be negative"))]
+    pub activation_queue_depth: i64,
+    /// How long the desired count must stay lower before consumers are removed.
+    #[serde(default = "five_minutes")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 3600").message("scaleDownStabilizationSeconds must be from 0 to 3600"))]
+    pub scale_down_stabilization_seconds: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for ConsumerSpec {
+    fn default() -> Self {
+        Self {
+            replicas: None,
+            min_replicas: one(),
+            max_replicas: ten(),
+            target_queue_depth_per_replica: thousand(),
+            activation_queue_depth: 0,
+            scale_down_stabilization_seconds: five_minutes(),
+            resources: None,
+        }
+    }
+}
+
+fn one() -> i32 {
+    1
+}
+fn ten() -> i32 {
+    10
+}
+fn thousand() -> i64 {
+    1000
+}
+fn five_minutes() -> i64 {
+    300
+}
+
+/// The write and read databases: run by the operator (`managed`, the default) or provided (`external`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.managed) && has(self.external))").message("postgres is either managed or external, not both"))]
+pub struct PostgresSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedPostgres>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalPostgres>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedPostgres {
+    /// PostgreSQL major version (the `postgres:<version>` image).
+    #[serde(default = "postgres_version")]
+    pub version: String,
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for ManagedPostgres {
+    fn default() -> Self {
+        Self { version: postgres_version(), storage: Storage::default(), resources: None }
+    }
+}
+
+fn postgres_version() -> String {
+    "16".to_owned()
+}
+
+/// Managed cloud databases: Secrets that hold their connection URLs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalPostgres {
+    pub write_url: SecretKeyRef,
+    pub read_url: SecretKeyRef,
+}
+
+/// The broker: run by the operator (`managed`, the default) or provided (`external`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.managed) && has(self.external))").message("rabbitmq is either managed or external, not both"))]
+pub struct RabbitmqSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedRabbitmq>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalRabbitmq>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedRabbitmq {
+    /// RabbitMQ version (the `rabbitmq:<version>-management` image).
+    #[serde(default = "rabbitmq_version")]
+    pub version: String,
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for ManagedRabbitmq {
+    fn default() -> Self {
+        Self { version: rabbitmq_version(), storage: Storage::default(), resources: None }
+    }
+}
+
+fn rabbitmq_version() -> String {
+    "3.13".to_owned()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalRabbitmq {
+    /// A Secret key holding the AMQP URL.
+    pub url: SecretKeyRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    /// Size of the volume, e.g. `10Gi`.
+    #[serde(default = "ten_gibibytes")]
+    pub size: String,
+    /// StorageClass of the volume; the cluster's default if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self { size: ten_gibibytes(), storage_class_name: None }
+    }
+}
+
+fn ten_gibibytes() -> String {
+    "10Gi".to_owned()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretKeyRef {
+    /// The Secret's name, in the pipeline's namespace.
+    pub name: String,
+    /// The key within the Secret.
+    pub key: String,
+}
+
+/// `Retain` (the default) leaves the PVCs when the pipeline is deleted: they carry no owner reference.
+/// `Delete` removes them, through a finalizer.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+/// What the operator observed at `observedGeneration`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsPipelineStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// DatabasesReady, BrokerReady, ServicesReady and Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_replicas: Option<i32>,
+    /// Ready messages on `order-events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<i64>,
+    /// From the query service's sync-status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_events: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Provisioning,
+    Ready,
+    Degraded,
+    Failed,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoints {
+    pub command: String,
+    pub query: String,
+}
