@@ -1,6 +1,7 @@
 //! The analytics operator: it turns an `AnalyticsPipeline` into databases, a broker and the three
 //! services, scales the consumers on queue depth, and reports lag in the resource's status.
 
+pub mod children;
 pub mod crd;
 pub mod scaling;
 

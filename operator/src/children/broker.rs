@@ -1,0 +1,95 @@
+//! The managed RabbitMQ: one StatefulSet with a volume claim, and a headless Service. The services
+//! declare the queues themselves (quorum queues with a dead-letter exchange) when they connect.
+
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{
+        Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, Probe, Service, ServicePort, ServiceSpec,
+        VolumeMount,
+    },
+};
+
+use super::{ERLANG_COOKIE_KEY, RABBITMQ_PASSWORD_KEY, credential, databases::stateful, metadata, name, selector};
+use crate::crd::{AnalyticsPipeline, ManagedRabbitmq};
+
+const COMPONENT: &str = "rabbitmq";
+pub const PORT: i32 = 5672;
+pub const USER: &str = "analytics";
+/// The uid of the `rabbitmq` user in the official image.
+const RABBITMQ_UID: i64 = 999;
+
+/// The managed settings, or `None` when the broker is external.
+pub fn managed(pipeline: &AnalyticsPipeline) -> Option<ManagedRabbitmq> {
+    let rabbitmq = &pipeline.spec.rabbitmq;
+    if rabbitmq.external.is_some() { None } else { Some(rabbitmq.managed.clone().unwrap_or_default()) }
+}
+
+/// The Service (and host name) of the managed broker.
+pub fn host(pipeline: &AnalyticsPipeline) -> String {
+    name(pipeline, COMPONENT)
+}
+
+pub fn service(pipeline: &AnalyticsPipeline) -> Service {
+    Service {
+        metadata: metadata(pipeline, COMPONENT, COMPONENT),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            selector: Some(selector(pipeline, COMPONENT)),
+            ports: Some(vec![
+                ServicePort { name: Some("amqp".into()), port: PORT, ..ServicePort::default() },
+                ServicePort { name: Some("management".into()), port: 15672, ..ServicePort::default() },
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &ManagedRabbitmq) -> StatefulSet {
+    let secret =
+        |key: &str| EnvVarSource { secret_key_ref: Some(credential(pipeline, key)), ..EnvVarSource::default() };
+    let diagnostics =
+        |check: &str| ExecAction { command: Some(vec!["rabbitmq-diagnostics".into(), "-q".into(), check.into()]) };
+    let container = Container {
+        name: COMPONENT.to_owned(),
+        image: Some(format!("rabbitmq:{}-management", managed.version)),
+        ports: Some(vec![
+            ContainerPort { name: Some("amqp".into()), container_port: PORT, ..ContainerPort::default() },
+            ContainerPort { name: Some("management".into()), container_port: 15672, ..ContainerPort::default() },
+        ]),
+        env: Some(vec![
+            EnvVar { name: "RABBITMQ_DEFAULT_USER".into(), value: Some(USER.into()), ..EnvVar::default() },
+            EnvVar {
+                name: "RABBITMQ_DEFAULT_PASS".into(),
+                value_from: Some(secret(RABBITMQ_PASSWORD_KEY)),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "RABBITMQ_ERLANG_COOKIE".into(),
+                value_from: Some(secret(ERLANG_COOKIE_KEY)),
+                ..EnvVar::default()
+            },
+        ]),
+        readiness_probe: Some(Probe {
+            exec: Some(diagnostics("check_port_connectivity")),
+            period_seconds: Some(10),
+            timeout_seconds: Some(10),
+            ..Probe::default()
+        }),
+        liveness_probe: Some(Probe {
+            exec: Some(diagnostics("ping")),
+            initial_delay_seconds: Some(30),
+            period_seconds: Some(30),
+            timeout_seconds: Some(15),
+            ..Probe::default()
+        }),
+        resources: managed.resources.clone(),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: "/var/lib/rabbitmq".into(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+    stateful(pipeline, COMPONENT, &managed.storage, container, RABBITMQ_UID, Vec::new())
+}

@@ -1,0 +1,174 @@
+//! The objects a pipeline is made of, as pure functions of its spec (and of the few facts the
+//! reconciler observes, such as the consumer count). Nothing here talks to the API server, so every
+//! builder is tested without a cluster.
+//!
+//! Managed databases and the broker are StatefulSets with headless Services and volume claim
+//! templates; the three services are Deployments, and the two APIs get Services. Every object carries
+//! the pipeline as its controlling owner, so Kubernetes garbage-collects it with the pipeline. The PVCs
+//! of the StatefulSets follow the deletion policy (see [`databases`]).
+
+pub mod broker;
+pub mod databases;
+pub mod services;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::{ConfigMap, PodSecurityContext, Secret, SecretKeySelector, Service},
+    },
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
+use kube::{Resource, ResourceExt};
+
+use crate::crd::AnalyticsPipeline;
+
+/// The label that ties every child to its pipeline.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+pub const MANAGED_BY: &str = "analytics-operator";
+
+/// Everything the operator applies for one pipeline (the credentials Secret is created once, apart).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Children {
+    pub config_maps: Vec<ConfigMap>,
+    pub services: Vec<Service>,
+    pub stateful_sets: Vec<StatefulSet>,
+    pub deployments: Vec<Deployment>,
+}
+
+/// Facts the reconciler decides or observes, which the spec alone does not give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    /// How many consumers to run now (the spec's fixed count, or the scaling decision).
+    pub consumer_replicas: i32,
+}
+
+/// The desired children of `pipeline`.
+pub fn desired(pipeline: &AnalyticsPipeline, observed: Observed) -> Children {
+    let mut children =
+        Children { config_maps: Vec::new(), services: Vec::new(), stateful_sets: Vec::new(), deployments: Vec::new() };
+    if let Some(managed) = databases::managed(pipeline) {
+        children.config_maps.push(databases::init_script(pipeline));
+        children.services.push(databases::service(pipeline));
+        children.stateful_sets.push(databases::stateful_set(pipeline, &managed));
+    }
+    if let Some(managed) = broker::managed(pipeline) {
+        children.services.push(broker::service(pipeline));
+        children.stateful_sets.push(broker::stateful_set(pipeline, &managed));
+    }
+    children.services.extend(services::services(pipeline));
+    children.deployments.extend(services::deployments(pipeline, observed));
+    children
+}
+
+/// `<pipeline>-<suffix>`, the name of a child.
+pub fn name(pipeline: &AnalyticsPipeline, suffix: &str) -> String {
+    format!("{}-{suffix}", pipeline.name_any())
+}
+
+/// Labels of a child (and the selector of its pods): the pipeline instance and the component.
+pub fn labels(pipeline: &AnalyticsPipeline, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "analytics-pipeline".to_owned()),
+        (INSTANCE_LABEL.to_owned(), pipeline.name_any()),
+        (COMPONENT_LABEL.to_owned(), component.to_owned()),
+        ("app.kubernetes.io/managed-by".to_owned(), MANAGED_BY.to_owned()),
+    ])
+}
+
+/// The selector part of [`labels`]: stable across operator versions, as selectors must be.
+pub fn selector(pipeline: &AnalyticsPipeline, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (INSTANCE_LABEL.to_owned(), pipeline.name_any()),
+        (COMPONENT_LABEL.to_owned(), component.to_owned()),
+    ])
+}
+
+/// Metadata of a child: name, namespace, labels, and the pipeline as controlling owner.
+pub fn metadata(pipeline: &AnalyticsPipeline, suffix: &str, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name(pipeline, suffix)),
+        namespace: pipeline.namespace(),
+        labels: Some(labels(pipeline, component)),
+        owner_references: Some(vec![owner(pipeline)]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The pipeline as controlling owner: children are garbage-collected with it.
+pub fn owner(pipeline: &AnalyticsPipeline) -> OwnerReference {
+    OwnerReference {
+        api_version: AnalyticsPipeline::api_version(&()).into_owned(),
+        kind: AnalyticsPipeline::kind(&()).into_owned(),
+        name: pipeline.name_any(),
+        uid: pipeline.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Pods run as this non-root user, with no privilege escalation.
+pub fn pod_security(user: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(user),
+        run_as_group: Some(user),
+        fs_group: Some(user),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The credentials Secret: generated once by the reconciler, never rewritten.
+pub const CREDENTIALS: &str = "credentials";
+pub const POSTGRES_PASSWORD_KEY: &str = "postgres-password";
+pub const RABBITMQ_PASSWORD_KEY: &str = "rabbitmq-password";
+pub const ERLANG_COOKIE_KEY: &str = "erlang-cookie";
+
+/// A key of the pipeline's credentials Secret.
+pub fn credential(pipeline: &AnalyticsPipeline, key: &str) -> SecretKeySelector {
+    SecretKeySelector { name: name(pipeline, CREDENTIALS), key: key.to_owned(), optional: Some(false) }
+}
+
+/// The credentials Secret with freshly generated values; the reconciler creates it only if it is absent.
+pub fn credentials_secret(pipeline: &AnalyticsPipeline, random: &mut impl FnMut() -> String) -> Secret {
+    let mut metadata = metadata(pipeline, CREDENTIALS, "credentials");
+    // Like the PVCs, the credentials must outlive a pipeline that is deleted and re-created with Retain.
+    metadata.owner_references = None;
+    Secret {
+        metadata,
+        string_data: Some(BTreeMap::from([
+            (POSTGRES_PASSWORD_KEY.to_owned(), random()),
+            (RABBITMQ_PASSWORD_KEY.to_owned(), random()),
+            (ERLANG_COOKIE_KEY.to_owned(), random()),
+        ])),
+        type_: Some("Opaque".to_owned()),
+        ..Secret::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use crate::crd::{AnalyticsPipeline, AnalyticsPipelineSpec};
+
+    /// A pipeline as the API server returns it: named, namespaced, with a uid.
+    pub fn pipeline(spec: AnalyticsPipelineSpec) -> AnalyticsPipeline {
+        AnalyticsPipeline {
+            metadata: ObjectMeta {
+                name: Some("shop".into()),
+                namespace: Some("prod".into()),
+                uid: Some("0f8fad5b-d9cb-469f-a165-70867728950e".into()),
+                generation: Some(1),
+                ..ObjectMeta::default()
+            },
+            spec,
+            status: None,
+        }
+    }
+}

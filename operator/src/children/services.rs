@@ -1,0 +1,268 @@
+//! The command, consumer and query Deployments, and the Services of the two APIs.
+//!
+//! Each pod gets its connection URLs from the environment: built from the generated credentials for
+//! managed backends (Kubernetes expands `$(VAR)` from earlier variables), or read from the user's
+//! Secrets for external ones. Migrations run in an init container (`migrate`, which takes a database
+//! advisory lock, so concurrent runs are safe) before the new version serves.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec},
+        core::v1::{
+            Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec,
+            Probe, ResourceRequirements, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
+        },
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
+};
+
+use super::{
+    Observed, POSTGRES_PASSWORD_KEY, RABBITMQ_PASSWORD_KEY, broker, credential, databases, labels, metadata,
+    pod_security, selector,
+};
+use crate::crd::{AnalyticsPipeline, Image, SecretKeyRef, ServiceType};
+
+pub const COMMAND_PORT: i32 = 8080;
+pub const QUERY_PORT: i32 = 8081;
+pub const CONSUMER_PORT: i32 = 8082;
+/// The distroless `nonroot` user.
+const NONROOT_UID: i64 = 65532;
+
+/// Which databases a service reads or writes.
+#[derive(Clone, Copy)]
+enum Database {
+    Write,
+    Read,
+}
+
+pub fn deployments(pipeline: &AnalyticsPipeline, observed: Observed) -> Vec<Deployment> {
+    let spec = &pipeline.spec;
+    vec![
+        deployment(
+            pipeline,
+            Workload {
+                component: "command",
+                image: &spec.images.command,
+                args: vec!["serve".into(), "--listen".into(), format!("0.0.0.0:{COMMAND_PORT}")],
+                port: COMMAND_PORT,
+                replicas: spec.command.replicas,
+                database: Database::Write,
+                migrate: Some(&spec.images.command),
+                resources: spec.command.resources.clone(),
+            },
+        ),
+        deployment(
+            pipeline,
+            Workload {
+                component: "consumer",
+                image: &spec.images.consumer,
+                args: vec!["serve".into(), "--listen".into(), format!("0.0.0.0:{CONSUMER_PORT}")],
+                port: CONSUMER_PORT,
+                replicas: observed.consumer_replicas,
+                database: Database::Read,
+                migrate: Some(&spec.images.consumer),
+                resources: spec.consumers.resources.clone(),
+            },
+        ),
+        deployment(
+            pipeline,
+            Workload {
+                component: "query",
+                image: &spec.images.query,
+                args: vec!["--listen".into(), format!("0.0.0.0:{QUERY_PORT}")],
+                port: QUERY_PORT,
+                replicas: spec.query.replicas,
+                database: Database::Read,
+                // The consumer owns the read schema; the query service waits for it the same way.
+                migrate: Some(&spec.images.consumer),
+                resources: spec.query.resources.clone(),
+            },
+        ),
+    ]
+}
+
+pub fn services(pipeline: &AnalyticsPipeline) -> Vec<Service> {
+    let spec = &pipeline.spec;
+    [("command", COMMAND_PORT, spec.command.service_type), ("query", QUERY_PORT, spec.query.service_type)]
+        .into_iter()
+        .map(|(component, port, service_type)| Service {
+            metadata: metadata(pipeline, component, component),
+            spec: Some(ServiceSpec {
+                type_: Some(
+                    match service_type {
+                        ServiceType::ClusterIP => "ClusterIP",
+                        ServiceType::NodePort => "NodePort",
+                        ServiceType::LoadBalancer => "LoadBalancer",
+                    }
+                    .to_owned(),
+                ),
+                selector: Some(selector(pipeline, component)),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port,
+                    target_port: Some(IntOrString::String("http".into())),
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        })
+        .collect()
+}
+
+struct Workload<'a> {
+    component: &'static str,
+    image: &'a Image,
+    args: Vec<String>,
+    port: i32,
+    replicas: i32,
+    database: Database,
+    /// The image whose `migrate` runs before the service starts.
+    migrate: Option<&'a Image>,
+    resources: Option<ResourceRequirements>,
+}
+
+fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deployment {
+    let env = environment(pipeline, workload.database);
+    let http_probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: workload.component.to_owned(),
+        image: Some(workload.image.reference()),
+        image_pull_policy: Some(format!("{:?}", workload.image.pull_policy)),
+        args: Some(workload.args),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: workload.port,
+            ..ContainerPort::default()
+        }]),
+        env: Some(env.clone()),
+        liveness_probe: Some(http_probe("/healthz", 10)),
+        readiness_probe: Some(http_probe("/readyz", 5)),
+        resources: workload.resources.clone(),
+        security_context: Some(restricted()),
+        ..Container::default()
+    };
+    let init_containers = workload.migrate.map(|image| {
+        vec![Container {
+            name: "migrate".to_owned(),
+            image: Some(image.reference()),
+            image_pull_policy: Some(format!("{:?}", image.pull_policy)),
+            args: Some(vec!["migrate".into()]),
+            env: Some(env),
+            security_context: Some(restricted()),
+            ..Container::default()
+        }]
+    });
+    let annotations = BTreeMap::from([
+        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+        ("prometheus.io/port".to_owned(), workload.port.to_string()),
+        ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+    ]);
+    Deployment {
+        metadata: metadata(pipeline, workload.component, workload.component),
+        spec: Some(DeploymentSpec {
+            replicas: Some(workload.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(pipeline, workload.component)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(pipeline, workload.component)),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    init_containers,
+                    containers: vec![container],
+                    security_context: Some(pod_security(NONROOT_UID)),
+                    node_selector: (!pipeline.spec.node_selector.is_empty())
+                        .then(|| pipeline.spec.node_selector.clone()),
+                    tolerations: (!pipeline.spec.tolerations.is_empty()).then(|| pipeline.spec.tolerations.clone()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// No privilege escalation, no capabilities, a read-only root file system.
+fn restricted() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The connection settings a service needs: its database URL and the AMQP URL.
+fn environment(pipeline: &AnalyticsPipeline, database: Database) -> Vec<EnvVar> {
+    let from_secret = |name: &str, selector: SecretKeySelector| EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource { secret_key_ref: Some(selector), ..EnvVarSource::default() }),
+        ..EnvVar::default()
+    };
+    let value = |name: &str, value: String| EnvVar { name: name.to_owned(), value: Some(value), ..EnvVar::default() };
+    let user_secret = |reference: &SecretKeyRef| SecretKeySelector {
+        name: reference.name.clone(),
+        key: reference.key.clone(),
+        optional: Some(false),
+    };
+    let mut env = vec![value("RUST_LOG", "info".into())];
+    let url_variable = match database {
+        Database::Write => "WRITE_DATABASE_URL",
+        Database::Read => "READ_DATABASE_URL",
+    };
+    match &pipeline.spec.postgres.external {
+        Some(external) => {
+            let reference = match database {
+                Database::Write => &external.write_url,
+                Database::Read => &external.read_url,
+            };
+            env.push(from_secret(url_variable, user_secret(reference)));
+        }
+        None => {
+            let name = match database {
+                Database::Write => databases::WRITE_DATABASE,
+                Database::Read => databases::READ_DATABASE,
+            };
+            env.push(from_secret("POSTGRES_PASSWORD", credential(pipeline, POSTGRES_PASSWORD_KEY)));
+            env.push(value(
+                url_variable,
+                format!(
+                    "postgres://{}:$(POSTGRES_PASSWORD)@{}:{}/{name}",
+                    databases::USER,
+                    databases::host(pipeline),
+                    databases::PORT
+                ),
+            ));
+        }
+    }
+    match &pipeline.spec.rabbitmq.external {
+        Some(external) => env.push(from_secret("AMQP_URL", user_secret(&external.url))),
+        None => {
+            env.push(from_secret("RABBITMQ_PASSWORD", credential(pipeline, RABBITMQ_PASSWORD_KEY)));
+            env.push(value(
+                "AMQP_URL",
+                format!("amqp://{}:$(RABBITMQ_PASSWORD)@{}:{}/%2f", broker::USER, broker::host(pipeline), broker::PORT),
+            ));
+        }
+    }
+    env
+}

@@ -1,0 +1,217 @@
+//! The builders, from spec to child objects, without a cluster.
+
+use k8s_openapi::api::core::v1::{EnvVar, Toleration};
+use kube::ResourceExt;
+use serde_json::json;
+
+use super::{Children, Observed, credentials_secret, desired, fixtures::pipeline};
+use crate::crd::{
+    AnalyticsPipelineSpec, ApiSpec, ConsumerSpec, DeletionPolicy, ExternalPostgres, ExternalRabbitmq, PostgresSpec,
+    RabbitmqSpec, SecretKeyRef, ServiceType,
+};
+
+fn children(spec: AnalyticsPipelineSpec) -> Children {
+    desired(&pipeline(spec), Observed { consumer_replicas: 3 })
+}
+
+fn names<K: kube::Resource>(objects: &[K]) -> Vec<String> {
+    objects.iter().map(ResourceExt::name_any).collect()
+}
+
+fn env<'a>(children: &'a Children, deployment: &str) -> &'a [EnvVar] {
+    let deployment = children.deployments.iter().find(|d| d.name_any() == deployment).unwrap();
+    deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].env.as_deref().unwrap()
+}
+
+fn var<'a>(env: &'a [EnvVar], name: &str) -> &'a EnvVar {
+    env.iter().find(|v| v.name == name).unwrap_or_else(|| panic!("no {name}"))
+}
+
+#[test]
+fn the_defaults_give_managed_databases_and_broker_and_three_services_all_owned_by_the_pipeline() {
+    let c = children(AnalyticsPipelineSpec::default());
+    assert_eq!(names(&c.stateful_sets), ["shop-postgres", "shop-rabbitmq"]);
+    assert_eq!(names(&c.services), ["shop-postgres", "shop-rabbitmq", "shop-command", "shop-query"]);
+    assert_eq!(names(&c.deployments), ["shop-command", "shop-consumer", "shop-query"]);
+    assert_eq!(names(&c.config_maps), ["shop-postgres-init"]);
+
+    let metas = c
+        .stateful_sets
+        .iter()
+        .map(|o| &o.metadata)
+        .chain(c.services.iter().map(|o| &o.metadata))
+        .chain(c.deployments.iter().map(|o| &o.metadata))
+        .chain(c.config_maps.iter().map(|o| &o.metadata));
+    for meta in metas {
+        assert_eq!(meta.namespace.as_deref(), Some("prod"));
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("AnalyticsPipeline", "shop", Some(true))
+        );
+        assert_eq!(owner.uid, "0f8fad5b-d9cb-469f-a165-70867728950e");
+        assert_eq!(meta.labels.as_ref().unwrap()["app.kubernetes.io/instance"], "shop");
+    }
+    // Headless services for the StatefulSets; the APIs default to ClusterIP.
+    let service = |name: &str| c.services.iter().find(|s| s.name_any() == name).unwrap().spec.clone().unwrap();
+    assert_eq!(service("shop-postgres").cluster_ip.as_deref(), Some("None"));
+    assert_eq!(service("shop-command").type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(service("shop-query").ports.unwrap()[0].port, 8081);
+}
+
+#[test]
+fn under_retain_the_claims_outlive_the_pipeline_and_under_delete_they_go_with_it() {
+    for (policy, when_deleted) in [(DeletionPolicy::Retain, "Retain"), (DeletionPolicy::Delete, "Delete")] {
+        let c = children(AnalyticsPipelineSpec { deletion_policy: policy, ..AnalyticsPipelineSpec::default() });
+        for set in &c.stateful_sets {
+            let spec = set.spec.as_ref().unwrap();
+            let retention = spec.persistent_volume_claim_retention_policy.as_ref().unwrap();
+            assert_eq!(retention.when_deleted.as_deref(), Some(when_deleted), "{}", set.name_any());
+            let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
+            assert!(claim.metadata.owner_references.is_none(), "claims carry no owner reference of ours");
+            assert_eq!(
+                claim.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+                "10Gi"
+            );
+        }
+    }
+}
+
+#[test]
+fn managed_backends_are_reached_with_generated_credentials() {
+    let c = children(AnalyticsPipelineSpec::default());
+    let command = env(&c, "shop-command");
+    assert_eq!(
+        var(command, "WRITE_DATABASE_URL").value.as_deref(),
+        Some("postgres://analytics:$(POSTGRES_PASSWORD)@shop-postgres:5432/analytics_write")
+    );
+    let password = var(command, "POSTGRES_PASSWORD").value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+    assert_eq!((password.name.as_str(), password.key.as_str()), ("shop-credentials", "postgres-password"));
+    assert_eq!(
+        var(command, "AMQP_URL").value.as_deref(),
+        Some("amqp://analytics:$(RABBITMQ_PASSWORD)@shop-rabbitmq:5672/%2f")
+    );
+    // $(VAR) expands only from variables defined earlier.
+    let position = |name: &str| command.iter().position(|v| v.name == name).unwrap();
+    assert!(position("POSTGRES_PASSWORD") < position("WRITE_DATABASE_URL"));
+    assert!(position("RABBITMQ_PASSWORD") < position("AMQP_URL"));
+    for reader in ["shop-consumer", "shop-query"] {
+        assert!(
+            var(env(&c, reader), "READ_DATABASE_URL")
+                .value
+                .as_deref()
+                .unwrap()
+                .ends_with("@shop-postgres:5432/analytics_read")
+        );
+    }
+}
+
+#[test]
+fn external_backends_come_from_the_users_secrets_and_nothing_is_run_for_them() {
+    let secret = |name: &str, key: &str| SecretKeyRef { name: name.into(), key: key.into() };
+    let c = children(AnalyticsPipelineSpec {
+        postgres: PostgresSpec {
+            managed: None,
+            external: Some(ExternalPostgres { write_url: secret("db", "write"), read_url: secret("db", "read") }),
+        },
+        rabbitmq: RabbitmqSpec { managed: None, external: Some(ExternalRabbitmq { url: secret("mq", "url") }) },
+        ..AnalyticsPipelineSpec::default()
+    });
+    assert!(c.stateful_sets.is_empty() && c.config_maps.is_empty());
+    assert_eq!(names(&c.services), ["shop-command", "shop-query"]);
+    let from = |env: &[EnvVar], name: &str| {
+        let reference = var(env, name).value_from.clone().unwrap().secret_key_ref.unwrap();
+        (reference.name, reference.key)
+    };
+    assert_eq!(from(env(&c, "shop-command"), "WRITE_DATABASE_URL"), ("db".into(), "write".into()));
+    assert_eq!(from(env(&c, "shop-query"), "READ_DATABASE_URL"), ("db".into(), "read".into()));
+    assert_eq!(from(env(&c, "shop-consumer"), "AMQP_URL"), ("mq".into(), "url".into()));
+    assert!(env(&c, "shop-command").iter().all(|v| v.name != "POSTGRES_PASSWORD" && v.name != "RABBITMQ_PASSWORD"));
+}
+
+#[test]
+fn deployments_migrate_first_probe_health_and_are_scraped() {
+    let c = children(AnalyticsPipelineSpec {
+        command: ApiSpec { replicas: 4, service_type: ServiceType::LoadBalancer, resources: None },
+        consumers: ConsumerSpec { replicas: Some(7), ..ConsumerSpec::default() },
+        ..AnalyticsPipelineSpec::default()
+    });
+    let replicas: Vec<_> = c.deployments.iter().map(|d| d.spec.as_ref().unwrap().replicas.unwrap()).collect();
+    assert_eq!(replicas, [4, 3, 2], "command from the spec, consumers as observed, query by default");
+    for deployment in &c.deployments {
+        let template = &deployment.spec.as_ref().unwrap().template;
+        let pod = serde_json::to_value(template).unwrap();
+        assert_eq!(pod["metadata"]["annotations"]["prometheus.io/scrape"], "true");
+        assert_eq!(pod["spec"]["initContainers"][0]["args"], json!(["migrate"]), "{}", deployment.name_any());
+        assert_eq!(pod["spec"]["containers"][0]["livenessProbe"]["httpGet"]["path"], "/healthz");
+        assert_eq!(pod["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
+        // Selectors are a subset of the pod labels.
+        let selector = deployment.spec.as_ref().unwrap().selector.match_labels.clone().unwrap();
+        let labels = template.metadata.as_ref().unwrap().labels.clone().unwrap();
+        assert!(selector.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    }
+    let command = serde_json::to_value(&c.deployments[0]).unwrap();
+    assert_eq!(
+        command["spec"]["template"]["spec"]["containers"][0]["args"],
+        json!(["serve", "--listen", "0.0.0.0:8080"])
+    );
+    let query = serde_json::to_value(&c.deployments[2]).unwrap();
+    assert_eq!(
+        query["spec"]["template"]["spec"]["initContainers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .contains("analytics-consumer"),
+        true
+    );
+    let service = c.services.iter().find(|s| s.name_any() == "shop-command").unwrap();
+    assert_eq!(service.spec.as_ref().unwrap().type_.as_deref(), Some("LoadBalancer"));
+}
+
+#[test]
+fn node_selector_and_tolerations_reach_every_pod() {
+    let c = children(AnalyticsPipelineSpec {
+        node_selector: [("pool".to_owned(), "analytics".to_owned())].into(),
+        tolerations: vec![Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Exists".into()),
+            ..Toleration::default()
+        }],
+        ..AnalyticsPipelineSpec::default()
+    });
+    let pods = c
+        .deployments
+        .iter()
+        .map(|d| d.spec.as_ref().unwrap().template.spec.clone().unwrap())
+        .chain(c.stateful_sets.iter().map(|s| s.spec.as_ref().unwrap().template.spec.clone().unwrap()));
+    let mut count = 0;
+    for pod in pods {
+        assert_eq!(pod.node_selector.unwrap()["pool"], "analytics");
+        assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("dedicated"));
+        count += 1;
+    }
+    assert_eq!(count, 5);
+}
+
+#[test]
+fn building_is_deterministic() {
+    let spec = AnalyticsPipelineSpec::default();
+    assert_eq!(children(spec.clone()), children(spec));
+}
+
+#[test]
+fn the_credentials_secret_has_generated_values_and_no_owner() {
+    let mut n = 0;
+    let secret = credentials_secret(&pipeline(AnalyticsPipelineSpec::default()), &mut || {
+        n += 1;
+        format!("generated-{n}")
+    });
+    assert_eq!(secret.name_any(), "shop-credentials");
+    assert!(secret.metadata.owner_references.is_none(), "credentials survive like the data they protect");
+    let data = secret.string_data.unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["erlang-cookie", "postgres-password", "rabbitmq-password"]);
+    let mut values: Vec<_> = data.values().collect();
+    values.dedup();
+    assert_eq!(values.len(), 3);
+}
