@@ -2,8 +2,13 @@
 //! services, scales the consumers on queue depth, and reports lag in the resource's status.
 
 pub mod children;
+pub mod controller;
 pub mod crd;
+pub mod observe;
 pub mod scaling;
+
+#[cfg(test)]
+mod fake_api;
 
 use std::collections::BTreeMap;
 

@@ -52,16 +52,18 @@ impl Policy {
 
 /// The recommendations of the last stabilization window, oldest first, with the time each was made.
 /// `T` is the clock's instant type, so tests can use plain numbers of seconds.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Stabilizer<T> {
     history: VecDeque<(T, i32)>,
 }
 
-impl<T: Copy + PartialOrd + std::ops::Sub<Output = Duration>> Stabilizer<T> {
-    pub fn new() -> Self {
+impl<T> Default for Stabilizer<T> {
+    fn default() -> Self {
         Self { history: VecDeque::new() }
     }
+}
 
+impl<T: Copy + PartialOrd + std::ops::Sub<Output = Duration>> Stabilizer<T> {
     /// The replica count to run now, given the current one and the queue depth observed at `now`.
     pub fn decide(&mut self, policy: &Policy, current: i32, depth: i64, now: T) -> i32 {
         let recommendation = policy.recommend(depth);
@@ -122,7 +124,7 @@ mod tests {
     #[test]
     fn scaling_up_is_immediate() {
         let p = policy(1, 10, 100, 0, 300);
-        let mut s = Stabilizer::new();
+        let mut s = Stabilizer::default();
         assert_eq!(s.decide(&p, 1, 50, At(0)), 1);
         assert_eq!(s.decide(&p, 1, 700, At(1)), 7);
     }
@@ -130,7 +132,7 @@ mod tests {
     #[test]
     fn scaling_down_waits_for_the_stabilization_window() {
         let p = policy(1, 10, 100, 0, 300);
-        let mut s = Stabilizer::new();
+        let mut s = Stabilizer::default();
         assert_eq!(s.decide(&p, 1, 800, At(0)), 8);
         assert_eq!(s.decide(&p, 8, 100, At(60)), 8, "the high recommendation is still in the window");
         assert_eq!(s.decide(&p, 8, 100, At(299)), 8);
@@ -140,7 +142,7 @@ mod tests {
     #[test]
     fn flapping_depth_keeps_the_highest_recent_count() {
         let p = policy(1, 10, 100, 0, 120);
-        let mut s = Stabilizer::new();
+        let mut s = Stabilizer::default();
         let mut replicas = 1;
         for (i, depth) in [600, 50, 600, 20, 590, 10, 600, 0].into_iter().enumerate() {
             replicas = s.decide(&p, replicas, depth, At(i as u64 * 10));

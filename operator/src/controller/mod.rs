@@ -1,0 +1,406 @@
+//! The reconciler: it makes the cluster match an `AnalyticsPipeline`, and reports what it sees.
+//!
+//! One pass, inside the finalizer: validate the spec (an invalid one is reported, never retried in a
+//! loop), create the credentials Secret if it is missing, decide the consumer count, apply every child
+//! that differs from its desired form (server-side apply, one field manager), then write the status if
+//! it changed. A child's desired form is hashed into an annotation, so a pass with nothing to change
+//! reads but never writes. Deletion removes the children through their owner references; under the
+//! Delete policy the finalizer also deletes the volume claims and the credentials.
+
+use std::{
+    collections::HashMap,
+    fmt::Debug,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service},
+    },
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder},
+        finalizer::{Event as Finalized, finalizer},
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    children::{self, INSTANCE_LABEL, Observed},
+    crd::{AnalyticsPipeline, AnalyticsPipelineStatus, DeletionPolicy, Endpoints, Phase},
+    observe::Observer,
+    scaling::{Policy, Stabilizer},
+};
+
+pub const FIELD_MANAGER: &str = "analytics-operator";
+pub const FINALIZER: &str = "analytics.example.com/cleanup";
+/// The hash of a child's desired form, to tell "nothing to do" without writing.
+pub const SPEC_HASH: &str = "analytics.example.com/spec-hash";
+/// Lag and queue depth are read again this often, even when nothing changes.
+pub const RESYNC: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer error: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// A bounded label for the error metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Kube(kube::Error::Api(_)) => "api",
+            Self::Kube(_) => "client",
+            Self::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub observer: Arc<dyn Observer>,
+    /// Scale-down stabilization per pipeline (`namespace/name`); lost on restart, which only delays a
+    /// scale-down.
+    pub scalers: Mutex<HashMap<String, Stabilizer<Instant>>>,
+}
+
+/// The controller's entry point: everything happens inside the finalizer.
+pub async fn reconcile(pipeline: Arc<AnalyticsPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = pipeline.namespace().unwrap_or_else(|| "default".to_owned());
+    let api: Api<AnalyticsPipeline> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, pipeline, |event| async {
+        match event {
+            Finalized::Apply(pipeline) => apply(&pipeline, &ctx).await,
+            Finalized::Cleanup(pipeline) => cleanup(&pipeline, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)))
+}
+
+async fn apply(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<Action, Error> {
+    match apply_children(pipeline, ctx).await {
+        Ok(action) => Ok(action),
+        Err(error) => {
+            // Seen in `kubectl describe` and in the status, not only in a log line.
+            let message = error.to_string();
+            publish(ctx, pipeline, EventType::Warning, "ReconcileFailed", &message).await;
+            let mut status = pipeline.status.clone().unwrap_or_default();
+            set_condition(&mut status.conditions, pipeline, "Ready", false, "ReconcileFailed", &message);
+            status.phase = Some(Phase::Degraded);
+            drop(patch_status(pipeline, ctx, &status).await);
+            Err(error)
+        }
+    }
+}
+
+async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<Action, Error> {
+    if let Err(reason) = validate(pipeline) {
+        let mut status = pipeline.status.clone().unwrap_or_default();
+        status.observed_generation = pipeline.metadata.generation;
+        status.phase = Some(Phase::Failed);
+        set_condition(&mut status.conditions, pipeline, "Ready", false, "InvalidSpec", &reason);
+        if pipeline.status.as_ref() != Some(&status) {
+            publish(ctx, pipeline, EventType::Warning, "InvalidSpec", &reason).await;
+            patch_status(pipeline, ctx, &status).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    let namespace = pipeline.namespace().unwrap_or_else(|| "default".to_owned());
+    let client = ctx.client.clone();
+
+    if children::databases::managed(pipeline).is_some() || children::broker::managed(pipeline).is_some() {
+        ensure_credentials(pipeline, &Api::namespaced(client.clone(), &namespace)).await?;
+    }
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let current =
+        deployments.get_opt(&children::name(pipeline, "consumer")).await?.and_then(|d| d.spec.and_then(|s| s.replicas));
+    let depth = ctx.observer.queue_depth(pipeline).await;
+    let consumer_replicas = decide_consumers(pipeline, ctx, current, depth);
+    if let Some(from) = current.filter(|from| *from != consumer_replicas) {
+        let note = format!("consumers {from} → {consumer_replicas} (order-events depth {})", depth.unwrap_or_default());
+        publish(ctx, pipeline, EventType::Normal, "Scaled", &note).await;
+    }
+
+    let desired = children::desired(pipeline, Observed { consumer_replicas });
+    for config_map in desired.config_maps {
+        apply_child(&Api::<ConfigMap>::namespaced(client.clone(), &namespace), config_map).await?;
+    }
+    for service in desired.services {
+        apply_child(&Api::<Service>::namespaced(client.clone(), &namespace), service).await?;
+    }
+    let mut stateful_sets = Vec::new();
+    for stateful_set in desired.stateful_sets {
+        stateful_sets
+            .push(apply_child(&Api::<StatefulSet>::namespaced(client.clone(), &namespace), stateful_set).await?);
+    }
+    let mut applied_deployments = Vec::new();
+    for deployment in desired.deployments {
+        applied_deployments.push(apply_child(&deployments, deployment).await?);
+    }
+
+    let sync = ctx.observer.sync_status(pipeline).await;
+    let mut status = pipeline.status.clone().unwrap_or_default();
+    status.observed_generation = pipeline.metadata.generation;
+    let databases = match children::databases::managed(pipeline) {
+        None => (true, "External", "external databases are not checked".to_owned()),
+        Some(_) => ready_stateful_set(&stateful_sets, &children::name(pipeline, "postgres")),
+    };
+    let broker = match children::broker::managed(pipeline) {
+        None => (true, "External", "an external broker is not checked".to_owned()),
+        Some(_) => ready_stateful_set(&stateful_sets, &children::name(pipeline, "rabbitmq")),
+    };
+    let services = ready_deployments(&applied_deployments);
+    set_condition(&mut status.conditions, pipeline, "DatabasesReady", databases.0, databases.1, &databases.2);
+    set_condition(&mut status.conditions, pipeline, "BrokerReady", broker.0, broker.1, &broker.2);
+    set_condition(&mut status.conditions, pipeline, "ServicesReady", services.0, services.1, &services.2);
+    let ready = databases.0 && broker.0 && services.0;
+    let (reason, message) =
+        if ready { ("AllReady", "every child is available") } else { ("ChildrenNotReady", "waiting for children") };
+    set_condition(&mut status.conditions, pipeline, "Ready", ready, reason, message);
+    status.phase = Some(match (ready, pipeline.status.as_ref().and_then(|s| s.phase)) {
+        (true, _) => Phase::Ready,
+        (false, Some(Phase::Ready | Phase::Degraded)) => Phase::Degraded,
+        (false, _) => Phase::Provisioning,
+    });
+    status.endpoints = Some(Endpoints {
+        command: format!(
+            "http://{}.{namespace}.svc:{}",
+            children::name(pipeline, "command"),
+            children::services::COMMAND_PORT
+        ),
+        query: format!(
+            "http://{}.{namespace}.svc:{}",
+            children::name(pipeline, "query"),
+            children::services::QUERY_PORT
+        ),
+    });
+    status.consumer_replicas = Some(consumer_replicas);
+    status.queue_depth = depth;
+    if let Some(sync) = sync {
+        status.lag_seconds = sync.lag_seconds;
+        status.pending_events = Some(sync.pending_events);
+        status.last_sync_time = sync.last_processed_event.and_then(|at| at.parse::<Timestamp>().ok()).map(Time);
+    }
+    if pipeline.status.as_ref() != Some(&status) {
+        patch_status(pipeline, ctx, &status).await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// What the API server's validation cannot catch (or a CRD without the rules let through).
+pub fn validate(pipeline: &AnalyticsPipeline) -> Result<(), String> {
+    let spec = &pipeline.spec;
+    let consumers = &spec.consumers;
+    if consumers.replicas.is_none() && consumers.min_replicas > consumers.max_replicas {
+        return Err(format!(
+            "consumers.minReplicas ({}) exceeds consumers.maxReplicas ({})",
+            consumers.min_replicas, consumers.max_replicas
+        ));
+    }
+    if spec.postgres.managed.is_some() && spec.postgres.external.is_some() {
+        return Err("postgres is either managed or external, not both".to_owned());
+    }
+    if spec.rabbitmq.managed.is_some() && spec.rabbitmq.external.is_some() {
+        return Err("rabbitmq is either managed or external, not both".to_owned());
+    }
+    Ok(())
+}
+
+/// The fixed count, or the stabilized scaling decision; the current count when the depth is unknown.
+fn decide_consumers(pipeline: &AnalyticsPipeline, ctx: &Context, current: Option<i32>, depth: Option<i64>) -> i32 {
+    let spec = &pipeline.spec.consumers;
+    let Some(policy) = Policy::from_spec(spec) else {
+        return spec.replicas.unwrap_or(1);
+    };
+    let current = current.unwrap_or(policy.min.max(1));
+    let Some(depth) = depth else {
+        return current.clamp(policy.min, policy.max);
+    };
+    let key = format!("{}/{}", pipeline.namespace().unwrap_or_default(), pipeline.name_any());
+    let mut scalers = ctx.scalers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    scalers.entry(key).or_default().decide(&policy, current, depth, Instant::now())
+}
+
+/// Applies `desired` unless the live object already carries its hash. Returns the live object.
+pub async fn apply_child<K>(api: &Api<K>, mut desired: K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let hash = spec_hash(&desired);
+    let name = desired.name_any();
+    if let Some(live) = api.get_opt(&name).await?
+        && live.annotations().get(SPEC_HASH) == Some(&hash)
+        && live.meta().deletion_timestamp.is_none()
+    {
+        return Ok(live);
+    }
+    desired.annotations_mut().insert(SPEC_HASH.to_owned(), hash);
+    Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?)
+}
+
+/// A short SHA-256 of the object's JSON form.
+pub fn spec_hash<K: Serialize>(object: &K) -> String {
+    let bytes = serde_json::to_vec(object).expect("Kubernetes objects serialize");
+    Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Creates the credentials Secret if it does not exist; never touches an existing one.
+async fn ensure_credentials(pipeline: &AnalyticsPipeline, secrets: &Api<Secret>) -> Result<(), Error> {
+    if secrets.get_opt(&children::name(pipeline, children::CREDENTIALS)).await?.is_some() {
+        return Ok(());
+    }
+    let secret = children::credentials_secret(pipeline, &mut random_token);
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(()),
+        // Another replica or an earlier pass won the race: theirs stands.
+        Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// 32 alphanumeric characters from the OS's randomness: safe in URLs without escaping.
+fn random_token() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0_u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS provides randomness");
+    bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
+}
+
+fn ready_stateful_set(sets: &[StatefulSet], name: &str) -> (bool, &'static str, String) {
+    let Some(set) = sets.iter().find(|s| s.name_any() == name) else {
+        return (false, "Missing", format!("{name} does not exist"));
+    };
+    if set.meta().deletion_timestamp.is_some() {
+        return (false, "Terminating", format!("{name} is being deleted"));
+    }
+    let ready = set.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    if ready >= 1 {
+        (true, "Ready", format!("{name} is ready"))
+    } else {
+        (false, "NotReady", format!("{name} has no ready pod"))
+    }
+}
+
+fn ready_deployments(deployments: &[Deployment]) -> (bool, &'static str, String) {
+    for deployment in deployments {
+        let name = deployment.name_any();
+        if deployment.meta().deletion_timestamp.is_some() {
+            return (false, "Terminating", format!("{name} is being deleted"));
+        }
+        let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let status = deployment.status.clone().unwrap_or_default();
+        let current = status.observed_generation >= deployment.metadata.generation;
+        let updated = status.updated_replicas.unwrap_or(0) >= wanted;
+        let available = status.available_replicas.unwrap_or(0) >= wanted;
+        if !(current && updated && available) {
+            return (
+                false,
+                "NotAvailable",
+                format!("{name}: {} of {wanted} replicas available", status.available_replicas.unwrap_or(0)),
+            );
+        }
+    }
+    (true, "Available", "every service is available".to_owned())
+}
+
+/// Sets a condition; its transition time moves only when its status changes.
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    pipeline: &AnalyticsPipeline,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+) {
+    let status = if ok { "True" } else { "False" };
+    let previous = conditions.iter().position(|c| c.type_ == type_);
+    let transition = previous
+        .map(|i| &conditions[i])
+        .filter(|c| c.status == status)
+        .map_or_else(|| Time(Timestamp::now()), |c| c.last_transition_time.clone());
+    let condition = Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: pipeline.metadata.generation,
+        last_transition_time: transition,
+    };
+    match previous {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
+    }
+}
+
+async fn patch_status(
+    pipeline: &AnalyticsPipeline,
+    ctx: &Context,
+    status: &AnalyticsPipelineStatus,
+) -> Result<(), Error> {
+    let api: Api<AnalyticsPipeline> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
+    let body = json!({
+        "apiVersion": AnalyticsPipeline::api_version(&()),
+        "kind": AnalyticsPipeline::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&pipeline.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, pipeline: &AnalyticsPipeline, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.to_owned()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &pipeline.object_ref(&())).await {
+        tracing::warn!(%error, reason, "cannot publish an event");
+    }
+}
+
+/// Children go with their owner; under Delete, so do the claims and the credentials.
+async fn cleanup(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<Action, Error> {
+    let key = format!("{}/{}", pipeline.namespace().unwrap_or_default(), pipeline.name_any());
+    ctx.scalers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+    if pipeline.spec.deletion_policy == DeletionPolicy::Delete {
+        let namespace = pipeline.namespace().unwrap_or_else(|| "default".to_owned());
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+        let selector = format!("{INSTANCE_LABEL}={}", pipeline.name_any());
+        claims.delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector)).await?;
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        match secrets.delete(&children::name(pipeline, children::CREDENTIALS), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(error) => return Err(error.into()),
+        }
+        publish(
+            ctx,
+            pipeline,
+            EventType::Normal,
+            "DataDeleted",
+            "deletionPolicy Delete: volume claims and credentials deleted",
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,298 @@
+//! The reconciler against an in-memory API server ([`FakeApi`]): the exact writes of each pass, status
+//! and conditions, scaling, errors, and deletion under both policies.
+
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+
+use super::{Context, FINALIZER, SPEC_HASH, reconcile};
+use crate::{
+    children::fixtures,
+    crd::{AnalyticsPipeline, AnalyticsPipelineSpec, ApiSpec, ConsumerSpec, DeletionPolicy},
+    fake_api::FakeApi,
+    observe::{Observer, SyncStatus},
+};
+
+const PIPELINE: &str = "/apis/analytics.example.com/v1alpha1/namespaces/prod/analyticspipelines/shop";
+const APPS: &str = "/apis/apps/v1/namespaces/prod";
+const CORE: &str = "/api/v1/namespaces/prod";
+
+/// Scripted answers for what the reconciler observes inside the pipeline.
+#[derive(Default)]
+struct Script {
+    depth: Mutex<Option<i64>>,
+    sync: Mutex<Option<SyncStatus>>,
+}
+
+impl Observer for Script {
+    fn queue_depth<'a>(&'a self, _: &'a AnalyticsPipeline) -> BoxFuture<'a, Option<i64>> {
+        Box::pin(async move { *self.depth.lock().unwrap() })
+    }
+    fn sync_status<'a>(&'a self, _: &'a AnalyticsPipeline) -> BoxFuture<'a, Option<SyncStatus>> {
+        Box::pin(async move { self.sync.lock().unwrap().clone() })
+    }
+}
+
+struct Harness {
+    fake: FakeApi,
+    script: Arc<Script>,
+    ctx: Arc<Context>,
+}
+
+impl Harness {
+    /// A stored pipeline (its finalizer already added) and a reconciler context around the fake.
+    fn new(spec: AnalyticsPipelineSpec) -> Self {
+        let fake = FakeApi::default();
+        let mut pipeline = fixtures::pipeline(spec);
+        pipeline.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+        fake.put(PIPELINE, serde_json::to_value(&pipeline).unwrap());
+        let script = Arc::new(Script::default());
+        let client = fake.client();
+        let recorder =
+            Recorder::new(client.clone(), Reporter { controller: "analytics-operator".into(), instance: None });
+        let ctx = Arc::new(Context { client, recorder, observer: script.clone(), scalers: Mutex::default() });
+        Self { fake, script, ctx }
+    }
+
+    fn pipeline(&self) -> AnalyticsPipeline {
+        serde_json::from_value(self.fake.get(PIPELINE).unwrap()).unwrap()
+    }
+
+    /// One reconcile of the pipeline as stored; returns the writes it made, in order.
+    async fn pass(&self) -> Vec<String> {
+        self.fake.take_log();
+        reconcile(Arc::new(self.pipeline()), self.ctx.clone()).await.unwrap();
+        self.writes()
+    }
+
+    fn writes(&self) -> Vec<String> {
+        self.fake.take_log().into_iter().filter(|request| !request.starts_with("GET ")).collect()
+    }
+
+    fn status(&self) -> Value {
+        self.fake.get(PIPELINE).unwrap()["status"].clone()
+    }
+
+    fn condition(&self, type_: &str) -> Value {
+        let status = self.status();
+        status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == type_).cloned().unwrap()
+    }
+
+    /// What a kubelet and the controllers would report once every pod runs.
+    fn mark_children_available(&self) {
+        for set in ["shop-postgres", "shop-rabbitmq"] {
+            self.fake.edit(&format!("{APPS}/statefulsets/{set}"), |s| {
+                s["status"] = json!({"replicas": 1, "readyReplicas": 1})
+            });
+        }
+        for deployment in ["shop-command", "shop-consumer", "shop-query"] {
+            self.fake.edit(&format!("{APPS}/deployments/{deployment}"), |d| {
+                let replicas = d["spec"]["replicas"].clone();
+                d["status"] = json!({"observedGeneration": d["metadata"]["generation"], "replicas": replicas,
+                                      "updatedReplicas": replicas, "availableReplicas": replicas});
+            });
+        }
+    }
+
+    fn set_spec(&self, change: impl FnOnce(&mut AnalyticsPipelineSpec)) {
+        let mut pipeline = self.pipeline();
+        change(&mut pipeline.spec);
+        pipeline.metadata.generation = Some(pipeline.metadata.generation.unwrap_or(1) + 1);
+        self.fake.put(PIPELINE, serde_json::to_value(&pipeline).unwrap());
+    }
+}
+
+fn every_child_applied() -> Vec<String> {
+    [
+        format!("POST {CORE}/secrets"),
+        format!("PATCH {CORE}/configmaps/shop-postgres-init"),
+        format!("PATCH {CORE}/services/shop-postgres"),
+        format!("PATCH {CORE}/services/shop-rabbitmq"),
+        format!("PATCH {CORE}/services/shop-command"),
+        format!("PATCH {CORE}/services/shop-query"),
+        format!("PATCH {APPS}/statefulsets/shop-postgres"),
+        format!("PATCH {APPS}/statefulsets/shop-rabbitmq"),
+        format!("PATCH {APPS}/deployments/shop-command"),
+        format!("PATCH {APPS}/deployments/shop-consumer"),
+        format!("PATCH {APPS}/deployments/shop-query"),
+        format!("PATCH {PIPELINE}/status"),
+    ]
+    .into()
+}
+
+#[tokio::test]
+async fn a_new_pipeline_gets_every_child_and_a_provisioning_status() {
+    let h = Harness::new(AnalyticsPipelineSpec::default());
+    assert_eq!(h.pass().await, every_child_applied());
+
+    let command = h.fake.get(&format!("{APPS}/deployments/shop-command")).unwrap();
+    assert_eq!(command["metadata"]["ownerReferences"][0]["name"], "shop");
+    assert!(command["metadata"]["annotations"][SPEC_HASH].is_string());
+    let secret = h.fake.get(&format!("{CORE}/secrets/shop-credentials")).unwrap();
+    assert_eq!(secret["stringData"]["postgres-password"].as_str().unwrap().len(), 32);
+
+    let status = h.status();
+    assert_eq!(status["phase"], "Provisioning");
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(status["consumerReplicas"], 1);
+    assert_eq!(status["endpoints"]["query"], "http://shop-query.prod.svc:8081");
+    assert_eq!(h.condition("Ready")["status"], "False");
+    assert_eq!(h.condition("DatabasesReady")["reason"], "NotReady");
+    assert_eq!(h.condition("ServicesReady")["observedGeneration"], 1);
+}
+
+#[tokio::test]
+async fn a_pass_with_nothing_to_change_makes_no_write() {
+    let h = Harness::new(AnalyticsPipelineSpec::default());
+    h.pass().await;
+    assert_eq!(h.pass().await, Vec::<String>::new());
+    let secret = h.fake.get(&format!("{CORE}/secrets/shop-credentials")).unwrap();
+    h.pass().await;
+    assert_eq!(
+        h.fake.get(&format!("{CORE}/secrets/shop-credentials")).unwrap(),
+        secret,
+        "credentials are never regenerated"
+    );
+}
+
+#[tokio::test]
+async fn children_becoming_available_make_the_pipeline_ready() {
+    let h = Harness::new(AnalyticsPipelineSpec::default());
+    h.pass().await;
+    h.mark_children_available();
+    assert_eq!(h.pass().await, [format!("PATCH {PIPELINE}/status")]);
+    assert_eq!(h.status()["phase"], "Ready");
+    for type_ in ["DatabasesReady", "BrokerReady", "ServicesReady", "Ready"] {
+        assert_eq!(h.condition(type_)["status"], "True", "{type_}");
+    }
+    assert!(h.condition("Ready")["lastTransitionTime"].is_string());
+
+    // A child going away (e.g. a Deployment losing its pods) turns it Degraded.
+    h.fake.edit(&format!("{APPS}/deployments/shop-query"), |d| d["status"]["availableReplicas"] = json!(0));
+    h.pass().await;
+    assert_eq!(h.status()["phase"], "Degraded");
+    assert_eq!(h.condition("ServicesReady")["reason"], "NotAvailable");
+}
+
+#[tokio::test]
+async fn a_spec_change_updates_only_the_children_it_touches() {
+    let h = Harness::new(AnalyticsPipelineSpec::default());
+    h.pass().await;
+    h.set_spec(|spec| spec.command = ApiSpec { replicas: 5, ..ApiSpec::default() });
+    assert_eq!(h.pass().await, [format!("PATCH {APPS}/deployments/shop-command"), format!("PATCH {PIPELINE}/status")]);
+    assert_eq!(h.fake.get(&format!("{APPS}/deployments/shop-command")).unwrap()["spec"]["replicas"], 5);
+    assert_eq!(h.status()["observedGeneration"], 2);
+    assert_eq!(h.condition("Ready")["observedGeneration"], 2, "Ready speaks of the generation it saw");
+}
+
+#[tokio::test]
+async fn consumers_scale_up_at_once_and_down_after_the_window_with_events() {
+    let h = Harness::new(AnalyticsPipelineSpec {
+        consumers: ConsumerSpec { scale_down_stabilization_seconds: 0, ..ConsumerSpec::default() },
+        ..AnalyticsPipelineSpec::default()
+    });
+    *h.script.depth.lock().unwrap() = Some(0);
+    h.pass().await;
+
+    *h.script.depth.lock().unwrap() = Some(4_500);
+    let writes = h.pass().await;
+    assert_eq!(
+        writes,
+        [
+            "POST /apis/events.k8s.io/v1/namespaces/prod/events".to_owned(),
+            format!("PATCH {APPS}/deployments/shop-consumer"),
+            format!("PATCH {PIPELINE}/status"),
+        ]
+    );
+    assert_eq!(h.fake.get(&format!("{APPS}/deployments/shop-consumer")).unwrap()["spec"]["replicas"], 5);
+    assert_eq!((h.status()["consumerReplicas"].clone(), h.status()["queueDepth"].clone()), (json!(5), json!(4_500)));
+
+    *h.script.depth.lock().unwrap() = Some(10);
+    h.pass().await;
+    assert_eq!(h.fake.get(&format!("{APPS}/deployments/shop-consumer")).unwrap()["spec"]["replicas"], 1);
+}
+
+#[tokio::test]
+async fn lag_and_pending_events_come_from_sync_status() {
+    let h = Harness::new(AnalyticsPipelineSpec::default());
+    *h.script.sync.lock().unwrap() = Some(SyncStatus {
+        lag_seconds: Some(2.5),
+        pending_events: 40,
+        last_processed_event: Some("2026-11-24T06:00:00.123Z".into()),
+    });
+    h.pass().await;
+    let status = h.status();
+    assert_eq!((status["lagSeconds"].clone(), status["pendingEvents"].clone()), (json!(2.5), json!(40)));
+    assert!(status["lastSyncTime"].as_str().unwrap().starts_with("2026-11-24T06:00:00"));
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_in_status_and_an_event_and_changes_nothing() {
+    let h = Harness::new(AnalyticsPipelineSpec {
+        consumers: ConsumerSpec { min_replicas: 8, max_replicas: 2, ..ConsumerSpec::default() },
+        ..AnalyticsPipelineSpec::default()
+    });
+    assert_eq!(
+        h.pass().await,
+        ["POST /apis/events.k8s.io/v1/namespaces/prod/events".to_owned(), format!("PATCH {PIPELINE}/status")]
+    );
+    assert_eq!(h.status()["phase"], "Failed");
+    assert_eq!(h.condition("Ready")["reason"], "InvalidSpec");
+    assert!(h.condition("Ready")["message"].as_str().unwrap().contains("minReplicas"));
+    assert_eq!(h.pass().await, Vec::<String>::new(), "reported once, not in a loop");
+}
+
+#[tokio::test]
+async fn a_failing_api_call_shows_up_as_a_condition_and_a_warning_event() {
+    let h = Harness::new(AnalyticsPipelineSpec::default());
+    h.fake.fail("PATCH", &format!("{APPS}/statefulsets"));
+    let pipeline = Arc::new(h.pipeline());
+    let error = reconcile(pipeline, h.ctx.clone()).await.unwrap_err();
+    assert_eq!(error.kind(), "finalizer");
+    let writes = h.writes();
+    assert!(writes.contains(&"POST /apis/events.k8s.io/v1/namespaces/prod/events".to_owned()), "{writes:?}");
+    assert_eq!(h.condition("Ready")["reason"], "ReconcileFailed");
+    assert_eq!(h.status()["phase"], "Degraded");
+}
+
+#[tokio::test]
+async fn deletion_keeps_the_claims_under_retain_and_removes_them_under_delete() {
+    for policy in [DeletionPolicy::Retain, DeletionPolicy::Delete] {
+        let h = Harness::new(AnalyticsPipelineSpec { deletion_policy: policy, ..AnalyticsPipelineSpec::default() });
+        h.pass().await;
+        let claim = format!("{CORE}/persistentvolumeclaims/data-shop-postgres-0");
+        h.fake.put(
+            &claim,
+            json!({"metadata": {"name": "data-shop-postgres-0", "labels": {"app.kubernetes.io/instance": "shop"}}}),
+        );
+        h.fake.edit(PIPELINE, |p| p["metadata"]["deletionTimestamp"] = json!("2026-11-24T07:00:00Z"));
+
+        let writes = h.pass().await;
+        let finalizers = h.fake.get(PIPELINE).unwrap()["metadata"]["finalizers"].clone();
+        assert_eq!(finalizers, json!([]), "{policy:?}: the finalizer is released");
+        match policy {
+            DeletionPolicy::Retain => {
+                assert_eq!(writes, [format!("PATCH {PIPELINE}")]);
+                assert!(
+                    h.fake.get(&claim).is_some() && h.fake.get(&format!("{CORE}/secrets/shop-credentials")).is_some()
+                );
+            }
+            DeletionPolicy::Delete => {
+                assert_eq!(
+                    writes,
+                    [
+                        format!("DELETE {CORE}/persistentvolumeclaims"),
+                        format!("DELETE {CORE}/secrets/shop-credentials"),
+                        "POST /apis/events.k8s.io/v1/namespaces/prod/events".to_owned(),
+                        format!("PATCH {PIPELINE}"),
+                    ]
+                );
+                assert!(
+                    h.fake.get(&claim).is_none() && h.fake.get(&format!("{CORE}/secrets/shop-credentials")).is_none()
+                );
+            }
+        }
+    }
+}
