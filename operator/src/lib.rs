@@ -4,6 +4,7 @@
 pub mod children;
 pub mod controller;
 pub mod crd;
+pub mod metrics;
 pub mod observe;
 pub mod scaling;
 

@@ -38,6 +38,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     children::{self, INSTANCE_LABEL, Observed},
     crd::{AnalyticsPipeline, AnalyticsPipelineStatus, DeletionPolicy, Endpoints, Phase},
+    metrics::Metrics,
     observe::Observer,
     scaling::{Policy, Stabilizer},
 };
@@ -71,20 +72,56 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    pub metrics: Metrics,
     pub observer: Arc<dyn Observer>,
     /// Scale-down stabilization per pipeline (`namespace/name`); lost on restart, which only delays a
     /// scale-down.
     pub scalers: Mutex<HashMap<String, Stabilizer<Instant>>>,
+    /// Consecutive failures per pipeline, for the error policy's backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, recorder: Recorder, metrics: Metrics, observer: Arc<dyn Observer>) -> Self {
+        Self { client, recorder, metrics, observer, scalers: Mutex::default(), failures: Mutex::default() }
+    }
+}
+
+fn key(pipeline: &AnalyticsPipeline) -> String {
+    format!("{}/{}", pipeline.namespace().unwrap_or_default(), pipeline.name_any())
+}
+
+/// Errors requeue with exponential backoff per pipeline (1 s, 2 s, 4 s … 5 min), counted by kind.
+pub fn error_policy(pipeline: Arc<AnalyticsPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failures.with_label_values(&[error.kind()]).inc();
+    let mut failures = ctx.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let attempts = failures.entry(key(&pipeline)).or_default();
+    *attempts = attempts.saturating_add(1);
+    let delay = Duration::from_secs(1_u64 << (*attempts - 1).min(8)).min(Duration::from_secs(300));
+    tracing::warn!(pipeline = %key(&pipeline), %error, ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
 }
 
 /// The controller's entry point: everything happens inside the finalizer.
 pub async fn reconcile(pipeline: Arc<AnalyticsPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let pipeline_key = key(&pipeline);
+    let result = reconcile_inner(pipeline, &ctx).await;
+    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&pipeline_key);
+    }
+    result
+}
+
+async fn reconcile_inner(pipeline: Arc<AnalyticsPipeline>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let namespace = pipeline.namespace().unwrap_or_else(|| "default".to_owned());
     let api: Api<AnalyticsPipeline> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, pipeline, |event| async {
         match event {
-            Finalized::Apply(pipeline) => apply(&pipeline, &ctx).await,
-            Finalized::Cleanup(pipeline) => cleanup(&pipeline, &ctx).await,
+            Finalized::Apply(pipeline) => apply(&pipeline, ctx).await,
+            Finalized::Cleanup(pipeline) => cleanup(&pipeline, ctx).await,
         }
     })
     .await
@@ -196,6 +233,7 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
         status.pending_events = Some(sync.pending_events);
         status.last_sync_time = sync.last_processed_event.and_then(|at| at.parse::<Timestamp>().ok()).map(Time);
     }
+    ctx.metrics.observe(&namespace, &pipeline.name_any(), &status);
     if pipeline.status.as_ref() != Some(&status) {
         patch_status(pipeline, ctx, &status).await?;
     }
@@ -231,9 +269,8 @@ fn decide_consumers(pipeline: &AnalyticsPipeline, ctx: &Context, current: Option
     let Some(depth) = depth else {
         return current.clamp(policy.min, policy.max);
     };
-    let key = format!("{}/{}", pipeline.namespace().unwrap_or_default(), pipeline.name_any());
     let mut scalers = ctx.scalers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    scalers.entry(key).or_default().decide(&policy, current, depth, Instant::now())
+    scalers.entry(key(pipeline)).or_default().decide(&policy, current, depth, Instant::now())
 }
 
 /// Applies `desired` unless the live object already carries its hash. Returns the live object.
@@ -377,8 +414,8 @@ async fn publish(ctx: &Context, pipeline: &AnalyticsPipeline, type_: EventType, 
 
 /// Children go with their owner; under Delete, so do the claims and the credentials.
 async fn cleanup(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<Action, Error> {
-    let key = format!("{}/{}", pipeline.namespace().unwrap_or_default(), pipeline.name_any());
-    ctx.scalers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+    ctx.scalers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key(pipeline));
+    ctx.metrics.forget(&pipeline.namespace().unwrap_or_default(), &pipeline.name_any());
     if pipeline.spec.deletion_policy == DeletionPolicy::Delete {
         let namespace = pipeline.namespace().unwrap_or_else(|| "default".to_owned());
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);

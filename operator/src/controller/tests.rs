@@ -12,6 +12,7 @@ use crate::{
     children::fixtures,
     crd::{AnalyticsPipeline, AnalyticsPipelineSpec, ApiSpec, ConsumerSpec, DeletionPolicy},
     fake_api::FakeApi,
+    metrics::Metrics,
     observe::{Observer, SyncStatus},
 };
 
@@ -52,7 +53,8 @@ impl Harness {
         let client = fake.client();
         let recorder =
             Recorder::new(client.clone(), Reporter { controller: "analytics-operator".into(), instance: None });
-        let ctx = Arc::new(Context { client, recorder, observer: script.clone(), scalers: Mutex::default() });
+        let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
+        let ctx = Arc::new(Context::new(client, recorder, metrics, script.clone()));
         Self { fake, script, ctx }
     }
 

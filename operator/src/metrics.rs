@@ -1,0 +1,79 @@
+//! The operator's own metrics: reconciles, errors by kind, reconcile duration, and per-pipeline lag,
+//! pending events, queue depth and consumer replicas (labelled by namespace and name: one series per
+//! pipeline, a bounded number).
+
+use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::crd::AnalyticsPipelineStatus;
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub reconciles: IntCounter,
+    pub failures: IntCounterVec,
+    pub duration: Histogram,
+    lag: GaugeVec,
+    pending: IntGaugeVec,
+    depth: IntGaugeVec,
+    consumers: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let pipeline = &["namespace", "name"];
+        let metrics = Self {
+            reconciles: IntCounter::new("operator_reconciles_total", "Reconcile passes.")?,
+            failures: IntCounterVec::new(
+                Opts::new("operator_reconcile_errors_total", "Failed reconcile passes, by kind."),
+                &["kind"],
+            )?,
+            duration: Histogram::with_opts(
+                HistogramOpts::new("operator_reconcile_duration_seconds", "Duration of one reconcile pass.")
+                    .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            )?,
+            lag: GaugeVec::new(Opts::new("pipeline_lag_seconds", "Read-model lag from sync-status."), pipeline)?,
+            pending: IntGaugeVec::new(
+                Opts::new("pipeline_pending_events", "Events not yet applied, from sync-status."),
+                pipeline,
+            )?,
+            depth: IntGaugeVec::new(Opts::new("pipeline_queue_depth", "Ready messages on order-events."), pipeline)?,
+            consumers: IntGaugeVec::new(
+                Opts::new("pipeline_consumer_replicas", "Consumers the operator runs."),
+                pipeline,
+            )?,
+        };
+        registry.register(Box::new(metrics.reconciles.clone()))?;
+        registry.register(Box::new(metrics.failures.clone()))?;
+        registry.register(Box::new(metrics.duration.clone()))?;
+        registry.register(Box::new(metrics.lag.clone()))?;
+        registry.register(Box::new(metrics.pending.clone()))?;
+        registry.register(Box::new(metrics.depth.clone()))?;
+        registry.register(Box::new(metrics.consumers.clone()))?;
+        Ok(metrics)
+    }
+
+    /// Mirrors a pipeline's status into its gauges.
+    pub fn observe(&self, namespace: &str, name: &str, status: &AnalyticsPipelineStatus) {
+        let labels = [namespace, name];
+        if let Some(lag) = status.lag_seconds {
+            self.lag.with_label_values(&labels).set(lag);
+        }
+        if let Some(pending) = status.pending_events {
+            self.pending.with_label_values(&labels).set(pending);
+        }
+        if let Some(depth) = status.queue_depth {
+            self.depth.with_label_values(&labels).set(depth);
+        }
+        if let Some(consumers) = status.consumer_replicas {
+            self.consumers.with_label_values(&labels).set(i64::from(consumers));
+        }
+    }
+
+    /// Drops a deleted pipeline's series.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let labels = [namespace, name];
+        drop(self.lag.remove_label_values(&labels));
+        drop(self.pending.remove_label_values(&labels));
+        drop(self.depth.remove_label_values(&labels));
+        drop(self.consumers.remove_label_values(&labels));
+    }
+}
