@@ -77,3 +77,47 @@ impl Metrics {
         drop(self.consumers.remove_label_values(&labels));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prometheus::{Encoder, Registry, TextEncoder};
+
+    use super::Metrics;
+    use crate::crd::AnalyticsPipelineStatus;
+
+    #[test]
+    fn every_documented_series_is_exported_and_a_deleted_pipeline_is_forgotten() {
+        let registry = Registry::new();
+        let metrics = Metrics::register(&registry).unwrap();
+        metrics.reconciles.inc();
+        metrics.failures.with_label_values(&["api"]).inc();
+        metrics.duration.observe(0.1);
+        let status = AnalyticsPipelineStatus {
+            lag_seconds: Some(1.5),
+            pending_events: Some(7),
+            queue_depth: Some(3),
+            consumer_replicas: Some(2),
+            ..AnalyticsPipelineStatus::default()
+        };
+        metrics.observe("prod", "shop", &status);
+        let text = |registry: &Registry| {
+            let mut buffer = Vec::new();
+            TextEncoder::new().encode(&registry.gather(), &mut buffer).unwrap();
+            String::from_utf8(buffer).unwrap()
+        };
+        let exported = text(&registry);
+        for series in [
+            "operator_reconciles_total 1",
+            "operator_reconcile_errors_total{kind=\"api\"} 1",
+            "operator_reconcile_duration_seconds_count 1",
+            "pipeline_lag_seconds{name=\"shop\",namespace=\"prod\"} 1.5",
+            "pipeline_pending_events{name=\"shop\",namespace=\"prod\"} 7",
+            "pipeline_queue_depth{name=\"shop\",namespace=\"prod\"} 3",
+            "pipeline_consumer_replicas{name=\"shop\",namespace=\"prod\"} 2",
+        ] {
+            assert!(exported.contains(series), "missing {series}:\n{exported}");
+        }
+        metrics.forget("prod", "shop");
+        assert!(!text(&registry).contains("name=\"shop\""));
+    }
+}

@@ -113,3 +113,58 @@ impl Observer for ClusterObserver {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::ClusterObserver;
+    use crate::{
+        children::fixtures::pipeline,
+        crd::{AnalyticsPipelineSpec, ExternalRabbitmq, RabbitmqSpec, SecretKeyRef},
+        fake_api::FakeApi,
+    };
+
+    #[tokio::test]
+    async fn the_broker_url_comes_from_the_generated_credentials_or_the_users_secret() {
+        let fake = FakeApi::default();
+        // Secret data is base64 on the wire: "s3cret" and an external URL.
+        fake.put(
+            "/api/v1/namespaces/prod/secrets/shop-credentials",
+            json!({"metadata": {"name": "shop-credentials"}, "data": {"rabbitmq-password": "czNjcmV0"}}),
+        );
+        fake.put(
+            "/api/v1/namespaces/prod/secrets/mq",
+            json!({"metadata": {"name": "mq"}, "data": {"url": "YW1xcDovL21xLmV4YW1wbGU6NTY3Mg=="}}),
+        );
+        let observer = ClusterObserver::new(fake.client());
+
+        let managed = pipeline(AnalyticsPipelineSpec::default());
+        assert_eq!(
+            observer.amqp_url(&managed).await.as_deref(),
+            Some("amqp://analytics:s3cret@shop-rabbitmq.prod.svc:5672/%2f")
+        );
+
+        let external = pipeline(AnalyticsPipelineSpec {
+            rabbitmq: RabbitmqSpec {
+                managed: None,
+                external: Some(ExternalRabbitmq { url: SecretKeyRef { name: "mq".into(), key: "url".into() } }),
+            },
+            ..AnalyticsPipelineSpec::default()
+        });
+        assert_eq!(observer.amqp_url(&external).await.as_deref(), Some("amqp://mq.example:5672"));
+
+        let missing = pipeline(AnalyticsPipelineSpec {
+            rabbitmq: RabbitmqSpec {
+                managed: None,
+                external: Some(ExternalRabbitmq { url: SecretKeyRef { name: "gone".into(), key: "url".into() } }),
+            },
+            ..AnalyticsPipelineSpec::default()
+        });
+        assert_eq!(
+            observer.amqp_url(&missing).await,
+            None,
+            "no secret, no depth: the reconciler keeps the current count"
+        );
+    }
+}
