@@ -3,13 +3,10 @@
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{
-        Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, Probe, Service, ServicePort, ServiceSpec,
-        VolumeMount,
-    },
+    core::v1::{Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, Probe, Service, VolumeMount},
 };
 
-use super::{ERLANG_COOKIE_KEY, RABBITMQ_PASSWORD_KEY, credential, databases::stateful, metadata, name, selector};
+use super::{ERLANG_COOKIE_KEY, RABBITMQ_PASSWORD_KEY, credential, databases::stateful, headless_service, name};
 use crate::crd::{AnalyticsPipeline, ManagedRabbitmq};
 
 const COMPONENT: &str = "rabbitmq";
@@ -30,19 +27,7 @@ pub fn host(pipeline: &AnalyticsPipeline) -> String {
 }
 
 pub fn service(pipeline: &AnalyticsPipeline) -> Service {
-    Service {
-        metadata: metadata(pipeline, COMPONENT, COMPONENT),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".to_owned()),
-            selector: Some(selector(pipeline, COMPONENT)),
-            ports: Some(vec![
-                ServicePort { name: Some("amqp".into()), port: PORT, ..ServicePort::default() },
-                ServicePort { name: Some("management".into()), port: 15672, ..ServicePort::default() },
-            ]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+    headless_service(pipeline, COMPONENT, &[("amqp", PORT), ("management", 15672)])
 }
 
 pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &ManagedRabbitmq) -> StatefulSet {

@@ -12,14 +12,14 @@ use k8s_openapi::{
         apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec},
         core::v1::{
             ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction,
-            PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
-            ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+            PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, Volume,
+            VolumeMount, VolumeResourceRequirements,
         },
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector},
 };
 
-use super::{POSTGRES_PASSWORD_KEY, credential, labels, metadata, name, pod_security, selector};
+use super::{POSTGRES_PASSWORD_KEY, credential, headless_service, labels, metadata, name, pod_security, selector};
 use crate::crd::{AnalyticsPipeline, DeletionPolicy, ManagedPostgres, Storage};
 
 const COMPONENT: &str = "postgres";
@@ -54,18 +54,8 @@ pub fn init_script(pipeline: &AnalyticsPipeline) -> ConfigMap {
     }
 }
 
-/// Headless: the StatefulSet's pod gets a stable DNS name.
 pub fn service(pipeline: &AnalyticsPipeline) -> Service {
-    Service {
-        metadata: metadata(pipeline, COMPONENT, COMPONENT),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".to_owned()),
-            selector: Some(selector(pipeline, COMPONENT)),
-            ports: Some(vec![ServicePort { name: Some("postgres".into()), port: PORT, ..ServicePort::default() }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+    headless_service(pipeline, COMPONENT, &[("postgres", PORT)])
 }
 
 pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &ManagedPostgres) -> StatefulSet {

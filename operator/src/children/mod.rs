@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
-        core::v1::{ConfigMap, PodSecurityContext, Secret, SecretKeySelector, Service},
+        core::v1::{ConfigMap, PodSecurityContext, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec},
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
@@ -106,6 +106,29 @@ pub fn owner(pipeline: &AnalyticsPipeline) -> OwnerReference {
         uid: pipeline.uid().unwrap_or_default(),
         controller: Some(true),
         block_owner_deletion: Some(true),
+    }
+}
+
+/// A headless Service for a StatefulSet: its pod gets a stable DNS name.
+pub fn headless_service(pipeline: &AnalyticsPipeline, component: &str, ports: &[(&str, i32)]) -> Service {
+    Service {
+        metadata: metadata(pipeline, component, component),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            selector: Some(selector(pipeline, component)),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|(name, port)| ServicePort {
+                        name: Some((*name).to_owned()),
+                        port: *port,
+                        ..ServicePort::default()
+                    })
+                    .collect(),
+            ),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
     }
 }
 
