@@ -16,6 +16,7 @@ test: ## fmt, clippy -D warnings, and every test against private PostgreSQL and 
 bench: ## Measure the local pipeline (throughput, latency, freshness, drain, queries, pgbench ceiling)
 	@hack/bench.sh
 
-crds: ## Regenerate crds/analyticspipeline.yaml from the operator's types
+crds: ## Regenerate the CRD (crds/ and the chart's copy) from the operator's types
 	@cargo run -q --locked -p analytics-operator --bin crdgen > crds/analyticspipeline.yaml
-	@echo "wrote crds/analyticspipeline.yaml"
+	@cp crds/analyticspipeline.yaml charts/analytics-pipeline/crds/analyticspipeline.yaml
+	@echo "wrote crds/analyticspipeline.yaml and its copy in charts/analytics-pipeline/crds/"

@@ -11,6 +11,7 @@ have_initdb || missing_pkgs+=(postgresql)
 command -v psql >/dev/null || missing_pkgs+=(postgresql-client)
 command -v curl >/dev/null || missing_pkgs+=(curl)
 command -v python3 >/dev/null || missing_pkgs+=(python3)
+command -v promtool >/dev/null || missing_pkgs+=(prometheus)   # promtool checks the chart's alert rules
 
 if [ ${#missing_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && grep -qiE 'debian|ubuntu' /etc/os-release; then
@@ -26,7 +27,7 @@ if [ ${#missing_pkgs[@]} -gt 0 ]; then
   else
     echo "deps: missing ${missing_pkgs[*]}." >&2
     echo "      On Debian or Ubuntu: sudo apt-get install ${missing_pkgs[*]}" >&2
-    echo "      Elsewhere: install PostgreSQL 15+ server binaries and RabbitMQ 3.10+ (with Erlang)." >&2
+    echo "      Elsewhere: install PostgreSQL 15+ server binaries, RabbitMQ 3.10+ (with Erlang) and promtool." >&2
     exit 1
   fi
 fi

@@ -15,6 +15,7 @@ pub struct Metrics {
     pending: IntGaugeVec,
     depth: IntGaugeVec,
     consumers: IntGaugeVec,
+    max_consumers: IntGaugeVec,
 }
 
 impl Metrics {
@@ -40,6 +41,13 @@ impl Metrics {
                 Opts::new("pipeline_consumer_replicas", "Consumers the operator runs."),
                 pipeline,
             )?,
+            max_consumers: IntGaugeVec::new(
+                Opts::new(
+                    "pipeline_consumer_max_replicas",
+                    "The most consumers the spec allows (the fixed count, if set).",
+                ),
+                pipeline,
+            )?,
         };
         registry.register(Box::new(metrics.reconciles.clone()))?;
         registry.register(Box::new(metrics.failures.clone()))?;
@@ -48,12 +56,14 @@ impl Metrics {
         registry.register(Box::new(metrics.pending.clone()))?;
         registry.register(Box::new(metrics.depth.clone()))?;
         registry.register(Box::new(metrics.consumers.clone()))?;
+        registry.register(Box::new(metrics.max_consumers.clone()))?;
         Ok(metrics)
     }
 
-    /// Mirrors a pipeline's status into its gauges.
-    pub fn observe(&self, namespace: &str, name: &str, status: &AnalyticsPipelineStatus) {
+    /// Mirrors a pipeline's status (and its consumer ceiling) into its gauges.
+    pub fn observe(&self, namespace: &str, name: &str, status: &AnalyticsPipelineStatus, max_consumers: i32) {
         let labels = [namespace, name];
+        self.max_consumers.with_label_values(&labels).set(i64::from(max_consumers));
         if let Some(lag) = status.lag_seconds {
             self.lag.with_label_values(&labels).set(lag);
         }
@@ -75,6 +85,7 @@ impl Metrics {
         drop(self.pending.remove_label_values(&labels));
         drop(self.depth.remove_label_values(&labels));
         drop(self.consumers.remove_label_values(&labels));
+        drop(self.max_consumers.remove_label_values(&labels));
     }
 }
 
@@ -99,7 +110,7 @@ mod tests {
             consumer_replicas: Some(2),
             ..AnalyticsPipelineStatus::default()
         };
-        metrics.observe("prod", "shop", &status);
+        metrics.observe("prod", "shop", &status, 10);
         let text = |registry: &Registry| {
             let mut buffer = Vec::new();
             TextEncoder::new().encode(&registry.gather(), &mut buffer).unwrap();
@@ -114,6 +125,7 @@ mod tests {
             "pipeline_pending_events{name=\"shop\",namespace=\"prod\"} 7",
             "pipeline_queue_depth{name=\"shop\",namespace=\"prod\"} 3",
             "pipeline_consumer_replicas{name=\"shop\",namespace=\"prod\"} 2",
+            "pipeline_consumer_max_replicas{name=\"shop\",namespace=\"prod\"} 10",
         ] {
             assert!(exported.contains(series), "missing {series}:\n{exported}");
         }

@@ -233,7 +233,13 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
         status.pending_events = Some(sync.pending_events);
         status.last_sync_time = sync.last_processed_event.and_then(|at| at.parse::<Timestamp>().ok()).map(Time);
     }
-    ctx.metrics.observe(&namespace, &pipeline.name_any(), &status);
+    let consumers = &pipeline.spec.consumers;
+    ctx.metrics.observe(
+        &namespace,
+        &pipeline.name_any(),
+        &status,
+        consumers.replicas.unwrap_or(consumers.max_replicas),
+    );
     if pipeline.status.as_ref() != Some(&status) {
         patch_status(pipeline, ctx, &status).await?;
     }

