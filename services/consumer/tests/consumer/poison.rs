@@ -86,6 +86,23 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_never_block_the
     ] {
         assert!(metrics.contains(expected), "the consumer's /metrics lacks {expected}:\n{metrics}");
     }
+    // Every service metric the chart's dashboard and alert rules use exists in a real scrape.
+    let mut scraped = metrics.clone();
+    for service in [&pipeline.command, &pipeline.query] {
+        scraped
+            .push_str(&pipeline.client.get(format!("{service}/metrics")).send().await.unwrap().text().await.unwrap());
+    }
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/analytics-pipeline");
+    let used = std::fs::read_to_string(chart.join("dashboards/analytics-pipeline.json")).unwrap()
+        + &std::fs::read_to_string(chart.join("templates/monitoring.yaml")).unwrap();
+    let service_metrics: Vec<String> = analytics_operator::metric_names(&used)
+        .into_iter()
+        .filter(|name| ["http_", "outbox_", "consumer_"].iter().any(|prefix| name.starts_with(prefix)))
+        .collect();
+    assert!(service_metrics.len() >= 5, "{service_metrics:?}");
+    for name in service_metrics {
+        assert!(scraped.contains(&format!("\n{name}")), "no service exports {name}, which the chart uses");
+    }
     eventually(Duration::from_secs(10), "the order queue to be empty", || async {
         let depth = pipeline.query("/api/analytics/sync-status").await["queueDepth"].as_i64();
         (depth == Some(0)).then_some(())

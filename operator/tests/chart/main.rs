@@ -1,0 +1,280 @@
+//! Checks of the Helm chart with a real helm and a real promtool (paths in HELM and PROMTOOL, which
+//! `make test` sets; without them these tests fail loudly instead of skipping).
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use analytics_operator::crd::AnalyticsPipeline;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Service, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
+};
+use serde_json::{Value, json};
+
+fn tool(variable: &str) -> PathBuf {
+    let path = std::env::var(variable).unwrap_or_else(|_| {
+        panic!("{variable} is not set: run the tests with `make test`, which installs the tool and sets it")
+    });
+    assert!(Path::new(&path).exists(), "{variable}={path} does not exist");
+    path.into()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn chart() -> PathBuf {
+    repo().join("charts/analytics-pipeline")
+}
+
+fn run(program: &Path, args: &[&str], dir: Option<&Path>) -> Output {
+    let mut command = Command::new(program);
+    command.args(args);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    command.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+}
+
+fn helm(args: &[&str]) -> Output {
+    run(&tool("HELM"), args, None)
+}
+
+/// `helm template` of the chart; panics with helm's message if it fails.
+fn render(extra: &[&str]) -> Vec<Value> {
+    let chart = chart();
+    let mut args = vec!["template", "analytics", chart.to_str().unwrap(), "--namespace", "analytics"];
+    args.extend_from_slice(extra);
+    let output = helm(&args);
+    assert!(output.status.success(), "helm template {extra:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8(output.stdout).unwrap()).unwrap();
+    documents.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+fn kinds(documents: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = documents.iter().map(|d| d["kind"].as_str().unwrap().to_owned()).collect();
+    kinds.sort();
+    kinds
+}
+
+/// The examples' specs, as `--set-json` for the chart's example pipeline.
+fn example_specs() -> Vec<(String, Value)> {
+    let mut examples = Vec::new();
+    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let pipeline: Value = serde_saphyr::from_str(&text).unwrap();
+        examples.push((path.file_name().unwrap().to_string_lossy().into_owned(), pipeline));
+    }
+    examples.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(examples.len() >= 2, "examples/ holds a minimal and a production-like pipeline");
+    examples
+}
+
+#[test]
+fn the_charts_crd_is_the_generated_one() {
+    let generated = std::fs::read_to_string(repo().join("crds/analyticspipeline.yaml")).unwrap();
+    let packaged = std::fs::read_to_string(chart().join("crds/analyticspipeline.yaml")).unwrap();
+    assert!(generated == packaged, "charts/analytics-pipeline/crds/ is stale: run `make crds`");
+}
+
+#[test]
+fn helm_lint_passes_with_the_defaults_and_every_example() {
+    let chart = chart();
+    let output = helm(&["lint", "--strict", chart.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    for (name, example) in example_specs() {
+        let spec =
+            format!("examplePipeline.spec={}", example["spec"].as_object().map_or_else(|| json!({}), |s| json!(s)));
+        let output = helm(&[
+            "lint",
+            "--strict",
+            chart.to_str().unwrap(),
+            "--set",
+            "examplePipeline.enabled=true",
+            "--set-json",
+            &spec,
+        ]);
+        assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stdout));
+    }
+}
+
+#[test]
+fn the_default_render_is_the_operator_with_its_rbac_and_dashboard_as_valid_objects() {
+    let documents = render(&[]);
+    assert_eq!(
+        kinds(&documents),
+        ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service", "ServiceAccount"]
+    );
+    // Each parses as its Kubernetes type: misspelt or misplaced fields of a known type fail here.
+    for document in &documents {
+        let kind = document["kind"].as_str().unwrap();
+        let parsed = match kind {
+            "ClusterRole" => serde_json::from_value::<ClusterRole>(document.clone()).map(drop),
+            "ClusterRoleBinding" => serde_json::from_value::<ClusterRoleBinding>(document.clone()).map(drop),
+            "ConfigMap" => serde_json::from_value::<ConfigMap>(document.clone()).map(drop),
+            "Deployment" => serde_json::from_value::<Deployment>(document.clone()).map(drop),
+            "Service" => serde_json::from_value::<Service>(document.clone()).map(drop),
+            "ServiceAccount" => serde_json::from_value::<ServiceAccount>(document.clone()).map(drop),
+            other => panic!("unexpected kind {other}"),
+        };
+        parsed.unwrap_or_else(|e| panic!("{kind} does not parse: {e}"));
+    }
+    let deployment: Deployment =
+        serde_json::from_value(documents.iter().find(|d| d["kind"] == "Deployment").unwrap().clone()).unwrap();
+    let spec = deployment.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("analytics-operator"));
+    let env: Vec<String> = pod.containers[0].env.clone().unwrap().into_iter().map(|e| e.name).collect();
+    assert!(env.contains(&"POD_NAME".to_owned()) && env.contains(&"POD_NAMESPACE".to_owned()), "{env:?}");
+
+    // The ClusterRole carries exactly the rules written in files/operator-rbac-rules.yaml.
+    let role = documents.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    let rules: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart().join("files/operator-rbac-rules.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(role["rules"], rules);
+    let leases = rules.as_array().unwrap().iter().any(|r| r["apiGroups"][0] == "coordination.k8s.io");
+    assert!(leases, "leader election needs Lease permissions");
+}
+
+#[test]
+fn monitoring_objects_appear_only_where_the_prometheus_operator_api_exists() {
+    assert!(!kinds(&render(&[])).iter().any(|k| k.contains("Monitor") || k == "PrometheusRule"));
+    let kinds = kinds(&render(&["--api-versions", "monitoring.coreos.com/v1"]));
+    for kind in ["PodMonitor", "PrometheusRule", "ServiceMonitor"] {
+        assert!(kinds.contains(&kind.to_owned()), "{kind} in {kinds:?}");
+    }
+}
+
+#[test]
+fn every_example_renders_as_a_pipeline_the_operator_understands() {
+    for (name, example) in example_specs() {
+        assert_eq!(example["kind"], "AnalyticsPipeline", "{name}");
+        let spec =
+            format!("examplePipeline.spec={}", example["spec"].as_object().map_or_else(|| json!({}), |s| json!(s)));
+        let documents = render(&["--set", "examplePipeline.enabled=true", "--set-json", &spec]);
+        let pipeline = documents.iter().find(|d| d["kind"] == "AnalyticsPipeline").unwrap_or_else(|| panic!("{name}"));
+        let typed: AnalyticsPipeline =
+            serde_json::from_value(pipeline.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        analytics_operator::controller::validate(&typed).unwrap_or_else(|e| panic!("{name} is invalid: {e}"));
+    }
+}
+
+#[test]
+fn values_that_break_the_schema_fail_at_install_time() {
+    let dir = tempdir();
+    for (name, values) in [
+        ("replicas-as-text", "operator:\n  image: {repository: x}\n  replicas: two\n"),
+        ("unknown-key", "operatr:\n  replicas: 1\n"),
+        ("bad-pull-policy", "operator:\n  image: {repository: x, pullPolicy: Sometimes}\n  replicas: 1\n"),
+        ("negative-threshold", "monitoring:\n  prometheusRule: {lagSecondsThreshold: -5}\n"),
+        ("bad-pipeline-name", "examplePipeline: {enabled: true, name: Not_A_Name}\n"),
+    ] {
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, values).unwrap();
+        let chart = chart();
+        let output = helm(&["template", "analytics", chart.to_str().unwrap(), "-f", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{name} was accepted");
+        assert!(stderr.contains("schema"), "{name} fails on the schema: {stderr}");
+    }
+}
+
+#[test]
+fn the_dashboard_is_grafana_json_with_a_query_in_every_panel() {
+    let text = std::fs::read_to_string(chart().join("dashboards/analytics-pipeline.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(dashboard["uid"], "analytics-pipeline");
+    assert!(dashboard["schemaVersion"].as_i64().unwrap() >= 30);
+    let panels = dashboard["panels"].as_array().unwrap();
+    let titles: Vec<&str> = panels.iter().map(|p| p["title"].as_str().unwrap()).collect();
+    for wanted in ["lag", "Pending", "Orders", "Events", "Consumer replicas", "Error", "Reconcile"] {
+        assert!(titles.iter().any(|t| t.contains(wanted)), "a panel about {wanted}: {titles:?}");
+    }
+    for panel in panels {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(
+            !targets.is_empty() && targets.iter().all(|t| !t["expr"].as_str().unwrap().is_empty()),
+            "{}",
+            panel["title"]
+        );
+    }
+    // Installed as the sidecar's ConfigMap, with the same JSON.
+    let documents = render(&[]);
+    let config_map = documents.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    assert_eq!(config_map["metadata"]["labels"]["grafana_dashboard"], "1");
+    let installed: Value =
+        serde_json::from_str(config_map["data"]["analytics-pipeline.json"].as_str().unwrap()).unwrap();
+    assert_eq!(installed, dashboard);
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    let documents = render(&["--api-versions", "monitoring.coreos.com/v1"]);
+    let rule = documents.iter().find(|d| d["kind"] == "PrometheusRule").unwrap();
+    let dir = tempdir();
+    // JSON is YAML: promtool reads the rule group as it is.
+    std::fs::write(dir.join("rules.yaml"), serde_json::to_string(&rule["spec"]).unwrap()).unwrap();
+    std::fs::copy(chart().join("tests/alerts.test.yaml"), dir.join("alerts.test.yaml")).unwrap();
+    let promtool = tool("PROMTOOL");
+    let check = run(&promtool, &["check", "rules", "rules.yaml"], Some(&dir));
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("SUCCESS: 4 rules found"));
+    let test = run(&promtool, &["test", "rules", "alerts.test.yaml"], Some(&dir));
+    assert!(
+        test.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
+}
+
+#[test]
+fn every_operator_metric_the_dashboard_and_rules_use_is_exported_by_the_operator() {
+    let registry = prometheus::Registry::new();
+    let metrics = analytics_operator::metrics::Metrics::register(&registry).unwrap();
+    metrics.failures.with_label_values(&["api"]).inc();
+    let status = analytics_operator::crd::AnalyticsPipelineStatus {
+        lag_seconds: Some(0.0),
+        pending_events: Some(0),
+        queue_depth: Some(0),
+        consumer_replicas: Some(1),
+        ..Default::default()
+    };
+    metrics.observe("prod", "shop", &status, 10);
+    let mut exported = Vec::new();
+    prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut exported).unwrap();
+    let exported = String::from_utf8(exported).unwrap();
+    let used = analytics_operator::metric_names(&monitoring_text());
+    let operator_names: Vec<&String> =
+        used.iter().filter(|n| n.starts_with("operator_") || n.starts_with("pipeline_")).collect();
+    assert!(operator_names.len() >= 6, "{operator_names:?}");
+    for name in operator_names {
+        assert!(exported.contains(&format!("\n{name}")), "the operator exports no {name}");
+    }
+}
+
+/// The dashboard and the alert rules, whose metric names must exist.
+fn monitoring_text() -> String {
+    let dashboard = std::fs::read_to_string(chart().join("dashboards/analytics-pipeline.json")).unwrap();
+    let rules = std::fs::read_to_string(chart().join("templates/monitoring.yaml")).unwrap();
+    format!("{dashboard}\n{rules}")
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chart-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
