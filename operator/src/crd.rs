@@ -142,13 +142,17 @@ pub struct ApiSpec {
     /// How the API is exposed.
     #[serde(default)]
     pub service_type: ServiceType,
+    /// A fixed node port (30000-32767) when serviceType is NodePort, e.g. for kind's port mappings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 30000 && self <= 32767").message("nodePort must be from 30000 to 32767"))]
+    pub node_port: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 }
 
 impl Default for ApiSpec {
     fn default() -> Self {
-        Self { replicas: two(), service_type: ServiceType::default(), resources: None }
+        Self { replicas: two(), service_type: ServiceType::default(), node_port: None, resources: None }
     }
 }
 

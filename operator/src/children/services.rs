@@ -88,13 +88,13 @@ pub fn deployments(pipeline: &AnalyticsPipeline, observed: Observed) -> Vec<Depl
 
 pub fn services(pipeline: &AnalyticsPipeline) -> Vec<Service> {
     let spec = &pipeline.spec;
-    [("command", COMMAND_PORT, spec.command.service_type), ("query", QUERY_PORT, spec.query.service_type)]
+    [("command", COMMAND_PORT, &spec.command), ("query", QUERY_PORT, &spec.query)]
         .into_iter()
-        .map(|(component, port, service_type)| Service {
+        .map(|(component, port, api)| Service {
             metadata: metadata(pipeline, component, component),
             spec: Some(ServiceSpec {
                 type_: Some(
-                    match service_type {
+                    match api.service_type {
                         ServiceType::ClusterIP => "ClusterIP",
                         ServiceType::NodePort => "NodePort",
                         ServiceType::LoadBalancer => "LoadBalancer",
@@ -106,6 +106,7 @@ pub fn services(pipeline: &AnalyticsPipeline) -> Vec<Service> {
                     name: Some("http".into()),
                     port,
                     target_port: Some(IntOrString::String("http".into())),
+                    node_port: api.node_port.filter(|_| api.service_type == ServiceType::NodePort),
                     ..ServicePort::default()
                 }]),
                 ..ServiceSpec::default()

@@ -132,7 +132,8 @@ fn external_backends_come_from_the_users_secrets_and_nothing_is_run_for_them() {
 #[test]
 fn deployments_migrate_first_probe_health_and_are_scraped() {
     let c = children(AnalyticsPipelineSpec {
-        command: ApiSpec { replicas: 4, service_type: ServiceType::LoadBalancer, resources: None },
+        command: ApiSpec { replicas: 4, service_type: ServiceType::LoadBalancer, node_port: None, resources: None },
+        query: ApiSpec { replicas: 2, service_type: ServiceType::NodePort, node_port: Some(30081), resources: None },
         consumers: ConsumerSpec { replicas: Some(7), ..ConsumerSpec::default() },
         ..AnalyticsPipelineSpec::default()
     });
@@ -165,6 +166,8 @@ fn deployments_migrate_first_probe_health_and_are_scraped() {
     );
     let service = c.services.iter().find(|s| s.name_any() == "shop-command").unwrap();
     assert_eq!(service.spec.as_ref().unwrap().type_.as_deref(), Some("LoadBalancer"));
+    let query = c.services.iter().find(|s| s.name_any() == "shop-query").unwrap().spec.clone().unwrap();
+    assert_eq!((query.type_.as_deref(), query.ports.unwrap()[0].node_port), (Some("NodePort"), Some(30081)));
 }
 
 #[test]

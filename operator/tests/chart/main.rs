@@ -278,3 +278,90 @@ fn tempdir() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn dockerfile_targets() -> Vec<String> {
+    read("Dockerfile")
+        .lines()
+        .filter_map(|line| line.strip_prefix("FROM "))
+        .filter_map(|from| {
+            from.split_whitespace().collect::<Vec<_>>().windows(2).find(|w| w[0] == "AS").map(|w| w[1].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint_and_builds_four_non_root_images() {
+    let output = run(&tool("HADOLINT"), &["Dockerfile"], Some(&repo()));
+    assert!(output.status.success(), "hadolint:\n{}", String::from_utf8_lossy(&output.stdout));
+    let targets = dockerfile_targets();
+    for image in ["command", "consumer", "query", "operator"] {
+        assert!(targets.contains(&image.to_owned()), "a {image} target in {targets:?}");
+    }
+    let dockerfile = read("Dockerfile");
+    assert!(
+        dockerfile.contains("ARG RUST_IMAGE=") && dockerfile.contains("ARG RUNTIME_IMAGE="),
+        "base images are build args"
+    );
+    assert!(dockerfile.contains("USER 65532:65532") && dockerfile.contains("distroless"), "non-root, no shell");
+    assert!(dockerfile.contains("cargo chef cook"), "the dependency layer is cached");
+    assert!(read(".dockerignore").lines().any(|l| l.trim() == "target/"));
+}
+
+#[test]
+fn compose_builds_every_service_from_the_dockerfile_with_health_checks_and_documented_settings() {
+    let compose: Value = serde_saphyr::from_str(&read("docker-compose.yml")).unwrap();
+    let targets = dockerfile_targets();
+    let services = compose["services"].as_object().unwrap();
+    for name in ["postgres", "rabbitmq", "command", "consumer", "query"] {
+        assert!(services[name]["healthcheck"]["test"].is_array(), "{name} has a health check");
+    }
+    for (name, service) in services {
+        if let Some(target) = service["build"]["target"].as_str() {
+            assert!(targets.contains(&target.to_owned()), "{name} builds the Dockerfile's {target} target");
+        }
+    }
+    // Every ${VAR} the file uses is in .env.example.
+    let example = read(".env.example");
+    let text = read("docker-compose.yml");
+    for variable in text.split("${").skip(1).map(|rest| rest.split([':', '}']).next().unwrap()) {
+        assert!(example.lines().any(|l| l.starts_with(&format!("{variable}="))), ".env.example sets {variable}");
+    }
+}
+
+#[test]
+fn kind_maps_the_node_ports_that_skaffolds_example_pipeline_uses() {
+    let kind: Value = serde_saphyr::from_str(&read("kind-config.yaml")).unwrap();
+    let mappings = kind["nodes"][0]["extraPortMappings"].as_array().unwrap();
+    let mapped = |container: i64| {
+        mappings.iter().find(|m| m["containerPort"] == container).map(|m| m["hostPort"].as_i64().unwrap())
+    };
+    let skaffold: Value = serde_saphyr::from_str(&read("skaffold.yaml")).unwrap();
+    let release = &skaffold["deploy"]["helm"]["releases"][0];
+    let values = &release["setValueTemplates"];
+    assert_eq!(mapped(values["examplePipeline.spec.command.nodePort"].as_i64().unwrap()), Some(8080));
+    assert_eq!(mapped(values["examplePipeline.spec.query.nodePort"].as_i64().unwrap()), Some(8081));
+    assert!(repo().join(release["chartPath"].as_str().unwrap()).join("Chart.yaml").exists());
+    let targets = dockerfile_targets();
+    for artifact in skaffold["build"]["artifacts"].as_array().unwrap() {
+        assert!(targets.contains(&artifact["docker"]["target"].as_str().unwrap().to_owned()), "{artifact}");
+    }
+    // The chart accepts skaffold's values, with the image templates filled in.
+    let chart = chart();
+    let mut args = vec!["template".to_owned(), "analytics".to_owned(), chart.to_string_lossy().into_owned()];
+    for (key, value) in values.as_object().unwrap() {
+        let value = value
+            .as_str()
+            .map_or_else(|| value.to_string(), |v| if v.starts_with("{{") { "x".to_owned() } else { v.to_owned() });
+        args.extend(["--set".to_owned(), format!("{key}={value}")]);
+    }
+    let output = helm(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8(output.stdout).unwrap()).unwrap();
+    let pipeline = documents.iter().find(|d| d["kind"] == "AnalyticsPipeline").unwrap();
+    let typed: AnalyticsPipeline = serde_json::from_value(pipeline.clone()).unwrap();
+    assert_eq!(typed.spec.query.node_port, Some(30081));
+}

@@ -1,0 +1,2 @@
+-- The read side's database; the image creates analytics_write itself.
+create database analytics_read;
