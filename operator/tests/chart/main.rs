@@ -111,19 +111,20 @@ fn the_default_render_is_the_operator_with_its_rbac_and_dashboard_as_valid_objec
         kinds(&documents),
         ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service", "ServiceAccount"]
     );
-    // Each parses as its Kubernetes type: misspelt or misplaced fields of a known type fail here.
+    // A schema check: each object parses as its Kubernetes type and serializes back to the same JSON, so a
+    // wrong type fails the parse and a misspelt or misplaced field is missing from the round trip.
     for document in &documents {
         let kind = document["kind"].as_str().unwrap();
-        let parsed = match kind {
-            "ClusterRole" => serde_json::from_value::<ClusterRole>(document.clone()).map(drop),
-            "ClusterRoleBinding" => serde_json::from_value::<ClusterRoleBinding>(document.clone()).map(drop),
-            "ConfigMap" => serde_json::from_value::<ConfigMap>(document.clone()).map(drop),
-            "Deployment" => serde_json::from_value::<Deployment>(document.clone()).map(drop),
-            "Service" => serde_json::from_value::<Service>(document.clone()).map(drop),
-            "ServiceAccount" => serde_json::from_value::<ServiceAccount>(document.clone()).map(drop),
+        let round_trip = match kind {
+            "ClusterRole" => round_trip::<ClusterRole>(document),
+            "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(document),
+            "ConfigMap" => round_trip::<ConfigMap>(document),
+            "Deployment" => round_trip::<Deployment>(document),
+            "Service" => round_trip::<Service>(document),
+            "ServiceAccount" => round_trip::<ServiceAccount>(document),
             other => panic!("unexpected kind {other}"),
         };
-        parsed.unwrap_or_else(|e| panic!("{kind} does not parse: {e}"));
+        assert_eq!(&round_trip, document, "{kind} has fields its schema does not know");
     }
     let deployment: Deployment =
         serde_json::from_value(documents.iter().find(|d| d["kind"] == "Deployment").unwrap().clone()).unwrap();
@@ -264,6 +265,11 @@ fn every_operator_metric_the_dashboard_and_rules_use_is_exported_by_the_operator
     for name in operator_names {
         assert!(exported.contains(&format!("\n{name}")), "the operator exports no {name}");
     }
+}
+
+fn round_trip<K: serde::de::DeserializeOwned + serde::Serialize>(document: &Value) -> Value {
+    let typed: K = serde_json::from_value(document.clone()).unwrap_or_else(|e| panic!("{} does not parse: {e}", document["kind"]));
+    serde_json::to_value(typed).unwrap()
 }
 
 /// The dashboard and the alert rules, whose metric names must exist.
