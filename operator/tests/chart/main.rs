@@ -148,10 +148,14 @@ fn the_default_render_is_the_operator_with_its_rbac_and_dashboard_as_valid_objec
 #[test]
 fn monitoring_objects_appear_only_where_the_prometheus_operator_api_exists() {
     assert!(!kinds(&render(&[])).iter().any(|k| k.contains("Monitor") || k == "PrometheusRule"));
-    let kinds = kinds(&render(&["--api-versions", "monitoring.coreos.com/v1"]));
+    let documents = render(&["--api-versions", "monitoring.coreos.com/v1"]);
+    let kinds = kinds(&documents);
     for kind in ["PodMonitor", "PrometheusRule", "ServiceMonitor"] {
         assert!(kinds.contains(&kind.to_owned()), "{kind} in {kinds:?}");
     }
+    // The operator's pipeline_* series carry the pipeline's namespace label, which must survive the scrape.
+    let monitor = documents.iter().find(|d| d["kind"] == "ServiceMonitor").unwrap();
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
 }
 
 #[test]
@@ -268,7 +272,8 @@ fn every_operator_metric_the_dashboard_and_rules_use_is_exported_by_the_operator
 }
 
 fn round_trip<K: serde::de::DeserializeOwned + serde::Serialize>(document: &Value) -> Value {
-    let typed: K = serde_json::from_value(document.clone()).unwrap_or_else(|e| panic!("{} does not parse: {e}", document["kind"]));
+    let typed: K =
+        serde_json::from_value(document.clone()).unwrap_or_else(|e| panic!("{} does not parse: {e}", document["kind"]));
     serde_json::to_value(typed).unwrap()
 }
 
