@@ -158,6 +158,16 @@ impl Pipeline {
         response["productId"].as_i64().unwrap()
     }
 
+    /// Waits until sync-status says in_sync: every event applied, and a fresh watermark from the relay
+    /// applied on both streams (before that, sync-status rightly says "unknown").
+    pub async fn wait_until_in_sync(&self, timeout: Duration) {
+        eventually(timeout, "sync-status in_sync", || async {
+            let status = self.query("/api/analytics/sync-status").await;
+            (status["status"] == "in_sync").then_some(())
+        })
+        .await;
+    }
+
     /// Waits until every domain event in the outbox has been applied to the read model.
     pub async fn wait_until_applied(&self, timeout: Duration) {
         eventually(timeout, "every outbox event applied", || async {

@@ -44,6 +44,7 @@ async fn events_waiting_on_the_queue_are_counted_and_the_lag_covers_the_oldest()
     let mut pipeline = Pipeline::start(&amqp_url(), 1).await;
     let product = pipeline.create_product("Lamp", "Home", "3.00", 100).await;
     pipeline.wait_until_applied(Duration::from_secs(30)).await;
+    pipeline.wait_until_in_sync(Duration::from_secs(20)).await;
     pipeline.kill_all_consumers();
 
     place_orders(&pipeline, product, 20).await;
@@ -81,6 +82,7 @@ async fn while_the_broker_is_down_the_lag_grows_past_the_age_of_the_waiting_orde
     let pipeline = Pipeline::start(&broker.url(), 1).await;
     let product = pipeline.create_product("Lamp", "Home", "3.00", 100).await;
     pipeline.wait_until_applied(Duration::from_secs(30)).await;
+    pipeline.wait_until_in_sync(Duration::from_secs(20)).await;
 
     broker.stop();
     place_orders(&pipeline, product, 5).await;
