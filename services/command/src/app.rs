@@ -6,7 +6,11 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::ServeConfig, http, outbox::Relay};
+use crate::{
+    config::{RelayProcessConfig, ServeConfig},
+    http,
+    outbox::Relay,
+};
 
 pub struct App {
     listener: TcpListener,
@@ -48,4 +52,21 @@ impl App {
         self.pool.close().await;
         served.context("the HTTP server failed")
     }
+}
+
+/// The relay as its own process (`command-service relay`), with /healthz, /readyz and /metrics on
+/// `config.listen`. Runs until `shutdown`; the batch in flight is published and marked first.
+pub async fn run_relay(config: RelayProcessConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    let relay = Relay::new(&config.relay, &registry)?;
+    let pool = relay.pool().clone();
+    let router = analytics_kit::http::ops_router(registry, http::Ready::new(pool.clone(), relay.waker()));
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(port = listener.local_addr().map(|a| a.port()).unwrap_or_default(), "relay running");
+    let server = tokio::spawn(analytics_kit::http::serve(listener, router, shutdown.clone()));
+    relay.run(shutdown.clone()).await;
+    shutdown.cancel();
+    pool.close().await;
+    server.await.context("the ops server panicked")?.context("the ops server failed")
 }

@@ -21,7 +21,7 @@ pub enum Command {
     /// Serve the HTTP API, with the outbox relay running inside unless --no-relay is given.
     Serve(ServeConfig),
     /// Run only the outbox relay, e.g. as its own Deployment.
-    Relay(RelayConfig),
+    Relay(RelayProcessConfig),
     /// Apply the write database's migrations and exit. Safe to run concurrently.
     Migrate(DatabaseConfig),
 }
@@ -35,6 +35,16 @@ pub struct ServeConfig {
     /// Do not run the outbox relay in this process (run `command-service relay` elsewhere).
     #[arg(long, env = "NO_RELAY")]
     pub no_relay: bool,
+
+    #[command(flatten)]
+    pub relay: RelayConfig,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RelayProcessConfig {
+    /// Address of the relay's /healthz, /readyz and /metrics.
+    #[arg(long, env = "RELAY_LISTEN", default_value = "0.0.0.0:8083")]
+    pub listen: SocketAddr,
 
     #[command(flatten)]
     pub relay: RelayConfig,

@@ -3,7 +3,6 @@ use clap::Parser;
 use command_service::{
     App, MIGRATOR,
     config::{Cli, Command},
-    outbox::Relay,
 };
 
 #[tokio::main]
@@ -19,10 +18,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Relay(config) => {
             let shutdown = analytics_kit::shutdown::on_signal();
-            let registry = prometheus::Registry::new();
-            let relay = Relay::new(&config, &registry).context("cannot start the relay")?;
-            relay.run(shutdown).await;
-            Ok(())
+            command_service::app::run_relay(config, shutdown).await.context("cannot run the relay")
         }
         Command::Migrate(config) => {
             let pool = analytics_kit::db::pool(&config.url, 1, "command-service-migrate")?;

@@ -53,7 +53,7 @@ pub fn router(state: AppState, registry: Registry) -> Router {
         .split_for_parts();
     let openapi = Arc::new(openapi);
     let metrics = HttpMetrics::register(&registry).expect("HTTP metrics register once per registry");
-    let readiness = Ready { pool: state.pool.clone(), relay: state.relay.clone() };
+    let readiness = Ready::new(state.pool.clone(), state.relay.clone());
     api.route("/api/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
         .fallback(analytics_kit::http::route_not_found)
         .method_not_allowed_fallback(analytics_kit::http::method_not_allowed)
@@ -66,9 +66,16 @@ pub fn router(state: AppState, registry: Registry) -> Router {
 
 /// Ready when the write database answers. A broker outage does not make the service unready: orders
 /// are still accepted and wait in the outbox, so the broker's state is reported but not required.
-struct Ready {
+/// The standalone relay reports the same way.
+pub struct Ready {
     pool: PgPool,
     relay: RelayWaker,
+}
+
+impl Ready {
+    pub fn new(pool: PgPool, relay: RelayWaker) -> Self {
+        Self { pool, relay }
+    }
 }
 
 impl Readiness for Ready {

@@ -202,3 +202,38 @@ async fn published_rows_are_pruned_after_the_retention_period_and_unpublished_on
     running.await.unwrap();
     assert_eq!(app.count("outbox").await, 1, "the unpublished row stays");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_as_its_own_process_publishes_and_serves_health_and_metrics() {
+    let app = spawn_app_with(Options { relay: false, ..Options::default() }).await;
+    app.create_product("Lamp", "Home", "1.00", 10).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = command_service::config::RelayProcessConfig {
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        relay: relay_config(&app.database_url, &app.amqp_url, &app.prefix),
+    };
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(command_service::app::run_relay(config, shutdown.clone()));
+
+    app.wait_until_outbox_drained(Duration::from_secs(20)).await;
+    let products = read_exactly(
+        &app.amqp_url,
+        &app.topology.product_queue,
+        1,
+        Duration::from_secs(10),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(products[0]["payload"]["name"], "Lamp");
+    let base = format!("http://127.0.0.1:{port}");
+    let ready: Value = app.client.get(format!("{base}/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["checks"]["database"].as_str()),
+        (Some("ready"), Some("ok")),
+        "{ready}"
+    );
+    let metrics = app.client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("outbox_published_total{event_type=\"ProductCreated\"} 1"), "{metrics}");
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
