@@ -218,14 +218,18 @@ impl Consumer {
         stop: &CancellationToken,
     ) -> Result<bool> {
         let last_tag = deliveries.last().map(|d| d.delivery_tag).unwrap_or_default();
-        let mut valid = Vec::with_capacity(deliveries.len());
+        // Parallel vectors: the parsed messages (applied as one slice) and the deliveries they came from.
+        let mut incoming: Vec<Incoming> = Vec::with_capacity(deliveries.len());
+        let mut sources: Vec<&Delivery> = Vec::with_capacity(deliveries.len());
         for delivery in &deliveries {
             match projection::parse(&delivery.data, stream) {
-                Ok(incoming) => valid.push((delivery, incoming)),
+                Ok(parsed) => {
+                    incoming.push(parsed);
+                    sources.push(delivery);
+                }
                 Err(poison) => self.dead_letter(dead_letters, delivery, &poison).await?,
             }
         }
-        let incoming: Vec<Incoming> = valid.iter().map(|(_, incoming)| incoming.clone()).collect();
         let mut backoff = Backoff::default();
         loop {
             let started = Instant::now();
@@ -242,7 +246,7 @@ impl Consumer {
                 }
                 Err(error) => {
                     tracing::warn!(%error, stream = stream.as_str(), "the read database refused a batch; applying one by one");
-                    if !self.apply_one_by_one(stream, dead_letters, &valid, stop).await? {
+                    if !self.apply_one_by_one(stream, dead_letters, &sources, &incoming, stop).await? {
                         return Ok(false);
                     }
                     break;
@@ -257,10 +261,11 @@ impl Consumer {
         &self,
         stream: Stream,
         dead_letters: &Channel,
-        valid: &[(&Delivery, Incoming)],
+        sources: &[&Delivery],
+        incoming: &[Incoming],
         stop: &CancellationToken,
     ) -> Result<bool> {
-        for (delivery, incoming) in valid {
+        for (delivery, incoming) in sources.iter().zip(incoming) {
             let mut attempts = 0;
             let mut backoff = Backoff::default();
             loop {
