@@ -37,31 +37,25 @@ pub struct CategoryRow {
     pub total_quantity: i64,
 }
 
+/// Every known category (sold in, or holding a product), with zeros where nothing sold, by revenue; `$1`
+/// narrows it to one category, or null for all.
 const CATEGORIES: &str = "select c.category, coalesce(m.total_revenue, 0) as total_revenue,
                                  coalesce(m.total_orders, 0) as total_orders, coalesce(m.total_quantity, 0) as total_quantity
-                            from (select category from category_metrics_view union select distinct category from products) as c
-                            left join category_metrics_view m on m.category = c.category";
+                            from (select category from category_metrics_view where $1::text is null or category = $1
+                                  union
+                                  select distinct category from products where $1::text is null or category = $1) as c
+                            left join category_metrics_view m on m.category = c.category
+                           order by total_revenue desc, c.category";
 
 /// A category's totals; `None` if no product and no sale is in it. A category with products but no
 /// sales has zeros.
 pub async fn category(pool: &PgPool, category: &str) -> sqlx::Result<Option<CategoryRow>> {
-    sqlx::query_as(
-        "select $1::text as category, coalesce(m.total_revenue, 0) as total_revenue,
-                coalesce(m.total_orders, 0) as total_orders, coalesce(m.total_quantity, 0) as total_quantity
-           from (select $1::text as category) as wanted
-           left join category_metrics_view m on m.category = wanted.category
-          where m.category is not null or exists (select 1 from products p where p.category = wanted.category)",
-    )
-    .bind(category)
-    .fetch_optional(pool)
-    .await
+    sqlx::query_as(CATEGORIES).bind(category).fetch_optional(pool).await
 }
 
 /// Every category, by revenue, largest first.
 pub async fn categories(pool: &PgPool) -> sqlx::Result<Vec<CategoryRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("{CATEGORIES} order by total_revenue desc, c.category")))
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(CATEGORIES).bind(None::<&str>).fetch_all(pool).await
 }
 
 pub struct CustomerValue {
