@@ -11,6 +11,7 @@ have_initdb || missing_pkgs+=(postgresql)
 command -v psql >/dev/null || missing_pkgs+=(postgresql-client)
 command -v curl >/dev/null || missing_pkgs+=(curl)
 command -v python3 >/dev/null || missing_pkgs+=(python3)
+command -v openssl >/dev/null || missing_pkgs+=(openssl)       # the test control plane's CA and certificates
 command -v promtool >/dev/null || missing_pkgs+=(prometheus)   # promtool checks the chart's alert rules
 
 if [ ${#missing_pkgs[@]} -gt 0 ]; then

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# `make test`: formatting, lints, then every test against a private PostgreSQL and RabbitMQ that live
-# only for this run, on free ports, and are stopped afterwards whatever happens.
+# `make test`: formatting, lints, then every test against a private PostgreSQL, RabbitMQ and Kubernetes
+# control plane (etcd, kube-apiserver, kube-controller-manager) that live only for this run, on free
+# ports, and are stopped afterwards whatever happens.
 # Arguments go to cargo test instead of --workspace, e.g. `hack/test.sh -p consumer-service pipeline`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 hack/deps.sh
+# Built once per pin (about 6 minutes the first time), then reused from the cache.
+hack/control-plane.sh build >/dev/null
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/analytics-test.XXXXXX")
 chmod 755 "$dir" # the postgres user must reach its data directory inside
 cleanup() {
+  hack/control-plane.sh stop "$dir/kube" || true
   hack/rabbitmq.sh stop "$dir/rabbitmq" || true
   hack/postgres.sh stop "$dir/postgres" || true
   rm -rf "$dir"
@@ -24,10 +28,13 @@ pg_port=${ports[0]} amqp_port=${ports[1]} dist_port=${ports[2]} epmd_port=${port
 # Durability is not under test here; speed is welcome.
 PG_OPTS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off" hack/postgres.sh start "$dir/postgres" "$pg_port"
 hack/rabbitmq.sh start "$dir/rabbitmq" "$amqp_port" "$dist_port" "$epmd_port"
+hack/control-plane.sh start "$dir/kube"
 
 export TEST_DATABASE_URL; TEST_DATABASE_URL=$(cat "$dir/postgres/url")
 # The chart and image checks use a real helm, promtool and hadolint.
 export HELM; HELM=$(hack/tools.sh helm)
+export KUBECTL; KUBECTL=$(hack/tools.sh kubectl)
+export TEST_KUBECONFIG="$dir/kube/admin.kubeconfig" TEST_KUBE_AUDIT_LOG="$dir/kube/audit.log"
 export PROMTOOL; PROMTOOL=$(hack/tools.sh promtool)
 export HADOLINT; HADOLINT=$(hack/tools.sh hadolint)
 export TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$amqp_port/%2f"

