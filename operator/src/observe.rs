@@ -209,8 +209,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn connect_to_rules_redirect_matching_addresses_only() {
+    #[tokio::test]
+    async fn connect_to_rules_redirect_matching_addresses_only() {
         let rule = |s: &str| s.parse::<ConnectTo>();
         assert!(rule("shop-query.prod.svc:8081").is_err(), "no target");
         assert!(rule("shop-query.prod.svc=127.0.0.1:1").is_err(), "no port");

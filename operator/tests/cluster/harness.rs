@@ -129,6 +129,13 @@ pub struct Tenant {
     pub dir: PathBuf,
 }
 
+impl Drop for Tenant {
+    /// The token and the operators' logs go with the test (a failing test has printed the logs).
+    fn drop(&mut self) {
+        drop(fs::remove_dir_all(&self.dir));
+    }
+}
+
 pub async fn client_for(kubeconfig: &Path) -> Client {
     let kubeconfig = Kubeconfig::read_from(kubeconfig).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
