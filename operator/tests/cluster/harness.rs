@@ -169,15 +169,18 @@ impl Operator {
         Self { child, identity: identity.to_owned(), metrics_port, log }
     }
 
-    /// `operator_reconciles_total` from its /metrics, 0 until it answers.
+    /// Reconciles this replica has finished (`operator_reconcile_duration_seconds_count` on its /metrics).
+    /// Panics if the replica does not answer within 10 s: a dead replica must not pass for an idle one.
     pub async fn reconciles(&self) -> u64 {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
-        let Ok(response) = reqwest::get(url).await else { return 0 };
-        let text = response.text().await.unwrap_or_default();
+        let text = eventually(Duration::from_secs(10), &format!("/metrics of {}", self.identity), || async {
+            reqwest::get(&url).await.ok()?.error_for_status().ok()?.text().await.ok()
+        })
+        .await;
         text.lines()
-            .find_map(|line| line.strip_prefix("operator_reconciles_total "))
-            .and_then(|value| value.trim().parse::<f64>().ok())
-            .map_or(0, |value| value as u64)
+            .find_map(|line| line.strip_prefix("operator_reconcile_duration_seconds_count "))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no reconcile count in the metrics of {}:\n{text}", self.identity))
     }
 
     /// SIGTERM, as Kubernetes stops a pod; waits for the process to exit and returns whether it exited 0.

@@ -20,7 +20,7 @@ use uuid::Uuid;
 /// A variable `make test` sets; its absence fails the test loudly rather than skipping it.
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with `make test`, which starts PostgreSQL and RabbitMQ for them")
+        panic!("{name} is not set: run the tests with `make test`, which starts PostgreSQL, RabbitMQ and a Kubernetes control plane for them")
     })
 }
 
