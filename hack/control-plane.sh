@@ -41,14 +41,19 @@ build() {
     echo "$out"
     return
   fi
-  command -v go >/dev/null || {
-    echo "control-plane: Go is needed to build kube-apiserver and etcd; install Go 1.21 or newer" \
-      "(https://go.dev/dl/; on Debian: apt-get install golang-go). A newer toolchain is fetched by Go itself." >&2
+  local go_found go_minor
+  go_found=$(go env GOVERSION 2>/dev/null || echo "no go on PATH")
+  go_minor=$(echo "$go_found" | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+  if [ -z "$go_minor" ] || [ "$go_minor" -lt 21 ]; then
+    echo "control-plane: building kube-apiserver and etcd needs Go 1.21 or newer (found: $go_found)." \
+      "Install it from https://go.dev/dl/ (Debian 13's golang-go will do; Debian 12's is too old);" \
+      "Go then fetches the exact toolchain the pins need from the module proxy." >&2
     exit 1
-  }
+  fi
   kube=$(pinned k8s.io/kubernetes hack/kube/go.mod)
   tmp="$out.part.$$"
   rm -rf "$tmp" && mkdir -p "$tmp"
+  trap 'rm -rf "$tmp"' EXIT
   started=$(date +%s)
   echo "control-plane: building kube-apiserver, kube-controller-manager ($kube) and etcd into $out;" \
     "this takes about 6 minutes on 2 cores the first time" >&2
@@ -61,12 +66,13 @@ build() {
   echo "$out"
 }
 
-wait_for() { # what, seconds, command...
-  local what=$1 deadline=$(($(date +%s) + $2))
+wait_for() { # name (its log is DIR/name.log), seconds, command...
+  local name=$1 deadline=$(($(date +%s) + $2))
   shift 2
   until "$@" >/dev/null 2>&1; do
     if [ "$(date +%s)" -ge "$deadline" ]; then
-      echo "control-plane: $what did not come up; see its log in $dir" >&2
+      echo "control-plane: $name did not come up; the end of $dir/$name.log:" >&2
+      tail -n 20 "$dir/$name.log" >&2
       return 1
     fi
     sleep 0.2

@@ -59,7 +59,7 @@ impl Cluster {
     pub async fn tenant(&self, prefix: &str) -> Tenant {
         let namespace = format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..8]);
         // The release name is the namespace: the chart's ClusterRole is named after it.
-        self.install_chart(&namespace, &namespace, &["--set", "operator.replicas=1"]);
+        self.install_chart(&namespace, &namespace, &[]);
         let service_account = format!("{namespace}-operator");
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &namespace);
         let request = TokenRequest {
