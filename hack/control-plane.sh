@@ -53,7 +53,7 @@ build() {
   kube=$(pinned k8s.io/kubernetes hack/kube/go.mod)
   tmp="$out.part.$$"
   rm -rf "$tmp" && mkdir -p "$tmp"
-  trap 'rm -rf "$tmp"' EXIT
+  trap 'rm -rf "${tmp:-}"' EXIT
   started=$(date +%s)
   echo "control-plane: building kube-apiserver, kube-controller-manager ($kube) and etcd into $out;" \
     "this takes about 6 minutes on 2 cores the first time" >&2
@@ -62,6 +62,7 @@ build() {
   (cd hack/etcd && CGO_ENABLED=0 GOTOOLCHAIN=auto go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" \
     go.etcd.io/etcd/server/v3) >&2
   rm -rf "$out" && mv "$tmp" "$out"
+  trap - EXIT
   echo "control-plane: built in $(($(date +%s) - started)) s" >&2
   echo "$out"
 }

@@ -9,20 +9,13 @@ use std::{
 };
 
 use analytics_operator::crd::AnalyticsPipeline;
+use analytics_testkit::tool;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Service, ServiceAccount},
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
 use serde_json::{Value, json};
-
-fn tool(variable: &str) -> PathBuf {
-    let path = std::env::var(variable).unwrap_or_else(|_| {
-        panic!("{variable} is not set: run the tests with `make test`, which installs the tool and sets it")
-    });
-    assert!(Path::new(&path).exists(), "{variable}={path} does not exist");
-    path.into()
-}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

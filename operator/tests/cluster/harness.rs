@@ -11,7 +11,7 @@ use std::{
 };
 
 use analytics_operator::crd::AnalyticsPipeline;
-use analytics_testkit::{env, eventually};
+use analytics_testkit::{env, eventually, tool};
 use k8s_openapi::{
     api::{
         authentication::v1::{TokenRequest, TokenRequestSpec},
@@ -271,13 +271,6 @@ pub async fn make_pods_ready(client: &Client, namespace: &str) -> usize {
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A tool `make test` provides (helm, kubectl): its path from the environment, or a loud failure.
-pub fn tool(variable: &str) -> PathBuf {
-    let path = PathBuf::from(env(variable));
-    assert!(path.exists(), "{variable}={} does not exist", path.display());
-    path
 }
 
 /// Runs `program` against `kubeconfig`; stdout on success, the exit status and stderr otherwise.

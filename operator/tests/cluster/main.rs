@@ -129,7 +129,7 @@ async fn the_api_server_rejects_an_invalid_spec() {
         assert!(status.message.contains(expected), "{spec}: expected {expected:?} in {:?}", status.message);
         // kubectl's server-side dry run gives the same verdict.
         let dry_run = harness::run(
-            &harness::tool("KUBECTL"),
+            &analytics_testkit::tool("KUBECTL"),
             &["apply", "--dry-run=server", "--namespace", &namespace, "-f", "-"],
             &cluster.kubeconfig,
             Some(&object.to_string()),

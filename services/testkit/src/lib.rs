@@ -24,6 +24,13 @@ pub fn env(name: &str) -> String {
     })
 }
 
+/// A program `make test` provides (helm, kubectl, promtool, hadolint), at the path in `variable`.
+pub fn tool(variable: &str) -> PathBuf {
+    let path = PathBuf::from(env(variable));
+    assert!(path.exists(), "{variable}={} does not exist", path.display());
+    path
+}
+
 /// The shared test broker.
 pub fn amqp_url() -> String {
     env("TEST_AMQP_URL")
