@@ -39,7 +39,10 @@ export PROMTOOL; PROMTOOL=$(hack/tools.sh promtool)
 export HADOLINT; HADOLINT=$(hack/tools.sh hadolint)
 export TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$amqp_port/%2f"
 log="$dir/cargo-test.log"
-cargo test --locked "${@:---workspace}" 2>&1 | tee "$log"
+# Every test binary runs even after one fails, so that a run reports all its failures.
+status=0
+cargo test --locked --no-fail-fast "${@:---workspace}" 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test "0 passed").
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"
