@@ -10,7 +10,7 @@ up: ## Run the pipeline locally in .run/ (PostgreSQL, RabbitMQ, services); idemp
 down: ## Stop everything `make up` started
 	@hack/down.sh
 
-test: ## fmt, clippy -D warnings, and every test against private PostgreSQL and RabbitMQ
+test: ## fmt, clippy -D warnings, and every test against private PostgreSQL, RabbitMQ and kube-apiserver
 	@hack/test.sh
 
 bench: ## Measure the local pipeline (throughput, latency, freshness, drain, queries, pgbench ceiling)

