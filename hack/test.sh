@@ -35,6 +35,7 @@ export TEST_DATABASE_URL; TEST_DATABASE_URL=$(cat "$dir/postgres/url")
 export HELM; HELM=$(hack/tools.sh helm)
 export KUBECTL; KUBECTL=$(hack/tools.sh kubectl)
 export TEST_KUBECONFIG="$dir/kube/admin.kubeconfig" TEST_KUBE_AUDIT_LOG="$dir/kube/audit.log"
+export PROMETHEUS_OPERATOR_CRDS; PROMETHEUS_OPERATOR_CRDS=$(hack/tools.sh prometheus-crds)
 export PROMTOOL; PROMTOOL=$(hack/tools.sh promtool)
 export HADOLINT; HADOLINT=$(hack/tools.sh hadolint)
 export TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$amqp_port/%2f"

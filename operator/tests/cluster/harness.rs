@@ -279,6 +279,8 @@ pub fn run(program: &Path, args: &[&str], kubeconfig: &Path, stdin: Option<&str>
     let mut child = Command::new(program)
         .args(args)
         .env("KUBECONFIG", kubeconfig)
+        // kubectl's discovery cache, private to the test run: the API changes as tests add CRDs.
+        .env("KUBECACHEDIR", std::env::temp_dir().join("analytics-kube-cache"))
         .env("HELM_CACHE_HOME", std::env::temp_dir().join("analytics-helm-cache"))
         .env("HELM_CONFIG_HOME", std::env::temp_dir().join("analytics-helm-config"))
         .env("HELM_DATA_HOME", std::env::temp_dir().join("analytics-helm-data"))

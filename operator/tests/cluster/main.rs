@@ -50,6 +50,15 @@ async fn the_chart_installs_and_the_api_server_accepts_every_manifest_and_exampl
     // The release is named after the namespace: the chart's ClusterRole is named after the release.
     let release = namespace.as_str();
     let operator = format!("{release}-operator");
+    // The Prometheus operator's CRDs, as a cluster with it has them: the chart then renders its
+    // ServiceMonitor, PodMonitor and PrometheusRule, and the API server checks them against the real schemas.
+    let crds = analytics_testkit::env("PROMETHEUS_OPERATOR_CRDS");
+    cluster.kubectl(&["apply", "--server-side", "-f", &crds], None);
+    let monitoring =
+        ["servicemonitors", "podmonitors", "prometheusrules"].map(|k| format!("crd/{k}.monitoring.coreos.com"));
+    let mut wait = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+    wait.extend(monitoring.iter().map(String::as_str));
+    cluster.kubectl(&wait, None);
     cluster.install_chart(release, &namespace, &["--set", "examplePipeline.enabled=true"]);
 
     let status: Value =
@@ -62,6 +71,19 @@ async fn the_chart_installs_and_the_api_server_accepts_every_manifest_and_exampl
     let example = Api::<AnalyticsPipeline>::namespaced(cluster.client.clone(), &namespace).get("shop").await.unwrap();
     assert_eq!(example.spec.consumers.max_replicas, 10);
     assert_eq!(example.spec.command.replicas, 2);
+    let installed = cluster.kubectl(
+        &["get", "servicemonitors,podmonitors,prometheusrules", "--namespace", &namespace, "-o", "name"],
+        None,
+    );
+    assert_eq!(
+        installed.lines().collect::<Vec<_>>(),
+        [
+            format!("servicemonitor.monitoring.coreos.com/{operator}"),
+            format!("podmonitor.monitoring.coreos.com/{release}-pipelines"),
+            format!("prometheusrule.monitoring.coreos.com/{operator}"),
+        ],
+        "the monitoring objects are installed when the cluster serves monitoring.coreos.com/v1"
+    );
 
     // Every manifest the chart renders, under the value sets a user is likely to choose, CRD included.
     let chart = repo().join("charts/analytics-pipeline");
@@ -81,11 +103,16 @@ async fn the_chart_installs_and_the_api_server_accepts_every_manifest_and_exampl
     ];
     for values in value_sets {
         let mut args = vec!["template", release, chart.to_str().unwrap(), "--namespace", &namespace, "--include-crds"];
+        args.extend_from_slice(&["--api-versions", "monitoring.coreos.com/v1"]);
         args.extend_from_slice(values);
         let rendered = cluster.helm(&args);
         let applied =
             cluster.kubectl(&["apply", "--dry-run=server", "--namespace", &namespace, "-f", "-"], Some(&rendered));
-        assert!(applied.contains(&format!("deployment.apps/{operator}")), "{values:?}: {applied}");
+        for object in
+            [format!("deployment.apps/{operator}"), format!("prometheusrule.monitoring.coreos.com/{operator}")]
+        {
+            assert!(applied.contains(&object), "{values:?}: {object} missing from {applied}");
+        }
     }
     // The examples as written; the production one names its namespace.
     let analytics = r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "analytics"}}"#;
