@@ -5,11 +5,11 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
 };
 
 use analytics_operator::crd::AnalyticsPipeline;
-use analytics_testkit::tool;
+use analytics_testkit::{run, tool, try_run};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Service, ServiceAccount},
@@ -25,17 +25,9 @@ fn chart() -> PathBuf {
     repo().join("charts/analytics-pipeline")
 }
 
-fn run(program: &Path, args: &[&str], dir: Option<&Path>) -> Output {
-    let mut command = Command::new(program);
-    command.args(args);
-    if let Some(dir) = dir {
-        command.current_dir(dir);
-    }
-    command.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
-}
-
-fn helm(args: &[&str]) -> Output {
-    run(&tool("HELM"), args, None)
+/// helm's stdout; panics with what it printed if it fails.
+fn helm(args: &[&str]) -> String {
+    run(Command::new(tool("HELM")).args(args), None)
 }
 
 /// `helm template` of the chart; panics with helm's message if it fails.
@@ -43,9 +35,7 @@ fn render(extra: &[&str]) -> Vec<Value> {
     let chart = chart();
     let mut args = vec!["template", "analytics", chart.to_str().unwrap(), "--namespace", "analytics"];
     args.extend_from_slice(extra);
-    let output = helm(&args);
-    assert!(output.status.success(), "helm template {extra:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    let documents: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8(output.stdout).unwrap()).unwrap();
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&helm(&args)).unwrap();
     documents.into_iter().filter(|d| !d.is_null()).collect()
 }
 
@@ -79,21 +69,15 @@ fn the_charts_crd_is_the_generated_one() {
 #[test]
 fn helm_lint_passes_with_the_defaults_and_every_example() {
     let chart = chart();
-    let output = helm(&["lint", "--strict", chart.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    helm(&["lint", "--strict", chart.to_str().unwrap()]);
     for (name, example) in example_specs() {
         let spec =
             format!("examplePipeline.spec={}", example["spec"].as_object().map_or_else(|| json!({}), |s| json!(s)));
-        let output = helm(&[
-            "lint",
-            "--strict",
-            chart.to_str().unwrap(),
-            "--set",
-            "examplePipeline.enabled=true",
-            "--set-json",
-            &spec,
-        ]);
-        assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stdout));
+        let args =
+            ["lint", "--strict", chart.to_str().unwrap(), "--set", "examplePipeline.enabled=true", "--set-json", &spec];
+        if let Err(failure) = try_run(Command::new(tool("HELM")).args(args), None) {
+            panic!("helm lint with examples/{name}: {failure}");
+        }
     }
 }
 
@@ -178,10 +162,9 @@ fn values_that_break_the_schema_fail_at_install_time() {
         let file = dir.join(format!("{name}.yaml"));
         std::fs::write(&file, values).unwrap();
         let chart = chart();
-        let output = helm(&["template", "analytics", chart.to_str().unwrap(), "-f", file.to_str().unwrap()]);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{name} was accepted");
-        assert!(stderr.contains("schema"), "{name} fails on the schema: {stderr}");
+        let args = ["template", "analytics", chart.to_str().unwrap(), "-f", file.to_str().unwrap()];
+        let Err(failure) = try_run(Command::new(tool("HELM")).args(args), None) else { panic!("{name} was accepted") };
+        assert!(failure.contains("schema"), "{name} fails on the schema: {failure}");
     }
 }
 
@@ -222,21 +205,9 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
     std::fs::write(dir.join("rules.yaml"), serde_json::to_string(&rule["spec"]).unwrap()).unwrap();
     std::fs::copy(chart().join("tests/alerts.test.yaml"), dir.join("alerts.test.yaml")).unwrap();
     let promtool = tool("PROMTOOL");
-    let check = run(&promtool, &["check", "rules", "rules.yaml"], Some(&dir));
-    assert!(
-        check.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    assert!(String::from_utf8_lossy(&check.stdout).contains("SUCCESS: 4 rules found"));
-    let test = run(&promtool, &["test", "rules", "alerts.test.yaml"], Some(&dir));
-    assert!(
-        test.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&test.stdout),
-        String::from_utf8_lossy(&test.stderr)
-    );
+    let check = run(Command::new(&promtool).args(["check", "rules", "rules.yaml"]).current_dir(&*dir), None);
+    assert!(check.contains("SUCCESS: 4 rules found"), "{check}");
+    run(Command::new(&promtool).args(["test", "rules", "alerts.test.yaml"]).current_dir(&*dir), None);
 }
 
 #[test]
@@ -315,8 +286,7 @@ fn dockerfile_targets() -> Vec<String> {
 
 #[test]
 fn the_dockerfile_passes_hadolint_and_builds_four_non_root_images() {
-    let output = run(&tool("HADOLINT"), &["Dockerfile"], Some(&repo()));
-    assert!(output.status.success(), "hadolint:\n{}", String::from_utf8_lossy(&output.stdout));
+    run(Command::new(tool("HADOLINT")).arg("Dockerfile").current_dir(repo()), None);
     let targets = dockerfile_targets();
     for image in ["command", "consumer", "query", "operator"] {
         assert!(targets.contains(&image.to_owned()), "a {image} target in {targets:?}");
@@ -378,9 +348,8 @@ fn kind_maps_the_node_ports_that_skaffolds_example_pipeline_uses() {
             .map_or_else(|| value.to_string(), |v| if v.starts_with("{{") { "x".to_owned() } else { v.to_owned() });
         args.extend(["--set".to_owned(), format!("{key}={value}")]);
     }
-    let output = helm(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let documents: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8(output.stdout).unwrap()).unwrap();
+    let rendered = helm(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&rendered).unwrap();
     let pipeline = documents.iter().find(|d| d["kind"] == "AnalyticsPipeline").unwrap();
     let typed: AnalyticsPipeline = serde_json::from_value(pipeline.clone()).unwrap();
     assert_eq!(typed.spec.query.node_port, Some(30081));

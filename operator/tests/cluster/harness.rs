@@ -6,12 +6,12 @@ use std::{
     fs,
     io::{Read, Seek, SeekFrom},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
 use analytics_operator::crd::AnalyticsPipeline;
-use analytics_testkit::{env, eventually, tool};
+use analytics_testkit::{env, eventually, run, tool};
 use k8s_openapi::{
     api::{
         authentication::v1::{TokenRequest, TokenRequestSpec},
@@ -46,12 +46,12 @@ impl Cluster {
 
     /// Runs kubectl (a real one, `KUBECTL`) as the administrator; returns stdout, or panics with stderr.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
-        run(&tool("KUBECTL"), args, &self.kubeconfig, stdin).unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+        run(&mut command(&tool("KUBECTL"), args, &self.kubeconfig), stdin)
     }
 
     /// Runs helm (a real one, `HELM`) as the administrator.
     pub fn helm(&self, args: &[&str]) -> String {
-        run(&tool("HELM"), args, &self.kubeconfig, None).unwrap_or_else(|e| panic!("helm {args:?}: {e}"))
+        run(&mut command(&tool("HELM"), args, &self.kubeconfig), None)
     }
 
     /// A new namespace with the chart installed into it (its ServiceAccount, ClusterRole and binding), and a
@@ -273,31 +273,18 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Runs `program` against `kubeconfig`; stdout on success, the exit status and stderr otherwise.
-pub fn run(program: &Path, args: &[&str], kubeconfig: &Path, stdin: Option<&str>) -> Result<String, String> {
-    use std::io::Write;
-    let mut child = Command::new(program)
+/// `program` with `args`, talking to the cluster as `kubeconfig`, with caches private to the test run.
+pub fn command(program: &Path, args: &[&str], kubeconfig: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
         .args(args)
         .env("KUBECONFIG", kubeconfig)
-        // kubectl's discovery cache, private to the test run: the API changes as tests add CRDs.
+        // kubectl's discovery cache: the API changes as tests add CRDs.
         .env("KUBECACHEDIR", std::env::temp_dir().join("analytics-kube-cache"))
         .env("HELM_CACHE_HOME", std::env::temp_dir().join("analytics-helm-cache"))
         .env("HELM_CONFIG_HOME", std::env::temp_dir().join("analytics-helm-config"))
-        .env("HELM_DATA_HOME", std::env::temp_dir().join("analytics-helm-data"))
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    }
-    let output = child.wait_with_output().unwrap();
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr)))
-    }
+        .env("HELM_DATA_HOME", std::env::temp_dir().join("analytics-helm-data"));
+    command
 }
 
 pub fn free_port() -> u16 {

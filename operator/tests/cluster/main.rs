@@ -155,10 +155,10 @@ async fn the_api_server_rejects_an_invalid_spec() {
         assert_eq!(status.code, 422, "{spec}: {status:?}");
         assert!(status.message.contains(expected), "{spec}: expected {expected:?} in {:?}", status.message);
         // kubectl's server-side dry run gives the same verdict.
-        let dry_run = harness::run(
-            &analytics_testkit::tool("KUBECTL"),
-            &["apply", "--dry-run=server", "--namespace", &namespace, "-f", "-"],
-            &cluster.kubeconfig,
+        let kubectl = analytics_testkit::tool("KUBECTL");
+        let args = ["apply", "--dry-run=server", "--namespace", &namespace, "-f", "-"];
+        let dry_run = analytics_testkit::try_run(
+            &mut harness::command(&kubectl, &args, &cluster.kubeconfig),
             Some(&object.to_string()),
         );
         assert!(dry_run.is_err_and(|e| e.contains(expected)), "{spec}: kubectl accepted it");

@@ -5,8 +5,9 @@
 #![allow(clippy::unwrap_used)]
 
 use std::{
+    io::Write,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -29,6 +30,36 @@ pub fn tool(variable: &str) -> PathBuf {
     let path = PathBuf::from(env(variable));
     assert!(path.exists(), "{variable}={} does not exist", path.display());
     path
+}
+
+/// Runs `command`, with `stdin` as its input if given: its stdout if it succeeds, otherwise its exit
+/// status, stdout and stderr. Panics only if the program cannot be started.
+pub fn try_run(command: &mut Command, stdin: Option<&str>) -> Result<String, String> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{}\n{stdout}{}", output.status, String::from_utf8_lossy(&output.stderr)))
+    }
+}
+
+/// [`try_run`] that must succeed: its stdout, or a panic naming the command and what it printed.
+pub fn run(command: &mut Command, stdin: Option<&str>) -> String {
+    try_run(command, stdin).unwrap_or_else(|failure| {
+        let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        panic!("{} {args:?} failed: {failure}", command.get_program().to_string_lossy())
+    })
 }
 
 /// The shared test broker.
