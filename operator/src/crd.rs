@@ -65,63 +65,107 @@ pub struct AnalyticsPipelineSpec {
     pub deletion_policy: DeletionPolicy,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Images for this pipeline only. Each one left out is the operator's default for it, which the chart
+/// sets (its `images` values), so that a private or air-gapped registry is one setting for every pipeline.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Images {
-    #[serde(default = "Image::command")]
-    pub command: Image,
-    #[serde(default = "Image::consumer")]
-    pub consumer: Image,
-    #[serde(default = "Image::query")]
-    pub query: Image,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Image>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<Image>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<Image>,
+    /// The managed PostgreSQL: an image with the official `postgres` image's environment contract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<Image>,
+    /// The managed RabbitMQ: an image with the official `rabbitmq` image's environment contract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rabbitmq: Option<Image>,
 }
 
-impl Default for Images {
-    fn default() -> Self {
-        Self { command: Image::command(), consumer: Image::consumer(), query: Image::query() }
-    }
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Image {
     pub repository: String,
-    /// Defaults to the operator's own version.
-    #[serde(default = "default_tag")]
     pub tag: String,
     #[serde(default)]
     pub pull_policy: PullPolicy,
 }
 
-/// Images are published as `<registry>/analytics-<service>:<version>`.
-pub const IMAGE_REGISTRY: &str = "ghcr.io/analytics-pipeline";
-
 impl Image {
-    fn named(service: &str) -> Self {
-        Self {
-            repository: format!("{IMAGE_REGISTRY}/analytics-{service}"),
-            tag: default_tag(),
-            pull_policy: PullPolicy::default(),
-        }
-    }
-    fn command() -> Self {
-        Self::named("command")
-    }
-    fn consumer() -> Self {
-        Self::named("consumer")
-    }
-    fn query() -> Self {
-        Self::named("query")
-    }
-
     /// `repository:tag`.
     pub fn reference(&self) -> String {
         format!("{}:{}", self.repository, self.tag)
     }
 }
 
-fn default_tag() -> String {
-    env!("CARGO_PKG_VERSION").to_owned()
+/// `REPOSITORY:TAG`, as the operator's image flags take it; the pull policy is the default.
+impl std::str::FromStr for Image {
+    type Err = String;
+
+    fn from_str(reference: &str) -> Result<Self, Self::Err> {
+        // The tag is after the last colon that follows the last slash (a registry may have a port).
+        let name_start = reference.rfind('/').map_or(0, |slash| slash + 1);
+        match reference[name_start..].rfind(':').map(|colon| name_start + colon) {
+            Some(colon) if colon > 0 && colon + 1 < reference.len() && !reference.contains('@') => Ok(Self {
+                repository: reference[..colon].to_owned(),
+                tag: reference[colon + 1..].to_owned(),
+                pull_policy: PullPolicy::default(),
+            }),
+            _ => Err(format!("expected REPOSITORY:TAG, got {reference:?}")),
+        }
+    }
+}
+
+/// Every image a pipeline runs: the operator's defaults, or those with a pipeline's overrides applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageSet {
+    pub command: Image,
+    pub consumer: Image,
+    pub query: Image,
+    pub postgres: Image,
+    pub rabbitmq: Image,
+}
+
+/// The project's images are published as `<registry>/analytics-<service>:<version>`.
+pub const IMAGE_REGISTRY: &str = "ghcr.io/analytics-pipeline";
+
+impl Default for ImageSet {
+    /// The published images of this version, and the official PostgreSQL and RabbitMQ images.
+    fn default() -> Self {
+        let ours = |service: &str| Image {
+            repository: format!("{IMAGE_REGISTRY}/analytics-{service}"),
+            tag: env!("CARGO_PKG_VERSION").to_owned(),
+            pull_policy: PullPolicy::default(),
+        };
+        let official = |repository: &str, tag: &str| Image {
+            repository: repository.to_owned(),
+            tag: tag.to_owned(),
+            pull_policy: PullPolicy::default(),
+        };
+        Self {
+            command: ours("command"),
+            consumer: ours("consumer"),
+            query: ours("query"),
+            postgres: official("postgres", "16"),
+            rabbitmq: official("rabbitmq", "3.13-management"),
+        }
+    }
+}
+
+impl ImageSet {
+    /// These images, with the ones `overrides` names replaced.
+    pub fn with_overrides(&self, overrides: &Images) -> Self {
+        let pick = |image: &Option<Image>, default: &Image| image.clone().unwrap_or_else(|| default.clone());
+        Self {
+            command: pick(&overrides.command, &self.command),
+            consumer: pick(&overrides.consumer, &self.consumer),
+            query: pick(&overrides.query, &self.query),
+            postgres: pick(&overrides.postgres, &self.postgres),
+            rabbitmq: pick(&overrides.rabbitmq, &self.rabbitmq),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
@@ -130,6 +174,17 @@ pub enum PullPolicy {
     #[default]
     IfNotPresent,
     Never,
+}
+
+impl PullPolicy {
+    /// The name Kubernetes uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
 }
 
 /// One of the two HTTP APIs.
@@ -240,26 +295,13 @@ pub struct PostgresSpec {
     pub external: Option<ExternalPostgres>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedPostgres {
-    /// PostgreSQL major version (the `postgres:<version>` image).
-    #[serde(default = "postgres_version")]
-    pub version: String,
     #[serde(default)]
     pub storage: Storage,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-}
-
-impl Default for ManagedPostgres {
-    fn default() -> Self {
-        Self { version: postgres_version(), storage: Storage::default(), resources: None }
-    }
-}
-
-fn postgres_version() -> String {
-    "16".to_owned()
 }
 
 /// Managed cloud databases: Secrets that hold their connection URLs.
@@ -281,26 +323,13 @@ pub struct RabbitmqSpec {
     pub external: Option<ExternalRabbitmq>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedRabbitmq {
-    /// RabbitMQ version (the `rabbitmq:<version>-management` image).
-    #[serde(default = "rabbitmq_version")]
-    pub version: String,
     #[serde(default)]
     pub storage: Storage,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-}
-
-impl Default for ManagedRabbitmq {
-    fn default() -> Self {
-        Self { version: rabbitmq_version(), storage: Storage::default(), resources: None }
-    }
-}
-
-fn rabbitmq_version() -> String {
-    "3.13".to_owned()
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

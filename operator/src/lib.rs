@@ -90,7 +90,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::crd::{AnalyticsPipeline, DeletionPolicy, PullPolicy, ServiceType};
+    use crate::crd::{AnalyticsPipeline, DeletionPolicy, ImageSet, Images, ServiceType};
 
     #[test]
     fn the_committed_crd_is_what_the_types_generate() {
@@ -134,11 +134,11 @@ mod tests {
         assert_eq!((spec.consumers.replicas, spec.consumers.min_replicas, spec.consumers.max_replicas), (None, 1, 10));
         assert_eq!(spec.consumers.target_queue_depth_per_replica, 1000);
         assert_eq!(spec.consumers.scale_down_stabilization_seconds, 300);
+        assert_eq!(spec.images, Images::default(), "no image overrides: the operator's defaults apply");
         assert_eq!(
-            spec.images.consumer.reference(),
+            ImageSet::default().consumer.reference(),
             format!("ghcr.io/analytics-pipeline/analytics-consumer:{}", env!("CARGO_PKG_VERSION"))
         );
-        assert_eq!(spec.images.query.pull_policy, PullPolicy::IfNotPresent);
         assert_eq!(
             (spec.postgres.managed.is_none(), spec.postgres.external.is_none()),
             (true, true),

@@ -7,7 +7,7 @@ use analytics_kit::http::{Check, Readiness, ops_router};
 use analytics_operator::{
     children::MANAGED_BY,
     controller::{self, Context},
-    crd::AnalyticsPipeline,
+    crd::{AnalyticsPipeline, Image, ImageSet, Images},
     metrics::Metrics,
     observe::{ClusterObserver, ConnectTo},
 };
@@ -70,6 +70,43 @@ struct Config {
     /// resolve. Applies to the queue-depth and sync-status reads.
     #[arg(long = "connect-to", env = "OPERATOR_CONNECT_TO", value_delimiter = ',')]
     connect_to: Vec<ConnectTo>,
+
+    #[command(flatten)]
+    images: DefaultImages,
+}
+
+/// The images every pipeline runs unless its `spec.images` names others (REPOSITORY:TAG); the chart sets
+/// them from its `images` values. Unset, they are this version's published images and the official
+/// PostgreSQL and RabbitMQ images.
+#[derive(Debug, clap::Args)]
+struct DefaultImages {
+    /// The command service's image.
+    #[arg(long, env = "COMMAND_IMAGE")]
+    command_image: Option<Image>,
+    /// The consumer service's image (its `migrate` also prepares the read schema).
+    #[arg(long, env = "CONSUMER_IMAGE")]
+    consumer_image: Option<Image>,
+    /// The query service's image.
+    #[arg(long, env = "QUERY_IMAGE")]
+    query_image: Option<Image>,
+    /// The managed PostgreSQL's image (the official `postgres` image's environment contract).
+    #[arg(long, env = "POSTGRES_IMAGE")]
+    postgres_image: Option<Image>,
+    /// The managed RabbitMQ's image (the official `rabbitmq` image's environment contract).
+    #[arg(long, env = "RABBITMQ_IMAGE")]
+    rabbitmq_image: Option<Image>,
+}
+
+impl DefaultImages {
+    fn image_set(&self) -> ImageSet {
+        ImageSet::default().with_overrides(&Images {
+            command: self.command_image.clone(),
+            consumer: self.consumer_image.clone(),
+            query: self.query_image.clone(),
+            postgres: self.postgres_image.clone(),
+            rabbitmq: self.rabbitmq_image.clone(),
+        })
+    }
 }
 
 #[tokio::main]
@@ -95,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
         Recorder::new(client.clone(), reporter),
         metrics,
         Arc::new(ClusterObserver::new(client.clone(), config.connect_to.clone())),
+        config.images.image_set(),
     ));
 
     if config.no_leader_election {

@@ -6,8 +6,11 @@ use k8s_openapi::api::{
     core::v1::{Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, Probe, Service, VolumeMount},
 };
 
-use super::{ERLANG_COOKIE_KEY, RABBITMQ_PASSWORD_KEY, credential, databases::stateful, headless_service, name};
-use crate::crd::{AnalyticsPipeline, ManagedRabbitmq};
+use super::{
+    ERLANG_COOKIE_KEY, RABBITMQ_PASSWORD_KEY, ReadOnlyRoot, container_security, credential, databases::stateful,
+    headless_service, name,
+};
+use crate::crd::{AnalyticsPipeline, Image, ManagedRabbitmq};
 
 const COMPONENT: &str = "rabbitmq";
 pub const PORT: i32 = 5672;
@@ -30,14 +33,15 @@ pub fn service(pipeline: &AnalyticsPipeline) -> Service {
     headless_service(pipeline, COMPONENT, &[("amqp", PORT), ("management", 15672)])
 }
 
-pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &ManagedRabbitmq) -> StatefulSet {
+pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &ManagedRabbitmq, image: &Image) -> StatefulSet {
     let secret =
         |key: &str| EnvVarSource { secret_key_ref: Some(credential(pipeline, key)), ..EnvVarSource::default() };
     let diagnostics =
         |check: &str| ExecAction { command: Some(vec!["rabbitmq-diagnostics".into(), "-q".into(), check.into()]) };
     let container = Container {
         name: COMPONENT.to_owned(),
-        image: Some(format!("rabbitmq:{}-management", managed.version)),
+        image: Some(image.reference()),
+        image_pull_policy: Some(image.pull_policy.as_str().to_owned()),
         ports: Some(vec![
             ContainerPort { name: Some("amqp".into()), container_port: PORT, ..ContainerPort::default() },
             ContainerPort { name: Some("management".into()), container_port: 15672, ..ContainerPort::default() },
@@ -69,6 +73,7 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &ManagedRabbitmq) -> 
             ..Probe::default()
         }),
         resources: managed.resources.clone(),
+        security_context: Some(container_security(ReadOnlyRoot::No)),
         volume_mounts: Some(vec![VolumeMount {
             name: "data".into(),
             mount_path: "/var/lib/rabbitmq".into(),

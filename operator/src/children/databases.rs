@@ -19,8 +19,11 @@ use k8s_openapi::{
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector},
 };
 
-use super::{POSTGRES_PASSWORD_KEY, credential, headless_service, labels, metadata, name, pod_security, selector};
-use crate::crd::{AnalyticsPipeline, DeletionPolicy, ManagedPostgres, Storage};
+use super::{
+    POSTGRES_PASSWORD_KEY, ReadOnlyRoot, container_security, credential, headless_service, labels, metadata, name,
+    pod_security, selector,
+};
+use crate::crd::{AnalyticsPipeline, DeletionPolicy, Image, ManagedPostgres, Storage};
 
 const COMPONENT: &str = "postgres";
 pub const PORT: i32 = 5432;
@@ -58,7 +61,7 @@ pub fn service(pipeline: &AnalyticsPipeline) -> Service {
     headless_service(pipeline, COMPONENT, &[("postgres", PORT)])
 }
 
-pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &ManagedPostgres) -> StatefulSet {
+pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &ManagedPostgres, image: &Image) -> StatefulSet {
     let is_ready = Probe {
         exec: Some(ExecAction {
             command: Some(vec!["pg_isready".into(), "-U".into(), USER.into(), "-d".into(), WRITE_DATABASE.into()]),
@@ -68,7 +71,8 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &ManagedPostgres) -> 
     };
     let container = Container {
         name: COMPONENT.to_owned(),
-        image: Some(format!("postgres:{}", managed.version)),
+        image: Some(image.reference()),
+        image_pull_policy: Some(image.pull_policy.as_str().to_owned()),
         ports: Some(vec![ContainerPort {
             name: Some("postgres".into()),
             container_port: PORT,
@@ -94,6 +98,7 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &ManagedPostgres) -> 
         readiness_probe: Some(is_ready.clone()),
         liveness_probe: Some(Probe { period_seconds: Some(10), failure_threshold: Some(6), ..is_ready }),
         resources: managed.resources.clone(),
+        security_context: Some(container_security(ReadOnlyRoot::No)),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "data".into(),

@@ -16,13 +16,16 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
-        core::v1::{ConfigMap, PodSecurityContext, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec},
+        core::v1::{
+            Capabilities, ConfigMap, PodSecurityContext, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
+            Service, ServicePort, ServiceSpec,
+        },
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 use kube::{Resource, ResourceExt};
 
-use crate::crd::AnalyticsPipeline;
+use crate::crd::{AnalyticsPipeline, ImageSet};
 
 /// The label that ties every child to its pipeline.
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
@@ -45,21 +48,22 @@ pub struct Observed {
     pub consumer_replicas: i32,
 }
 
-/// The desired children of `pipeline`.
-pub fn desired(pipeline: &AnalyticsPipeline, observed: Observed) -> Children {
+/// The desired children of `pipeline`, with the operator's default `images` unless the spec overrides them.
+pub fn desired(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Observed) -> Children {
+    let images = images.with_overrides(&pipeline.spec.images);
     let mut children =
         Children { config_maps: Vec::new(), services: Vec::new(), stateful_sets: Vec::new(), deployments: Vec::new() };
     if let Some(managed) = databases::managed(pipeline) {
         children.config_maps.push(databases::init_script(pipeline));
         children.services.push(databases::service(pipeline));
-        children.stateful_sets.push(databases::stateful_set(pipeline, &managed));
+        children.stateful_sets.push(databases::stateful_set(pipeline, &managed, &images.postgres));
     }
     if let Some(managed) = broker::managed(pipeline) {
         children.services.push(broker::service(pipeline));
-        children.stateful_sets.push(broker::stateful_set(pipeline, &managed));
+        children.stateful_sets.push(broker::stateful_set(pipeline, &managed, &images.rabbitmq));
     }
     children.services.extend(services::services(pipeline));
-    children.deployments.extend(services::deployments(pipeline, observed));
+    children.deployments.extend(services::deployments(pipeline, &images, observed));
     children
 }
 
@@ -139,7 +143,26 @@ pub fn pod_security(user: i64) -> PodSecurityContext {
         run_as_user: Some(user),
         run_as_group: Some(user),
         fs_group: Some(user),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
         ..PodSecurityContext::default()
+    }
+}
+
+/// Whether a container's root file system is read-only (the databases' images write beside their data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOnlyRoot {
+    Yes,
+    No,
+}
+
+/// A container as the `restricted` Pod Security Standard asks (with [`pod_security`]): no privilege
+/// escalation and no capabilities.
+pub fn container_security(read_only_root: ReadOnlyRoot) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(read_only_root == ReadOnlyRoot::Yes),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+        ..SecurityContext::default()
     }
 }
 

@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::{
-        apps::v1::{Deployment, DeploymentSpec},
+        apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         core::v1::{
-            Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec,
-            Probe, ResourceRequirements, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
+            Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec,
+            PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector, Service, ServicePort, ServiceSpec,
+            SleepAction,
         },
     },
     apimachinery::pkg::{
@@ -22,10 +23,10 @@ use k8s_openapi::{
 };
 
 use super::{
-    Observed, POSTGRES_PASSWORD_KEY, RABBITMQ_PASSWORD_KEY, broker, credential, databases, labels, metadata,
-    pod_security, selector,
+    Observed, POSTGRES_PASSWORD_KEY, RABBITMQ_PASSWORD_KEY, ReadOnlyRoot, broker, container_security, credential,
+    databases, labels, metadata, pod_security, selector,
 };
-use crate::crd::{AnalyticsPipeline, Image, SecretKeyRef, ServiceType};
+use crate::crd::{AnalyticsPipeline, Image, ImageSet, SecretKeyRef, ServiceType};
 
 pub const COMMAND_PORT: i32 = 8080;
 pub const QUERY_PORT: i32 = 8081;
@@ -40,47 +41,50 @@ enum Database {
     Read,
 }
 
-pub fn deployments(pipeline: &AnalyticsPipeline, observed: Observed) -> Vec<Deployment> {
+pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Observed) -> Vec<Deployment> {
     let spec = &pipeline.spec;
     vec![
         deployment(
             pipeline,
             Workload {
                 component: "command",
-                image: &spec.images.command,
+                image: &images.command,
                 args: vec!["serve".into(), "--listen".into(), format!("0.0.0.0:{COMMAND_PORT}")],
                 port: COMMAND_PORT,
                 replicas: spec.command.replicas,
                 database: Database::Write,
-                migrate: Some(&spec.images.command),
+                migrate: Some(&images.command),
                 resources: spec.command.resources.clone(),
+                behind_service: true,
             },
         ),
         deployment(
             pipeline,
             Workload {
                 component: "consumer",
-                image: &spec.images.consumer,
+                image: &images.consumer,
                 args: vec!["serve".into(), "--listen".into(), format!("0.0.0.0:{CONSUMER_PORT}")],
                 port: CONSUMER_PORT,
                 replicas: observed.consumer_replicas,
                 database: Database::Read,
-                migrate: Some(&spec.images.consumer),
+                migrate: Some(&images.consumer),
                 resources: spec.consumers.resources.clone(),
+                behind_service: false,
             },
         ),
         deployment(
             pipeline,
             Workload {
                 component: "query",
-                image: &spec.images.query,
+                image: &images.query,
                 args: vec!["--listen".into(), format!("0.0.0.0:{QUERY_PORT}")],
                 port: QUERY_PORT,
                 replicas: spec.query.replicas,
                 database: Database::Read,
                 // The consumer owns the read schema; the query service waits for it the same way.
-                migrate: Some(&spec.images.consumer),
+                migrate: Some(&images.consumer),
                 resources: spec.query.resources.clone(),
+                behind_service: true,
             },
         ),
     ]
@@ -126,7 +130,14 @@ struct Workload<'a> {
     /// The image whose `migrate` runs before the service starts.
     migrate: Option<&'a Image>,
     resources: Option<ResourceRequirements>,
+    /// Whether a Service sends it requests: then a stopping pod keeps serving until the endpoints have
+    /// dropped it, and a rollout adds the new pod before it removes an old one.
+    behind_service: bool,
 }
+
+/// How long a stopping API pod goes on serving: kube-proxy and other clients' endpoint watches need a
+/// moment to stop sending it new connections (then the service drains gracefully on SIGTERM).
+const DEREGISTRATION_SECONDS: i64 = 5;
 
 fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deployment {
     let env = environment(pipeline, workload.database);
@@ -142,7 +153,7 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
     let container = Container {
         name: workload.component.to_owned(),
         image: Some(workload.image.reference()),
-        image_pull_policy: Some(format!("{:?}", workload.image.pull_policy)),
+        image_pull_policy: Some(workload.image.pull_policy.as_str().to_owned()),
         args: Some(workload.args),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
@@ -153,17 +164,24 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
         liveness_probe: Some(http_probe("/healthz", 10)),
         readiness_probe: Some(http_probe("/readyz", 5)),
         resources: workload.resources.clone(),
-        security_context: Some(restricted()),
+        security_context: Some(container_security(ReadOnlyRoot::Yes)),
+        lifecycle: workload.behind_service.then(|| Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction { seconds: DEREGISTRATION_SECONDS }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         ..Container::default()
     };
     let init_containers = workload.migrate.map(|image| {
         vec![Container {
             name: "migrate".to_owned(),
             image: Some(image.reference()),
-            image_pull_policy: Some(format!("{:?}", image.pull_policy)),
+            image_pull_policy: Some(image.pull_policy.as_str().to_owned()),
             args: Some(vec!["migrate".into()]),
             env: Some(env),
-            security_context: Some(restricted()),
+            security_context: Some(container_security(ReadOnlyRoot::Yes)),
             ..Container::default()
         }]
     });
@@ -196,19 +214,16 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
                     ..PodSpec::default()
                 }),
             },
+            strategy: workload.behind_service.then(|| DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
-    }
-}
-
-/// No privilege escalation, no capabilities, a read-only root file system.
-fn restricted() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
-        ..SecurityContext::default()
     }
 }
 

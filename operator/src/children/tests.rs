@@ -6,12 +6,12 @@ use serde_json::json;
 
 use super::{Children, Observed, credentials_secret, desired, fixtures::pipeline};
 use crate::crd::{
-    AnalyticsPipelineSpec, ApiSpec, ConsumerSpec, DeletionPolicy, ExternalPostgres, ExternalRabbitmq, PostgresSpec,
-    RabbitmqSpec, SecretKeyRef, ServiceType,
+    AnalyticsPipelineSpec, ApiSpec, ConsumerSpec, DeletionPolicy, ExternalPostgres, ExternalRabbitmq, Image, ImageSet,
+    Images, PostgresSpec, PullPolicy, RabbitmqSpec, SecretKeyRef, ServiceType,
 };
 
 fn children(spec: AnalyticsPipelineSpec) -> Children {
-    desired(&pipeline(spec), Observed { consumer_replicas: 3 })
+    desired(&pipeline(spec), &ImageSet::default(), Observed { consumer_replicas: 3 })
 }
 
 fn names<K: kube::Resource>(objects: &[K]) -> Vec<String> {
@@ -215,4 +215,67 @@ fn the_credentials_secret_has_generated_values_and_no_owner() {
     let mut values: Vec<_> = data.values().collect();
     values.dedup();
     assert_eq!(values.len(), 3);
+}
+
+/// `(container image, pull policy)` of every container and init container, by child name.
+fn images_of(children: &Children) -> Vec<(String, String, String)> {
+    let pods =
+        children.deployments.iter().map(|d| (d.name_any(), d.spec.clone().unwrap().template.spec.unwrap())).chain(
+            children.stateful_sets.iter().map(|s| (s.name_any(), s.spec.clone().unwrap().template.spec.unwrap())),
+        );
+    pods.flat_map(|(name, pod)| {
+        pod.init_containers
+            .unwrap_or_default()
+            .into_iter()
+            .chain(pod.containers)
+            .map(move |c| (name.clone(), c.image.unwrap(), c.image_pull_policy.unwrap()))
+    })
+    .collect()
+}
+
+#[test]
+fn every_image_is_the_operators_default_unless_the_pipeline_overrides_it() {
+    let defaults = ImageSet {
+        command: "mirror.internal:5000/shop/command:1.0".parse().unwrap(),
+        consumer: "mirror.internal:5000/shop/consumer:1.0".parse().unwrap(),
+        query: "mirror.internal:5000/shop/query:1.0".parse().unwrap(),
+        postgres: "mirror.internal:5000/postgres:15".parse().unwrap(),
+        rabbitmq: "mirror.internal:5000/rabbitmq:3.10-management".parse().unwrap(),
+    };
+    let from_defaults =
+        desired(&pipeline(AnalyticsPipelineSpec::default()), &defaults, Observed { consumer_replicas: 1 });
+    let by = |name: &str, image: &str| (name.to_owned(), image.to_owned(), "IfNotPresent".to_owned());
+    assert_eq!(
+        images_of(&from_defaults),
+        [
+            by("shop-command", "mirror.internal:5000/shop/command:1.0"),
+            by("shop-command", "mirror.internal:5000/shop/command:1.0"),
+            by("shop-consumer", "mirror.internal:5000/shop/consumer:1.0"),
+            by("shop-consumer", "mirror.internal:5000/shop/consumer:1.0"),
+            by("shop-query", "mirror.internal:5000/shop/consumer:1.0"),
+            by("shop-query", "mirror.internal:5000/shop/query:1.0"),
+            by("shop-postgres", "mirror.internal:5000/postgres:15"),
+            by("shop-rabbitmq", "mirror.internal:5000/rabbitmq:3.10-management"),
+        ]
+    );
+
+    let pinned = Image { repository: "pg.example/pg".into(), tag: "16.4".into(), pull_policy: PullPolicy::Always };
+    let spec = AnalyticsPipelineSpec {
+        images: Images { postgres: Some(pinned), ..Images::default() },
+        ..AnalyticsPipelineSpec::default()
+    };
+    let overridden = images_of(&desired(&pipeline(spec), &defaults, Observed { consumer_replicas: 1 }));
+    assert!(overridden.contains(&("shop-postgres".into(), "pg.example/pg:16.4".into(), "Always".into())));
+    assert!(overridden.contains(&by("shop-rabbitmq", "mirror.internal:5000/rabbitmq:3.10-management")));
+    assert!(overridden.contains(&by("shop-command", "mirror.internal:5000/shop/command:1.0")));
+}
+
+#[test]
+fn an_image_flag_is_repository_and_tag() {
+    let image: Image = "registry:5000/team/app:v1.2".parse().unwrap();
+    assert_eq!((image.repository.as_str(), image.tag.as_str()), ("registry:5000/team/app", "v1.2"));
+    assert_eq!(image.reference(), "registry:5000/team/app:v1.2");
+    for bad in ["registry:5000/team/app", "app", "app:", ":v1", "app@sha256:abc"] {
+        assert!(bad.parse::<Image>().is_err(), "{bad} has no tag");
+    }
 }

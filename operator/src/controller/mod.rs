@@ -37,7 +37,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     children::{self, INSTANCE_LABEL, Observed},
-    crd::{AnalyticsPipeline, AnalyticsPipelineStatus, DeletionPolicy, Endpoints, Phase},
+    crd::{AnalyticsPipeline, AnalyticsPipelineStatus, DeletionPolicy, Endpoints, ImageSet, Phase},
     metrics::Metrics,
     observe::Observer,
     scaling::{Policy, Stabilizer},
@@ -74,6 +74,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub observer: Arc<dyn Observer>,
+    /// The images of a pipeline whose spec names none.
+    pub images: ImageSet,
     /// Scale-down stabilization per pipeline (`namespace/name`); lost on restart, which only delays a
     /// scale-down.
     pub scalers: Mutex<HashMap<String, Stabilizer<Instant>>>,
@@ -82,8 +84,14 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, recorder: Recorder, metrics: Metrics, observer: Arc<dyn Observer>) -> Self {
-        Self { client, recorder, metrics, observer, scalers: Mutex::default(), failures: Mutex::default() }
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: Metrics,
+        observer: Arc<dyn Observer>,
+        images: ImageSet,
+    ) -> Self {
+        Self { client, recorder, metrics, observer, images, scalers: Mutex::default(), failures: Mutex::default() }
     }
 }
 
@@ -173,7 +181,7 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
         publish(ctx, pipeline, EventType::Normal, "Scaled", &note).await;
     }
 
-    let desired = children::desired(pipeline, Observed { consumer_replicas });
+    let desired = children::desired(pipeline, &ctx.images, Observed { consumer_replicas });
     for config_map in desired.config_maps {
         apply_child(&Api::<ConfigMap>::namespaced(client.clone(), &namespace), config_map).await?;
     }

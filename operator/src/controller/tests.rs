@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{Context, FINALIZER, SPEC_HASH, reconcile};
 use crate::{
     children::fixtures,
-    crd::{AnalyticsPipeline, AnalyticsPipelineSpec, ApiSpec, ConsumerSpec, DeletionPolicy},
+    crd::{AnalyticsPipeline, AnalyticsPipelineSpec, ApiSpec, ConsumerSpec, DeletionPolicy, ImageSet},
     fake_api::FakeApi,
     metrics::Metrics,
     observe::{Observer, SyncStatus},
@@ -54,7 +54,7 @@ impl Harness {
         let recorder =
             Recorder::new(client.clone(), Reporter { controller: "analytics-operator".into(), instance: None });
         let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
-        let ctx = Arc::new(Context::new(client, recorder, metrics, script.clone()));
+        let ctx = Arc::new(Context::new(client, recorder, metrics, script.clone(), ImageSet::default()));
         Self { fake, script, ctx }
     }
 

@@ -15,7 +15,7 @@ use analytics_events::Topology;
 use analytics_operator::{
     children::{self, Observed},
     controller::FIELD_MANAGER,
-    crd::{AnalyticsPipeline, Phase},
+    crd::{AnalyticsPipeline, ImageSet, Phase},
 };
 use analytics_testkit::{PrivateBroker, eventually};
 use harness::{Cluster, Operator, TIMEOUT, condition, create_pipeline, make_pods_ready, pipeline_until, repo};
@@ -188,7 +188,7 @@ async fn a_managed_pipeline_is_reconciled_edited_left_alone_and_deleted_keeping_
 
     // Every child exists, owned by the pipeline, and already holds everything the operator would apply:
     // a server-side dry-run apply of the desired object changes nothing in its spec.
-    let desired = children::desired(&provisioning, Observed { consumer_replicas: 1 });
+    let desired = children::desired(&provisioning, &ImageSet::default(), Observed { consumer_replicas: 1 });
     let names = |objects: &[ConfigMap]| objects.iter().map(ResourceExt::name_any).collect::<Vec<_>>();
     assert_eq!(names(&desired.config_maps), ["shop-postgres-init"]);
     for object in desired.config_maps {
@@ -238,13 +238,14 @@ async fn a_managed_pipeline_is_reconciled_edited_left_alone_and_deleted_keeping_
     settle(&cluster, &tenant.username).await;
     let mark = cluster.audit_mark();
     let pipelines: Api<AnalyticsPipeline> = Api::namespaced(client.clone(), namespace);
-    let edit = json!({"spec": {"command": {"replicas": 2}, "images": {"command": {"tag": "edited"}}}});
+    let override_image = json!({"repository": "registry.example.com/analytics-command", "tag": "edited"});
+    let edit = json!({"spec": {"command": {"replicas": 2}, "images": {"command": override_image}}});
     pipelines.patch("shop", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     eventually(TIMEOUT, "the command Deployment to follow the edit", || async {
         let spec = deployments.get("shop-command").await.ok()?.spec?;
         let image = spec.template.spec?.containers[0].image.clone()?;
-        (spec.replicas == Some(2) && image.ends_with(":edited")).then_some(())
+        (spec.replicas == Some(2) && image == "registry.example.com/analytics-command:edited").then_some(())
     })
     .await;
     let edited = eventually(TIMEOUT, "Ready at generation 2", || async {

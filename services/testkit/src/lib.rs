@@ -12,8 +12,10 @@ use std::{
 };
 
 use analytics_events::Topology;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions};
+use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool, migrate::Migrator};
 use uuid::Uuid;
@@ -213,4 +215,90 @@ where
         assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Every product, category, customer and hour of the read model, through the query API at `query_url`
+/// (and the hourly view in `read`), against SQL over the write database. Returns how many customers it
+/// compared, so that a caller can insist the comparison was not vacuous.
+pub async fn assert_read_model_matches_write_side(write: &PgPool, read: &PgPool, query_url: &str) -> usize {
+    let http = reqwest::Client::new();
+    let query = |path: String| {
+        let http = http.clone();
+        async move {
+            let response = http.get(format!("{query_url}{path}")).send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 200, "GET {path}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let products: Vec<(i64, i64, Decimal, i64)> = sqlx::query_as(
+        "select p.id, coalesce(sum(i.quantity), 0)::bigint, coalesce(sum(i.quantity * i.unit_price), 0), count(distinct i.order_id)
+           from products p left join order_items i on i.product_id = p.id group by p.id order by p.id",
+    )
+    .fetch_all(write)
+    .await
+    .unwrap();
+    for (id, quantity, revenue, orders) in products {
+        let sales = query(format!("/api/analytics/products/{id}/sales")).await;
+        assert_eq!(
+            (sales["totalQuantitySold"].as_i64(), money(&sales["totalRevenue"]), sales["orderCount"].as_i64()),
+            (Some(quantity), revenue.normalize(), Some(orders)),
+            "product {id}"
+        );
+    }
+
+    let categories: Vec<(String, Decimal, i64)> = sqlx::query_as(
+        "select p.category, coalesce(sum(i.quantity * i.unit_price), 0), count(distinct i.order_id)
+           from products p left join order_items i on i.product_id = p.id group by p.category order by 1",
+    )
+    .fetch_all(write)
+    .await
+    .unwrap();
+    for (category, revenue, orders) in categories {
+        let metrics = query(format!("/api/analytics/categories/{category}/revenue")).await;
+        assert_eq!(
+            (money(&metrics["totalRevenue"]), metrics["totalOrders"].as_i64()),
+            (revenue.normalize(), Some(orders)),
+            "category {category}"
+        );
+    }
+
+    let customers: Vec<(i64, Decimal, i64, String)> = sqlx::query_as(
+        "select customer_id, sum(total), count(*), to_char(max(created_at) at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
+           from orders group by customer_id order by 1",
+    )
+    .fetch_all(write)
+    .await
+    .unwrap();
+    let compared = customers.len();
+    for (customer, spent, orders, last) in customers {
+        let value = query(format!("/api/analytics/customers/{customer}/lifetime-value")).await;
+        assert_eq!(
+            (money(&value["totalSpent"]), value["orderCount"].as_i64(), value["lastOrderDate"].as_str()),
+            (spent.normalize(), Some(orders), Some(last.as_str())),
+            "customer {customer}"
+        );
+    }
+
+    let expected_hours: Vec<(DateTime<Utc>, i64, i64, Decimal)> = sqlx::query_as(
+        "with per_order as (
+             select date_trunc('hour', o.created_at, 'UTC') as hour, o.total,
+                    (select sum(quantity) from order_items i where i.order_id = o.id) as items
+               from orders o)
+         select hour, count(*), sum(items)::bigint, sum(total) from per_order group by hour order by hour",
+    )
+    .fetch_all(write)
+    .await
+    .unwrap();
+    let hours: Vec<(DateTime<Utc>, i64, i64, Decimal)> =
+        sqlx::query_as("select hour, order_count, items_sold, revenue from hourly_sales_view order by hour")
+            .fetch_all(read)
+            .await
+            .unwrap();
+    assert_eq!(hours, expected_hours);
+    compared
+}
+
+/// A JSON money amount as an exact, normalized decimal.
+pub fn money(value: &Value) -> Decimal {
+    value.to_string().parse::<Decimal>().unwrap_or_else(|_| panic!("not a decimal: {value}")).normalize()
 }

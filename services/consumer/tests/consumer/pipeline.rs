@@ -13,7 +13,6 @@ use std::{
 use analytics_testkit::{PrivateBroker, eventually};
 use command_service::outbox::{OutboxEvent, Publisher, Relay};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
-use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -147,84 +146,12 @@ async fn every_view_equals_the_write_side_after_a_burst_with_crashes_outages_and
         (status["status"] == "in_sync" && status["pendingEvents"] == 0 && status["lagSeconds"] == 0.0).then_some(())
     })
     .await;
-    assert_views_match_the_write_side(&pipeline).await;
+    let customers =
+        analytics_testkit::assert_read_model_matches_write_side(&pipeline.write, &pipeline.read, &pipeline.query).await;
+    assert!(customers > 100, "the check covered {customers} customers");
 
     let duplicates: i64 = sqlx::query_scalar("select count(*) from outbox").fetch_one(&pipeline.write).await.unwrap();
     assert_eq!(all.len() as i64, duplicates, "every event was sent at least twice, yet applied once");
     drop(pipeline);
     drop(broker);
-}
-
-/// Every product, category, customer and hour, through the query API (and the hourly view), against SQL
-/// over the write database.
-pub async fn assert_views_match_the_write_side(pipeline: &Pipeline) {
-    let products: Vec<(i64, i64, Decimal, i64)> = sqlx::query_as(
-        "select p.id, coalesce(sum(i.quantity), 0)::bigint, coalesce(sum(i.quantity * i.unit_price), 0), count(distinct i.order_id)
-           from products p left join order_items i on i.product_id = p.id group by p.id order by p.id",
-    )
-    .fetch_all(&pipeline.write)
-    .await
-    .unwrap();
-    for (id, quantity, revenue, orders) in products {
-        let sales = pipeline.query(&format!("/api/analytics/products/{id}/sales")).await;
-        assert_eq!(
-            (sales["totalQuantitySold"].as_i64(), money(&sales["totalRevenue"]), sales["orderCount"].as_i64()),
-            (Some(quantity), revenue.normalize(), Some(orders)),
-            "product {id}"
-        );
-    }
-
-    let categories: Vec<(String, Decimal, i64)> = sqlx::query_as(
-        "select p.category, coalesce(sum(i.quantity * i.unit_price), 0), count(distinct i.order_id)
-           from products p left join order_items i on i.product_id = p.id group by p.category order by 1",
-    )
-    .fetch_all(&pipeline.write)
-    .await
-    .unwrap();
-    for (category, revenue, orders) in categories {
-        let metrics = pipeline.query(&format!("/api/analytics/categories/{category}/revenue")).await;
-        assert_eq!(
-            (money(&metrics["totalRevenue"]), metrics["totalOrders"].as_i64()),
-            (revenue.normalize(), Some(orders)),
-            "category {category}"
-        );
-    }
-
-    let customers: Vec<(i64, Decimal, i64, String)> = sqlx::query_as(
-        "select customer_id, sum(total), count(*), to_char(max(created_at) at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
-           from orders group by customer_id order by 1",
-    )
-    .fetch_all(&pipeline.write)
-    .await
-    .unwrap();
-    assert!(customers.len() > 100);
-    for (customer, spent, orders, last) in customers {
-        let value = pipeline.query(&format!("/api/analytics/customers/{customer}/lifetime-value")).await;
-        assert_eq!(
-            (money(&value["totalSpent"]), value["orderCount"].as_i64(), value["lastOrderDate"].as_str()),
-            (spent.normalize(), Some(orders), Some(last.as_str())),
-            "customer {customer}"
-        );
-    }
-
-    let expected_hours: Vec<(chrono::DateTime<chrono::Utc>, i64, i64, Decimal)> = sqlx::query_as(
-        "with per_order as (
-             select date_trunc('hour', o.created_at, 'UTC') as hour, o.total,
-                    (select sum(quantity) from order_items i where i.order_id = o.id) as items
-               from orders o)
-         select hour, count(*), sum(items)::bigint, sum(total) from per_order group by hour order by hour",
-    )
-    .fetch_all(&pipeline.write)
-    .await
-    .unwrap();
-    let hours: Vec<(chrono::DateTime<chrono::Utc>, i64, i64, Decimal)> =
-        sqlx::query_as("select hour, order_count, items_sold, revenue from hourly_sales_view order by hour")
-            .fetch_all(&pipeline.read)
-            .await
-            .unwrap();
-    assert_eq!(hours, expected_hours);
-}
-
-fn money(value: &Value) -> Decimal {
-    value.to_string().parse::<Decimal>().unwrap_or_else(|_| panic!("not a decimal: {value}")).normalize()
 }
