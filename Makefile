@@ -1,5 +1,5 @@
 # The only entry points a user needs. Each target is a script in hack/ that explains itself.
-.PHONY: help up down test bench crds kind-up
+.PHONY: help up down test bench crds cluster cluster-down e2e kind-up
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -7,8 +7,9 @@ help: ## List the targets
 up: ## Run the pipeline locally in .run/ (PostgreSQL, RabbitMQ, services); idempotent
 	@hack/up.sh
 
-down: ## Stop everything `make up` started
+down: ## Stop everything `make up` and `make cluster` started
 	@hack/down.sh
+	@hack/cluster.sh down
 
 test: ## fmt, clippy -D warnings, and every test against private PostgreSQL, RabbitMQ and kube-apiserver
 	@hack/test.sh
@@ -20,6 +21,15 @@ crds: ## Regenerate the CRD (crds/ and the chart's copy) from the operator's typ
 	@cargo run -q --locked -p analytics-operator --bin crdgen > crds/analyticspipeline.yaml
 	@cp crds/analyticspipeline.yaml charts/analytics-pipeline/crds/analyticspipeline.yaml
 	@echo "wrote crds/analyticspipeline.yaml and its copy in charts/analytics-pipeline/crds/"
+
+cluster: ## A real single-node Kubernetes here (kubelet, containerd), images built from this tree; idempotent
+	@hack/cluster.sh up
+
+cluster-down: ## Stop the node: processes, mounts, iptables chains, bridge
+	@hack/cluster.sh down
+
+e2e: ## The user's path on `make cluster`: helm install, the example pipeline, scaling, chaos, rollout, retain
+	@hack/e2e.sh
 
 kind-up: ## Create the kind cluster (kind-config.yaml) and deploy everything with skaffold
 	@hack/kind-up.sh

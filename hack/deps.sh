@@ -2,6 +2,9 @@
 # Makes sure the programs `make up` and `make test` run are installed. As root on Debian or Ubuntu it
 # installs what is missing with apt-get (without starting the distribution's own services); otherwise it
 # says exactly what to install and fails.
+#   hack/deps.sh           what `make up` and `make test` need
+#   hack/deps.sh cluster   and what `make cluster` needs: containerd, runc, the CNI plugins, iptables, and
+#                          buildah and mmdebstrap for the images
 set -euo pipefail
 
 missing_pkgs=()
@@ -13,6 +16,15 @@ command -v curl >/dev/null || missing_pkgs+=(curl)
 command -v python3 >/dev/null || missing_pkgs+=(python3)
 command -v openssl >/dev/null || missing_pkgs+=(openssl)       # the test control plane's CA and certificates
 command -v promtool >/dev/null || missing_pkgs+=(prometheus)   # promtool checks the chart's alert rules
+if [ "${1:-}" = cluster ]; then
+  command -v containerd >/dev/null || missing_pkgs+=(containerd)
+  command -v runc >/dev/null || missing_pkgs+=(runc)
+  [ -x /usr/lib/cni/bridge ] || missing_pkgs+=(containernetworking-plugins)
+  command -v iptables >/dev/null || missing_pkgs+=(iptables)
+  command -v buildah >/dev/null || missing_pkgs+=(buildah)
+  command -v mmdebstrap >/dev/null || missing_pkgs+=(mmdebstrap)
+  command -v ip >/dev/null || missing_pkgs+=(iproute2)
+fi
 
 if [ ${#missing_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && grep -qiE 'debian|ubuntu' /etc/os-release; then
@@ -28,7 +40,8 @@ if [ ${#missing_pkgs[@]} -gt 0 ]; then
   else
     echo "deps: missing ${missing_pkgs[*]}." >&2
     echo "      On Debian or Ubuntu: sudo apt-get install ${missing_pkgs[*]}" >&2
-    echo "      Elsewhere: install PostgreSQL 15+ server binaries, RabbitMQ 3.10+ (with Erlang) and promtool." >&2
+    echo "      Elsewhere: install PostgreSQL 15+ server binaries, RabbitMQ 3.10+ (with Erlang) and promtool;" >&2
+    echo "      for make cluster also containerd 1.6+, runc, the CNI plugins, iptables, buildah and mmdebstrap." >&2
     exit 1
   fi
 fi

@@ -11,6 +11,8 @@ hack/deps.sh
 hack/control-plane.sh build >/dev/null
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
+# The end-to-end test is not a default test target (only `make e2e` runs it); lint it too.
+cargo clippy --locked -q -p analytics-operator --test e2e -- -D warnings
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/analytics-test.XXXXXX")
 chmod 755 "$dir" # the postgres user must reach its data directory inside

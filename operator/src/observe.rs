@@ -130,7 +130,10 @@ impl Observer for ClusterObserver {
                     tracing::debug!(%error, "cannot read the queue depth");
                     None
                 }
-                Err(_) => None,
+                Err(_) => {
+                    tracing::debug!("the queue depth read timed out");
+                    None
+                }
             }
         })
     }
@@ -144,8 +147,15 @@ impl Observer for ClusterObserver {
                 pipeline.namespace()?,
                 crate::children::services::QUERY_PORT
             ));
-            let body: serde_json::Value =
-                self.http.get(url).send().await.ok()?.error_for_status().ok()?.json().await.ok()?;
+            let body =
+                async { self.http.get(&url).send().await?.error_for_status()?.json::<serde_json::Value>().await };
+            let body = match body.await {
+                Ok(body) => body,
+                Err(error) => {
+                    tracing::warn!(%url, error = %error_chain(&error), "cannot read sync-status");
+                    return None;
+                }
+            };
             Some(SyncStatus {
                 lag_seconds: body["lagSeconds"].as_f64(),
                 pending_events: body["pendingEvents"].as_i64().unwrap_or(0),
@@ -230,4 +240,16 @@ mod tests {
         assert_eq!(observer.redirect("amqp://u:p@mq.prod.svc:5671/%2f".into()), "amqp://u:p@mq.prod.svc:5671/%2f");
         assert_eq!(observer.redirect("http://other.prod.svc:8081/x".into()), "http://other.prod.svc:8081/x");
     }
+}
+
+/// An error and its causes, `: `-separated (reqwest's own message leaves out why a request failed).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -1,0 +1,3 @@
+module analytics-pipeline/hack/pause
+
+go 1.21

@@ -1,0 +1,564 @@
+//! The user's path on a real node: `make e2e` runs this against `make cluster` (kubelet, containerd,
+//! kube-proxy, CoreDNS), with the images built from this tree. Nothing is simulated: pods run, probes
+//! probe, Services route, and the operator runs in-cluster from the chart and reads the queue depth and
+//! sync-status through Service DNS.
+//!
+//! One test, in the order a user meets things: install, the README walkthrough, autoscaling, chaos, a
+//! rollout under load, and Retain. Each step prints its figures (`e2e: …` lines).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod load;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use analytics_operator::crd::AnalyticsPipeline;
+use analytics_testkit::{assert_read_model_matches_write_side, env, eventually, run, tool};
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+use sqlx::{PgPool, postgres::PgConnectOptions};
+
+use crate::load::Load;
+
+const NAMESPACE: &str = "e2e";
+const RESTRICTED_NAMESPACE: &str = "e2e-restricted";
+const RELEASE: &str = "analytics";
+const PIPELINE: &str = "shop";
+/// Pods start in seconds here; the margin is for a loaded 2-core machine.
+const STARTUP: Duration = Duration::from_secs(300);
+
+fn say(line: &str) {
+    println!("e2e: {line}");
+}
+
+/// The node `make cluster` runs, through the environment `.run/cluster/env` sets.
+struct Node {
+    client: Client,
+    kubeconfig: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Node {
+    async fn connect() -> Self {
+        let kubeconfig = PathBuf::from(env("KUBECONFIG"));
+        let client = Client::try_default().await.expect("KUBECONFIG reaches the node's API server");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        Self { client, kubeconfig, http }
+    }
+
+    fn command(&self, variable: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(tool(variable));
+        command.args(args).env("KUBECONFIG", &self.kubeconfig).current_dir(repo());
+        command
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
+        run(&mut self.command("KUBECTL", args), stdin)
+    }
+
+    fn helm(&self, args: &[&str]) -> String {
+        run(&mut self.command("HELM", args), None)
+    }
+
+    fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Removes what an earlier, interrupted run left: its release and namespaces (and with them the
+    /// pipelines, whose finalizer the operator must still be there to run).
+    async fn reset(&self) {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        for namespace in [RESTRICTED_NAMESPACE, NAMESPACE] {
+            if namespaces.get_opt(namespace).await.unwrap().is_none() {
+                continue;
+            }
+            self.kubectl(&["delete", "analyticspipelines", "--all", "-n", namespace, "--wait=true"], None);
+            drop(self.command("HELM", &["uninstall", RELEASE, "-n", namespace, "--wait"]).output());
+            namespaces.delete(namespace, &DeleteParams::default()).await.unwrap();
+            eventually(STARTUP, &format!("namespace {namespace} to go"), || async {
+                namespaces.get_opt(namespace).await.unwrap().is_none().then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// The pipeline in `namespace` once it is Ready with every condition True at its generation, and every
+    /// pod of the namespace Running and Ready.
+    async fn ready(&self, namespace: &str) -> AnalyticsPipeline {
+        let pipelines: Api<AnalyticsPipeline> = self.api(namespace);
+        let pods: Api<Pod> = self.api(namespace);
+        eventually(STARTUP, &format!("pipeline {namespace}/{PIPELINE} Ready with every pod Ready"), || async {
+            let pipeline = pipelines.get(PIPELINE).await.ok()?;
+            let status = pipeline.status.as_ref()?;
+            let current = status.observed_generation == pipeline.metadata.generation;
+            let conditions = status.conditions.len() == 4 && status.conditions.iter().all(|c| c.status == "True");
+            let pods = pods.list(&ListParams::default()).await.ok()?;
+            let pods_ready = !pods.items.is_empty() && pods.items.iter().all(pod_ready);
+            (current && conditions && pods_ready).then_some(pipeline)
+        })
+        .await
+    }
+
+    /// `http://<cluster IP>:<port>` of a Service: kube-proxy routes it from the host too.
+    async fn service_url(&self, namespace: &str, name: &str) -> String {
+        let service: Service = self.api(namespace).get(name).await.unwrap();
+        let spec = service.spec.unwrap();
+        format!("http://{}:{}", spec.cluster_ip.unwrap(), spec.ports.unwrap()[0].port)
+    }
+
+    /// The write and read databases of the managed PostgreSQL, reached at its pod's address.
+    async fn databases(&self, namespace: &str) -> (PgPool, PgPool) {
+        let pod: Pod = self.api(namespace).get(&format!("{PIPELINE}-postgres-0")).await.unwrap();
+        let ip = pod.status.unwrap().pod_ip.unwrap();
+        let secret: Secret = self.api(namespace).get(&format!("{PIPELINE}-credentials")).await.unwrap();
+        let password = String::from_utf8(secret.data.unwrap()["postgres-password"].0.clone()).unwrap();
+        let options = PgConnectOptions::new().host(&ip).port(5432).username("analytics").password(&password);
+        let connect = |database: &str| PgPool::connect_with(options.clone().database(database));
+        (connect("analytics_write").await.unwrap(), connect("analytics_read").await.unwrap())
+    }
+
+    async fn patch_pipeline(&self, namespace: &str, patch: Value) {
+        let pipelines: Api<AnalyticsPipeline> = self.api(namespace);
+        pipelines.patch(PIPELINE, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+
+    async fn status(&self, namespace: &str) -> analytics_operator::crd::AnalyticsPipelineStatus {
+        let pipelines: Api<AnalyticsPipeline> = self.api(namespace);
+        pipelines.get(PIPELINE).await.unwrap().status.unwrap_or_default()
+    }
+
+    async fn deployment_replicas(&self, namespace: &str, name: &str) -> (i32, i32) {
+        let deployment: Deployment = self.api(namespace).get(name).await.unwrap();
+        let status = deployment.status.unwrap_or_default();
+        (deployment.spec.unwrap().replicas.unwrap_or(1), status.ready_replicas.unwrap_or(0))
+    }
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn values() -> String {
+    repo().join(".run/cluster/values.yaml").to_string_lossy().into_owned()
+}
+
+/// The pipeline's two APIs, through their Services.
+struct Shop {
+    command: String,
+    query: String,
+}
+
+impl Shop {
+    async fn post(&self, http: &reqwest::Client, path: &str, body: Value) -> (u16, Value) {
+        let response = http.post(format!("{}{path}", self.command)).json(&body).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn get(&self, http: &reqwest::Client, base: &str, path: &str) -> Value {
+        let response = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    async fn sync_status(&self, http: &reqwest::Client) -> Value {
+        self.get(http, &self.query, "/api/analytics/sync-status").await
+    }
+
+    /// Waits until sync-status reads in_sync (both streams watermarked, nothing pending); returns the time.
+    async fn in_sync(&self, http: &reqwest::Client, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        eventually(timeout, "sync-status in_sync", || async {
+            let response = http.get(format!("{}/api/analytics/sync-status", self.query)).send().await.ok()?;
+            let status: Value = response.json().await.ok()?;
+            (status["status"] == "in_sync").then_some(())
+        })
+        .await;
+        started.elapsed()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_users_path_from_helm_install_to_a_retained_pipeline() {
+    let node = Node::connect().await;
+    node.reset().await;
+    let shop = install(&node).await;
+    restricted(&node).await;
+    walkthrough(&node, &shop).await;
+    let products = stock_up(&node, &shop).await;
+    scaling(&node, &shop, &products).await;
+    chaos(&node, &shop, &products).await;
+    rollout(&node, &shop, &products).await;
+    retain(&node, &shop).await;
+}
+
+/// Step 1: `helm install` and `kubectl apply -f examples/minimal.yaml`, exactly as the README says.
+async fn install(node: &Node) -> Shop {
+    let started = Instant::now();
+    let values = values();
+    let chart = ["install", RELEASE, "charts/analytics-pipeline", "-n", NAMESPACE, "--create-namespace", "-f", &values];
+    node.helm(&chart);
+    let installed = started.elapsed();
+    node.kubectl(&["apply", "-n", NAMESPACE, "-f", "examples/minimal.yaml"], None);
+    let pipeline = node.ready(NAMESPACE).await;
+    say(&format!(
+        "install: helm install {:.1} s, pipeline Ready with every pod Ready {:.1} s after the apply",
+        installed.as_secs_f64(),
+        (started.elapsed() - installed).as_secs_f64()
+    ));
+
+    // The operator runs in-cluster as the chart made it: no --connect-to, so its reads of the queue depth and
+    // of sync-status went through Service DNS, and the status shows what they returned.
+    let operator: Deployment = node.api(NAMESPACE).get(&format!("{RELEASE}-operator")).await.unwrap();
+    let container = &operator.spec.unwrap().template.spec.unwrap().containers[0];
+    let args = container.args.clone().unwrap_or_default();
+    assert!(!args.iter().any(|a| a.contains("connect-to")), "{args:?}");
+    assert!(!container.env.iter().flatten().any(|e| e.name == "OPERATOR_CONNECT_TO"));
+    // The first Ready pass may precede the query service's readiness; the next (within 15 s) reads it.
+    let status = eventually(Duration::from_secs(60), "the status to show what the observer read", || async {
+        let status = node.status(NAMESPACE).await;
+        (status.queue_depth.is_some() && status.pending_events.is_some()).then_some(status)
+    })
+    .await;
+    assert_eq!(status.queue_depth, Some(0), "the depth of order-events, read over AMQP at shop-rabbitmq.e2e.svc");
+    assert_eq!(status.pending_events, Some(0), "sync-status, read over HTTP at shop-query.e2e.svc");
+    assert_eq!(status.lag_seconds, Some(0.0));
+    assert_eq!(status.consumer_replicas, Some(1));
+    let endpoints = pipeline.status.unwrap().endpoints.unwrap();
+    assert_eq!(endpoints.command, "http://shop-command.e2e.svc:8080");
+
+    Shop {
+        command: node.service_url(NAMESPACE, "shop-command").await,
+        query: node.service_url(NAMESPACE, "shop-query").await,
+    }
+}
+
+/// Step 1b: The same pipeline in a namespace that enforces the `restricted` Pod Security Standard, and the
+/// chart's own operator Deployment checked against it.
+async fn restricted(node: &Node) {
+    let started = Instant::now();
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": RESTRICTED_NAMESPACE,
+        "labels": {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"},
+    }});
+    node.kubectl(&["apply", "-f", "-"], Some(&namespace.to_string()));
+    node.kubectl(&["apply", "-n", RESTRICTED_NAMESPACE, "-f", "examples/minimal.yaml"], None);
+    node.ready(RESTRICTED_NAMESPACE).await;
+    say(&format!("restricted: pipeline Ready in a restricted namespace in {:.1} s", started.elapsed().as_secs_f64()));
+
+    // PodSecurity admission warns about a workload whose pods it would refuse.
+    let chart =
+        node.helm(&["template", RELEASE, "charts/analytics-pipeline", "-n", RESTRICTED_NAMESPACE, "-f", &values()]);
+    let output = node
+        .command("KUBECTL", &["apply", "-n", RESTRICTED_NAMESPACE, "--dry-run=server", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(chart.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("PodSecurity"), "the chart's operator violates the restricted standard: {stderr}");
+
+    // Make room on the node for the rest.
+    node.kubectl(&["delete", "namespace", RESTRICTED_NAMESPACE, "--wait=false"], None);
+}
+
+/// Step 2: The README walkthrough, through the pipeline's Services, with the answers it prints.
+async fn walkthrough(node: &Node, shop: &Shop) {
+    let http = &node.http;
+    let product = json!({"name": "Desk Lamp", "category": "Home", "price": 49.99, "stock": 10});
+    assert_eq!(shop.post(http, "/api/products", product).await, (201, json!({"productId": 1})));
+    let order = json!({"customerId": 42, "items": [{"productId": 1, "quantity": 2}]});
+    assert_eq!(shop.post(http, "/api/orders", order).await, (201, json!({"orderId": 1})));
+    let placed = shop.get(http, &shop.command, "/api/orders/1").await;
+    assert_eq!((placed["customerId"].as_i64(), placed["total"].to_string()), (Some(42), "99.98".to_owned()));
+    let too_many = json!({"customerId": 42, "items": [{"productId": 1, "quantity": 50}]});
+    let (status, body) = shop.post(http, "/api/orders", too_many).await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        body,
+        json!({"error": "insufficient_stock",
+               "message": "not enough stock for \"Desk Lamp\" (product 1): 8 available, 50 requested"})
+    );
+
+    let synced = shop.in_sync(http, Duration::from_secs(30)).await;
+    let sales = shop.get(http, &shop.query, "/api/analytics/products/1/sales").await;
+    assert_eq!(sales, json!({"productId": 1, "totalQuantitySold": 2, "totalRevenue": 99.98, "orderCount": 1}));
+    let category = shop.get(http, &shop.query, "/api/analytics/categories/Home/revenue").await;
+    assert_eq!(category, json!({"category": "Home", "totalRevenue": 99.98, "totalOrders": 1}));
+    let customer = shop.get(http, &shop.query, "/api/analytics/customers/42/lifetime-value").await;
+    assert_eq!((customer["totalSpent"].to_string(), customer["orderCount"].as_i64()), ("99.98".to_owned(), Some(1)));
+    assert_eq!(customer["lastOrderDate"], placed["createdAt"]);
+    let sync = shop.sync_status(http).await;
+    assert_eq!((sync["status"].as_str(), sync["pendingEvents"].as_i64()), (Some("in_sync"), Some(0)), "{sync}");
+    say(&format!(
+        "walkthrough: every answer as printed; sync-status in_sync {:.2} s after the order",
+        synced.as_secs_f64()
+    ));
+}
+
+/// Products with stock enough for every load below, in four categories.
+async fn stock_up(node: &Node, shop: &Shop) -> Vec<i64> {
+    let mut products = Vec::new();
+    for (index, category) in ["Home", "Kitchen", "Garden", "Toys"].iter().cycle().take(8).enumerate() {
+        let body =
+            json!({"name": format!("Load item {index}"), "category": category, "price": 2.5, "stock": 10_000_000});
+        let (status, created) = shop.post(&node.http, "/api/products", body).await;
+        assert_eq!(status, 201, "{created}");
+        products.push(created["productId"].as_i64().unwrap());
+    }
+    products
+}
+
+/// Step 3: A backlog makes the consumers scale up on the real queue depth; they drain it; the status shows the
+/// lag rise and fall; after the stabilization window they scale back down; the read model equals the SQL.
+async fn scaling(node: &Node, shop: &Shop, products: &[i64]) {
+    // Seconds, not the default five minutes, for the window; 300 messages a consumer. While a fixed count of
+    // zero holds the consumers off, a burst becomes a backlog, as when consumers fall behind.
+    node.patch_pipeline(
+        NAMESPACE,
+        json!({"spec": {"consumers": {"replicas": 0, "targetQueueDepthPerReplica": 300, "scaleDownStabilizationSeconds": 30}}}),
+    )
+    .await;
+    eventually(STARTUP, "the consumers to stop", || async {
+        (node.deployment_replicas(NAMESPACE, "shop-consumer").await == (0, 0)).then_some(())
+    })
+    .await;
+    let burst = Load::start(&node.http, &shop.command, products, 8, Duration::ZERO);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let burst = burst.stop().await;
+    assert!(burst.failures.is_empty(), "{}", burst.summary());
+    let backlog = eventually(STARTUP, "the status to show the backlog", || async {
+        let status = node.status(NAMESPACE).await;
+        (status.queue_depth.unwrap_or(0) >= 600 && status.lag_seconds.unwrap_or(0.0) > 0.0).then_some(status)
+    })
+    .await;
+    say(&format!(
+        "scaling: burst {}; status queueDepth {:?}, pendingEvents {:?}, lagSeconds {:?}",
+        burst.summary(),
+        backlog.queue_depth,
+        backlog.pending_events,
+        backlog.lag_seconds
+    ));
+    assert!(backlog.pending_events.unwrap() >= backlog.queue_depth.unwrap());
+
+    // Autoscaling again: up at once, on the depth.
+    let released = Instant::now();
+    node.patch_pipeline(NAMESPACE, json!({"spec": {"consumers": {"replicas": null}}})).await;
+    let expected = (backlog.queue_depth.unwrap() + 299) / 300;
+    let peak = eventually(STARTUP, "the consumers to scale up", || async {
+        let (replicas, _) = node.deployment_replicas(NAMESPACE, "shop-consumer").await;
+        (replicas >= 2).then_some(replicas)
+    })
+    .await;
+    say(&format!(
+        "scaling: consumers 0 → {peak} (expected up to {expected} for the depth) {:.1} s after autoscaling resumed",
+        released.elapsed().as_secs_f64()
+    ));
+    let drained = shop.in_sync(&node.http, STARTUP).await;
+    let settled = eventually(STARTUP, "the status to show the drained queue", || async {
+        let status = node.status(NAMESPACE).await;
+        (status.queue_depth == Some(0) && status.pending_events == Some(0) && status.lag_seconds == Some(0.0))
+            .then_some(status)
+    })
+    .await;
+    say(&format!("scaling: drained, in_sync {:.1} s after autoscaling resumed", drained.as_secs_f64()));
+    let down = Instant::now();
+    eventually(Duration::from_secs(180), "the consumers to scale back down", || async {
+        (node.deployment_replicas(NAMESPACE, "shop-consumer").await == (1, 1)).then_some(())
+    })
+    .await;
+    say(&format!(
+        "scaling: back to 1 consumer {:.1} s after the drain (window 30 s, status consumers {:?})",
+        down.elapsed().as_secs_f64(),
+        settled.consumer_replicas
+    ));
+    let (write, read) = node.databases(NAMESPACE).await;
+    let customers = assert_read_model_matches_write_side(&write, &read, &shop.query).await;
+    assert!(customers > 100, "{customers} customers compared");
+    say(&format!("scaling: read model equals SQL over the write DB ({customers} customers)"));
+}
+
+/// Step 4: Under load, a consumer pod, the RabbitMQ pod and the PostgreSQL pod are deleted, one at a time.
+/// Nothing acknowledged is lost and everything recovers by itself.
+async fn chaos(node: &Node, shop: &Shop, products: &[i64]) {
+    let load = Load::start(&node.http, &shop.command, products, 4, Duration::from_millis(20));
+    let pods: Api<Pod> = node.api(NAMESPACE);
+    let victims = [
+        ("consumer", "app.kubernetes.io/component=consumer"),
+        ("rabbitmq", "app.kubernetes.io/component=rabbitmq"),
+        ("postgres", "app.kubernetes.io/component=postgres"),
+    ];
+    for (component, selector) in victims {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let before = load.failures();
+        let victim = pods.list(&ListParams::default().labels(selector)).await.unwrap().items.remove(0);
+        let deleted = Instant::now();
+        pods.delete(&victim.name_any(), &DeleteParams::default()).await.unwrap();
+        eventually(STARTUP, &format!("the {component} to come back"), || async {
+            let list = pods.list(&ListParams::default().labels(selector)).await.ok()?;
+            let replaced = list.items.iter().all(|p| p.uid() != victim.uid());
+            (replaced && !list.items.is_empty() && list.items.iter().all(pod_ready)).then_some(())
+        })
+        .await;
+        let back = deleted.elapsed();
+        // The services reconnect by themselves: orders are accepted again.
+        let recovered = load.wait_for_accepted(STARTUP).await;
+        say(&format!(
+            "chaos: {component} pod deleted; Ready again after {:.1} s; orders accepted again {:.1} s after the \
+             deletion; client failures meanwhile: {}",
+            back.as_secs_f64(),
+            (recovered - deleted).as_secs_f64(),
+            load.failures_since(before)
+        ));
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let report = load.stop().await;
+    say(&format!("chaos: whole load {}", report.summary()));
+    let synced = shop.in_sync(&node.http, STARTUP).await;
+    let (write, read) = node.databases(NAMESPACE).await;
+    report.assert_all_recorded(&write).await;
+    let customers = assert_read_model_matches_write_side(&write, &read, &shop.query).await;
+    say(&format!(
+        "chaos: in_sync {:.1} s after the load; every accepted order is in the write DB and counted once in the \
+         read model ({customers} customers)",
+        synced.as_secs_f64()
+    ));
+}
+
+/// Step 5: A new command image tag under continuous load: the rollout completes and no order is lost.
+async fn rollout(node: &Node, shop: &Shop, products: &[i64]) {
+    let deployments: Api<Deployment> = node.api(NAMESPACE);
+    let current = deployments.get("shop-command").await.unwrap();
+    let image = current.spec.unwrap().template.spec.unwrap().containers[0].image.clone().unwrap();
+    let (repository, tag) = image.rsplit_once(':').unwrap();
+    let new_tag = format!("{tag}-rollout");
+    let new_image = format!("{repository}:{new_tag}");
+    // The same bits under a new tag, as a release pipeline would push them.
+    run(Command::new("ctr").args(["-n", "k8s.io", "images", "tag", "--force", &image, &new_image]), None);
+
+    let load = Load::start(&node.http, &shop.command, products, 4, Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let started = Instant::now();
+    node.patch_pipeline(
+        NAMESPACE,
+        json!({"spec": {"images": {"command": {"repository": repository, "tag": new_tag}}}}),
+    )
+    .await;
+    let pods: Api<Pod> = node.api(NAMESPACE);
+    eventually(STARTUP, "the command rollout to complete", || async {
+        let deployment = deployments.get("shop-command").await.ok()?;
+        let spec = deployment.spec.as_ref()?;
+        let status = deployment.status.as_ref()?;
+        let replicas = spec.replicas?;
+        let on_new = spec.template.spec.as_ref()?.containers[0].image.as_deref() == Some(new_image.as_str());
+        let done = status.observed_generation == deployment.metadata.generation
+            && status.updated_replicas == Some(replicas)
+            && status.ready_replicas == Some(replicas)
+            && status.replicas == Some(replicas);
+        let list = pods.list(&ListParams::default().labels("app.kubernetes.io/component=command")).await.ok()?;
+        let old_gone = list
+            .items
+            .iter()
+            .all(|p| p.spec.as_ref().is_some_and(|s| s.containers[0].image.as_deref() == Some(new_image.as_str())));
+        (on_new && done && old_gone).then_some(())
+    })
+    .await;
+    let rolled = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let report = load.stop().await;
+    say(&format!(
+        "rollout: command → {new_tag} completed in {:.1} s under load: {}",
+        rolled.as_secs_f64(),
+        report.summary()
+    ));
+    shop.in_sync(&node.http, STARTUP).await;
+    let (write, read) = node.databases(NAMESPACE).await;
+    report.assert_all_recorded(&write).await;
+    assert_read_model_matches_write_side(&write, &read, &shop.query).await;
+    assert!(
+        report.failures.is_empty(),
+        "a rollout must not fail a client: {}",
+        report
+            .failures
+            .iter()
+            .take(10)
+            .map(|f| format!("{:.1}s {}", f.0.as_secs_f64(), f.1))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+}
+
+/// Step 6: Deleting the pipeline keeps its data (Retain); applying it again comes back with the same data.
+async fn retain(node: &Node, shop: &Shop) {
+    let (write, _) = node.databases(NAMESPACE).await;
+    let (orders,): (i64,) = sqlx::query_as("select count(*) from orders").fetch_one(&write).await.unwrap();
+    write.close().await;
+    let lamp = shop.get(&node.http, &shop.command, "/api/products/1").await;
+    let customer = shop.get(&node.http, &shop.query, "/api/analytics/customers/42/lifetime-value").await;
+
+    let started = Instant::now();
+    node.kubectl(&["delete", "-n", NAMESPACE, "-f", "examples/minimal.yaml", "--wait=true"], None);
+    let statefulsets: Api<StatefulSet> = node.api(NAMESPACE);
+    let pods: Api<Pod> = node.api(NAMESPACE);
+    eventually(STARTUP, "the pipeline's workloads to go", || async {
+        let sets = statefulsets.list(&ListParams::default()).await.ok()?;
+        let pods = pods.list(&ListParams::default().labels("app.kubernetes.io/instance=shop")).await.ok()?;
+        (sets.items.is_empty() && pods.items.is_empty()).then_some(())
+    })
+    .await;
+    let claims: Api<PersistentVolumeClaim> = node.api(NAMESPACE);
+    let mut left: Vec<String> =
+        claims.list(&ListParams::default()).await.unwrap().items.iter().map(ResourceExt::name_any).collect();
+    left.sort();
+    assert_eq!(left, ["data-shop-postgres-0", "data-shop-rabbitmq-0"]);
+    let secrets: Api<Secret> = node.api(NAMESPACE);
+    assert!(secrets.get_opt("shop-credentials").await.unwrap().is_some(), "the credentials stay with the data");
+    say(&format!(
+        "retain: pipeline deleted in {:.1} s; claims {left:?} and shop-credentials remain",
+        started.elapsed().as_secs_f64()
+    ));
+
+    let again = Instant::now();
+    node.kubectl(&["apply", "-n", NAMESPACE, "-f", "examples/minimal.yaml"], None);
+    node.ready(NAMESPACE).await;
+    shop.in_sync(&node.http, STARTUP).await;
+    assert_eq!(shop.get(&node.http, &shop.command, "/api/products/1").await, lamp);
+    assert_eq!(shop.get(&node.http, &shop.query, "/api/analytics/customers/42/lifetime-value").await, customer);
+    let (write, read) = node.databases(NAMESPACE).await;
+    let (orders_again,): (i64,) = sqlx::query_as("select count(*) from orders").fetch_one(&write).await.unwrap();
+    assert_eq!(orders_again, orders);
+    assert_read_model_matches_write_side(&write, &read, &shop.query).await;
+    say(&format!(
+        "retain: re-applied, Ready in {:.1} s with the same data ({orders} orders, product 1 and customer 42 unchanged)",
+        again.elapsed().as_secs_f64()
+    ));
+}
