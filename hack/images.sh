@@ -21,7 +21,7 @@
 #
 # Archives live in $CACHE/images/ as NAME-KEY.tar, written to a .part file and renamed when complete. A base
 # image's key hashes its recipe below (`declare -f` of the functions: their code and here-documents, not
-# their comments), the Debian suite and mirrors (DEBIAN_MIRROR overrides http://deb.debian.org), and for the
+# their comments), the Debian suite and mirror (the host's apt mirror; DEBIAN_MIRROR overrides it), and for the
 # pause image hack/pause and the Go version; a service image's key hashes its binary, healthcheck, the
 # Dockerfile, the runtime archive and TAG. Unchanged keys are not rebuilt, and old archives are not pruned.
 # The packages are the suite's current ones, so a point release changes the contents but not the key:
@@ -71,7 +71,14 @@ CACHE=${ANALYTICS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/analytics-pipelin
 IMAGES="$CACHE/images"
 
 SUITE=bookworm
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org}
+# The Debian mirror this machine's apt uses (a URL that ends in /debian, without it), unless DEBIAN_MIRROR is set.
+host_mirror() {
+  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
+    grep -v '^[[:space:]]*#' | grep -oE '(https?|file)://[^[:space:]]*/debian/?([[:space:]]|$)' | head -n 1 |
+    sed -E 's#/debian/?[[:space:]]*$##' || true
+}
+MIRROR=${DEBIAN_MIRROR:-$(host_mirror)}
+[ -n "$MIRROR" ] || { echo "images: no Debian mirror in this machine's apt sources; set DEBIAN_MIRROR" >&2; exit 1; }
 SOURCES=("deb $MIRROR/debian $SUITE main" "deb $MIRROR/debian $SUITE-updates main"
   "deb $MIRROR/debian-security $SUITE-security main")
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: formatting, lints, then every test against a private PostgreSQL, RabbitMQ and Kubernetes
 # control plane (etcd, kube-apiserver, kube-controller-manager) that live only for this run, on free
-# ports, and are stopped afterwards whatever happens.
+# ports, and are stopped afterwards whatever happens; then `make e2e` on a real node (hack/e2e.sh).
 # Arguments go to cargo test instead of --workspace, e.g. `hack/test.sh -p consumer-service pipeline`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +45,14 @@ log="$dir/cargo-test.log"
 # Every test binary runs even after one fails, so that a run reports all its failures.
 status=0
 cargo test --locked --no-fail-fast "${@:---workspace}" 2>&1 | tee "$log" || status=$?
+# The user's path on a real node (`make e2e`), for the whole suite only: it needs root (containerd, iptables).
+if [ $# -eq 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    hack/e2e.sh 2>&1 | tee -a "$log" || status=$?
+  else
+    echo "make test: the end-to-end test needs root (containerd, iptables, mounts) and did not run: sudo make e2e" >&2
+  fi
+fi
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test "0 passed").
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"

@@ -23,7 +23,8 @@ pub struct Report {
     /// (since the start, what failed): an HTTP status with the error code, or the transport error.
     pub failures: Vec<(Duration, String)>,
     pub elapsed: Duration,
-    last_accepted: Option<Instant>,
+    /// When each order was accepted, since the start.
+    accepted_at: Vec<Duration>,
 }
 
 impl Report {
@@ -91,7 +92,7 @@ impl Load {
                             match outcome {
                                 Ok(id) => {
                                     report.accepted.push(id);
-                                    report.last_accepted = Some(Instant::now());
+                                    report.accepted_at.push(started.elapsed());
                                 }
                                 Err(kind) => report.failures.push((started.elapsed(), kind)),
                             }
@@ -114,13 +115,30 @@ impl Load {
         describe(&self.report.lock().unwrap().failures[from..])
     }
 
-    /// Waits until an order is accepted after now; returns when.
-    pub async fn wait_for_accepted(&self, timeout: Duration) -> Instant {
-        let now = Instant::now();
+    /// Since the start.
+    pub fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Waits until an order is accepted after now.
+    pub async fn wait_for_accepted(&self, timeout: Duration) {
+        let now = self.now();
         eventually(timeout, "an order to be accepted", || async {
-            self.report.lock().unwrap().last_accepted.filter(|at| *at > now)
+            self.report.lock().unwrap().accepted_at.last().is_some_and(|at| *at > now).then_some(())
         })
-        .await
+        .await;
+    }
+
+    /// The longest time without an accepted order since `from` (up to the last accepted one).
+    pub fn longest_gap_since(&self, from: Duration) -> Duration {
+        let report = self.report.lock().unwrap();
+        let mut previous = from;
+        let mut longest = Duration::ZERO;
+        for at in report.accepted_at.iter().filter(|at| **at >= from) {
+            longest = longest.max(*at - previous);
+            previous = *at;
+        }
+        longest
     }
 
     pub async fn stop(self) -> Report {

@@ -172,6 +172,14 @@ struct Shop {
 }
 
 impl Shop {
+    /// The Services of the pipeline in [`NAMESPACE`] (new ones get new cluster IPs).
+    async fn of(node: &Node) -> Self {
+        Self {
+            command: node.service_url(NAMESPACE, "shop-command").await,
+            query: node.service_url(NAMESPACE, "shop-query").await,
+        }
+    }
+
     async fn post(&self, http: &reqwest::Client, path: &str, body: Value) -> (u16, Value) {
         let response = http.post(format!("{}{path}", self.command)).json(&body).send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
@@ -187,16 +195,17 @@ impl Shop {
         self.get(http, &self.query, "/api/analytics/sync-status").await
     }
 
-    /// Waits until sync-status reads in_sync (both streams watermarked, nothing pending); returns the time.
-    async fn in_sync(&self, http: &reqwest::Client, timeout: Duration) -> Duration {
-        let started = Instant::now();
-        eventually(timeout, "sync-status in_sync", || async {
+    /// Waits until sync-status reads in_sync (both streams watermarked, nothing pending) on a watermark the
+    /// relay made after `since`, so after every write before it; returns how long after `since` that was.
+    async fn in_sync_after(&self, http: &reqwest::Client, since: Instant, timeout: Duration) -> Duration {
+        eventually(timeout, "sync-status in_sync on a later watermark", || async {
             let response = http.get(format!("{}/api/analytics/sync-status", self.query)).send().await.ok()?;
             let status: Value = response.json().await.ok()?;
-            (status["status"] == "in_sync").then_some(())
+            let fresh = status["watermarkAgeSeconds"].as_f64()? < since.elapsed().as_secs_f64();
+            (status["status"] == "in_sync" && fresh).then_some(())
         })
         .await;
-        started.elapsed()
+        since.elapsed()
     }
 }
 
@@ -249,10 +258,7 @@ async fn install(node: &Node) -> Shop {
     let endpoints = pipeline.status.unwrap().endpoints.unwrap();
     assert_eq!(endpoints.command, "http://shop-command.e2e.svc:8080");
 
-    Shop {
-        command: node.service_url(NAMESPACE, "shop-command").await,
-        query: node.service_url(NAMESPACE, "shop-query").await,
-    }
+    Shop::of(node).await
 }
 
 /// Step 1b: The same pipeline in a namespace that enforces the `restricted` Pod Security Standard, and the
@@ -300,6 +306,7 @@ async fn walkthrough(node: &Node, shop: &Shop) {
     assert_eq!(shop.post(http, "/api/orders", order).await, (201, json!({"orderId": 1})));
     let placed = shop.get(http, &shop.command, "/api/orders/1").await;
     assert_eq!((placed["customerId"].as_i64(), placed["total"].to_string()), (Some(42), "99.98".to_owned()));
+    let ordered = Instant::now();
     let too_many = json!({"customerId": 42, "items": [{"productId": 1, "quantity": 50}]});
     let (status, body) = shop.post(http, "/api/orders", too_many).await;
     assert_eq!(status, 409);
@@ -309,7 +316,7 @@ async fn walkthrough(node: &Node, shop: &Shop) {
                "message": "not enough stock for \"Desk Lamp\" (product 1): 8 available, 50 requested"})
     );
 
-    let synced = shop.in_sync(http, Duration::from_secs(30)).await;
+    let synced = shop.in_sync_after(http, ordered, Duration::from_secs(30)).await;
     let sales = shop.get(http, &shop.query, "/api/analytics/products/1/sales").await;
     assert_eq!(sales, json!({"productId": 1, "totalQuantitySold": 2, "totalRevenue": 99.98, "orderCount": 1}));
     let category = shop.get(http, &shop.query, "/api/analytics/categories/Home/revenue").await;
@@ -373,17 +380,16 @@ async fn scaling(node: &Node, shop: &Shop, products: &[i64]) {
     // Autoscaling again: up at once, on the depth.
     let released = Instant::now();
     node.patch_pipeline(NAMESPACE, json!({"spec": {"consumers": {"replicas": null}}})).await;
-    let expected = (backlog.queue_depth.unwrap() + 299) / 300;
     let peak = eventually(STARTUP, "the consumers to scale up", || async {
         let (replicas, _) = node.deployment_replicas(NAMESPACE, "shop-consumer").await;
         (replicas >= 2).then_some(replicas)
     })
     .await;
     say(&format!(
-        "scaling: consumers 0 → {peak} (expected up to {expected} for the depth) {:.1} s after autoscaling resumed",
+        "scaling: consumers 0 → {peak} (300 messages a consumer, at most 10) {:.1} s after autoscaling resumed",
         released.elapsed().as_secs_f64()
     ));
-    let drained = shop.in_sync(&node.http, STARTUP).await;
+    let drained = shop.in_sync_after(&node.http, released, STARTUP).await;
     let settled = eventually(STARTUP, "the status to show the drained queue", || async {
         let status = node.status(NAMESPACE).await;
         (status.queue_depth == Some(0) && status.pending_events == Some(0) && status.lag_seconds == Some(0.0))
@@ -422,6 +428,7 @@ async fn chaos(node: &Node, shop: &Shop, products: &[i64]) {
         let before = load.failures();
         let victim = pods.list(&ListParams::default().labels(selector)).await.unwrap().items.remove(0);
         let deleted = Instant::now();
+        let deleted_at = load.now();
         pods.delete(&victim.name_any(), &DeleteParams::default()).await.unwrap();
         eventually(STARTUP, &format!("the {component} to come back"), || async {
             let list = pods.list(&ListParams::default().labels(selector)).await.ok()?;
@@ -430,20 +437,21 @@ async fn chaos(node: &Node, shop: &Shop, products: &[i64]) {
         })
         .await;
         let back = deleted.elapsed();
-        // The services reconnect by themselves: orders are accepted again.
-        let recovered = load.wait_for_accepted(STARTUP).await;
+        // The services reconnect by themselves: orders are accepted after the replacement is Ready.
+        load.wait_for_accepted(STARTUP).await;
         say(&format!(
-            "chaos: {component} pod deleted; Ready again after {:.1} s; orders accepted again {:.1} s after the \
-             deletion; client failures meanwhile: {}",
+            "chaos: {component} pod deleted; its replacement Ready after {:.1} s; longest time without an \
+             accepted order {:.1} s; client failures: {}",
             back.as_secs_f64(),
-            (recovered - deleted).as_secs_f64(),
+            load.longest_gap_since(deleted_at).as_secs_f64(),
             load.failures_since(before)
         ));
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let report = load.stop().await;
+    let stopped = Instant::now();
     say(&format!("chaos: whole load {}", report.summary()));
-    let synced = shop.in_sync(&node.http, STARTUP).await;
+    let synced = shop.in_sync_after(&node.http, stopped, STARTUP).await;
     let (write, read) = node.databases(NAMESPACE).await;
     report.assert_all_recorded(&write).await;
     let customers = assert_read_model_matches_write_side(&write, &read, &shop.query).await;
@@ -495,12 +503,13 @@ async fn rollout(node: &Node, shop: &Shop, products: &[i64]) {
     let rolled = started.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let report = load.stop().await;
+    let stopped = Instant::now();
     say(&format!(
         "rollout: command → {new_tag} completed in {:.1} s under load: {}",
         rolled.as_secs_f64(),
         report.summary()
     ));
-    shop.in_sync(&node.http, STARTUP).await;
+    shop.in_sync_after(&node.http, stopped, STARTUP).await;
     let (write, read) = node.databases(NAMESPACE).await;
     report.assert_all_recorded(&write).await;
     assert_read_model_matches_write_side(&write, &read, &shop.query).await;
@@ -550,7 +559,8 @@ async fn retain(node: &Node, shop: &Shop) {
     let again = Instant::now();
     node.kubectl(&["apply", "-n", NAMESPACE, "-f", "examples/minimal.yaml"], None);
     node.ready(NAMESPACE).await;
-    shop.in_sync(&node.http, STARTUP).await;
+    let shop = Shop::of(node).await;
+    shop.in_sync_after(&node.http, Instant::now(), STARTUP).await;
     assert_eq!(shop.get(&node.http, &shop.command, "/api/products/1").await, lamp);
     assert_eq!(shop.get(&node.http, &shop.query, "/api/analytics/customers/42/lifetime-value").await, customer);
     let (write, read) = node.databases(NAMESPACE).await;
