@@ -165,6 +165,18 @@ impl Observer for ClusterObserver {
     }
 }
 
+/// An error and its causes, `: `-separated (reqwest's own message leaves out why a request failed).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -240,16 +252,4 @@ mod tests {
         assert_eq!(observer.redirect("amqp://u:p@mq.prod.svc:5671/%2f".into()), "amqp://u:p@mq.prod.svc:5671/%2f");
         assert_eq!(observer.redirect("http://other.prod.svc:8081/x".into()), "http://other.prod.svc:8081/x");
     }
-}
-
-/// An error and its causes, `: `-separated (reqwest's own message leaves out why a request failed).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
