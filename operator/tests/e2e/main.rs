@@ -293,6 +293,24 @@ async fn restricted(node: &Node) {
     assert!(output.status.success(), "{stderr}");
     assert!(!stderr.contains("PodSecurity"), "the chart's operator violates the restricted standard: {stderr}");
 
+    // NodePorts, on the node's address and on the loopback (kube-proxy's route_localnet), for kind-style
+    // fixed ports.
+    node.patch_pipeline(
+        RESTRICTED_NAMESPACE,
+        json!({"spec": {"query": {"serviceType": "NodePort", "nodePort": 30081}}}),
+    )
+    .await;
+    for host in [env("CLUSTER_NODE_IP"), "127.0.0.1".to_owned()] {
+        let url = format!("http://{host}:30081/api/analytics/sync-status");
+        let answer = eventually(Duration::from_secs(60), &format!("{url} to answer"), || async {
+            let response = node.http.get(&url).send().await.ok()?;
+            (response.status().as_u16() == 200).then_some(response.json::<Value>().await.ok()?)
+        })
+        .await;
+        assert!(answer["status"].is_string(), "{answer}");
+    }
+    say("restricted: the query API answers on NodePort 30081 at the node's address and at 127.0.0.1");
+
     // Make room on the node for the rest.
     node.kubectl(&["delete", "namespace", RESTRICTED_NAMESPACE, "--wait=false"], None);
 }
