@@ -426,9 +426,10 @@ up() {
   HELM=$(hack/tools.sh helm)
   release_binaries
   mapfile -t archives < <(hack/images.sh bases)
-  images_tag=local-$(cat target/release/{command-service,consumer-service,query-service,operator,healthcheck} Dockerfile |
+  local release=${CARGO_TARGET_DIR:-target}/release
+  images_tag=local-$(cat "$release"/{command-service,consumer-service,query-service,operator,healthcheck} Dockerfile |
     sha256sum | cut -c1-10)
-  mapfile -t -O "${#archives[@]}" archives < <(hack/images.sh services target/release "$images_tag")
+  mapfile -t -O "${#archives[@]}" archives < <(hack/images.sh services "$release" "$images_tag")
   pause=$(hack/images.sh ref pause)
 
   if all_running; then
