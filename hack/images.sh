@@ -408,11 +408,18 @@ commit() {
   committed=$image
   buildah commit --quiet --rm "$container" "$image" >/dev/null
   container=''
-  partial=$out.$$.part
-  buildah push --quiet "$image" "oci-archive:$partial:$ref" >&2
-  buildah rmi "$image" >/dev/null
+  export_archive "$image" "$ref" "$out"
+}
+
+# Writes IMAGE from buildah's store into the OCI archive OUT (named REF), through a .part file, and removes
+# it from the store.
+export_archive() { # image, ref, out
+  committed=$1
+  partial=$3.$$.part
+  buildah push --quiet "$1" "oci-archive:$partial:$2" >&2
+  buildah rmi "$1" >/dev/null
   committed=''
-  mv "$partial" "$out"
+  mv "$partial" "$3"
   partial=''
 }
 
@@ -464,13 +471,7 @@ build_service() {
   buildah bud --quiet --format docker --pull=false --target "$target" \
     --build-arg BINARIES=prebuilt --build-context "release-binaries=$bindir" \
     --build-arg "RUNTIME_IMAGE=${REF[runtime]}" -t "$ref" -f "$PWD/Dockerfile" "$work/context" >/dev/null
-  committed=$ref
-  partial=$out.$$.part
-  buildah push --quiet "$ref" "oci-archive:$partial:$ref" >&2
-  buildah rmi "$ref" >/dev/null
-  committed=''
-  mv "$partial" "$out"
-  partial=''
+  export_archive "$ref" "$ref" "$out"
 }
 
 # The reference and manifest digest an archive holds, from its index.json.
