@@ -24,6 +24,8 @@
 # must run (it lifts the not-ready taint), and the host name resolves to 127.0.0.1 (explicit --node-ip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/pki.sh
+. hack/pki.sh
 
 ROOT=$(pwd)
 DIR=$ROOT/.run/cluster
@@ -109,45 +111,18 @@ release_binaries() {
 certificates() {
   local pki=$DIR/pki node_ip=$1 node_name=$2
   mkdir -p "$pki"
-  cert() { # name, subject, extensions; signed by the cluster's CA
-    openssl req -new -newkey rsa:2048 -nodes -keyout "$pki/$1.key" -subj "$2" -out "$pki/$1.csr" 2>/dev/null
-    openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 30 \
-      -extfile <(printf '%s\n' "$3") -out "$pki/$1.crt" 2>/dev/null
-  }
-  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=analytics-cluster-ca" \
-    -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
-  cert apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:$node_ip,IP:$API_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+  pki_ca "$pki" analytics-cluster-ca
+  pki_cert "$pki" apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:$node_ip,IP:$API_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 extendedKeyUsage=serverAuth"
-  cert admin "/O=system:masters/CN=admin" "extendedKeyUsage=clientAuth"
-  cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
-  cert controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
-  cert scheduler "/CN=system:kube-scheduler" "extendedKeyUsage=clientAuth"
-  cert kube-proxy "/CN=system:kube-proxy" "extendedKeyUsage=clientAuth"
-  cert kubelet "/O=system:nodes/CN=system:node:$node_name" "extendedKeyUsage=clientAuth"
-  cert kubelet-serving "/CN=$node_name" "subjectAltName=IP:$node_ip,DNS:$node_name
+  pki_cert "$pki" admin "/O=system:masters/CN=admin" "extendedKeyUsage=clientAuth"
+  pki_cert "$pki" apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
+  pki_cert "$pki" controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
+  pki_cert "$pki" scheduler "/CN=system:kube-scheduler" "extendedKeyUsage=clientAuth"
+  pki_cert "$pki" kube-proxy "/CN=system:kube-proxy" "extendedKeyUsage=clientAuth"
+  pki_cert "$pki" kubelet "/O=system:nodes/CN=system:node:$node_name" "extendedKeyUsage=clientAuth"
+  pki_cert "$pki" kubelet-serving "/CN=$node_name" "subjectAltName=IP:$node_ip,DNS:$node_name
 extendedKeyUsage=serverAuth"
   openssl genrsa -out "$pki/service-accounts.key" 2048 2>/dev/null
-}
-
-kubeconfig() { # name (a client certificate in pki/), server
-  cat >"$DIR/$1.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: analytics
-  cluster:
-    server: $2
-    certificate-authority: $DIR/pki/ca.crt
-users:
-- name: $1
-  user:
-    client-certificate: $DIR/pki/$1.crt
-    client-key: $DIR/pki/$1.key
-contexts:
-- name: analytics
-  context: {cluster: analytics, user: $1}
-current-context: analytics
-EOF
 }
 
 containerd_config() { # the sandbox (pause) image
@@ -239,7 +214,9 @@ start_node() { # bin dir, coredns binary, pause image reference
 
   certificates "$node_ip" "$node_name"
   local name
-  for name in admin controller-manager scheduler kube-proxy kubelet; do kubeconfig "$name" "$server"; done
+  for name in admin controller-manager scheduler kube-proxy kubelet; do
+    pki_kubeconfig "$DIR/pki" "$name" "$server" "$DIR/$name.kubeconfig"
+  done
 
   launch etcd "$bin/etcd" --data-dir "$DIR/etcd" --name analytics --unsafe-no-fsync \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \

@@ -15,6 +15,8 @@
 # The cache key is a hash of those files and of the build flags, so a new pin means a new build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/pki.sh
+. hack/pki.sh
 
 CACHE=${ANALYTICS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/analytics-pipeline}
 
@@ -84,33 +86,6 @@ wait_for() { # name (its log is DIR/name.log), seconds, command...
   done
 }
 
-cert() { # name, subject, extensions; signed by the run's CA
-  openssl req -new -newkey rsa:2048 -nodes -keyout "$pki/$1.key" -subj "$2" -out "$pki/$1.csr" 2>/dev/null
-  openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
-    -extfile <(printf '%s\n' "$3") -out "$pki/$1.crt" 2>/dev/null
-}
-
-kubeconfig() { # name (a client cert in pki/), server
-  cat >"$dir/$1.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster:
-    server: $2
-    certificate-authority: $pki/ca.crt
-users:
-- name: $1
-  user:
-    client-certificate: $pki/$1.crt
-    client-key: $pki/$1.key
-contexts:
-- name: test
-  context: {cluster: test, user: $1}
-current-context: test
-EOF
-}
-
 start() {
   local bin ports etcd_port peer_port api_port kcm_port server
   bin=$(build)
@@ -122,12 +97,11 @@ start() {
   etcd_port=${ports[0]} peer_port=${ports[1]} api_port=${ports[2]} kcm_port=${ports[3]}
   server="https://127.0.0.1:$api_port"
 
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=analytics-test-ca" \
-    -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
-  cert apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc
+  pki_ca "$pki" analytics-test-ca
+  pki_cert "$pki" apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc
 extendedKeyUsage=serverAuth"
-  cert admin "/O=system:masters/CN=admin" "extendedKeyUsage=clientAuth"
-  cert controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
+  pki_cert "$pki" admin "/O=system:masters/CN=admin" "extendedKeyUsage=clientAuth"
+  pki_cert "$pki" controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
   openssl genrsa -out "$pki/service-accounts.key" 2048 2>/dev/null
   cat >"$dir/audit-policy.yaml" <<'EOF'
 apiVersion: audit.k8s.io/v1
@@ -155,8 +129,8 @@ EOF
     --audit-log-path "$dir/audit.log" --audit-policy-file "$dir/audit-policy.yaml" \
     >"$dir/kube-apiserver.log" 2>&1 &
   echo $! >"$dir/kube-apiserver.pid"
-  kubeconfig admin "$server"
-  kubeconfig controller-manager "$server"
+  pki_kubeconfig "$pki" admin "$server" "$dir/admin.kubeconfig"
+  pki_kubeconfig "$pki" controller-manager "$server" "$dir/controller-manager.kubeconfig"
   wait_for kube-apiserver 60 curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
     "$server/readyz"
 
