@@ -6,6 +6,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod outbox;
+pub mod store;
 
 pub use app::App;
 

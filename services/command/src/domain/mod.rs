@@ -1,9 +1,12 @@
-//! Request bodies become these types through `TryFrom`; nothing reaches SQL unparsed.
+//! Request bodies become these types through `TryFrom`; nothing reaches SQL unparsed. [`pricing`]
+//! holds the rules an order must meet against the catalog.
 
 mod order;
+mod pricing;
 mod product;
 
 pub use order::{CustomerId, NewOrder, NewOrderLine, OrderLineRequest, OrderRequest, Quantity};
+pub use pricing::{CatalogEntry, PricedOrder, Refusal, price};
 pub use product::{NewProduct, Price, ProductChange, ProductId, ProductPatchRequest, ProductRequest, Stock};
 
 /// Why a well-formed request cannot be accepted (HTTP 422).

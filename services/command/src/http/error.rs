@@ -6,7 +6,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::domain::Invalid;
+use crate::domain::{Invalid, Refusal};
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -20,20 +20,12 @@ pub enum ApiError {
     ProductNotFound(i64),
     #[error("order {0} does not exist")]
     OrderNotFound(i64),
-    #[error("unknown product ids: {}", join(.0))]
-    UnknownProducts(Vec<i64>),
-    #[error("not enough stock for \"{name}\" (product {product_id}): {available} available, {requested} requested")]
-    InsufficientStock { product_id: i64, name: String, available: i32, requested: i32 },
-    #[error("price {given} for \"{name}\" (product {product_id}) differs from the catalog price {catalog}")]
-    PriceMismatch { product_id: i64, name: String, given: String, catalog: String },
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error("stock of product {0} would exceed the largest storable value")]
     StockOverflow(i64),
     #[error("internal error")]
     Database(#[from] sqlx::Error),
-}
-
-fn join(ids: &[i64]) -> String {
-    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 impl ApiError {
@@ -42,9 +34,9 @@ impl ApiError {
             Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             Self::InvalidId(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
             Self::ProductNotFound(_) | Self::OrderNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::UnknownProducts(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_product"),
-            Self::InsufficientStock { .. } => (StatusCode::CONFLICT, "insufficient_stock"),
-            Self::PriceMismatch { .. } => (StatusCode::CONFLICT, "price_mismatch"),
+            Self::Refused(Refusal::UnknownProducts(_)) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_product"),
+            Self::Refused(Refusal::InsufficientStock { .. }) => (StatusCode::CONFLICT, "insufficient_stock"),
+            Self::Refused(Refusal::PriceMismatch { .. }) => (StatusCode::CONFLICT, "price_mismatch"),
             Self::StockOverflow(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             Self::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

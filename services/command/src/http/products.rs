@@ -1,12 +1,10 @@
 //! `/api/products`: create, read and change catalog entries. Each write emits its event in the same transaction.
 
-use analytics_events::{Envelope, EventType, Money, ProductState};
+use analytics_events::{Envelope, EventType, Money};
 use analytics_kit::http::{ErrorBody, Json, Path};
 use axum::{extract::State, http::StatusCode};
 use chrono::Utc;
-use rust_decimal::Decimal;
 use serde::Serialize;
-use sqlx::FromRow;
 use utoipa::ToSchema;
 
 use super::{
@@ -16,6 +14,7 @@ use super::{
 use crate::{
     domain::{NewProduct, ProductChange, ProductPatchRequest, ProductRequest},
     outbox,
+    store::{self, products::StoredProduct},
 };
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -35,25 +34,9 @@ pub struct ProductResponse {
     pub stock: i32,
 }
 
-#[derive(FromRow)]
-struct ProductRow {
-    id: i64,
-    name: String,
-    category: String,
-    price: Decimal,
-    stock: i32,
-    version: i64,
-}
-
-impl ProductRow {
-    fn response(&self) -> ProductResponse {
-        ProductResponse {
-            id: self.id,
-            name: self.name.clone(),
-            category: self.category.clone(),
-            price: self.price.into(),
-            stock: self.stock,
-        }
+impl From<StoredProduct> for ProductResponse {
+    fn from(row: StoredProduct) -> Self {
+        Self { id: row.id, name: row.name, category: row.category, price: row.price.into(), stock: row.stock }
     }
 }
 
@@ -70,31 +53,11 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<ProductCreatedResponse>)> {
     let product = NewProduct::try_from(request)?;
     let mut tx = state.pool.begin().await?;
-    let (product_id,): (i64,) =
-        sqlx::query_as("insert into products (name, category, price, stock) values ($1, $2, $3, $4) returning id")
-            .bind(&product.name)
-            .bind(&product.category)
-            .bind(product.price.get().amount())
-            .bind(product.stock.get())
-            .fetch_one(&mut *tx)
-            .await?;
-    let event = Envelope::new(
-        EventType::ProductCreated,
-        Utc::now(),
-        product_id,
-        ProductState {
-            product_id,
-            name: product.name,
-            category: product.category,
-            price: product.price.get(),
-            stock: product.stock.get().into(),
-            version: 1,
-        },
-    );
-    outbox::enqueue(&mut tx, &event).await?;
+    let row = store::products::insert(&mut tx, &product).await?;
+    outbox::enqueue(&mut tx, &Envelope::new(EventType::ProductCreated, Utc::now(), row.id, row.state())).await?;
     tx.commit().await?;
     state.relay.wake();
-    Ok((StatusCode::CREATED, Json(ProductCreatedResponse { product_id })))
+    Ok((StatusCode::CREATED, Json(ProductCreatedResponse { product_id: row.id })))
 }
 
 /// Read a product as the catalog has it now.
@@ -105,13 +68,8 @@ pub async fn create(
 ))]
 pub async fn get(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<ProductResponse>> {
     let id = positive_id(id, "product id")?;
-    let row: Option<ProductRow> =
-        sqlx::query_as("select id, name, category, price, stock, version from products where id = $1")
-            .bind(id)
-            .fetch_optional(&state.pool)
-            .await?;
-    let row = row.ok_or(ApiError::ProductNotFound(id))?;
-    Ok(Json(row.response()))
+    let row = store::products::get(&state.pool, id).await?.ok_or(ApiError::ProductNotFound(id))?;
+    Ok(Json(row.into()))
 }
 
 /// Change the price, add stock, or both. Emits ProductUpdated with the product's new state.
@@ -130,37 +88,13 @@ pub async fn update(
     let id = positive_id(id, "product id")?;
     let change = ProductChange::try_from(request)?;
     let mut tx = state.pool.begin().await?;
-    let row: Option<ProductRow> = sqlx::query_as(
-        "update products
-            set price = coalesce($2, price), stock = stock + coalesce($3, 0), version = version + 1, updated_at = now()
-          where id = $1
-      returning id, name, category, price, stock, version",
-    )
-    .bind(id)
-    .bind(change.price.map(|price| price.get().amount()))
-    .bind(change.add_stock.map(|units| units.get()))
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(|error| match &error {
+    let row = store::products::update(&mut tx, id, &change).await.map_err(|error| match &error {
         sqlx::Error::Database(db) if db.code().as_deref() == Some("22003") => ApiError::StockOverflow(id),
         _ => ApiError::Database(error),
     })?;
     let row = row.ok_or(ApiError::ProductNotFound(id))?;
-    let event = Envelope::new(
-        EventType::ProductUpdated,
-        Utc::now(),
-        row.id,
-        ProductState {
-            product_id: row.id,
-            name: row.name.clone(),
-            category: row.category.clone(),
-            price: row.price.into(),
-            stock: row.stock.into(),
-            version: row.version,
-        },
-    );
-    outbox::enqueue(&mut tx, &event).await?;
+    outbox::enqueue(&mut tx, &Envelope::new(EventType::ProductUpdated, Utc::now(), row.id, row.state())).await?;
     tx.commit().await?;
     state.relay.wake();
-    Ok(Json(row.response()))
+    Ok(Json(row.into()))
 }
