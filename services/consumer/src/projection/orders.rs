@@ -1,5 +1,6 @@
-//! OrderCreated into the four analytics views. A batch is first folded into one delta per key, then
-//! each view gets one `insert … on conflict do update` with its keys in sorted order.
+//! OrderCreated into the four analytics views. [`fold`] turns a batch into one delta per key of each
+//! view (the counting rules, with no I/O); then each view gets one `insert … on conflict do update`
+//! with its keys in sorted order.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,68 +9,79 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
-#[derive(Default)]
-struct ProductDelta<'a> {
-    name: &'a str,
-    category: &'a str,
-    quantity: i64,
-    revenue: Money,
-    orders: i64,
+/// What a batch adds to one product's row of `product_sales_view`.
+#[derive(Debug, Default, PartialEq)]
+pub struct ProductDelta<'a> {
+    /// The name and category of the product's newest line in the batch.
+    pub name: &'a str,
+    pub category: &'a str,
+    pub quantity: i64,
+    pub revenue: Money,
+    /// Distinct orders: an order names a product once (the command side refuses repeats).
+    pub orders: i64,
 }
 
-#[derive(Default)]
-struct CategoryDelta {
-    revenue: Money,
-    quantity: i64,
-    orders: i64,
+/// What a batch adds to one row of `category_metrics_view`.
+#[derive(Debug, Default, PartialEq)]
+pub struct CategoryDelta {
+    pub revenue: Money,
+    pub quantity: i64,
+    /// Orders with at least one line in the category, each counted once.
+    pub orders: i64,
 }
 
-struct CustomerDelta {
-    spent: Money,
-    orders: i64,
-    first: DateTime<Utc>,
-    last: DateTime<Utc>,
+/// What a batch adds to one row of `customer_ltv_view`.
+#[derive(Debug, PartialEq)]
+pub struct CustomerDelta {
+    pub spent: Money,
+    pub orders: i64,
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
 }
 
-#[derive(Default)]
-struct HourDelta {
-    orders: i64,
-    items: i64,
-    revenue: Money,
+/// What a batch adds to one row of `hourly_sales_view`.
+#[derive(Debug, Default, PartialEq)]
+pub struct HourDelta {
+    pub orders: i64,
+    pub items: i64,
+    pub revenue: Money,
 }
 
-pub async fn apply(conn: &mut PgConnection, orders: &[&OrderCreated]) -> sqlx::Result<()> {
-    if orders.is_empty() {
-        return Ok(());
-    }
-    let mut products: BTreeMap<i64, ProductDelta> = BTreeMap::new();
-    let mut categories: BTreeMap<&str, CategoryDelta> = BTreeMap::new();
-    let mut customers: BTreeMap<i64, CustomerDelta> = BTreeMap::new();
-    let mut hours: BTreeMap<DateTime<Utc>, HourDelta> = BTreeMap::new();
+/// A batch folded into one delta per key of each view. The maps are sorted, so every upsert writes its
+/// keys in the same order and concurrent consumers cannot deadlock on them.
+#[derive(Debug, Default, PartialEq)]
+pub struct Deltas<'a> {
+    pub products: BTreeMap<i64, ProductDelta<'a>>,
+    pub categories: BTreeMap<&'a str, CategoryDelta>,
+    pub customers: BTreeMap<i64, CustomerDelta>,
+    /// By the start of the UTC hour of each order's `orderedAt`.
+    pub hours: BTreeMap<DateTime<Utc>, HourDelta>,
+}
 
+/// The counting rules of the four views, applied to a batch of new orders.
+pub fn fold<'a>(orders: &[&'a OrderCreated]) -> Deltas<'a> {
+    let mut deltas = Deltas::default();
     for order in orders {
         let mut order_categories = BTreeSet::new();
         let mut order_items = 0;
         for item in &order.items {
             let line = item.unit_price * item.quantity;
-            let product = products.entry(item.product_id).or_default();
+            let product = deltas.products.entry(item.product_id).or_default();
             product.name = &item.product_name;
             product.category = &item.category;
             product.quantity += item.quantity;
             product.revenue = product.revenue + line;
-            // An order names a product once (the command side refuses repeats), so it counts once here.
             product.orders += 1;
-            let category = categories.entry(&item.category).or_default();
+            let category = deltas.categories.entry(&item.category).or_default();
             category.revenue = category.revenue + line;
             category.quantity += item.quantity;
             order_categories.insert(item.category.as_str());
             order_items += item.quantity;
         }
-        // An order counts once per category, however many of its items are in it.
         for category in order_categories {
-            categories.entry(category).or_default().orders += 1;
+            deltas.categories.entry(category).or_default().orders += 1;
         }
-        let customer = customers.entry(order.customer_id).or_insert(CustomerDelta {
+        let customer = deltas.customers.entry(order.customer_id).or_insert(CustomerDelta {
             spent: Money::ZERO,
             orders: 0,
             first: order.ordered_at,
@@ -79,18 +91,33 @@ pub async fn apply(conn: &mut PgConnection, orders: &[&OrderCreated]) -> sqlx::R
         customer.orders += 1;
         customer.first = customer.first.min(order.ordered_at);
         customer.last = customer.last.max(order.ordered_at);
-        let hour = hours.entry(utc_hour(order.ordered_at)).or_default();
+        let hour = deltas.hours.entry(utc_hour(order.ordered_at)).or_default();
         hour.orders += 1;
         hour.items += order_items;
         hour.revenue = hour.revenue + order.total;
     }
+    deltas
+}
 
+/// Adds a batch of new orders to the four views.
+pub async fn apply(conn: &mut PgConnection, orders: &[&OrderCreated]) -> sqlx::Result<()> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let deltas = fold(orders);
+    add_product_sales(conn, &deltas.products).await?;
+    add_category_metrics(conn, &deltas.categories).await?;
+    add_customer_ltv(conn, &deltas.customers).await?;
+    add_hourly_sales(conn, &deltas.hours).await
+}
+
+async fn add_product_sales(conn: &mut PgConnection, products: &BTreeMap<i64, ProductDelta<'_>>) -> sqlx::Result<()> {
     let ids: Vec<i64> = products.keys().copied().collect();
     let names: Vec<&str> = products.values().map(|p| p.name).collect();
-    let product_categories: Vec<&str> = products.values().map(|p| p.category).collect();
+    let categories: Vec<&str> = products.values().map(|p| p.category).collect();
     let quantities: Vec<i64> = products.values().map(|p| p.quantity).collect();
     let revenues: Vec<Decimal> = products.values().map(|p| p.revenue.amount()).collect();
-    let counts: Vec<i64> = products.values().map(|p| p.orders).collect();
+    let orders: Vec<i64> = products.values().map(|p| p.orders).collect();
     sqlx::query(
         "insert into product_sales_view as v (product_id, product_name, category, total_quantity_sold, total_revenue, order_count)
          select * from unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::numeric[], $6::bigint[]) order by 1
@@ -102,19 +129,22 @@ pub async fn apply(conn: &mut PgConnection, orders: &[&OrderCreated]) -> sqlx::R
              order_count = v.order_count + excluded.order_count,
              updated_at = now()",
     )
-    .bind(&ids)
-    .bind(&names)
-    .bind(&product_categories)
-    .bind(&quantities)
-    .bind(&revenues)
-    .bind(&counts)
-    .execute(&mut *conn)
-    .await?;
+    .bind(ids)
+    .bind(names)
+    .bind(categories)
+    .bind(quantities)
+    .bind(revenues)
+    .bind(orders)
+    .execute(conn)
+    .await
+    .map(drop)
+}
 
+async fn add_category_metrics(conn: &mut PgConnection, categories: &BTreeMap<&str, CategoryDelta>) -> sqlx::Result<()> {
     let names: Vec<&str> = categories.keys().copied().collect();
     let revenues: Vec<Decimal> = categories.values().map(|c| c.revenue.amount()).collect();
     let quantities: Vec<i64> = categories.values().map(|c| c.quantity).collect();
-    let counts: Vec<i64> = categories.values().map(|c| c.orders).collect();
+    let orders: Vec<i64> = categories.values().map(|c| c.orders).collect();
     sqlx::query(
         "insert into category_metrics_view as v (category, total_revenue, total_quantity, total_orders)
          select * from unnest($1::text[], $2::numeric[], $3::bigint[], $4::bigint[]) order by 1
@@ -124,16 +154,19 @@ pub async fn apply(conn: &mut PgConnection, orders: &[&OrderCreated]) -> sqlx::R
              total_orders = v.total_orders + excluded.total_orders,
              updated_at = now()",
     )
-    .bind(&names)
-    .bind(&revenues)
-    .bind(&quantities)
-    .bind(&counts)
-    .execute(&mut *conn)
-    .await?;
+    .bind(names)
+    .bind(revenues)
+    .bind(quantities)
+    .bind(orders)
+    .execute(conn)
+    .await
+    .map(drop)
+}
 
+async fn add_customer_ltv(conn: &mut PgConnection, customers: &BTreeMap<i64, CustomerDelta>) -> sqlx::Result<()> {
     let ids: Vec<i64> = customers.keys().copied().collect();
     let spent: Vec<Decimal> = customers.values().map(|c| c.spent.amount()).collect();
-    let counts: Vec<i64> = customers.values().map(|c| c.orders).collect();
+    let orders: Vec<i64> = customers.values().map(|c| c.orders).collect();
     let firsts: Vec<DateTime<Utc>> = customers.values().map(|c| c.first).collect();
     let lasts: Vec<DateTime<Utc>> = customers.values().map(|c| c.last).collect();
     sqlx::query(
@@ -146,16 +179,19 @@ pub async fn apply(conn: &mut PgConnection, orders: &[&OrderCreated]) -> sqlx::R
              last_order_at = greatest(v.last_order_at, excluded.last_order_at),
              updated_at = now()",
     )
-    .bind(&ids)
-    .bind(&spent)
-    .bind(&counts)
-    .bind(&firsts)
-    .bind(&lasts)
-    .execute(&mut *conn)
-    .await?;
+    .bind(ids)
+    .bind(spent)
+    .bind(orders)
+    .bind(firsts)
+    .bind(lasts)
+    .execute(conn)
+    .await
+    .map(drop)
+}
 
+async fn add_hourly_sales(conn: &mut PgConnection, hours: &BTreeMap<DateTime<Utc>, HourDelta>) -> sqlx::Result<()> {
     let starts: Vec<DateTime<Utc>> = hours.keys().copied().collect();
-    let counts: Vec<i64> = hours.values().map(|h| h.orders).collect();
+    let orders: Vec<i64> = hours.values().map(|h| h.orders).collect();
     let items: Vec<i64> = hours.values().map(|h| h.items).collect();
     let revenues: Vec<Decimal> = hours.values().map(|h| h.revenue.amount()).collect();
     sqlx::query(
@@ -167,11 +203,11 @@ pub async fn apply(conn: &mut PgConnection, orders: &[&OrderCreated]) -> sqlx::R
              revenue = v.revenue + excluded.revenue,
              updated_at = now()",
     )
-    .bind(&starts)
-    .bind(&counts)
-    .bind(&items)
-    .bind(&revenues)
-    .execute(&mut *conn)
+    .bind(starts)
+    .bind(orders)
+    .bind(items)
+    .bind(revenues)
+    .execute(conn)
     .await
     .map(drop)
 }
@@ -183,9 +219,82 @@ fn utc_hour(at: DateTime<Utc>) -> DateTime<Utc> {
 
 #[cfg(test)]
 mod tests {
+    use analytics_events::OrderLine;
     use chrono::TimeZone;
 
     use super::*;
+
+    fn money(text: &str) -> Money {
+        text.parse().unwrap()
+    }
+
+    fn at(hour: u32, minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, hour, minute, 0).unwrap()
+    }
+
+    fn line(product_id: i64, category: &str, unit_price: &str, quantity: i64) -> OrderLine {
+        OrderLine {
+            product_id,
+            product_name: format!("product {product_id}"),
+            category: category.into(),
+            unit_price: money(unit_price),
+            quantity,
+        }
+    }
+
+    fn order(order_id: i64, customer_id: i64, ordered_at: DateTime<Utc>, items: Vec<OrderLine>) -> OrderCreated {
+        let total = items.iter().map(|i| i.unit_price * i.quantity).sum();
+        OrderCreated { order_id, customer_id, ordered_at, total, items }
+    }
+
+    #[test]
+    fn an_order_counts_once_per_category_however_many_of_its_lines_are_in_it() {
+        let one =
+            order(1, 9, at(10, 0), vec![line(1, "Books", "10", 2), line(2, "Books", "5", 1), line(3, "Toys", "1", 4)]);
+        let deltas = fold(&[&one]);
+        assert_eq!(deltas.categories["Books"], CategoryDelta { revenue: money("25"), quantity: 3, orders: 1 });
+        assert_eq!(deltas.categories["Toys"], CategoryDelta { revenue: money("4"), quantity: 4, orders: 1 });
+    }
+
+    #[test]
+    fn a_product_counts_the_distinct_orders_it_is_in_with_quantity_and_revenue() {
+        let first = order(1, 9, at(10, 0), vec![line(1, "Books", "10.50", 2)]);
+        let second = order(2, 8, at(10, 5), vec![line(1, "Books", "10.50", 3), line(2, "Toys", "1", 1)]);
+        let deltas = fold(&[&first, &second]);
+        let product = &deltas.products[&1];
+        assert_eq!((product.quantity, product.revenue, product.orders), (5, money("52.50"), 2));
+        assert_eq!((product.name, product.category), ("product 1", "Books"));
+        assert_eq!(deltas.products[&2].orders, 1);
+        assert_eq!(deltas.categories["Books"].orders, 2);
+    }
+
+    #[test]
+    fn orders_fall_in_the_utc_hour_of_their_order_time() {
+        let orders = [
+            order(1, 1, at(10, 0), vec![line(1, "A", "1", 1)]),
+            order(2, 2, at(10, 59), vec![line(1, "A", "1", 2), line(2, "B", "3", 1)]),
+            order(3, 3, at(11, 0), vec![line(1, "A", "1", 1)]),
+        ];
+        let deltas = fold(&orders.iter().collect::<Vec<_>>());
+        let hours: Vec<_> = deltas.hours.iter().map(|(hour, h)| (*hour, h.orders, h.items, h.revenue)).collect();
+        assert_eq!(hours, [(at(10, 0), 2, 4, money("6")), (at(11, 0), 1, 1, money("1"))]);
+    }
+
+    #[test]
+    fn a_customer_sums_its_orders_and_spans_first_to_last_whatever_the_batch_order() {
+        let late = order(2, 7, at(12, 0), vec![line(1, "A", "2", 1)]);
+        let early = order(1, 7, at(9, 30), vec![line(1, "A", "3", 1)]);
+        let deltas = fold(&[&late, &early]);
+        assert_eq!(
+            deltas.customers[&7],
+            CustomerDelta { spent: money("5"), orders: 2, first: at(9, 30), last: at(12, 0) }
+        );
+    }
+
+    #[test]
+    fn an_empty_batch_changes_nothing() {
+        assert_eq!(fold(&[]), Deltas::default());
+    }
 
     #[test]
     fn hours_are_utc_hours_of_the_order_time() {
