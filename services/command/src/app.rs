@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{RelayProcessConfig, ServeConfig},
+    config::{DatabaseConfig, RelayProcessConfig, ServeConfig},
     http,
     outbox::Relay,
 };
@@ -20,16 +20,16 @@ pub struct App {
 }
 
 impl App {
-    /// Binds the listener (port 0 picks a free one) and wires the HTTP API to the relay.
+    /// Binds the listener (port 0 picks a free one), opens the write database's pool, and wires the HTTP
+    /// API to the relay, unless `no_relay`.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         let registry = Registry::new();
-        let relay = Relay::new(&config.relay, &registry)?;
-        let pool = relay.pool().clone();
-        let state = http::AppState::new(pool.clone(), relay.waker());
-        let router = http::router(state, registry);
+        let pool = write_pool(&config.database)?;
+        let relay = if config.no_relay { None } else { Some(Relay::new(pool.clone(), &config.relay, &registry)?) };
+        let waker = relay.as_ref().map(Relay::waker);
+        let router = http::router(http::AppState::new(pool.clone(), waker), registry);
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-        let relay = (!config.no_relay).then_some(relay);
         Ok(Self { listener, router, relay, pool })
     }
 
@@ -58,9 +58,9 @@ impl App {
 /// `config.listen`. Runs until `shutdown`; the batch in flight is published and marked first.
 pub async fn run_relay(config: RelayProcessConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let registry = Registry::new();
-    let relay = Relay::new(&config.relay, &registry)?;
-    let pool = relay.pool().clone();
-    let router = analytics_kit::http::ops_router(registry, http::Ready::new(pool.clone(), relay.waker()));
+    let pool = write_pool(&config.database)?;
+    let relay = Relay::new(pool.clone(), &config.relay, &registry)?;
+    let router = analytics_kit::http::ops_router(registry, http::Ready::new(pool.clone(), Some(relay.waker())));
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(port = listener.local_addr().map(|a| a.port()).unwrap_or_default(), "relay running");
@@ -69,4 +69,8 @@ pub async fn run_relay(config: RelayProcessConfig, shutdown: CancellationToken) 
     shutdown.cancel();
     pool.close().await;
     server.await.context("the ops server panicked")?.context("the ops server failed")
+}
+
+fn write_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    analytics_kit::db::pool(&config.url, config.max_connections, "command-service")
 }

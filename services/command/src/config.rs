@@ -32,9 +32,13 @@ pub struct ServeConfig {
     #[arg(long, env = "COMMAND_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
-    /// Do not run the outbox relay in this process (run `command-service relay` elsewhere).
+    /// Do not run the outbox relay in this process (run `command-service relay` elsewhere). The broker
+    /// is then neither needed nor checked.
     #[arg(long, env = "NO_RELAY")]
     pub no_relay: bool,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
 
     #[command(flatten)]
     pub relay: RelayConfig,
@@ -45,6 +49,9 @@ pub struct RelayProcessConfig {
     /// Address of the relay's /healthz, /readyz and /metrics.
     #[arg(long, env = "RELAY_LISTEN", default_value = "0.0.0.0:8083")]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
 
     #[command(flatten)]
     pub relay: RelayConfig,
@@ -63,12 +70,9 @@ pub struct DatabaseConfig {
 
 #[derive(Debug, Clone, Args)]
 pub struct RelayConfig {
-    #[command(flatten)]
-    pub database: DatabaseConfig,
-
-    /// AMQP URL of the RabbitMQ broker.
+    /// AMQP URL of the RabbitMQ broker; required wherever the relay runs.
     #[arg(long, env = "AMQP_URL", hide_env_values = true)]
-    pub amqp_url: SecretString,
+    pub amqp_url: Option<SecretString>,
 
     /// Prefix for exchange and queue names, to share one broker between pipelines.
     #[arg(long, env = "TOPOLOGY_PREFIX", default_value = "")]

@@ -365,13 +365,8 @@ pub async fn prune_processed_events(pool: PgPool, retention: std::time::Duration
         )
         .bind(retention.as_secs_f64())
         .execute(&pool)
-        .await;
-        match pruned {
-            Ok(done) if done.rows_affected() > 0 => {
-                tracing::info!(rows = done.rows_affected(), "pruned processed-event hashes")
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "cannot prune processed-event hashes"),
-        }
+        .await
+        .map(|done| done.rows_affected());
+        analytics_kit::db::report_pruned("processed-event hashes", pruned);
     }
 }

@@ -26,3 +26,12 @@ pub fn pool(url: &SecretString, max_connections: u32, application_name: &str) ->
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("select 1").execute(pool).await.map(drop)
 }
+
+/// Logs the outcome of a periodic delete of expired `rows` (e.g. "published outbox rows").
+pub fn report_pruned(rows: &str, pruned: Result<u64, sqlx::Error>) {
+    match pruned {
+        Ok(0) => {}
+        Ok(count) => tracing::info!(count, "pruned {rows}"),
+        Err(error) => tracing::warn!(%error, "cannot prune {rows}"),
+    }
+}

@@ -24,12 +24,20 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pool: PgPool,
-    relay: RelayWaker,
+    /// The relay in this process, woken after each commit; `None` when it runs elsewhere.
+    relay: Option<RelayWaker>,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, relay: RelayWaker) -> Self {
+    pub fn new(pool: PgPool, relay: Option<RelayWaker>) -> Self {
         Self { pool, relay }
+    }
+
+    /// Tells the relay in this process, if any, that a commit put events in the outbox.
+    fn committed(&self) {
+        if let Some(relay) = &self.relay {
+            relay.wake();
+        }
     }
 }
 
@@ -66,14 +74,15 @@ pub fn router(state: AppState, registry: Registry) -> Router {
 
 /// Ready when the write database answers. A broker outage does not make the service unready: orders
 /// are still accepted and wait in the outbox, so the broker's state is reported but not required.
-/// The standalone relay reports the same way.
+/// The standalone relay reports the same way; without a relay in the process, the broker is not
+/// reported at all.
 pub struct Ready {
     pool: PgPool,
-    relay: RelayWaker,
+    relay: Option<RelayWaker>,
 }
 
 impl Ready {
-    pub fn new(pool: PgPool, relay: RelayWaker) -> Self {
+    pub fn new(pool: PgPool, relay: Option<RelayWaker>) -> Self {
         Self { pool, relay }
     }
 }
@@ -81,8 +90,11 @@ impl Ready {
 impl Readiness for Ready {
     async fn checks(&self) -> Vec<(&'static str, Check)> {
         let database = analytics_kit::db::ping(&self.pool).await.map(|()| "ok").map_err(|e| e.to_string());
-        let broker =
-            Ok(if self.relay.broker_connected() { "connected" } else { "disconnected; events wait in the outbox" });
-        vec![("database", database), ("broker", broker)]
+        let mut checks = vec![("database", database)];
+        if let Some(relay) = &self.relay {
+            let broker = if relay.broker_connected() { "connected" } else { "disconnected; events wait in the outbox" };
+            checks.push(("broker", Ok(broker)));
+        }
+        checks
     }
 }

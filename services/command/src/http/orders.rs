@@ -71,7 +71,7 @@ pub async fn create(
     let event = Envelope::new(EventType::OrderCreated, ordered_at, order_id, priced.created(order_id, ordered_at));
     outbox::enqueue(&mut tx, &event).await?;
     tx.commit().await?;
-    state.relay.wake();
+    state.committed();
     Ok((StatusCode::CREATED, Json(OrderCreatedResponse { order_id })))
 }
 

@@ -56,7 +56,7 @@ pub async fn create(
     let row = store::products::insert(&mut tx, &product).await?;
     outbox::enqueue(&mut tx, &Envelope::new(EventType::ProductCreated, Utc::now(), row.id, row.state())).await?;
     tx.commit().await?;
-    state.relay.wake();
+    state.committed();
     Ok((StatusCode::CREATED, Json(ProductCreatedResponse { product_id: row.id })))
 }
 
@@ -95,6 +95,6 @@ pub async fn update(
     let row = row.ok_or(ApiError::ProductNotFound(id))?;
     outbox::enqueue(&mut tx, &Envelope::new(EventType::ProductUpdated, Utc::now(), row.id, row.state())).await?;
     tx.commit().await?;
-    state.relay.wake();
+    state.committed();
     Ok(Json(row.into()))
 }

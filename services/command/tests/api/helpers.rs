@@ -18,10 +18,13 @@ pub async fn fresh_database() -> String {
     analytics_testkit::fresh_database(&MIGRATOR).await
 }
 
-pub fn relay_config(database_url: &str, amqp_url: &str, prefix: &str) -> RelayConfig {
+pub fn database_config(database_url: &str) -> DatabaseConfig {
+    DatabaseConfig { url: database_url.into(), max_connections: 20 }
+}
+
+pub fn relay_config(amqp_url: &str, prefix: &str) -> RelayConfig {
     RelayConfig {
-        database: DatabaseConfig { url: database_url.into(), max_connections: 20 },
-        amqp_url: amqp_url.into(),
+        amqp_url: Some(amqp_url.into()),
         topology_prefix: prefix.to_owned(),
         batch_size: 100,
         lease: Duration::from_secs(30),
@@ -64,10 +67,15 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     analytics_kit::telemetry::init_for_tests();
     let database_url = fresh_database().await;
     let prefix = unique_prefix();
-    let mut relay = relay_config(&database_url, &options.amqp_url, &prefix);
+    let mut relay = relay_config(&options.amqp_url, &prefix);
     relay.lease = options.lease;
     relay.retention = options.retention;
-    let config = ServeConfig { listen: "127.0.0.1:0".parse().unwrap(), no_relay: !options.relay, relay };
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        no_relay: !options.relay,
+        database: database_config(&database_url),
+        relay,
+    };
     let app = App::build(config).await.expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.pool().clone();

@@ -1,8 +1,13 @@
 //! Health, readiness, metrics and the OpenAPI document.
 
+use command_service::{
+    App,
+    config::{RelayConfig, ServeConfig},
+};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{database_config, fresh_database, relay_config, spawn_app};
 
 #[tokio::test]
 async fn health_readiness_and_metrics_report_the_service_and_its_outbox() {
@@ -59,4 +64,35 @@ async fn the_openapi_document_describes_every_route_and_its_error_codes() {
         }
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
+
+#[tokio::test]
+async fn without_a_relay_in_the_process_no_broker_is_needed_or_reported() {
+    analytics_kit::telemetry::init_for_tests();
+    let database_url = fresh_database().await;
+    let serve = |no_relay| ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        no_relay,
+        database: database_config(&database_url),
+        relay: RelayConfig { amqp_url: None, ..relay_config("amqp://unused", "unused.") },
+    };
+    let refused = App::build(serve(false)).await.err().expect("a relay without a broker URL is refused");
+    assert!(format!("{refused:#}").contains("AMQP_URL"), "{refused:#}");
+
+    let app = App::build(serve(true)).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(app.run(shutdown.clone()));
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{base}/api/products"))
+        .json(&json!({"name": "Lamp", "category": "Home", "price": 1, "stock": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "writes go to the outbox for a relay elsewhere");
+    let ready: serde_json::Value = client.get(format!("{base}/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready, json!({"status": "ready", "checks": {"database": "ok"}}));
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
 }

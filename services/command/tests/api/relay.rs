@@ -10,7 +10,9 @@ use command_service::{
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{Options, TestApp, read_at_least, read_exactly, relay_config, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Options, TestApp, database_config, read_at_least, read_exactly, relay_config, spawn_app, spawn_app_with,
+};
 
 fn event_ids(messages: &[Value]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
@@ -83,14 +85,16 @@ async fn a_relay_that_dies_between_publish_and_mark_is_followed_by_a_republish_n
     }
 
     // The first relay claims a batch, publishes it, and dies before marking it.
-    let mut config = relay_config(&app.database_url, &app.amqp_url, &app.prefix);
+    let mut config = relay_config(&app.amqp_url, &app.prefix);
     config.lease = Duration::from_secs(1);
     config.batch_size = 20;
-    let doomed = Relay::new(&config, &prometheus::Registry::new()).unwrap();
+    let doomed = Relay::new(app.pool.clone(), &config, &prometheus::Registry::new()).unwrap();
     let batch = doomed.claim().await.unwrap();
     assert_eq!(batch.len(), 20);
     let publisher =
-        Publisher::connect(&config.amqp_url, doomed.topology().clone(), config.confirm_timeout).await.unwrap();
+        Publisher::connect(&app.amqp_url.as_str().into(), doomed.topology().clone(), config.confirm_timeout)
+            .await
+            .unwrap();
     publisher.publish(&batch).await.unwrap();
     drop(publisher);
     drop(doomed);
@@ -101,7 +105,7 @@ async fn a_relay_that_dies_between_publish_and_mark_is_followed_by_a_republish_n
     assert_eq!(unmarked, 31, "nothing was marked published");
 
     // A healthy relay takes over once the lease has lapsed.
-    let survivor = Relay::new(&config, &prometheus::Registry::new()).unwrap();
+    let survivor = Relay::new(app.pool.clone(), &config, &prometheus::Registry::new()).unwrap();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(survivor.run(shutdown.clone()));
     app.wait_until_outbox_drained(Duration::from_secs(30)).await;
@@ -151,11 +155,15 @@ async fn two_relays_in_parallel_never_publish_the_same_row_twice() {
     .await
     .unwrap();
 
-    let mut config = relay_config(&app.database_url, &app.amqp_url, &app.prefix);
+    let mut config = relay_config(&app.amqp_url, &app.prefix);
     config.batch_size = 25;
     let shutdown = CancellationToken::new();
     let relays: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(Relay::new(&config, &prometheus::Registry::new()).unwrap().run(shutdown.clone())))
+        .map(|_| {
+            tokio::spawn(
+                Relay::new(app.pool.clone(), &config, &prometheus::Registry::new()).unwrap().run(shutdown.clone()),
+            )
+        })
         .collect();
     let messages =
         read_exactly(&app.amqp_url, &app.topology.order_queue, EVENTS, Duration::from_secs(60), Duration::from_secs(1))
@@ -184,10 +192,13 @@ async fn published_rows_are_pruned_after_the_retention_period_and_unpublished_on
     .await
     .unwrap();
     // The relay prunes when it starts and every minute after: restart it to trigger a pass.
-    let config = relay_config(&app.database_url, &app.amqp_url, &app.prefix);
-    let relay =
-        Relay::new(&RelayConfig { retention: Duration::from_millis(1), ..config }, &prometheus::Registry::new())
-            .unwrap();
+    let config = relay_config(&app.amqp_url, &app.prefix);
+    let relay = Relay::new(
+        app.pool.clone(),
+        &RelayConfig { retention: Duration::from_millis(1), ..config },
+        &prometheus::Registry::new(),
+    )
+    .unwrap();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(relay.run(shutdown.clone()));
     analytics_testkit::eventually(Duration::from_secs(10), "the published row to be pruned", || async {
@@ -210,7 +221,8 @@ async fn the_relay_as_its_own_process_publishes_and_serves_health_and_metrics() 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = command_service::config::RelayProcessConfig {
         listen: format!("127.0.0.1:{port}").parse().unwrap(),
-        relay: relay_config(&app.database_url, &app.amqp_url, &app.prefix),
+        database: database_config(&app.database_url),
+        relay: relay_config(&app.amqp_url, &app.prefix),
     };
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(command_service::app::run_relay(config, shutdown.clone()));

@@ -53,8 +53,7 @@ impl Pipeline {
         let shutdown = CancellationToken::new();
 
         let relay_config = RelayConfig {
-            database: DatabaseConfig { url: write_url.as_str().into(), max_connections: 24 },
-            amqp_url: amqp_url.into(),
+            amqp_url: Some(amqp_url.into()),
             topology_prefix: prefix.clone(),
             batch_size: 200,
             lease: Duration::from_secs(2),
@@ -65,6 +64,7 @@ impl Pipeline {
         let command = command_service::App::build(ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             no_relay: false,
+            database: DatabaseConfig { url: write_url.as_str().into(), max_connections: 24 },
             relay: relay_config.clone(),
         })
         .await

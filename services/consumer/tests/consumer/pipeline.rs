@@ -91,8 +91,9 @@ async fn every_view_equals_the_write_side_after_a_burst_with_crashes_outages_and
     {
         // A relay that publishes a batch and dies before marking it.
         let p = pipeline.lock().await;
-        let doomed = Relay::new(&p.relay_config, &prometheus::Registry::new()).unwrap();
-        let publisher = Publisher::connect(&p.relay_config.amqp_url, p.topology.clone(), Duration::from_secs(5)).await;
+        let doomed = Relay::new(p.write.clone(), &p.relay_config, &prometheus::Registry::new()).unwrap();
+        let publisher =
+            Publisher::connect(&p.amqp_url.as_str().into(), p.topology.clone(), Duration::from_secs(5)).await;
         if let (Ok(batch), Ok(publisher)) = (doomed.claim().await, publisher) {
             publisher.publish(&batch).await.unwrap();
         }
