@@ -49,6 +49,15 @@ pub enum SessionError {
 
 type Result<T, E = SessionError> = std::result::Result<T, E>;
 
+/// How an attempt to apply a batch ended.
+enum Attempt {
+    Applied,
+    /// The database refused it: not a transient error, so the same batch would fail again.
+    Refused(sqlx::Error),
+    /// Shutdown came while the database was unreachable.
+    Stopped,
+}
+
 #[derive(Clone)]
 pub struct ConsumerMetrics {
     applied: IntCounterVec,
@@ -218,38 +227,22 @@ impl Consumer {
         stop: &CancellationToken,
     ) -> Result<bool> {
         let last_tag = deliveries.last().map(|d| d.delivery_tag).unwrap_or_default();
-        // Parallel vectors: the parsed messages (applied as one slice) and the deliveries they came from.
-        let mut incoming: Vec<Incoming> = Vec::with_capacity(deliveries.len());
-        let mut sources: Vec<&Delivery> = Vec::with_capacity(deliveries.len());
+        let mut batch: Vec<(&Delivery, Incoming)> = Vec::with_capacity(deliveries.len());
         for delivery in &deliveries {
             match projection::parse(&delivery.data, stream) {
-                Ok(parsed) => {
-                    incoming.push(parsed);
-                    sources.push(delivery);
-                }
+                Ok(incoming) => batch.push((delivery, incoming)),
                 Err(poison) => self.dead_letter(dead_letters, delivery, &poison).await?,
             }
         }
-        let mut backoff = Backoff::default();
-        loop {
-            let started = Instant::now();
-            match projection::apply(&self.pool, stream, &incoming).await {
-                Ok(outcomes) => {
-                    self.record(&incoming, &outcomes, started);
-                    break;
-                }
-                Err(error) if projection::is_transient(&error) => {
-                    tracing::warn!(%error, stream = stream.as_str(), "cannot apply a batch yet; retrying");
-                    if !backoff.wait(stop).await {
+        match self.apply_retrying(stream, &batch, stop).await {
+            Attempt::Applied => {}
+            Attempt::Stopped => return Ok(false),
+            Attempt::Refused(error) => {
+                tracing::warn!(%error, stream = stream.as_str(), "the read database refused a batch; applying one by one");
+                for message in &batch {
+                    if !self.apply_alone(stream, dead_letters, message, stop).await? {
                         return Ok(false);
                     }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, stream = stream.as_str(), "the read database refused a batch; applying one by one");
-                    if !self.apply_one_by_one(stream, dead_letters, &sources, &incoming, stop).await? {
-                        return Ok(false);
-                    }
-                    break;
                 }
             }
         }
@@ -257,51 +250,68 @@ impl Consumer {
         Ok(true)
     }
 
-    async fn apply_one_by_one(
+    /// Applies one message that was in a refused batch: it is tried a few times, then dead-lettered with
+    /// the database's reason. `false` on shutdown.
+    async fn apply_alone(
         &self,
         stream: Stream,
         dead_letters: &Channel,
-        sources: &[&Delivery],
-        incoming: &[Incoming],
+        message: &(&Delivery, Incoming),
         stop: &CancellationToken,
     ) -> Result<bool> {
-        for (delivery, incoming) in sources.iter().zip(incoming) {
-            let mut attempts = 0;
-            let mut backoff = Backoff::default();
-            loop {
-                let started = Instant::now();
-                match projection::apply(&self.pool, stream, std::slice::from_ref(incoming)).await {
-                    Ok(outcomes) => {
-                        self.record(std::slice::from_ref(incoming), &outcomes, started);
-                        break;
-                    }
-                    Err(error) if projection::is_transient(&error) => {
-                        if !backoff.wait(stop).await {
-                            return Ok(false);
-                        }
-                    }
-                    Err(error) => {
-                        attempts += 1;
-                        if attempts >= ATTEMPTS_BEFORE_DEAD_LETTER {
-                            let poison = Poison {
-                                kind: "rejected_by_database",
-                                detail: format!("the read database refused it: {error}"),
-                            };
-                            self.dead_letter(dead_letters, delivery, &poison).await?;
-                            break;
-                        }
+        let mut refusals = 0;
+        loop {
+            match self.apply_retrying(stream, std::slice::from_ref(message), stop).await {
+                Attempt::Applied => return Ok(true),
+                Attempt::Stopped => return Ok(false),
+                Attempt::Refused(error) => {
+                    refusals += 1;
+                    if refusals >= ATTEMPTS_BEFORE_DEAD_LETTER {
+                        let poison = Poison {
+                            kind: "rejected_by_database",
+                            detail: format!("the read database refused it: {error}"),
+                        };
+                        self.dead_letter(dead_letters, message.0, &poison).await?;
+                        return Ok(true);
                     }
                 }
             }
         }
-        Ok(true)
     }
 
-    fn record(&self, batch: &[Incoming], outcomes: &[Outcome], started: Instant) {
+    /// Applies `batch` in one transaction, retrying transient errors with backoff until it is applied,
+    /// refused outright, or shutdown comes.
+    #[tracing::instrument(name = "consumer_batch", skip_all, fields(stream = stream.as_str(), messages = batch.len()))]
+    async fn apply_retrying(
+        &self,
+        stream: Stream,
+        batch: &[(&Delivery, Incoming)],
+        stop: &CancellationToken,
+    ) -> Attempt {
+        let mut backoff = Backoff::default();
+        loop {
+            let started = Instant::now();
+            match projection::apply(&self.pool, stream, batch.iter().map(|(_, incoming)| incoming)).await {
+                Ok(outcomes) => {
+                    self.record(batch, &outcomes, started);
+                    return Attempt::Applied;
+                }
+                Err(error) if projection::is_transient(&error) => {
+                    tracing::warn!(%error, "cannot apply a batch yet; retrying");
+                    if !backoff.wait(stop).await {
+                        return Attempt::Stopped;
+                    }
+                }
+                Err(error) => return Attempt::Refused(error),
+            }
+        }
+    }
+
+    fn record(&self, batch: &[(&Delivery, Incoming)], outcomes: &[Outcome], started: Instant) {
         self.metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.batch_size.observe(batch.len() as f64);
         let now = Utc::now();
-        for (incoming, outcome) in batch.iter().zip(outcomes) {
+        for ((_, incoming), outcome) in batch.iter().zip(outcomes) {
             let event_type = incoming.message.event_type().as_str();
             match outcome {
                 Outcome::Applied => {

@@ -131,14 +131,19 @@ pub enum Outcome {
 }
 
 /// Applies a batch from one stream in one transaction, and says what became of each message.
-pub async fn apply(pool: &PgPool, stream: Stream, batch: &[Incoming]) -> sqlx::Result<Vec<Outcome>> {
+pub async fn apply<'a>(
+    pool: &PgPool,
+    stream: Stream,
+    batch: impl IntoIterator<Item = &'a Incoming>,
+) -> sqlx::Result<Vec<Outcome>> {
+    let batch: Vec<&Incoming> = batch.into_iter().collect();
     let mut tx = pool.begin().await?;
-    let outcomes = apply_in(&mut tx, stream, batch).await?;
+    let outcomes = apply_in(&mut tx, stream, &batch).await?;
     tx.commit().await?;
     Ok(outcomes)
 }
 
-async fn apply_in(conn: &mut PgConnection, stream: Stream, batch: &[Incoming]) -> sqlx::Result<Vec<Outcome>> {
+async fn apply_in(conn: &mut PgConnection, stream: Stream, batch: &[&Incoming]) -> sqlx::Result<Vec<Outcome>> {
     // Hashes in sorted order, so two consumers holding overlapping batches lock them in the same order.
     let mut hashes: Vec<&[u8]> = batch
         .iter()
@@ -187,7 +192,7 @@ async fn apply_in(conn: &mut PgConnection, stream: Stream, batch: &[Incoming]) -
     Ok(outcomes)
 }
 
-fn newest_watermark(batch: &[Incoming]) -> Option<&Watermark> {
+fn newest_watermark<'a>(batch: &[&'a Incoming]) -> Option<&'a Watermark> {
     batch
         .iter()
         .filter_map(|incoming| if let Message::Watermark(e) = &incoming.message { Some(&e.payload) } else { None })
