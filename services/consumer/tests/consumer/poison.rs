@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use analytics_events::{Envelope, EventType, OrderCreated, OrderLine};
 use analytics_testkit::{amqp_url, eventually};
+use chrono::Utc;
 use futures::StreamExt;
 use lapin::{
     BasicProperties,
@@ -24,7 +26,28 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_never_block_the
         ("order.created", br#"{"eventId":"x","eventType":"OrderShipped","schemaVersion":1}"#),
         ("order.created", br#"{"eventId":"x","eventType":"OrderCreated","schemaVersion":9}"#),
     ];
-    for (routing_key, body) in poison {
+    // Well-formed, but beyond what the read model can store (numeric(20,2)): the database refuses it.
+    let huge = "1e19".parse::<analytics_events::Money>().unwrap();
+    let unstorable = Envelope::new(
+        EventType::OrderCreated,
+        Utc::now(),
+        999_999,
+        OrderCreated {
+            order_id: 999_999,
+            customer_id: 1,
+            ordered_at: Utc::now(),
+            total: huge,
+            items: vec![OrderLine {
+                product_id: 999_999,
+                product_name: "Too dear".into(),
+                category: "Home".into(),
+                unit_price: huge,
+                quantity: 1,
+            }],
+        },
+    )
+    .to_body();
+    for (routing_key, body) in poison.into_iter().chain([("order.created", unstorable.as_slice())]) {
         channel
             .basic_publish(
                 pipeline.topology.exchange.as_str().into(),
@@ -57,7 +80,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_never_block_the
         .await
         .unwrap();
     let mut reasons = Vec::new();
-    while reasons.len() < 3 {
+    while reasons.len() < 4 {
         let delivery =
             tokio::time::timeout(Duration::from_secs(20), dead.next()).await.expect("a dead letter").unwrap().unwrap();
         let headers = delivery.properties.headers().clone().unwrap_or_default();
@@ -72,12 +95,13 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_never_block_the
         delivery.ack(BasicAckOptions::default()).await.unwrap();
     }
     reasons.sort();
-    assert_eq!(reasons, ["invalid_json", "unknown_event_type", "unsupported_schema_version"]);
+    assert_eq!(reasons, ["invalid_json", "rejected_by_database", "unknown_event_type", "unsupported_schema_version"]);
     let metrics = pipeline.client.get(&pipeline.consumer_metrics[0]).send().await.unwrap().text().await.unwrap();
     for expected in [
         "consumer_events_dead_lettered_total{reason=\"invalid_json\"} 1",
         "consumer_events_dead_lettered_total{reason=\"unknown_event_type\"} 1",
         "consumer_events_dead_lettered_total{reason=\"unsupported_schema_version\"} 1",
+        "consumer_events_dead_lettered_total{reason=\"rejected_by_database\"} 1",
         "consumer_events_applied_total{event_type=\"OrderCreated\"} 1",
         "consumer_events_applied_total{event_type=\"ProductCreated\"} 1",
         "consumer_batch_size_count",
