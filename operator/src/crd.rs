@@ -406,7 +406,6 @@ pub struct AnalyticsPipelineStatus {
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Phase {
-    Pending,
     Provisioning,
     Ready,
     Degraded,

@@ -1,21 +1,14 @@
 //! What the reconciler needs to know from inside the pipeline: the depth of `order-events`, and the
 //! query service's sync-status. Behind a trait, so that reconciler tests can script the answers.
 
+pub use analytics_events::SyncStatusResponse as SyncStatus;
+use analytics_events::Topology;
 use futures::future::BoxFuture;
 
 use crate::crd::AnalyticsPipeline;
 
-/// The query service's view of how far behind the read model is.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SyncStatus {
-    pub lag_seconds: Option<f64>,
-    pub pending_events: i64,
-    /// occurredAt of the newest applied event, as RFC 3339.
-    pub last_processed_event: Option<String>,
-}
-
 pub trait Observer: Send + Sync {
-    /// Ready messages on the pipeline's `order-events` queue; `None` if the broker cannot be asked.
+    /// Ready messages on the pipeline's order queue (`order-events`); `None` if the broker cannot be asked.
     fn queue_depth<'a>(&'a self, pipeline: &'a AnalyticsPipeline) -> BoxFuture<'a, Option<i64>>;
 
     /// The query service's sync-status; `None` if it does not answer.
@@ -119,8 +112,13 @@ impl Observer for ClusterObserver {
                 let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await?;
                 let channel = connection.create_channel().await?;
                 let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
-                let queue =
-                    channel.queue_declare("order-events".into(), passive, lapin::types::FieldTable::default()).await?;
+                let queue = channel
+                    .queue_declare(
+                        Topology::default().order_queue.as_str().into(),
+                        passive,
+                        lapin::types::FieldTable::default(),
+                    )
+                    .await?;
                 drop(connection.close(200, "depth read".into()).await);
                 lapin::Result::Ok(i64::from(queue.message_count()))
             };
@@ -147,20 +145,14 @@ impl Observer for ClusterObserver {
                 pipeline.namespace()?,
                 crate::children::services::QUERY_PORT
             ));
-            let body =
-                async { self.http.get(&url).send().await?.error_for_status()?.json::<serde_json::Value>().await };
-            let body = match body.await {
-                Ok(body) => body,
+            let body = async { self.http.get(&url).send().await?.error_for_status()?.json::<SyncStatus>().await };
+            match body.await {
+                Ok(body) => Some(body),
                 Err(error) => {
                     tracing::warn!(%url, error = %error_chain(&error), "cannot read sync-status");
-                    return None;
+                    None
                 }
-            };
-            Some(SyncStatus {
-                lag_seconds: body["lagSeconds"].as_f64(),
-                pending_events: body["pendingEvents"].as_i64().unwrap_or(0),
-                last_processed_event: body["lastProcessedEventTimestamp"].as_str().map(str::to_owned),
-            })
+            }
         })
     }
 }

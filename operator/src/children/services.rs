@@ -53,7 +53,7 @@ pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Ob
                 port: COMMAND_PORT,
                 replicas: spec.command.replicas,
                 database: Database::Write,
-                migrate: Some(&images.command),
+                migrate: &images.command,
                 resources: spec.command.resources.clone(),
                 behind_service: true,
             },
@@ -67,7 +67,7 @@ pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Ob
                 port: CONSUMER_PORT,
                 replicas: observed.consumer_replicas,
                 database: Database::Read,
-                migrate: Some(&images.consumer),
+                migrate: &images.consumer,
                 resources: spec.consumers.resources.clone(),
                 behind_service: false,
             },
@@ -82,7 +82,7 @@ pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Ob
                 replicas: spec.query.replicas,
                 database: Database::Read,
                 // The consumer owns the read schema; the query service waits for it the same way.
-                migrate: Some(&images.consumer),
+                migrate: &images.consumer,
                 resources: spec.query.resources.clone(),
                 behind_service: true,
             },
@@ -128,7 +128,7 @@ struct Workload<'a> {
     replicas: i32,
     database: Database,
     /// The image whose `migrate` runs before the service starts.
-    migrate: Option<&'a Image>,
+    migrate: &'a Image,
     resources: Option<ResourceRequirements>,
     /// Whether a Service sends it requests: then a stopping pod keeps serving until the endpoints have
     /// dropped it, and a rollout adds the new pod before it removes an old one.
@@ -174,17 +174,15 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
         }),
         ..Container::default()
     };
-    let init_containers = workload.migrate.map(|image| {
-        vec![Container {
-            name: "migrate".to_owned(),
-            image: Some(image.reference()),
-            image_pull_policy: Some(image.pull_policy.as_str().to_owned()),
-            args: Some(vec!["migrate".into()]),
-            env: Some(env),
-            security_context: Some(container_security(ReadOnlyRoot::Yes)),
-            ..Container::default()
-        }]
-    });
+    let migrate = Container {
+        name: "migrate".to_owned(),
+        image: Some(workload.migrate.reference()),
+        image_pull_policy: Some(workload.migrate.pull_policy.as_str().to_owned()),
+        args: Some(vec!["migrate".into()]),
+        env: Some(env),
+        security_context: Some(container_security(ReadOnlyRoot::Yes)),
+        ..Container::default()
+    };
     let annotations = BTreeMap::from([
         ("prometheus.io/scrape".to_owned(), "true".to_owned()),
         ("prometheus.io/port".to_owned(), workload.port.to_string()),
@@ -205,7 +203,7 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
-                    init_containers,
+                    init_containers: Some(vec![migrate]),
                     containers: vec![container],
                     security_context: Some(pod_security(NONROOT_UID)),
                     node_selector: (!pipeline.spec.node_selector.is_empty())

@@ -19,7 +19,6 @@ use k8s_openapi::{
         apps::v1::{Deployment, StatefulSet},
         core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service},
     },
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
 use kube::{
@@ -35,9 +34,12 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+pub mod status;
+
+use self::status::{Observation, Verdict};
 use crate::{
     children::{self, INSTANCE_LABEL, Observed},
-    crd::{AnalyticsPipeline, AnalyticsPipelineStatus, DeletionPolicy, Endpoints, ImageSet, Phase},
+    crd::{AnalyticsPipeline, AnalyticsPipelineStatus, DeletionPolicy, Endpoints, ImageSet},
     metrics::Metrics,
     observe::Observer,
     scaling::{Policy, Stabilizer},
@@ -99,13 +101,14 @@ fn key(pipeline: &AnalyticsPipeline) -> String {
     format!("{}/{}", pipeline.namespace().unwrap_or_default(), pipeline.name_any())
 }
 
-/// Errors requeue with exponential backoff per pipeline (1 s, 2 s, 4 s … 5 min), counted by kind.
+/// Errors requeue with exponential backoff per pipeline (1 s, 2 s, 4 s … 256 s, then every 256 s),
+/// counted by kind.
 pub fn error_policy(pipeline: Arc<AnalyticsPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failures.with_label_values(&[error.kind()]).inc();
     let mut failures = ctx.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let attempts = failures.entry(key(&pipeline)).or_default();
     *attempts = attempts.saturating_add(1);
-    let delay = Duration::from_secs(1_u64 << (*attempts - 1).min(8)).min(Duration::from_secs(300));
+    let delay = Duration::from_secs(1_u64 << (*attempts - 1).min(8));
     tracing::warn!(pipeline = %key(&pipeline), %error, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }
@@ -143,21 +146,23 @@ async fn apply(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<Action, Er
             // Seen in `kubectl describe` and in the status, not only in a log line.
             let message = error.to_string();
             publish(ctx, pipeline, EventType::Warning, "ReconcileFailed", &message).await;
-            let mut status = pipeline.status.clone().unwrap_or_default();
-            set_condition(&mut status.conditions, pipeline, "Ready", false, "ReconcileFailed", &message);
-            status.phase = Some(Phase::Degraded);
-            drop(patch_status(pipeline, ctx, &status).await);
+            let failed =
+                status::failed(pipeline.status.as_ref(), pipeline.metadata.generation, &message, Timestamp::now());
+            drop(patch_status(pipeline, ctx, &failed).await);
             Err(error)
         }
     }
 }
 
+/// One pass: validate, credentials, scale, apply every child, then derive and write the status.
+#[tracing::instrument(name = "reconcile", skip_all, fields(
+    namespace = pipeline.namespace().unwrap_or_default(),
+    pipeline = pipeline.name_any(),
+    generation = pipeline.metadata.generation,
+))]
 async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<Action, Error> {
     if let Err(reason) = validate(pipeline) {
-        let mut status = pipeline.status.clone().unwrap_or_default();
-        status.observed_generation = pipeline.metadata.generation;
-        status.phase = Some(Phase::Failed);
-        set_condition(&mut status.conditions, pipeline, "Ready", false, "InvalidSpec", &reason);
+        let status = status::invalid(pipeline.status.as_ref(), pipeline.metadata.generation, &reason, Timestamp::now());
         if pipeline.status.as_ref() != Some(&status) {
             publish(ctx, pipeline, EventType::Warning, "InvalidSpec", &reason).await;
             patch_status(pipeline, ctx, &status).await?;
@@ -165,82 +170,34 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
         return Ok(Action::await_change());
     }
     let namespace = pipeline.namespace().unwrap_or_else(|| "default".to_owned());
-    let client = ctx.client.clone();
-
     if children::databases::managed(pipeline).is_some() || children::broker::managed(pipeline).is_some() {
-        ensure_credentials(pipeline, &Api::namespaced(client.clone(), &namespace)).await?;
+        ensure_credentials(pipeline, &Api::namespaced(ctx.client.clone(), &namespace)).await?;
     }
+    let (consumer_replicas, queue_depth) = scale_consumers(pipeline, ctx, &namespace).await?;
+    let applied =
+        apply_all(ctx, &namespace, children::desired(pipeline, &ctx.images, Observed { consumer_replicas })).await?;
 
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let current =
-        deployments.get_opt(&children::name(pipeline, "consumer")).await?.and_then(|d| d.spec.and_then(|s| s.replicas));
-    let depth = ctx.observer.queue_depth(pipeline).await;
-    let consumer_replicas = decide_consumers(pipeline, ctx, current, depth);
-    if let Some(from) = current.filter(|from| *from != consumer_replicas) {
-        let note = format!("consumers {from} → {consumer_replicas} (order-events depth {})", depth.unwrap_or_default());
-        publish(ctx, pipeline, EventType::Normal, "Scaled", &note).await;
-    }
-
-    let desired = children::desired(pipeline, &ctx.images, Observed { consumer_replicas });
-    for config_map in desired.config_maps {
-        apply_child(&Api::<ConfigMap>::namespaced(client.clone(), &namespace), config_map).await?;
-    }
-    for service in desired.services {
-        apply_child(&Api::<Service>::namespaced(client.clone(), &namespace), service).await?;
-    }
-    let mut stateful_sets = Vec::new();
-    for stateful_set in desired.stateful_sets {
-        stateful_sets
-            .push(apply_child(&Api::<StatefulSet>::namespaced(client.clone(), &namespace), stateful_set).await?);
-    }
-    let mut applied_deployments = Vec::new();
-    for deployment in desired.deployments {
-        applied_deployments.push(apply_child(&deployments, deployment).await?);
-    }
-
-    let sync = ctx.observer.sync_status(pipeline).await;
-    let mut status = pipeline.status.clone().unwrap_or_default();
-    status.observed_generation = pipeline.metadata.generation;
-    let databases = match children::databases::managed(pipeline) {
-        None => (true, "External", "external databases are not checked".to_owned()),
-        Some(_) => ready_stateful_set(&stateful_sets, &children::name(pipeline, "postgres")),
+    let live_set = |part: &str| {
+        let name = children::name(pipeline, part);
+        Verdict::stateful_set(applied.stateful_sets.iter().find(|s| s.name_any() == name), &name)
     };
-    let broker = match children::broker::managed(pipeline) {
-        None => (true, "External", "an external broker is not checked".to_owned()),
-        Some(_) => ready_stateful_set(&stateful_sets, &children::name(pipeline, "rabbitmq")),
+    let observation = Observation {
+        generation: pipeline.metadata.generation,
+        databases: match children::databases::managed(pipeline) {
+            None => Verdict::external("external databases are not checked"),
+            Some(_) => live_set("postgres"),
+        },
+        broker: match children::broker::managed(pipeline) {
+            None => Verdict::external("an external broker is not checked"),
+            Some(_) => live_set("rabbitmq"),
+        },
+        services: Verdict::deployments(&applied.deployments),
+        endpoints: endpoints(pipeline, &namespace),
+        consumer_replicas,
+        queue_depth,
+        sync: ctx.observer.sync_status(pipeline).await,
     };
-    let services = ready_deployments(&applied_deployments);
-    set_condition(&mut status.conditions, pipeline, "DatabasesReady", databases.0, databases.1, &databases.2);
-    set_condition(&mut status.conditions, pipeline, "BrokerReady", broker.0, broker.1, &broker.2);
-    set_condition(&mut status.conditions, pipeline, "ServicesReady", services.0, services.1, &services.2);
-    let ready = databases.0 && broker.0 && services.0;
-    let (reason, message) =
-        if ready { ("AllReady", "every child is available") } else { ("ChildrenNotReady", "waiting for children") };
-    set_condition(&mut status.conditions, pipeline, "Ready", ready, reason, message);
-    status.phase = Some(match (ready, pipeline.status.as_ref().and_then(|s| s.phase)) {
-        (true, _) => Phase::Ready,
-        (false, Some(Phase::Ready | Phase::Degraded)) => Phase::Degraded,
-        (false, _) => Phase::Provisioning,
-    });
-    status.endpoints = Some(Endpoints {
-        command: format!(
-            "http://{}.{namespace}.svc:{}",
-            children::name(pipeline, "command"),
-            children::services::COMMAND_PORT
-        ),
-        query: format!(
-            "http://{}.{namespace}.svc:{}",
-            children::name(pipeline, "query"),
-            children::services::QUERY_PORT
-        ),
-    });
-    status.consumer_replicas = Some(consumer_replicas);
-    status.queue_depth = depth;
-    if let Some(sync) = sync {
-        status.lag_seconds = sync.lag_seconds;
-        status.pending_events = Some(sync.pending_events);
-        status.last_sync_time = sync.last_processed_event.and_then(|at| at.parse::<Timestamp>().ok()).map(Time);
-    }
+    let status = status::derive(pipeline.status.as_ref(), observation, Timestamp::now());
     let consumers = &pipeline.spec.consumers;
     ctx.metrics.observe(
         &namespace,
@@ -252,6 +209,60 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
         patch_status(pipeline, ctx, &status).await?;
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// The live StatefulSets and Deployments after a pass applied every child.
+struct Applied {
+    stateful_sets: Vec<StatefulSet>,
+    deployments: Vec<Deployment>,
+}
+
+/// Applies every child, config first and workloads last.
+async fn apply_all(ctx: &Context, namespace: &str, desired: children::Children) -> Result<Applied, Error> {
+    let client = ctx.client.clone();
+    for config_map in desired.config_maps {
+        apply_child(&Api::<ConfigMap>::namespaced(client.clone(), namespace), config_map).await?;
+    }
+    for service in desired.services {
+        apply_child(&Api::<Service>::namespaced(client.clone(), namespace), service).await?;
+    }
+    let mut applied = Applied { stateful_sets: Vec::new(), deployments: Vec::new() };
+    let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), namespace);
+    for stateful_set in desired.stateful_sets {
+        applied.stateful_sets.push(apply_child(&stateful_sets, stateful_set).await?);
+    }
+    let deployments = Api::<Deployment>::namespaced(client, namespace);
+    for deployment in desired.deployments {
+        applied.deployments.push(apply_child(&deployments, deployment).await?);
+    }
+    Ok(applied)
+}
+
+/// Decides the consumer count from the live count and the queue depth, and says so in an Event when it
+/// changes. Returns the count and the depth it saw.
+async fn scale_consumers(
+    pipeline: &AnalyticsPipeline,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<(i32, Option<i64>), Error> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let current =
+        deployments.get_opt(&children::name(pipeline, "consumer")).await?.and_then(|d| d.spec.and_then(|s| s.replicas));
+    let depth = ctx.observer.queue_depth(pipeline).await;
+    let replicas = decide_consumers(pipeline, ctx, current, depth);
+    if let Some(from) = current.filter(|from| *from != replicas) {
+        let note = format!("consumers {from} → {replicas} (order-events depth {})", depth.unwrap_or_default());
+        publish(ctx, pipeline, EventType::Normal, "Scaled", &note).await;
+    }
+    Ok((replicas, depth))
+}
+
+fn endpoints(pipeline: &AnalyticsPipeline, namespace: &str) -> Endpoints {
+    let url = |part: &str, port: i32| format!("http://{}.{namespace}.svc:{port}", children::name(pipeline, part));
+    Endpoints {
+        command: url("command", children::services::COMMAND_PORT),
+        query: url("query", children::services::QUERY_PORT),
+    }
 }
 
 /// What the API server's validation cannot catch (or a CRD without the rules let through).
@@ -330,72 +341,6 @@ fn random_token() -> String {
     let mut bytes = [0_u8; 32];
     getrandom::fill(&mut bytes).expect("the OS provides randomness");
     bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
-}
-
-fn ready_stateful_set(sets: &[StatefulSet], name: &str) -> (bool, &'static str, String) {
-    let Some(set) = sets.iter().find(|s| s.name_any() == name) else {
-        return (false, "Missing", format!("{name} does not exist"));
-    };
-    if set.meta().deletion_timestamp.is_some() {
-        return (false, "Terminating", format!("{name} is being deleted"));
-    }
-    let ready = set.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-    if ready >= 1 {
-        (true, "Ready", format!("{name} is ready"))
-    } else {
-        (false, "NotReady", format!("{name} has no ready pod"))
-    }
-}
-
-fn ready_deployments(deployments: &[Deployment]) -> (bool, &'static str, String) {
-    for deployment in deployments {
-        let name = deployment.name_any();
-        if deployment.meta().deletion_timestamp.is_some() {
-            return (false, "Terminating", format!("{name} is being deleted"));
-        }
-        let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let status = deployment.status.clone().unwrap_or_default();
-        let current = status.observed_generation >= deployment.metadata.generation;
-        let updated = status.updated_replicas.unwrap_or(0) >= wanted;
-        let available = status.available_replicas.unwrap_or(0) >= wanted;
-        if !(current && updated && available) {
-            return (
-                false,
-                "NotAvailable",
-                format!("{name}: {} of {wanted} replicas available", status.available_replicas.unwrap_or(0)),
-            );
-        }
-    }
-    (true, "Available", "every service is available".to_owned())
-}
-
-/// Sets a condition; its transition time moves only when its status changes.
-fn set_condition(
-    conditions: &mut Vec<Condition>,
-    pipeline: &AnalyticsPipeline,
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: &str,
-) {
-    let status = if ok { "True" } else { "False" };
-    let previous = conditions.iter().position(|c| c.type_ == type_);
-    let transition = previous
-        .map(|i| &conditions[i])
-        .filter(|c| c.status == status)
-        .map_or_else(|| Time(Timestamp::now()), |c| c.last_transition_time.clone());
-    let condition = Condition {
-        type_: type_.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        observed_generation: pipeline.metadata.generation,
-        last_transition_time: transition,
-    };
-    match previous {
-        Some(i) => conditions[i] = condition,
-        None => conditions.push(condition),
-    }
 }
 
 async fn patch_status(

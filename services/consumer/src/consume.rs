@@ -161,8 +161,8 @@ impl Consumer {
         analytics_kit::amqp::declare_topology(&setup, &self.topology).await?;
         let dead_letters = connection.create_channel().await?;
         dead_letters.confirm_select(ConfirmSelectOptions::default()).await?;
-        let orders = self.open(&connection, &self.topology.order_queue).await?;
-        let products = self.open(&connection, &self.topology.product_queue).await?;
+        let orders = self.open(&connection, self.topology.queue(Stream::Orders)).await?;
+        let products = self.open(&connection, self.topology.queue(Stream::Products)).await?;
         self.connected.store(true, Ordering::Relaxed);
         backoff.reset();
         tracing::info!("consumer connected to the broker");

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::Stream;
+
 /// The envelope version this build writes and understands. A consumer dead-letters anything else.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -66,14 +68,23 @@ impl EventType {
         }
     }
 
-    /// The topic routing key of a domain event; the queues bind to `product.*` and `order.*`. A
-    /// watermark goes to both queues, as `order.watermark` and `product.watermark`.
-    pub fn routing_key(self) -> &'static str {
+    /// The stream a domain event belongs to; `None` for a watermark, which goes down every stream.
+    pub fn stream(self) -> Option<Stream> {
         match self {
-            Self::ProductCreated => "product.created",
-            Self::ProductUpdated => "product.updated",
-            Self::OrderCreated => "order.created",
-            Self::Watermark => "order.watermark",
+            Self::ProductCreated | Self::ProductUpdated => Some(Stream::Products),
+            Self::OrderCreated => Some(Stream::Orders),
+            Self::Watermark => None,
+        }
+    }
+
+    /// The topic routing key of a domain event, `<aggregate>.<verb>`. A watermark has one per stream
+    /// ([`Stream::watermark_routing_key`]), so `None`.
+    pub fn routing_key(self) -> Option<&'static str> {
+        match self {
+            Self::ProductCreated => Some("product.created"),
+            Self::ProductUpdated => Some("product.updated"),
+            Self::OrderCreated => Some("order.created"),
+            Self::Watermark => None,
         }
     }
 
@@ -82,7 +93,8 @@ impl EventType {
     }
 }
 
-/// The idempotency key of a delivery: the SHA-256 of the message body, as the seed defines it.
+/// The idempotency key of a delivery: the SHA-256 of the exact message body, so a redelivery or a
+/// republished outbox row (the same stored bytes) has the same key.
 pub fn body_hash(body: &[u8]) -> [u8; 32] {
     Sha256::digest(body).into()
 }

@@ -1,5 +1,7 @@
 //! Broker names. Declaration itself lives with the AMQP client code in the kit crate.
 
+use crate::Stream;
+
 /// The exchanges and queues of one pipeline. `prefix` lets several pipelines (or parallel tests) share a
 /// broker; production uses none, which gives the documented names `order-events` and `product-events`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +21,14 @@ pub struct Topology {
 impl Topology {
     /// How often a quorum queue redelivers a message before dead-lettering it.
     pub const DELIVERY_LIMIT: i64 = 5;
+
+    /// The queue that carries `stream`.
+    pub fn queue(&self, stream: Stream) -> &str {
+        match stream {
+            Stream::Orders => &self.order_queue,
+            Stream::Products => &self.product_queue,
+        }
+    }
 
     pub fn with_prefix(prefix: &str) -> Self {
         Self {

@@ -1,6 +1,6 @@
 //! RabbitMQ connections and the idempotent declaration of the pipeline's topology.
 
-use analytics_events::Topology;
+use analytics_events::{Stream, Topology};
 use lapin::{
     Channel, Connection, ConnectionProperties, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
@@ -48,7 +48,8 @@ pub async fn declare_topology(channel: &Channel, topology: &Topology) -> lapin::
         )
         .await?;
 
-    for (queue, binding) in [(&topology.order_queue, "order.*"), (&topology.product_queue, "product.*")] {
+    for stream in Stream::ALL {
+        let queue = topology.queue(stream);
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
         args.insert(
@@ -56,12 +57,12 @@ pub async fn declare_topology(channel: &Channel, topology: &Topology) -> lapin::
             AMQPValue::LongString(LongString::from(topology.dead_letter_exchange.as_str())),
         );
         args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(Topology::DELIVERY_LIMIT));
-        channel.queue_declare(queue.as_str().into(), durable_queue, args).await?;
+        channel.queue_declare(queue.into(), durable_queue, args).await?;
         channel
             .queue_bind(
-                queue.as_str().into(),
+                queue.into(),
                 topology.exchange.as_str().into(),
-                binding.into(),
+                stream.binding().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )

@@ -15,7 +15,8 @@
 
 use std::time::Duration;
 
-use analytics_events::Topology;
+pub use analytics_events::SyncState;
+use analytics_events::{Stream, Topology};
 use chrono::{DateTime, Utc};
 use lapin::{Channel, Connection, options::QueueDeclareOptions, types::FieldTable};
 use secrecy::SecretString;
@@ -38,29 +39,6 @@ pub struct SyncStatus {
     pub state: SyncState,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncState {
-    /// Everything committed on the write side is applied.
-    InSync,
-    /// Events are pending, and the relay reports in.
-    CatchingUp,
-    /// No fresh watermark: the relay, the broker or the consumer is not keeping up; the lag grows.
-    Stale,
-    /// No watermark has ever been applied.
-    Unknown,
-}
-
-impl SyncState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InSync => "in_sync",
-            Self::CatchingUp => "catching_up",
-            Self::Stale => "stale",
-            Self::Unknown => "unknown",
-        }
-    }
-}
-
 /// Combines the recorded progress of both streams with the queue depths (ready messages on both queues,
 /// `None` if the broker did not answer).
 pub fn assess(now: DateTime<Utc>, streams: &[StreamProgress], queue_depth: Option<i64>) -> SyncStatus {
@@ -70,9 +48,9 @@ pub fn assess(now: DateTime<Utc>, streams: &[StreamProgress], queue_depth: Optio
     let pending_events = outbox_pending + queue_depth.unwrap_or(0);
     let since = |at: DateTime<Utc>| (now - at).to_std().unwrap_or_default();
 
-    let both_reported = ["orders", "products"]
+    let both_reported = Stream::ALL
         .iter()
-        .all(|name| streams.iter().any(|s| s.stream == *name && s.watermark_as_of.is_some()));
+        .all(|stream| streams.iter().any(|s| s.stream == stream.as_str() && s.watermark_as_of.is_some()));
     let Some(newest) = newest.filter(|_| both_reported) else {
         return SyncStatus {
             last_processed_event_at,
@@ -152,8 +130,9 @@ impl QueueDepths {
         let (_, channel) = guard.as_ref().expect("set above");
         let passive = QueueDeclareOptions { passive: true, ..Default::default() };
         let mut total = 0;
-        for queue in [&self.topology.order_queue, &self.topology.product_queue] {
-            let declared = channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await?;
+        for stream in Stream::ALL {
+            let declared =
+                channel.queue_declare(self.topology.queue(stream).into(), passive, FieldTable::default()).await?;
             total += i64::from(declared.message_count());
         }
         Ok(total)

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use analytics_events::{Envelope, EventType, Topology, Watermark};
+use analytics_events::{Envelope, EventType, Stream, Topology, Watermark};
 use lapin::{
     BasicProperties, Channel, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
@@ -19,7 +19,7 @@ pub enum PublishError {
     ConfirmTimeout(Duration),
     #[error("the broker refused (nacked) a message")]
     Nacked,
-    #[error("no queue is bound for routing key {0}")]
+    #[error("unroutable: {0}")]
     Unroutable(String),
 }
 
@@ -49,6 +49,9 @@ impl Publisher {
     pub async fn publish(&self, batch: &[OutboxEvent]) -> Result<(), PublishError> {
         let mut confirms = Vec::with_capacity(batch.len());
         for event in batch {
+            let routing_key = event.event_type.routing_key().ok_or_else(|| {
+                PublishError::Unroutable(format!("{} is not a domain event", event.event_type.as_str()))
+            })?;
             let properties = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
@@ -62,7 +65,7 @@ impl Publisher {
                 .channel
                 .basic_publish(
                     self.topology.exchange.as_str().into(),
-                    event.event_type.routing_key().into(),
+                    routing_key.into(),
                     options,
                     &event.body,
                     properties,
@@ -78,7 +81,7 @@ impl Publisher {
     pub async fn publish_watermark(&self, watermark: Watermark) -> Result<(), PublishError> {
         let body = Envelope::new(EventType::Watermark, watermark.as_of, 0, watermark).to_body();
         let mut confirms = Vec::with_capacity(2);
-        for routing_key in ["order.watermark", "product.watermark"] {
+        for stream in Stream::ALL {
             let properties = BasicProperties::default()
                 .with_delivery_mode(1)
                 .with_content_type("application/json".into())
@@ -89,7 +92,7 @@ impl Publisher {
                 self.channel
                     .basic_publish(
                         self.topology.exchange.as_str().into(),
-                        routing_key.into(),
+                        stream.watermark_routing_key().into(),
                         options,
                         &body,
                         properties,
@@ -109,7 +112,10 @@ impl Publisher {
                 return Err(PublishError::Nacked);
             }
             if let Some(returned) = confirmation.take_message() {
-                return Err(PublishError::Unroutable(returned.delivery.routing_key.to_string()));
+                return Err(PublishError::Unroutable(format!(
+                    "no queue is bound for routing key {}",
+                    returned.delivery.routing_key
+                )));
             }
         }
         Ok(())

@@ -11,26 +11,11 @@ mod products;
 
 use std::collections::HashSet;
 
+pub use analytics_events::Stream;
 use analytics_events::{Envelope, EventType, OrderCreated, ProductState, SCHEMA_VERSION, Watermark, body_hash};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
-
-/// The two event streams, one queue each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stream {
-    Orders,
-    Products,
-}
-
-impl Stream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Orders => "orders",
-            Self::Products => "products",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -98,12 +83,7 @@ pub fn parse(body: &[u8], stream: Stream) -> Result<Incoming, Poison> {
             format!("unsupported schemaVersion {} (this consumer reads {SCHEMA_VERSION})", header.schema_version),
         ));
     }
-    let belongs = match event_type {
-        EventType::OrderCreated => stream == Stream::Orders,
-        EventType::ProductCreated | EventType::ProductUpdated => stream == Stream::Products,
-        EventType::Watermark => true,
-    };
-    if !belongs {
+    if event_type.stream().is_some_and(|own| own != stream) {
         return Err(Poison::new(
             "wrong_queue",
             format!("{} does not belong on the {} queue", event_type.as_str(), stream.as_str()),

@@ -1,7 +1,7 @@
 //! `/api/analytics/*`: the seed's three lookups and sync-status, plus hourly sales, top products and
 //! all categories.
 
-use analytics_events::{Money, timestamp};
+use analytics_events::{Money, SyncStatusResponse, timestamp};
 use analytics_kit::http::{ErrorBody, Json, Path, Query};
 use axum::extract::State;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -233,27 +233,6 @@ pub async fn hourly_sales(
     ))
 }
 
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SyncStatusResponse {
-    /// occurredAt of the newest applied event.
-    #[serde(with = "timestamp::option")]
-    #[schema(value_type = Option<String>)]
-    last_processed_event_timestamp: Option<DateTime<Utc>>,
-    /// How far the read model is behind: 0 when everything committed is applied; otherwise at least
-    /// the age of the oldest pending event. Null before the first watermark.
-    lag_seconds: Option<f64>,
-    /// Events not yet applied: in the outbox plus on the queues.
-    pending_events: i64,
-    outbox_pending_events: i64,
-    /// Ready messages on both queues; null if the broker did not answer.
-    queue_depth: Option<i64>,
-    /// Age of the newest watermark from the relay.
-    watermark_age_seconds: Option<f64>,
-    /// `in_sync`, `catching_up`, `stale` (no fresh watermark: the lag grows) or `unknown`.
-    status: &'static str,
-}
-
 /// How far the read model is behind the write side. See the README's sync-status section.
 #[utoipa::path(get, path = "/api/analytics/sync-status", tag = "analytics", responses((status = 200, body = SyncStatusResponse)))]
 pub async fn sync_status(State(state): State<AppState>) -> Result<Json<SyncStatusResponse>> {
@@ -267,6 +246,6 @@ pub async fn sync_status(State(state): State<AppState>) -> Result<Json<SyncStatu
         outbox_pending_events: status.outbox_pending,
         queue_depth: status.queue_depth,
         watermark_age_seconds: status.watermark_age.map(seconds),
-        status: status.state.as_str(),
+        status: status.state,
     }))
 }

@@ -1,0 +1,324 @@
+//! The pipeline's status, derived from what one pass applied and observed, with no I/O.
+//!
+//! [`Observation`] is everything a pass learned: the live children after apply, the consumer count it
+//! chose, the queue depth and the query service's sync-status. [`derive`] turns it into the status;
+//! [`invalid`] and [`failed`] give the status of a spec that cannot be applied and of a pass that failed.
+
+use k8s_openapi::{
+    api::apps::v1::{Deployment, StatefulSet},
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+use kube::{Resource, ResourceExt};
+
+use crate::{
+    crd::{AnalyticsPipelineStatus, Endpoints, Phase},
+    observe::SyncStatus,
+};
+
+/// One condition's verdict: its status, a CamelCase reason and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub ready: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Verdict {
+    fn ready(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { ready: true, reason, message: message.into() }
+    }
+
+    fn not_ready(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { ready: false, reason, message: message.into() }
+    }
+
+    /// A dependency the operator does not run, and so does not check.
+    pub fn external(message: &str) -> Self {
+        Self::ready("External", message)
+    }
+
+    /// A managed StatefulSet: ready with one ready pod.
+    pub fn stateful_set(set: Option<&StatefulSet>, name: &str) -> Self {
+        let Some(set) = set else { return Self::not_ready("Missing", format!("{name} does not exist")) };
+        if set.meta().deletion_timestamp.is_some() {
+            return Self::not_ready("Terminating", format!("{name} is being deleted"));
+        }
+        if set.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= 1 {
+            Self::ready("Ready", format!("{name} is ready"))
+        } else {
+            Self::not_ready("NotReady", format!("{name} has no ready pod"))
+        }
+    }
+
+    /// The services' Deployments: available when each has rolled out and has every replica available.
+    pub fn deployments(deployments: &[Deployment]) -> Self {
+        for deployment in deployments {
+            let name = deployment.name_any();
+            if deployment.meta().deletion_timestamp.is_some() {
+                return Self::not_ready("Terminating", format!("{name} is being deleted"));
+            }
+            let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let status = deployment.status.clone().unwrap_or_default();
+            let current = status.observed_generation >= deployment.metadata.generation;
+            let updated = status.updated_replicas.unwrap_or(0) >= wanted;
+            let available = status.available_replicas.unwrap_or(0) >= wanted;
+            if !(current && updated && available) {
+                let message =
+                    format!("{name}: {} of {wanted} replicas available", status.available_replicas.unwrap_or(0));
+                return Self::not_ready("NotAvailable", message);
+            }
+        }
+        Self::ready("Available", "every service is available")
+    }
+}
+
+/// What one pass applied and observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub generation: Option<i64>,
+    pub databases: Verdict,
+    pub broker: Verdict,
+    pub services: Verdict,
+    pub endpoints: Endpoints,
+    pub consumer_replicas: i32,
+    /// `None` when the broker could not be asked.
+    pub queue_depth: Option<i64>,
+    /// `None` when the query service did not answer: the lag stays as last seen.
+    pub sync: Option<SyncStatus>,
+}
+
+/// The status after a pass that applied every child. Conditions keep their transition time unless their
+/// status flips; a pipeline that was ready and no longer is, is Degraded rather than Provisioning.
+pub fn derive(
+    previous: Option<&AnalyticsPipelineStatus>,
+    observed: Observation,
+    now: Timestamp,
+) -> AnalyticsPipelineStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    let was = status.phase;
+    status.observed_generation = observed.generation;
+    let ready = observed.databases.ready && observed.broker.ready && observed.services.ready;
+    let overall = if ready {
+        Verdict::ready("AllReady", "every child is available")
+    } else {
+        Verdict::not_ready("ChildrenNotReady", "waiting for children")
+    };
+    for (type_, verdict) in [
+        ("DatabasesReady", &observed.databases),
+        ("BrokerReady", &observed.broker),
+        ("ServicesReady", &observed.services),
+        ("Ready", &overall),
+    ] {
+        set_condition(&mut status.conditions, type_, verdict, observed.generation, now);
+    }
+    status.phase = Some(match (ready, was) {
+        (true, _) => Phase::Ready,
+        (false, Some(Phase::Ready | Phase::Degraded)) => Phase::Degraded,
+        (false, _) => Phase::Provisioning,
+    });
+    status.endpoints = Some(observed.endpoints);
+    status.consumer_replicas = Some(observed.consumer_replicas);
+    status.queue_depth = observed.queue_depth;
+    if let Some(sync) = observed.sync {
+        status.lag_seconds = sync.lag_seconds;
+        status.pending_events = Some(sync.pending_events);
+        status.last_sync_time = sync
+            .last_processed_event_timestamp
+            .and_then(|at| Timestamp::from_millisecond(at.timestamp_millis()).ok())
+            .map(Time);
+    }
+    status
+}
+
+/// The status of a spec the operator refuses: Failed, with the reason in Ready.
+pub fn invalid(
+    previous: Option<&AnalyticsPipelineStatus>,
+    generation: Option<i64>,
+    reason: &str,
+    now: Timestamp,
+) -> AnalyticsPipelineStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.phase = Some(Phase::Failed);
+    set_condition(&mut status.conditions, "Ready", &Verdict::not_ready("InvalidSpec", reason), generation, now);
+    status
+}
+
+/// The status after a pass that failed part-way: Degraded, with the error in Ready.
+pub fn failed(
+    previous: Option<&AnalyticsPipelineStatus>,
+    generation: Option<i64>,
+    error: &str,
+    now: Timestamp,
+) -> AnalyticsPipelineStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.phase = Some(Phase::Degraded);
+    set_condition(&mut status.conditions, "Ready", &Verdict::not_ready("ReconcileFailed", error), generation, now);
+    status
+}
+
+/// Sets a condition; its transition time moves only when its status changes.
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    verdict: &Verdict,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status = if verdict.ready { "True" } else { "False" };
+    let previous = conditions.iter().position(|c| c.type_ == type_);
+    let transition = previous
+        .map(|i| &conditions[i])
+        .filter(|c| c.status == status)
+        .map_or_else(|| Time(now), |c| c.last_transition_time.clone());
+    let condition = Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: verdict.reason.to_owned(),
+        message: verdict.message.clone(),
+        observed_generation: generation,
+        last_transition_time: transition,
+    };
+    match previous {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use analytics_events::SyncState;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus, StatefulSetStatus};
+
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+    }
+
+    fn endpoints() -> Endpoints {
+        Endpoints {
+            command: "http://shop-command.prod.svc:8080".into(),
+            query: "http://shop-query.prod.svc:8081".into(),
+        }
+    }
+
+    fn observation(databases: bool, broker: bool, services: bool) -> Observation {
+        let verdict = |ready| if ready { Verdict::ready("Ready", "ok") } else { Verdict::not_ready("NotReady", "no") };
+        Observation {
+            generation: Some(3),
+            databases: verdict(databases),
+            broker: verdict(broker),
+            services: verdict(services),
+            endpoints: endpoints(),
+            consumer_replicas: 2,
+            queue_depth: Some(1_500),
+            sync: None,
+        }
+    }
+
+    fn condition<'a>(status: &'a AnalyticsPipelineStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn a_new_pipeline_provisions_until_every_child_is_ready() {
+        let status = derive(None, observation(true, false, false), at(0));
+        assert_eq!(status.phase, Some(Phase::Provisioning));
+        let types: Vec<_> = status.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
+        assert_eq!(
+            types,
+            [("DatabasesReady", "True"), ("BrokerReady", "False"), ("ServicesReady", "False"), ("Ready", "False")]
+        );
+        assert_eq!(condition(&status, "Ready").reason, "ChildrenNotReady");
+        assert_eq!(
+            (status.observed_generation, status.consumer_replicas, status.queue_depth),
+            (Some(3), Some(2), Some(1_500))
+        );
+        assert_eq!(status.endpoints, Some(endpoints()));
+
+        let ready = derive(Some(&status), observation(true, true, true), at(10));
+        assert_eq!(ready.phase, Some(Phase::Ready));
+        assert_eq!(condition(&ready, "Ready").reason, "AllReady");
+    }
+
+    #[test]
+    fn a_ready_pipeline_that_loses_a_child_is_degraded_not_provisioning() {
+        let ready = derive(None, observation(true, true, true), at(0));
+        let degraded = derive(Some(&ready), observation(true, false, true), at(5));
+        assert_eq!(degraded.phase, Some(Phase::Degraded));
+        let still = derive(Some(&degraded), observation(false, false, true), at(9));
+        assert_eq!(still.phase, Some(Phase::Degraded));
+        assert_eq!(derive(Some(&still), observation(true, true, true), at(12)).phase, Some(Phase::Ready));
+    }
+
+    #[test]
+    fn a_conditions_transition_time_moves_only_when_its_status_flips() {
+        let first = derive(None, observation(true, false, true), at(0));
+        let second = derive(Some(&first), observation(true, false, true), at(30));
+        assert_eq!(second, first, "nothing changed, so nothing to write");
+        let third = derive(Some(&second), observation(true, true, true), at(60));
+        assert_eq!(condition(&third, "DatabasesReady").last_transition_time, Time(at(0)));
+        assert_eq!(condition(&third, "BrokerReady").last_transition_time, Time(at(60)));
+    }
+
+    #[test]
+    fn lag_and_pending_come_from_sync_status_and_stay_when_it_does_not_answer() {
+        let mut observed = observation(true, true, true);
+        observed.sync = Some(SyncStatus {
+            last_processed_event_timestamp: Some("2026-11-24T06:00:00.123Z".parse().unwrap()),
+            lag_seconds: Some(2.5),
+            pending_events: 40,
+            outbox_pending_events: 10,
+            queue_depth: Some(30),
+            watermark_age_seconds: Some(0.2),
+            status: SyncState::CatchingUp,
+        });
+        let status = derive(None, observed, at(0));
+        assert_eq!((status.lag_seconds, status.pending_events), (Some(2.5), Some(40)));
+        assert_eq!(status.last_sync_time, Some(Time("2026-11-24T06:00:00.123Z".parse().unwrap())));
+        let silent = derive(Some(&status), observation(true, true, true), at(15));
+        assert_eq!((silent.lag_seconds, silent.pending_events), (Some(2.5), Some(40)));
+    }
+
+    #[test]
+    fn an_invalid_spec_fails_and_a_failed_pass_degrades_keeping_the_rest() {
+        let ready = derive(None, observation(true, true, true), at(0));
+        let refused = invalid(Some(&ready), Some(4), "minReplicas exceeds maxReplicas", at(5));
+        assert_eq!((refused.phase, refused.observed_generation), (Some(Phase::Failed), Some(4)));
+        assert_eq!(condition(&refused, "Ready").reason, "InvalidSpec");
+        assert_eq!(condition(&refused, "ServicesReady"), condition(&ready, "ServicesReady"));
+        let broken = failed(Some(&ready), Some(3), "Kubernetes API error: boom", at(5));
+        assert_eq!(broken.phase, Some(Phase::Degraded));
+        assert_eq!(condition(&broken, "Ready").message, "Kubernetes API error: boom");
+    }
+
+    #[test]
+    fn children_are_judged_by_their_live_status() {
+        let mut set = StatefulSet::default();
+        set.metadata.name = Some("shop-postgres".into());
+        assert_eq!(Verdict::stateful_set(None, "shop-postgres").reason, "Missing");
+        assert_eq!(Verdict::stateful_set(Some(&set), "shop-postgres").reason, "NotReady");
+        set.status = Some(StatefulSetStatus { ready_replicas: Some(1), ..Default::default() });
+        assert!(Verdict::stateful_set(Some(&set), "shop-postgres").ready);
+
+        let mut deployment = Deployment::default();
+        deployment.metadata.name = Some("shop-query".into());
+        deployment.metadata.generation = Some(2);
+        deployment.spec = Some(DeploymentSpec { replicas: Some(2), ..Default::default() });
+        deployment.status = Some(DeploymentStatus {
+            observed_generation: Some(2),
+            updated_replicas: Some(2),
+            available_replicas: Some(1),
+            ..Default::default()
+        });
+        let verdict = Verdict::deployments(std::slice::from_ref(&deployment));
+        assert_eq!(
+            (verdict.reason, verdict.message.as_str()),
+            ("NotAvailable", "shop-query: 1 of 2 replicas available")
+        );
+        deployment.status.as_mut().unwrap().available_replicas = Some(2);
+        assert!(Verdict::deployments(&[deployment]).ready);
+    }
+}
