@@ -4,22 +4,16 @@ mod error;
 mod orders;
 mod products;
 
-use std::sync::Arc;
-
-use analytics_kit::http::{Check, HttpMetrics, Readiness, ops_router, track_requests};
-use axum::{Router, extract::DefaultBodyLimit, middleware, routing::get};
+use analytics_kit::http::{Check, Readiness, api_router};
+use axum::Router;
 use prometheus::Registry;
 use sqlx::PgPool;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use error::ApiError;
 
 use crate::outbox::RelayWaker;
-
-/// Largest request body accepted; anything bigger is a 413.
-pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -53,23 +47,13 @@ struct ApiDoc;
 
 /// The API, the OpenAPI document at `/api/openapi.json`, and the operational endpoints.
 pub fn router(state: AppState, registry: Registry) -> Router {
-    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(products::create))
         .routes(routes!(products::get, products::update))
         .routes(routes!(orders::create))
-        .routes(routes!(orders::get))
-        .split_for_parts();
-    let openapi = Arc::new(openapi);
-    let metrics = HttpMetrics::register(&registry).expect("HTTP metrics register once per registry");
+        .routes(routes!(orders::get));
     let readiness = Ready::new(state.pool.clone(), state.relay.clone());
-    api.route("/api/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
-        .fallback(analytics_kit::http::route_not_found)
-        .method_not_allowed_fallback(analytics_kit::http::method_not_allowed)
-        .route_layer(middleware::from_fn_with_state(metrics, track_requests))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .with_state(state)
-        .merge(ops_router(registry, readiness))
-        .layer(TraceLayer::new_for_http())
+    api_router(routes, state, registry, readiness)
 }
 
 /// Ready when the write database answers. A broker outage does not make the service unready: orders

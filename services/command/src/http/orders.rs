@@ -3,7 +3,7 @@
 //! transaction.
 
 use analytics_events::{Envelope, EventType, Money, timestamp};
-use analytics_kit::http::{ErrorBody, Json, Path};
+use analytics_kit::http::{ErrorBody, Json, PositiveId};
 use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::{
     AppState,
-    error::{ApiError, Result, positive_id},
+    error::{ApiError, Result},
 };
 use crate::{
     domain::{self, NewOrder, OrderRequest},
@@ -81,8 +81,7 @@ pub async fn create(
     (status = 400, description = "The id is not a positive integer", body = ErrorBody),
     (status = 404, description = "No such order", body = ErrorBody),
 ))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<OrderResponse>> {
-    let id = positive_id(id, "order id")?;
+pub async fn get(State(state): State<AppState>, PositiveId(id): PositiveId) -> Result<Json<OrderResponse>> {
     let order = store::orders::get(&state.pool, id).await?.ok_or(ApiError::OrderNotFound(id))?;
     Ok(Json(OrderResponse {
         order_id: order.id,

@@ -1,7 +1,7 @@
 //! `/api/products`: create, read and change catalog entries. Each write emits its event in the same transaction.
 
 use analytics_events::{Envelope, EventType, Money};
-use analytics_kit::http::{ErrorBody, Json, Path};
+use analytics_kit::http::{ErrorBody, Json, PositiveId};
 use axum::{extract::State, http::StatusCode};
 use chrono::Utc;
 use serde::Serialize;
@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::{
     AppState,
-    error::{ApiError, Result, positive_id},
+    error::{ApiError, Result},
 };
 use crate::{
     domain::{NewProduct, ProductChange, ProductPatchRequest, ProductRequest},
@@ -66,8 +66,7 @@ pub async fn create(
     (status = 400, description = "The id is not a positive integer", body = ErrorBody),
     (status = 404, description = "No such product", body = ErrorBody),
 ))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<ProductResponse>> {
-    let id = positive_id(id, "product id")?;
+pub async fn get(State(state): State<AppState>, PositiveId(id): PositiveId) -> Result<Json<ProductResponse>> {
     let row = store::products::get(&state.pool, id).await?.ok_or(ApiError::ProductNotFound(id))?;
     Ok(Json(row.into()))
 }
@@ -82,10 +81,9 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<i64>) -> Result<J
 ))]
 pub async fn update(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    PositiveId(id): PositiveId,
     Json(request): Json<ProductPatchRequest>,
 ) -> Result<Json<ProductResponse>> {
-    let id = positive_id(id, "product id")?;
     let change = ProductChange::try_from(request)?;
     let mut tx = state.pool.begin().await?;
     let row = store::products::update(&mut tx, id, &change).await.map_err(|error| match &error {

@@ -20,6 +20,13 @@ pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>
     (status, axum::Json(body)).into_response()
 }
 
+/// A 500 for a failure the client cannot act on: the client learns nothing, the log gets the whole
+/// cause chain.
+pub fn internal_error(error: &(dyn std::error::Error + 'static)) -> Response {
+    tracing::error!(error = %error, source = ?error.source(), "request failed");
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+}
+
 /// The router fallback for unknown paths, in the common shape.
 pub async fn route_not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "not_found", "no such route")

@@ -5,7 +5,7 @@ use axum::{
         FromRequest, FromRequestParts,
         rejection::{JsonRejection, PathRejection, QueryRejection},
     },
-    http::StatusCode,
+    http::{StatusCode, request::Parts},
     response::{IntoResponse, Response},
 };
 
@@ -32,6 +32,28 @@ pub struct Path<T>(pub T);
 #[derive(Debug, Clone, Copy, Default, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(Rejection))]
 pub struct Query<T>(pub T);
+
+/// The single path parameter of a route such as `/api/products/{id}`: a positive integer. Anything else
+/// is a 400 `invalid_path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PositiveId(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for PositiveId {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Rejection> {
+        let Path(raw) = Path::<i64>::from_request_parts(parts, state).await?;
+        if raw > 0 {
+            Ok(Self(raw))
+        } else {
+            Err(Rejection {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_path",
+                message: format!("the id must be a positive integer, got {raw}"),
+            })
+        }
+    }
+}
 
 /// An extractor's refusal, rendered in the common error shape.
 #[derive(Debug)]

@@ -1,13 +1,15 @@
-//! HTTP plumbing shared by the APIs: one JSON error shape, extractors that use it, per-route metrics,
-//! the operational endpoints, and a server that drains in-flight requests on shutdown.
+//! HTTP plumbing shared by the APIs: the router assembly, one JSON error shape, extractors that use it,
+//! per-route metrics, the operational endpoints, and a server that drains in-flight requests on shutdown.
 
+mod api;
 mod error;
 mod extract;
 mod metrics;
 mod ops;
 
-pub use error::{ErrorBody, error_response, method_not_allowed, route_not_found};
-pub use extract::{Json, Path, Query, Rejection};
+pub use api::{BODY_LIMIT_BYTES, api_router};
+pub use error::{ErrorBody, error_response, internal_error, method_not_allowed, route_not_found};
+pub use extract::{Json, Path, PositiveId, Query, Rejection};
 pub use metrics::{HttpMetrics, track_requests};
 pub use ops::{Check, Readiness, ops_router};
 

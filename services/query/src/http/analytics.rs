@@ -2,7 +2,7 @@
 //! all categories.
 
 use analytics_events::{Money, SyncStatusResponse, timestamp};
-use analytics_kit::http::{ErrorBody, Json, Path, Query};
+use analytics_kit::http::{ErrorBody, Json, Path, PositiveId, Query};
 use axum::extract::State;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     AppState,
-    error::{QueryError, Result, positive_id},
+    error::{QueryError, Result},
 };
 use crate::{
     read_model::{self, TopBy},
@@ -34,8 +34,10 @@ pub struct ProductSalesResponse {
     (status = 400, description = "The id is not a positive integer", body = ErrorBody),
     (status = 404, description = "Unknown product", body = ErrorBody),
 ))]
-pub async fn product_sales(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<ProductSalesResponse>> {
-    let id = positive_id(id, "product id")?;
+pub async fn product_sales(
+    State(state): State<AppState>,
+    PositiveId(id): PositiveId,
+) -> Result<Json<ProductSalesResponse>> {
     let sales = read_model::product_sales(&state.pool, id).await?.ok_or(QueryError::ProductNotFound(id))?;
     Ok(Json(ProductSalesResponse {
         product_id: id,
@@ -169,9 +171,8 @@ pub struct LifetimeValue {
 ))]
 pub async fn customer_lifetime_value(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    PositiveId(id): PositiveId,
 ) -> Result<Json<LifetimeValue>> {
-    let id = positive_id(id, "customer id")?;
     let value = read_model::customer(&state.pool, id).await?;
     Ok(Json(LifetimeValue {
         customer_id: id,

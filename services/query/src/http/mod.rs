@@ -5,11 +5,10 @@ mod error;
 
 use std::sync::Arc;
 
-use analytics_kit::http::{Check, HttpMetrics, Readiness, ops_router, track_requests};
-use axum::{Router, middleware, routing::get};
+use analytics_kit::http::{Check, Readiness, api_router};
+use axum::Router;
 use prometheus::Registry;
 use sqlx::PgPool;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -40,25 +39,16 @@ impl AppState {
 struct ApiDoc;
 
 pub fn router(state: AppState, registry: Registry) -> Router {
-    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(analytics::product_sales))
         .routes(routes!(analytics::top_products))
         .routes(routes!(analytics::category_revenue))
         .routes(routes!(analytics::categories))
         .routes(routes!(analytics::customer_lifetime_value))
         .routes(routes!(analytics::hourly_sales))
-        .routes(routes!(analytics::sync_status))
-        .split_for_parts();
-    let openapi = Arc::new(openapi);
-    let metrics = HttpMetrics::register(&registry).expect("HTTP metrics register once per registry");
+        .routes(routes!(analytics::sync_status));
     let readiness = Ready { pool: state.pool.clone() };
-    api.route("/api/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
-        .fallback(analytics_kit::http::route_not_found)
-        .method_not_allowed_fallback(analytics_kit::http::method_not_allowed)
-        .route_layer(middleware::from_fn_with_state(metrics, track_requests))
-        .with_state(state)
-        .merge(ops_router(registry, readiness))
-        .layer(TraceLayer::new_for_http())
+    api_router(routes, state, registry, readiness)
 }
 
 /// Ready when the read database answers; the broker only feeds sync-status's queue depths.

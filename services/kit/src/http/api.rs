@@ -1,0 +1,35 @@
+//! How a service assembles its API: the routes and their OpenAPI document, the common fallbacks, body
+//! limit and metrics, then the operational endpoints and request tracing around everything.
+
+use std::sync::Arc;
+
+use axum::{Router, extract::DefaultBodyLimit, middleware, routing::get};
+use prometheus::Registry;
+use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+
+use super::{HttpMetrics, Readiness, method_not_allowed, ops_router, route_not_found, track_requests};
+
+/// Largest request body accepted; anything bigger is a 413.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// The service's router: `routes` with their OpenAPI document at `/api/openapi.json`, JSON 404 and 405
+/// fallbacks, the body limit and per-route metrics; plus `/healthz`, `/readyz` (asking `readiness`)
+/// and `/metrics` (serving `registry`).
+pub fn api_router<S, R>(routes: OpenApiRouter<S>, state: S, registry: Registry, readiness: R) -> Router
+where
+    S: Clone + Send + Sync + 'static,
+    R: Readiness,
+{
+    let (api, openapi) = routes.split_for_parts();
+    let openapi = Arc::new(openapi);
+    let metrics = HttpMetrics::register(&registry).expect("HTTP metrics register once per registry");
+    api.route("/api/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(metrics, track_requests))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .with_state(state)
+        .merge(ops_router(registry, readiness))
+        .layer(TraceLayer::new_for_http())
+}
