@@ -114,6 +114,11 @@ pub fn error_policy(pipeline: Arc<AnalyticsPipeline>, error: &Error, ctx: Arc<Co
 }
 
 /// The controller's entry point: everything happens inside the finalizer.
+#[tracing::instrument(name = "reconcile", skip_all, fields(
+    namespace = pipeline.namespace().unwrap_or_default(),
+    pipeline = pipeline.name_any(),
+    generation = pipeline.metadata.generation,
+))]
 pub async fn reconcile(pipeline: Arc<AnalyticsPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
@@ -155,11 +160,6 @@ async fn apply(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<Action, Er
 }
 
 /// One pass: validate, credentials, scale, apply every child, then derive and write the status.
-#[tracing::instrument(name = "reconcile", skip_all, fields(
-    namespace = pipeline.namespace().unwrap_or_default(),
-    pipeline = pipeline.name_any(),
-    generation = pipeline.metadata.generation,
-))]
 async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<Action, Error> {
     if let Err(reason) = validate(pipeline) {
         let status = status::invalid(pipeline.status.as_ref(), pipeline.metadata.generation, &reason, Timestamp::now());

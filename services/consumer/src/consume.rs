@@ -138,6 +138,10 @@ impl Consumer {
     }
 
     /// Consumes until `shutdown`, reconnecting with backoff. On shutdown the batches in hand finish.
+    #[tracing::instrument(name = "consumer", skip_all, fields(
+        orders = %self.topology.order_queue,
+        products = %self.topology.product_queue,
+    ))]
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut backoff = Backoff::default();
         while !shutdown.is_cancelled() {

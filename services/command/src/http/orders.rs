@@ -57,6 +57,7 @@ pub struct OrderItemResponse {
     (status = 413, description = "Body over 64 KiB", body = ErrorBody),
     (status = 422, description = "customerId not positive, empty items, quantity < 1, a repeated or unknown productId", body = ErrorBody),
 ))]
+#[tracing::instrument(name = "create_order", skip_all, fields(customer_id = request.customer_id, lines = request.items.len(), order_id))]
 pub async fn create(
     State(state): State<AppState>,
     Json(request): Json<OrderRequest>,
@@ -68,6 +69,7 @@ pub async fn create(
     let priced = domain::price(order, &catalog)?;
     let ordered_at = timestamp::truncate(Utc::now());
     let order_id = store::orders::insert(&mut tx, &priced, ordered_at).await?;
+    tracing::Span::current().record("order_id", order_id);
     let event = Envelope::new(EventType::OrderCreated, ordered_at, order_id, priced.created(order_id, ordered_at));
     outbox::enqueue(&mut tx, &event).await?;
     tx.commit().await?;
@@ -81,6 +83,7 @@ pub async fn create(
     (status = 400, description = "The id is not a positive integer", body = ErrorBody),
     (status = 404, description = "No such order", body = ErrorBody),
 ))]
+#[tracing::instrument(name = "get_order", skip_all, fields(order_id = id))]
 pub async fn get(State(state): State<AppState>, PositiveId(id): PositiveId) -> Result<Json<OrderResponse>> {
     let order = store::orders::get(&state.pool, id).await?.ok_or(ApiError::OrderNotFound(id))?;
     Ok(Json(OrderResponse {

@@ -47,6 +47,7 @@ impl From<StoredProduct> for ProductResponse {
     (status = 413, description = "Body over 64 KiB", body = ErrorBody),
     (status = 422, description = "Empty name or category, price <= 0 or with more than 2 decimals, stock < 0", body = ErrorBody),
 ))]
+#[tracing::instrument(name = "create_product", skip_all, fields(product_id))]
 pub async fn create(
     State(state): State<AppState>,
     Json(request): Json<ProductRequest>,
@@ -54,6 +55,7 @@ pub async fn create(
     let product = NewProduct::try_from(request)?;
     let mut tx = state.pool.begin().await?;
     let row = store::products::insert(&mut tx, &product).await?;
+    tracing::Span::current().record("product_id", row.id);
     outbox::enqueue(&mut tx, &Envelope::new(EventType::ProductCreated, Utc::now(), row.id, row.state())).await?;
     tx.commit().await?;
     state.committed();
@@ -66,6 +68,7 @@ pub async fn create(
     (status = 400, description = "The id is not a positive integer", body = ErrorBody),
     (status = 404, description = "No such product", body = ErrorBody),
 ))]
+#[tracing::instrument(name = "get_product", skip_all, fields(product_id = id))]
 pub async fn get(State(state): State<AppState>, PositiveId(id): PositiveId) -> Result<Json<ProductResponse>> {
     let row = store::products::get(&state.pool, id).await?.ok_or(ApiError::ProductNotFound(id))?;
     Ok(Json(row.into()))
@@ -79,6 +82,7 @@ pub async fn get(State(state): State<AppState>, PositiveId(id): PositiveId) -> R
     (status = 404, description = "No such product", body = ErrorBody),
     (status = 422, description = "Empty change, invalid price, or addStock < 1", body = ErrorBody),
 ))]
+#[tracing::instrument(name = "update_product", skip_all, fields(product_id = id))]
 pub async fn update(
     State(state): State<AppState>,
     PositiveId(id): PositiveId,

@@ -146,6 +146,7 @@ impl Relay {
 
     /// Publishes until `shutdown`, reconnecting to the broker with backoff whenever it is lost. On
     /// shutdown the batch in flight is published and marked before it returns.
+    #[tracing::instrument(name = "relay", skip_all, fields(exchange = %self.topology.exchange))]
     pub async fn run(self, shutdown: CancellationToken) {
         let housekeeping =
             tokio::spawn(housekeeping(self.outbox.clone(), self.metrics.clone(), self.retention, shutdown.clone()));

@@ -34,6 +34,7 @@ pub struct ProductSalesResponse {
     (status = 400, description = "The id is not a positive integer", body = ErrorBody),
     (status = 404, description = "Unknown product", body = ErrorBody),
 ))]
+#[tracing::instrument(name = "product_sales", skip_all, fields(product_id = id))]
 pub async fn product_sales(
     State(state): State<AppState>,
     PositiveId(id): PositiveId,
@@ -73,6 +74,7 @@ pub struct TopProduct {
     (status = 200, body = Vec<TopProduct>),
     (status = 400, description = "Unknown `by` or a limit outside 1..=100", body = ErrorBody),
 ))]
+#[tracing::instrument(name = "top_products", skip_all)]
 pub async fn top_products(
     State(state): State<AppState>,
     Query(params): Query<TopParams>,
@@ -112,6 +114,7 @@ pub struct CategoryRevenue {
     (status = 200, description = "Zeros for a category with products but no sales", body = CategoryRevenue),
     (status = 404, description = "Unknown category", body = ErrorBody),
 ))]
+#[tracing::instrument(name = "category_revenue", skip_all, fields(category = %category))]
 pub async fn category_revenue(
     State(state): State<AppState>,
     Path(category): Path<String>,
@@ -136,6 +139,7 @@ pub struct CategoryTotals {
 
 /// Every category with its totals, by revenue.
 #[utoipa::path(get, path = "/api/analytics/categories", tag = "analytics", responses((status = 200, body = Vec<CategoryTotals>)))]
+#[tracing::instrument(name = "categories", skip_all)]
 pub async fn categories(State(state): State<AppState>) -> Result<Json<Vec<CategoryTotals>>> {
     let rows = read_model::categories(&state.pool).await?;
     Ok(Json(
@@ -169,6 +173,7 @@ pub struct LifetimeValue {
     (status = 200, description = "Zeros for a customer without orders", body = LifetimeValue),
     (status = 400, description = "The id is not a positive integer", body = ErrorBody),
 ))]
+#[tracing::instrument(name = "customer_lifetime_value", skip_all, fields(customer_id = id))]
 pub async fn customer_lifetime_value(
     State(state): State<AppState>,
     PositiveId(id): PositiveId,
@@ -209,6 +214,7 @@ pub struct HourlySales {
     (status = 200, body = Vec<HourlySales>),
     (status = 400, description = "A malformed time, `from` not before `to`, or a range over 366 days", body = ErrorBody),
 ))]
+#[tracing::instrument(name = "hourly_sales", skip_all)]
 pub async fn hourly_sales(
     State(state): State<AppState>,
     Query(params): Query<HourlyParams>,
@@ -236,6 +242,7 @@ pub async fn hourly_sales(
 
 /// How far the read model is behind the write side. See the README's sync-status section.
 #[utoipa::path(get, path = "/api/analytics/sync-status", tag = "analytics", responses((status = 200, body = SyncStatusResponse)))]
+#[tracing::instrument(name = "sync_status", skip_all)]
 pub async fn sync_status(State(state): State<AppState>) -> Result<Json<SyncStatusResponse>> {
     let (progress, depth) = tokio::join!(read_model::progress(&state.pool), state.depths.total());
     let status = sync::assess(Utc::now(), &progress?, depth);
