@@ -1,5 +1,5 @@
-//! `/api/analytics/*`: the seed's three lookups and sync-status, plus hourly sales, top products and
-//! all categories.
+//! `/api/analytics/*`: sales per product, revenue per category, customer lifetime value and sync-status,
+//! plus hourly sales, top products and all categories.
 
 use analytics_events::{Money, SyncStatusResponse, timestamp};
 use analytics_kit::http::{ErrorBody, Json, Path, PositiveId, Query};

@@ -1,4 +1,4 @@
-//! The analytics API: the seed's response shapes, the figures' definitions, zeros and errors.
+//! The analytics API: each endpoint's response shape, the figures' definitions, zeros and errors.
 
 use analytics_testkit::assert_error;
 use consumer_service::projection::Stream;
