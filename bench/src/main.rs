@@ -1,21 +1,21 @@
-//! The load generator behind `make bench`. It drives the pipeline that `make up` runs and prints
-//! figures, as JSON and as a table; it asserts nothing (speed is measured, not tested).
+//! The load generator behind `make bench`. It drives the pipeline that `make up` runs over HTTP and
+//! prints figures, as JSON and as a table; it asserts nothing (speed is measured, not tested). Processes
+//! and databases are hack/bench.sh's business: it runs the pgbench ceiling, stops and restarts the
+//! consumer around `fill` and `drain`, and hands both figures to `measure`.
 //!
-//! Phases, in order:
-//! 1. **ceiling**: pgbench runs the order transaction (bench/order.sql) against a scratch copy of the
-//!    write schema on the same PostgreSQL server, for the same duration;
-//! 2. **burst**: closed-loop clients place orders as fast as they can: accepted/s, latency, and the
-//!    rate at which the read side applied them;
-//! 3. **sustained**: an open-loop rate the pipeline holds with no growing backlog (it steps down until
-//!    the backlog stays flat): accepted/s, applied/s, latency;
-//! 4. **freshness**: at half the sustained rate, the time from an order's 201 to its visibility
-//!    through the query API;
-//! 5. **drain**: the consumer is stopped, the queue pre-filled, and the consumer restarted: events/s;
-//! 6. **queries**: closed-loop point lookups against the query API.
+//! - `fill`: places orders while the consumer is stopped, until the relay has put them all on the queue;
+//! - `drain`: how fast the restarted consumer applies them (events/s, printed alone);
+//! - `measure`, in order:
+//!   1. **burst**: closed-loop clients place orders as fast as they can: accepted/s, latency, and the
+//!      rate at which the read side applied them;
+//!   2. **sustained**: an open-loop rate the pipeline holds with no growing backlog (it steps down until
+//!      the backlog stays flat): accepted/s, applied/s, latency, share of the pgbench ceiling;
+//!   3. **freshness**: at half the sustained rate, the time from an order's 201 to its visibility
+//!      through the query API;
+//!   4. **queries**: closed-loop point lookups against the query API.
 
 use std::{
     path::PathBuf,
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -24,14 +24,22 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", about = "Measures the local pipeline (`make up`); run through `make bench`.")]
-struct Args {
+struct Cli {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    phase: Phase,
+}
+
+#[derive(Debug, Args)]
+struct Target {
     /// Base URL of the command API.
     #[arg(long, env = "COMMAND_URL")]
     command_url: String,
@@ -41,33 +49,39 @@ struct Args {
     /// The consumer's /metrics URL.
     #[arg(long, env = "CONSUMER_METRICS_URL")]
     consumer_metrics_url: String,
-    /// PostgreSQL URL without a database name, for the pgbench ceiling's scratch database.
-    #[arg(long, env = "PG_ADMIN_URL", hide_env_values = true)]
-    pg_admin_url: String,
-    /// Directory with pgbench and psql.
-    #[arg(long, env = "PG_BIN")]
-    pg_bin: PathBuf,
-    /// The pgbench script of the order transaction.
-    #[arg(long, default_value = "bench/order.sql")]
-    pgbench_script: PathBuf,
-    /// The command-service binary, to migrate the scratch database.
-    #[arg(long, default_value = "target/release/command-service")]
-    command_binary: PathBuf,
-    /// The consumer's pid file, to stop it for the drain phase.
-    #[arg(long, default_value = ".run/consumer.pid")]
-    consumer_pid_file: PathBuf,
-    /// A command that starts the consumer again (`make up` starts only what is not running).
-    #[arg(long, default_value = "hack/up.sh")]
-    start_command: String,
+    /// Concurrent clients in the closed-loop phases.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum Phase {
+    /// Place EVENTS orders (with the consumer stopped) and wait until the relay has published them all.
+    Fill(Events),
+    /// Wait for the restarted consumer to apply EVENTS pre-filled orders; print its rate in events/s.
+    Drain(Events),
+    /// Run burst, sustained, freshness and queries, and print the whole report.
+    Measure(Measure),
+}
+
+#[derive(Debug, Args)]
+struct Events {
+    #[arg(long, default_value_t = 40_000)]
+    events: usize,
+}
+
+#[derive(Debug, Args)]
+struct Measure {
+    /// The order transaction's tps in pgbench on the same server (the ceiling the sustained rate is
+    /// compared with).
+    #[arg(long)]
+    ceiling_tps: f64,
+    /// The consumer's drain rate, from `drain`, for the report.
+    #[arg(long)]
+    drain_events_per_s: f64,
     /// Length of each measured phase.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// Concurrent clients in the closed-loop phases (and pgbench).
-    #[arg(long, default_value_t = 32)]
-    clients: usize,
-    /// Events pre-filled for the drain phase.
-    #[arg(long, default_value_t = 40_000)]
-    drain_events: usize,
     /// Where to write the JSON report.
     #[arg(long, default_value = ".run/bench.json")]
     json: PathBuf,
@@ -138,7 +152,7 @@ struct Queries {
 }
 
 struct Pipeline {
-    args: Args,
+    target: Target,
     http: reqwest::Client,
     products: Vec<i64>,
     customers: AtomicUsize,
@@ -146,45 +160,36 @@ struct Pipeline {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(30)).build()?;
-    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() % 100_000;
-    let mut pipeline =
-        Pipeline { args, http, products: Vec::new(), customers: AtomicUsize::new(nonce as usize * 1_000_000) };
-    pipeline.create_products(500).await?;
-
-    eprintln!("ceiling: pgbench, {} clients, {:?}...", pipeline.args.clients, pipeline.args.duration);
-    let ceiling = pipeline.pgbench_ceiling()?;
-    eprintln!("burst: {} closed-loop clients...", pipeline.args.clients);
-    let burst = pipeline.burst().await?;
-    let mut rate = (burst.accepted_per_s.min(burst.applied_per_s) * 0.9).max(10.0);
-    let mut sustained = None;
-    for _ in 0..4 {
-        eprintln!("sustained: offering {rate:.0} orders/s...");
-        let attempt = pipeline.sustained(rate, ceiling).await?;
-        let steady = attempt.backlog_at_end <= (rate * 0.5) as i64 + 100;
-        sustained = Some(attempt);
-        if steady {
-            break;
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() % 100_000;
+    let mut pipeline = Pipeline {
+        target: cli.target,
+        http,
+        products: Vec::new(),
+        customers: AtomicUsize::new(nonce as usize * 1_000_000),
+    };
+    match cli.phase {
+        Phase::Fill(Events { events }) => {
+            pipeline.create_products(500).await?;
+            eprintln!("drain: pre-filling {events} orders...");
+            pipeline.fill(events).await
         }
-        rate *= 0.8;
+        Phase::Drain(Events { events }) => {
+            let rate = pipeline.drain(events).await?;
+            println!("{rate:.1}");
+            Ok(())
+        }
+        Phase::Measure(measure) => {
+            pipeline.create_products(500).await?;
+            let report = pipeline.measure(&measure).await?;
+            let json = serde_json::to_string_pretty(&report)?;
+            std::fs::write(&measure.json, &json).with_context(|| format!("cannot write {}", measure.json.display()))?;
+            println!("{json}");
+            print_table(&report);
+            Ok(())
+        }
     }
-    let sustained = sustained.context("no sustained phase ran")?;
-    eprintln!("freshness: {:.0} orders/s...", sustained.offered_per_s / 2.0);
-    let freshness = pipeline.freshness(sustained.offered_per_s / 2.0).await?;
-    eprintln!("drain: {} events...", pipeline.args.drain_events);
-    let drain = pipeline.drain().await?;
-    eprintln!("queries: {} closed-loop clients...", pipeline.args.clients);
-    let queries = pipeline.queries().await?;
-
-    let report =
-        Report { pgbench_ceiling_tps: ceiling, burst, sustained, freshness, drain_events_per_s: drain, queries };
-    let json = serde_json::to_string_pretty(&report)?;
-    std::fs::write(&pipeline.args.json, &json)
-        .with_context(|| format!("cannot write {}", pipeline.args.json.display()))?;
-    println!("{json}");
-    print_table(&report);
-    Ok(())
 }
 
 fn print_table(r: &Report) {
@@ -243,7 +248,8 @@ impl Pipeline {
     async fn create_products(&mut self, count: usize) -> anyhow::Result<()> {
         for i in 0..count {
             let body = json!({"name": format!("Bench product {i}"), "category": format!("Category {}", i % 20), "price": 10.00, "stock": 1_000_000_000});
-            let response = self.http.post(format!("{}/api/products", self.args.command_url)).json(&body).send().await?;
+            let response =
+                self.http.post(format!("{}/api/products", self.target.command_url)).json(&body).send().await?;
             if response.status().as_u16() != 201 {
                 bail!("cannot create bench products: {}", response.text().await?);
             }
@@ -266,14 +272,15 @@ impl Pipeline {
 
     async fn place(&self, body: &Value) -> anyhow::Result<(u16, Duration)> {
         let started = Instant::now();
-        let response = self.http.post(format!("{}/api/orders", self.args.command_url)).json(body).send().await?;
+        let response = self.http.post(format!("{}/api/orders", self.target.command_url)).json(body).send().await?;
         let status = response.status().as_u16();
         response.bytes().await?;
         Ok((status, started.elapsed()))
     }
 
     async fn applied_orders(&self) -> anyhow::Result<f64> {
-        self.metric(&self.args.consumer_metrics_url, "consumer_events_applied_total{event_type=\"OrderCreated\"}").await
+        self.metric(&self.target.consumer_metrics_url, "consumer_events_applied_total{event_type=\"OrderCreated\"}")
+            .await
     }
 
     /// One sample from a Prometheus text endpoint; 0 if the series is absent.
@@ -288,7 +295,7 @@ impl Pipeline {
     }
 
     async fn sync_status(&self) -> anyhow::Result<Value> {
-        Ok(self.http.get(format!("{}/api/analytics/sync-status", self.args.query_url)).send().await?.json().await?)
+        Ok(self.http.get(format!("{}/api/analytics/sync-status", self.target.query_url)).send().await?.json().await?)
     }
 
     async fn wait_applied(&self, target: f64, timeout: Duration) -> anyhow::Result<Instant> {
@@ -302,49 +309,41 @@ impl Pipeline {
         Ok(Instant::now())
     }
 
-    fn pgbench_ceiling(&self) -> anyhow::Result<f64> {
-        let admin = self.args.pg_admin_url.trim_end_matches('/');
-        let psql = |database: &str, sql: &str| -> anyhow::Result<()> {
-            let status = Command::new(self.args.pg_bin.join("psql"))
-                .args(["-q", "-v", "ON_ERROR_STOP=1", &format!("{admin}/{database}"), "-c", sql])
-                .status()?;
-            if !status.success() {
-                bail!("psql failed: {sql}");
+    async fn measure(&self, measure: &Measure) -> anyhow::Result<Report> {
+        let clients = self.target.clients;
+        eprintln!("burst: {clients} closed-loop clients...");
+        let burst = self.burst(measure.duration).await?;
+        let mut rate = (burst.accepted_per_s.min(burst.applied_per_s) * 0.9).max(10.0);
+        let mut sustained = None;
+        for _ in 0..4 {
+            eprintln!("sustained: offering {rate:.0} orders/s...");
+            let attempt = self.sustained(rate, measure.duration, measure.ceiling_tps).await?;
+            let steady = attempt.backlog_at_end <= (rate * 0.5) as i64 + 100;
+            sustained = Some(attempt);
+            if steady {
+                break;
             }
-            Ok(())
-        };
-        psql("postgres", "drop database if exists analytics_bench_ceiling")?;
-        psql("postgres", "create database analytics_bench_ceiling")?;
-        let url = format!("{admin}/analytics_bench_ceiling");
-        let migrated =
-            Command::new(&self.args.command_binary).arg("migrate").env("WRITE_DATABASE_URL", &url).status()?;
-        if !migrated.success() {
-            bail!("cannot migrate the pgbench database");
+            rate *= 0.8;
         }
-        psql(
-            "analytics_bench_ceiling",
-            "insert into products (name, category, price, stock)
-             select 'Bench product ' || i, 'Category ' || (i % 20), 10.00, 1000000000 from generate_series(1, 500) as i",
-        )?;
-        let output = Command::new(self.args.pg_bin.join("pgbench"))
-            .args(["-n", "-M", "prepared", "-c", &self.args.clients.to_string(), "-j", "2"])
-            .args(["-T", &self.args.duration.as_secs().max(1).to_string(), "-f"])
-            .arg(&self.args.pgbench_script)
-            .arg(&url)
-            .output()?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        psql("postgres", "drop database if exists analytics_bench_ceiling")?;
-        text.lines()
-            .find(|line| line.starts_with("tps = "))
-            .and_then(|line| line.split_whitespace().nth(2))
-            .and_then(|tps| tps.parse().ok())
-            .with_context(|| format!("no tps in pgbench output:\n{text}\n{}", String::from_utf8_lossy(&output.stderr)))
+        let sustained = sustained.context("no sustained phase ran")?;
+        eprintln!("freshness: {:.0} orders/s...", sustained.offered_per_s / 2.0);
+        let freshness = self.freshness(sustained.offered_per_s / 2.0, measure.duration).await?;
+        eprintln!("queries: {clients} closed-loop clients...");
+        let queries = self.queries(measure.duration).await?;
+        Ok(Report {
+            pgbench_ceiling_tps: measure.ceiling_tps,
+            burst,
+            sustained,
+            freshness,
+            drain_events_per_s: measure.drain_events_per_s,
+            queries,
+        })
     }
 
-    async fn burst(&self) -> anyhow::Result<Burst> {
+    async fn burst(&self, duration: Duration) -> anyhow::Result<Burst> {
         let before = self.applied_orders().await?;
         let started = Instant::now();
-        let (samples, rejected) = self.closed_loop_orders(self.args.duration).await?;
+        let (samples, rejected) = self.closed_loop_orders(duration).await?;
         let elapsed = started.elapsed().as_secs_f64();
         let accepted = samples.len();
         let done = self.wait_applied(before + accepted as f64, Duration::from_secs(600)).await?;
@@ -359,7 +358,7 @@ impl Pipeline {
     async fn closed_loop_orders(&self, duration: Duration) -> anyhow::Result<(Vec<Duration>, usize)> {
         let deadline = Instant::now() + duration;
         let counter = AtomicUsize::new(0);
-        let workers = (0..self.args.clients).map(|_| async {
+        let workers = (0..self.target.clients).map(|_| async {
             let mut samples = Vec::new();
             let mut rejected = 0;
             while Instant::now() < deadline {
@@ -414,12 +413,12 @@ impl Pipeline {
         futures::future::join_all(tasks).await.into_iter().collect()
     }
 
-    async fn sustained(&self, rate: f64, ceiling: f64) -> anyhow::Result<Sustained> {
+    async fn sustained(&self, rate: f64, duration: Duration, ceiling: f64) -> anyhow::Result<Sustained> {
         let backlog = |status: Value| status["pendingEvents"].as_i64().unwrap_or(0);
         let backlog_at_start = backlog(self.sync_status().await?);
         let before = self.applied_orders().await?;
         let started = Instant::now();
-        let samples = self.open_loop_orders(rate, self.args.duration, |_| async {}).await?;
+        let samples = self.open_loop_orders(rate, duration, |_| async {}).await?;
         let elapsed = started.elapsed().as_secs_f64();
         let applied = self.applied_orders().await? - before;
         let backlog_at_end = backlog(self.sync_status().await?);
@@ -437,15 +436,15 @@ impl Pipeline {
         })
     }
 
-    async fn freshness(&self, rate: f64) -> anyhow::Result<Freshness> {
+    async fn freshness(&self, rate: f64, duration: Duration) -> anyhow::Result<Freshness> {
         let lags = std::sync::Mutex::new(Vec::new());
-        let duration = self.args.duration.min(Duration::from_secs(10));
+        let duration = duration.min(Duration::from_secs(10));
         self.open_loop_orders(rate, duration, |customer| {
             let lags = &lags;
             async move {
                 // Visible when the customer's (only) order shows in their lifetime value.
                 let accepted = Instant::now();
-                let url = format!("{}/api/analytics/customers/{customer}/lifetime-value", self.args.query_url);
+                let url = format!("{}/api/analytics/customers/{customer}/lifetime-value", self.target.query_url);
                 while accepted.elapsed() < Duration::from_secs(30) {
                     if let Ok(response) = self.http.get(&url).send().await
                         && let Ok(value) = response.json::<Value>().await
@@ -463,16 +462,13 @@ impl Pipeline {
         Ok(Freshness { offered_per_s: rate, samples: lags.len(), lag: Latency::of(lags) })
     }
 
-    async fn drain(&self) -> anyhow::Result<f64> {
-        let pid = std::fs::read_to_string(&self.args.consumer_pid_file)?.trim().to_owned();
-        Command::new("kill").args(["-TERM", &pid]).status()?;
-        while Command::new("kill").args(["-0", &pid]).status()?.success() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // Pre-fill: place orders until enough are on the queue.
+    /// Places `events` orders, then waits until the relay's backlog is empty, so that all of them are on
+    /// the queue (sync-status cannot say: with the consumer stopped, no watermark is applied, and it
+    /// rightly reports itself stale).
+    async fn fill(&self, events: usize) -> anyhow::Result<()> {
         let mut placed = 0;
-        while placed < self.args.drain_events {
-            let batch: Vec<_> = (0..self.args.clients.min(self.args.drain_events - placed))
+        while placed < events {
+            let batch: Vec<_> = (0..self.target.clients.min(events - placed))
                 .map(|i| async move { self.place(&self.order(placed + i, self.next_customer())).await })
                 .collect();
             for result in futures::future::join_all(batch).await {
@@ -481,58 +477,52 @@ impl Pipeline {
                 }
             }
         }
-        // Everything is on the queue once the relay's backlog is empty (sync-status cannot say: with the
-        // consumer stopped, no watermark is applied, and it rightly reports itself stale).
         let deadline = Instant::now() + Duration::from_secs(120);
-        let command_metrics = format!("{}/metrics", self.args.command_url);
-        loop {
-            if self.metric(&command_metrics, "outbox_pending_events").await? == 0.0 {
-                break;
-            }
+        let command_metrics = format!("{}/metrics", self.target.command_url);
+        while self.metric(&command_metrics, "outbox_pending_events").await? != 0.0 {
             if Instant::now() > deadline {
                 bail!("the relay did not publish the pre-filled orders in time");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let status =
-            Command::new("sh").args(["-c", &self.args.start_command]).stdout(std::process::Stdio::null()).status()?;
-        if !status.success() {
-            bail!("cannot restart the consumer with {:?}", self.args.start_command);
-        }
-        // The rate between the first and the last movement of the (restarted, so zero-based) applied
-        // counter, so that process start-up and connection time do not count.
+        Ok(())
+    }
+
+    /// The rate between the first and the last movement of the (restarted, so zero-based) applied
+    /// counter, so that process start-up and connection time do not count.
+    async fn drain(&self, events: usize) -> anyhow::Result<f64> {
         let (mut first, deadline) = (None, Instant::now() + Duration::from_secs(600));
         loop {
             let applied = self.applied_orders().await.unwrap_or(0.0);
             let now = Instant::now();
             match first {
-                None if applied >= placed as f64 => {
-                    bail!("the consumer drained the queue before it could be measured; raise --drain-events")
+                None if applied >= events as f64 => {
+                    bail!("the consumer drained the queue before it could be measured; raise BENCH_DRAIN_EVENTS")
                 }
                 None if applied > 0.0 => first = Some((now, applied)),
-                Some((at, from)) if applied >= placed as f64 => return Ok((applied - from) / (now - at).as_secs_f64()),
-                _ if now > deadline => bail!("the consumer did not drain {placed} events within 10 minutes"),
+                Some((at, from)) if applied >= events as f64 => return Ok((applied - from) / (now - at).as_secs_f64()),
+                _ if now > deadline => bail!("the consumer did not drain {events} events within 10 minutes"),
                 _ => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
     }
 
-    async fn queries(&self) -> anyhow::Result<Queries> {
-        let deadline = Instant::now() + self.args.duration;
+    async fn queries(&self, duration: Duration) -> anyhow::Result<Queries> {
+        let deadline = Instant::now() + duration;
         let counter = AtomicUsize::new(0);
         let started = Instant::now();
-        let workers = (0..self.args.clients).map(|_| async {
+        let workers = (0..self.target.clients).map(|_| async {
             let mut samples = Vec::new();
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let url = if n.is_multiple_of(2) {
                     format!(
                         "{}/api/analytics/products/{}/sales",
-                        self.args.query_url,
+                        self.target.query_url,
                         self.products[n % self.products.len()]
                     )
                 } else {
-                    format!("{}/api/analytics/customers/{}/lifetime-value", self.args.query_url, n % 100_000 + 1)
+                    format!("{}/api/analytics/customers/{}/lifetime-value", self.target.query_url, n % 100_000 + 1)
                 };
                 let begun = Instant::now();
                 let response = self.http.get(url).send().await?;
