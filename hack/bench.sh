@@ -27,7 +27,8 @@ loadgen() { target/release/loadgen --clients "$clients" "$@"; }
 
 echo "ceiling: pgbench, $clients clients, ${duration}s..." >&2
 scratch=analytics_bench_ceiling
-"$pg_bin/psql" -q -v ON_ERROR_STOP=1 "$admin/postgres" -c "drop database if exists $scratch" -c "create database $scratch"
+PGOPTIONS="-c client_min_messages=warning" "$pg_bin/psql" -q -v ON_ERROR_STOP=1 "$admin/postgres" \
+  -c "drop database if exists $scratch" -c "create database $scratch"
 WRITE_DATABASE_URL="$admin/$scratch" target/release/command-service migrate >/dev/null
 "$pg_bin/psql" -q -v ON_ERROR_STOP=1 "$admin/$scratch" -c "
   insert into products (name, category, price, stock)

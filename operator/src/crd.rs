@@ -290,14 +290,15 @@ fn five_minutes() -> i64 {
 #[x_kube(validation = Rule::new("!(has(self.managed) && has(self.external))").message("postgres is either managed or external, not both"))]
 pub struct PostgresSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub managed: Option<ManagedPostgres>,
+    pub managed: Option<Managed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalPostgres>,
 }
 
+/// A database or broker the operator runs as a StatefulSet: its volume and its resources.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ManagedPostgres {
+pub struct Managed {
     #[serde(default)]
     pub storage: Storage,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -318,18 +319,9 @@ pub struct ExternalPostgres {
 #[x_kube(validation = Rule::new("!(has(self.managed) && has(self.external))").message("rabbitmq is either managed or external, not both"))]
 pub struct RabbitmqSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub managed: Option<ManagedRabbitmq>,
+    pub managed: Option<Managed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalRabbitmq>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ManagedRabbitmq {
-    #[serde(default)]
-    pub storage: Storage,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

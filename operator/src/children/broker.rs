@@ -10,7 +10,7 @@ use super::{
     ERLANG_COOKIE_KEY, RABBITMQ_PASSWORD_KEY, ReadOnlyRoot, container_security, credential, databases::stateful,
     headless_service, name,
 };
-use crate::crd::{AnalyticsPipeline, Image, ManagedRabbitmq};
+use crate::crd::{AnalyticsPipeline, Image, Managed};
 
 const COMPONENT: &str = "rabbitmq";
 pub const PORT: i32 = 5672;
@@ -19,7 +19,7 @@ pub const USER: &str = "analytics";
 const RABBITMQ_UID: i64 = 999;
 
 /// The managed settings, or `None` when the broker is external.
-pub fn managed(pipeline: &AnalyticsPipeline) -> Option<ManagedRabbitmq> {
+pub fn managed(pipeline: &AnalyticsPipeline) -> Option<Managed> {
     let rabbitmq = &pipeline.spec.rabbitmq;
     if rabbitmq.external.is_some() { None } else { Some(rabbitmq.managed.clone().unwrap_or_default()) }
 }
@@ -33,7 +33,7 @@ pub fn service(pipeline: &AnalyticsPipeline) -> Service {
     headless_service(pipeline, COMPONENT, &[("amqp", PORT), ("management", 15672)])
 }
 
-pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &ManagedRabbitmq, image: &Image) -> StatefulSet {
+pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Image) -> StatefulSet {
     let secret =
         |key: &str| EnvVarSource { secret_key_ref: Some(credential(pipeline, key)), ..EnvVarSource::default() };
     let diagnostics =

@@ -23,7 +23,7 @@ use super::{
     POSTGRES_PASSWORD_KEY, ReadOnlyRoot, container_security, credential, headless_service, labels, metadata, name,
     pod_security, selector,
 };
-use crate::crd::{AnalyticsPipeline, DeletionPolicy, Image, ManagedPostgres, Storage};
+use crate::crd::{AnalyticsPipeline, DeletionPolicy, Image, Managed, Storage};
 
 const COMPONENT: &str = "postgres";
 pub const PORT: i32 = 5432;
@@ -34,7 +34,7 @@ pub const READ_DATABASE: &str = "analytics_read";
 const POSTGRES_UID: i64 = 999;
 
 /// The managed settings, or `None` when the databases are external.
-pub fn managed(pipeline: &AnalyticsPipeline) -> Option<ManagedPostgres> {
+pub fn managed(pipeline: &AnalyticsPipeline) -> Option<Managed> {
     let postgres = &pipeline.spec.postgres;
     if postgres.external.is_some() { None } else { Some(postgres.managed.clone().unwrap_or_default()) }
 }
@@ -61,7 +61,7 @@ pub fn service(pipeline: &AnalyticsPipeline) -> Service {
     headless_service(pipeline, COMPONENT, &[("postgres", PORT)])
 }
 
-pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &ManagedPostgres, image: &Image) -> StatefulSet {
+pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Image) -> StatefulSet {
     let is_ready = Probe {
         exec: Some(ExecAction {
             command: Some(vec!["pg_isready".into(), "-U".into(), USER.into(), "-d".into(), WRITE_DATABASE.into()]),

@@ -21,8 +21,9 @@ async fn main() -> anyhow::Result<()> {
             command_service::app::run_relay(config, shutdown).await.context("cannot run the relay")
         }
         Command::Migrate(config) => {
-            let pool = analytics_kit::db::pool(&config.url, 1, "command-service-migrate")?;
-            MIGRATOR.run(&pool).await.context("cannot migrate the write database")?;
+            analytics_kit::db::migrate(&config.url, &MIGRATOR, "command-service-migrate")
+                .await
+                .context("cannot migrate the write database")?;
             tracing::info!("write database migrated");
             Ok(())
         }

@@ -17,8 +17,9 @@ async fn main() -> anyhow::Result<()> {
             app.run(shutdown).await
         }
         Command::Migrate(config) => {
-            let pool = analytics_kit::db::pool(&config.url, 1, "consumer-service-migrate")?;
-            MIGRATOR.run(&pool).await.context("cannot migrate the read database")?;
+            analytics_kit::db::migrate(&config.url, &MIGRATOR, "consumer-service-migrate")
+                .await
+                .context("cannot migrate the read database")?;
             tracing::info!("read database migrated");
             Ok(())
         }

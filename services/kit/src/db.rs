@@ -22,6 +22,19 @@ pub fn pool(url: &SecretString, max_connections: u32, application_name: &str) ->
         .connect_lazy_with(options.application_name(application_name)))
 }
 
+/// Applies `migrator`'s migrations to the database at `url` over one connection. Safe to run
+/// concurrently: sqlx takes an advisory lock, so a second runner waits and then finds nothing to do.
+pub async fn migrate(
+    url: &SecretString,
+    migrator: &sqlx::migrate::Migrator,
+    application_name: &str,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    let pool = pool(url, 1, application_name)?;
+    let migrated = migrator.run(&pool).await;
+    pool.close().await;
+    migrated
+}
+
 /// Whether the database answers a trivial query.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("select 1").execute(pool).await.map(drop)

@@ -19,3 +19,8 @@ impl Invalid {
         Self(message.into())
     }
 }
+
+/// `raw` if it is a positive integer; otherwise why `field` is refused.
+fn positive(raw: i64, field: &str) -> Result<i64, Invalid> {
+    if raw > 0 { Ok(raw) } else { Err(Invalid::new(format!("{field} must be a positive integer, got {raw}"))) }
+}

@@ -6,7 +6,7 @@ use analytics_events::Money;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{Invalid, ProductId};
+use super::{Invalid, ProductId, positive};
 
 const MAX_QUANTITY: i64 = 1_000_000;
 const MAX_LINES: usize = 500;
@@ -16,11 +16,7 @@ pub struct CustomerId(i64);
 
 impl CustomerId {
     pub fn parse(raw: i64) -> Result<Self, Invalid> {
-        if raw > 0 {
-            Ok(Self(raw))
-        } else {
-            Err(Invalid::new(format!("customerId must be a positive integer, got {raw}")))
-        }
+        positive(raw, "customerId").map(Self)
     }
 
     pub fn get(self) -> i64 {

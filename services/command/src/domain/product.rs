@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::Invalid;
+use super::{Invalid, positive};
 
 const MAX_TEXT_CHARS: usize = 200;
 const MAX_STOCK: i64 = 1_000_000_000;
@@ -16,11 +16,7 @@ pub struct ProductId(i64);
 
 impl ProductId {
     pub fn parse(raw: i64) -> Result<Self, Invalid> {
-        if raw > 0 {
-            Ok(Self(raw))
-        } else {
-            Err(Invalid::new(format!("productId must be a positive integer, got {raw}")))
-        }
+        positive(raw, "productId").map(Self)
     }
 
     pub fn get(self) -> i64 {

@@ -4,11 +4,10 @@ mod error;
 mod orders;
 mod products;
 
-use analytics_kit::http::{Check, Readiness, api_router};
+use analytics_kit::http::{Check, Readiness, api_router, openapi};
 use axum::Router;
 use prometheus::Registry;
 use sqlx::PgPool;
-use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use error::ApiError;
@@ -35,19 +34,14 @@ impl AppState {
     }
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Command API",
-        description = "The write side of the analytics pipeline. Every error is `{\"error\": code, \"message\": text}`."
-    ),
-    components(schemas(analytics_kit::http::ErrorBody))
-)]
-struct ApiDoc;
-
 /// The API, the OpenAPI document at `/api/openapi.json`, and the operational endpoints.
 pub fn router(state: AppState, registry: Registry) -> Router {
-    let routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let document = openapi(
+        "Command API",
+        env!("CARGO_PKG_VERSION"),
+        "The write side of the analytics pipeline. Every error is `{\"error\": code, \"message\": text}`.",
+    );
+    let routes = OpenApiRouter::with_openapi(document)
         .routes(routes!(products::create))
         .routes(routes!(products::get, products::update))
         .routes(routes!(orders::create))

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use analytics_events::{Money, OrderCreated};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 /// What a batch adds to one product's row of `product_sales_view`.
@@ -111,105 +110,100 @@ pub async fn apply(conn: &mut PgConnection, orders: &[&OrderCreated]) -> sqlx::R
     add_hourly_sales(conn, &deltas.hours).await
 }
 
+const ADD_PRODUCT_SALES: &str = "
+    insert into product_sales_view as v (product_id, product_name, category, total_quantity_sold, total_revenue, order_count)
+    select * from unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::numeric[], $6::bigint[]) order by 1
+    on conflict (product_id) do update set
+        product_name = excluded.product_name,
+        category = excluded.category,
+        total_quantity_sold = v.total_quantity_sold + excluded.total_quantity_sold,
+        total_revenue = v.total_revenue + excluded.total_revenue,
+        order_count = v.order_count + excluded.order_count,
+        updated_at = now()";
+
 async fn add_product_sales(conn: &mut PgConnection, products: &BTreeMap<i64, ProductDelta<'_>>) -> sqlx::Result<()> {
-    let ids: Vec<i64> = products.keys().copied().collect();
-    let names: Vec<&str> = products.values().map(|p| p.name).collect();
-    let categories: Vec<&str> = products.values().map(|p| p.category).collect();
-    let quantities: Vec<i64> = products.values().map(|p| p.quantity).collect();
-    let revenues: Vec<Decimal> = products.values().map(|p| p.revenue.amount()).collect();
-    let orders: Vec<i64> = products.values().map(|p| p.orders).collect();
-    sqlx::query(
-        "insert into product_sales_view as v (product_id, product_name, category, total_quantity_sold, total_revenue, order_count)
-         select * from unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::numeric[], $6::bigint[]) order by 1
-         on conflict (product_id) do update set
-             product_name = excluded.product_name,
-             category = excluded.category,
-             total_quantity_sold = v.total_quantity_sold + excluded.total_quantity_sold,
-             total_revenue = v.total_revenue + excluded.total_revenue,
-             order_count = v.order_count + excluded.order_count,
-             updated_at = now()",
-    )
-    .bind(ids)
-    .bind(names)
-    .bind(categories)
-    .bind(quantities)
-    .bind(revenues)
-    .bind(orders)
-    .execute(conn)
-    .await
-    .map(drop)
+    sqlx::query(ADD_PRODUCT_SALES)
+        .bind(keys(products))
+        .bind(column(products, |p| p.name))
+        .bind(column(products, |p| p.category))
+        .bind(column(products, |p| p.quantity))
+        .bind(column(products, |p| p.revenue.amount()))
+        .bind(column(products, |p| p.orders))
+        .execute(conn)
+        .await
+        .map(drop)
 }
+
+const ADD_CATEGORY_METRICS: &str = "
+    insert into category_metrics_view as v (category, total_revenue, total_quantity, total_orders)
+    select * from unnest($1::text[], $2::numeric[], $3::bigint[], $4::bigint[]) order by 1
+    on conflict (category) do update set
+        total_revenue = v.total_revenue + excluded.total_revenue,
+        total_quantity = v.total_quantity + excluded.total_quantity,
+        total_orders = v.total_orders + excluded.total_orders,
+        updated_at = now()";
 
 async fn add_category_metrics(conn: &mut PgConnection, categories: &BTreeMap<&str, CategoryDelta>) -> sqlx::Result<()> {
-    let names: Vec<&str> = categories.keys().copied().collect();
-    let revenues: Vec<Decimal> = categories.values().map(|c| c.revenue.amount()).collect();
-    let quantities: Vec<i64> = categories.values().map(|c| c.quantity).collect();
-    let orders: Vec<i64> = categories.values().map(|c| c.orders).collect();
-    sqlx::query(
-        "insert into category_metrics_view as v (category, total_revenue, total_quantity, total_orders)
-         select * from unnest($1::text[], $2::numeric[], $3::bigint[], $4::bigint[]) order by 1
-         on conflict (category) do update set
-             total_revenue = v.total_revenue + excluded.total_revenue,
-             total_quantity = v.total_quantity + excluded.total_quantity,
-             total_orders = v.total_orders + excluded.total_orders,
-             updated_at = now()",
-    )
-    .bind(names)
-    .bind(revenues)
-    .bind(quantities)
-    .bind(orders)
-    .execute(conn)
-    .await
-    .map(drop)
+    sqlx::query(ADD_CATEGORY_METRICS)
+        .bind(keys(categories))
+        .bind(column(categories, |c| c.revenue.amount()))
+        .bind(column(categories, |c| c.quantity))
+        .bind(column(categories, |c| c.orders))
+        .execute(conn)
+        .await
+        .map(drop)
 }
+
+const ADD_CUSTOMER_LTV: &str = "
+    insert into customer_ltv_view as v (customer_id, total_spent, order_count, first_order_at, last_order_at)
+    select * from unnest($1::bigint[], $2::numeric[], $3::bigint[], $4::timestamptz[], $5::timestamptz[]) order by 1
+    on conflict (customer_id) do update set
+        total_spent = v.total_spent + excluded.total_spent,
+        order_count = v.order_count + excluded.order_count,
+        first_order_at = least(v.first_order_at, excluded.first_order_at),
+        last_order_at = greatest(v.last_order_at, excluded.last_order_at),
+        updated_at = now()";
 
 async fn add_customer_ltv(conn: &mut PgConnection, customers: &BTreeMap<i64, CustomerDelta>) -> sqlx::Result<()> {
-    let ids: Vec<i64> = customers.keys().copied().collect();
-    let spent: Vec<Decimal> = customers.values().map(|c| c.spent.amount()).collect();
-    let orders: Vec<i64> = customers.values().map(|c| c.orders).collect();
-    let firsts: Vec<DateTime<Utc>> = customers.values().map(|c| c.first).collect();
-    let lasts: Vec<DateTime<Utc>> = customers.values().map(|c| c.last).collect();
-    sqlx::query(
-        "insert into customer_ltv_view as v (customer_id, total_spent, order_count, first_order_at, last_order_at)
-         select * from unnest($1::bigint[], $2::numeric[], $3::bigint[], $4::timestamptz[], $5::timestamptz[]) order by 1
-         on conflict (customer_id) do update set
-             total_spent = v.total_spent + excluded.total_spent,
-             order_count = v.order_count + excluded.order_count,
-             first_order_at = least(v.first_order_at, excluded.first_order_at),
-             last_order_at = greatest(v.last_order_at, excluded.last_order_at),
-             updated_at = now()",
-    )
-    .bind(ids)
-    .bind(spent)
-    .bind(orders)
-    .bind(firsts)
-    .bind(lasts)
-    .execute(conn)
-    .await
-    .map(drop)
+    sqlx::query(ADD_CUSTOMER_LTV)
+        .bind(keys(customers))
+        .bind(column(customers, |c| c.spent.amount()))
+        .bind(column(customers, |c| c.orders))
+        .bind(column(customers, |c| c.first))
+        .bind(column(customers, |c| c.last))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
+const ADD_HOURLY_SALES: &str = "
+    insert into hourly_sales_view as v (hour, order_count, items_sold, revenue)
+    select * from unnest($1::timestamptz[], $2::bigint[], $3::bigint[], $4::numeric[]) order by 1
+    on conflict (hour) do update set
+        order_count = v.order_count + excluded.order_count,
+        items_sold = v.items_sold + excluded.items_sold,
+        revenue = v.revenue + excluded.revenue,
+        updated_at = now()";
+
 async fn add_hourly_sales(conn: &mut PgConnection, hours: &BTreeMap<DateTime<Utc>, HourDelta>) -> sqlx::Result<()> {
-    let starts: Vec<DateTime<Utc>> = hours.keys().copied().collect();
-    let orders: Vec<i64> = hours.values().map(|h| h.orders).collect();
-    let items: Vec<i64> = hours.values().map(|h| h.items).collect();
-    let revenues: Vec<Decimal> = hours.values().map(|h| h.revenue.amount()).collect();
-    sqlx::query(
-        "insert into hourly_sales_view as v (hour, order_count, items_sold, revenue)
-         select * from unnest($1::timestamptz[], $2::bigint[], $3::bigint[], $4::numeric[]) order by 1
-         on conflict (hour) do update set
-             order_count = v.order_count + excluded.order_count,
-             items_sold = v.items_sold + excluded.items_sold,
-             revenue = v.revenue + excluded.revenue,
-             updated_at = now()",
-    )
-    .bind(starts)
-    .bind(orders)
-    .bind(items)
-    .bind(revenues)
-    .execute(conn)
-    .await
-    .map(drop)
+    sqlx::query(ADD_HOURLY_SALES)
+        .bind(keys(hours))
+        .bind(column(hours, |h| h.orders))
+        .bind(column(hours, |h| h.items))
+        .bind(column(hours, |h| h.revenue.amount()))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// A map's keys as one array parameter, in key order.
+fn keys<K: Copy, V>(map: &BTreeMap<K, V>) -> Vec<K> {
+    map.keys().copied().collect()
+}
+
+/// One field of a map's values as one array parameter, in key order (so it lines up with [`keys`]).
+fn column<K, V, T>(map: &BTreeMap<K, V>, field: impl Fn(&V) -> T) -> Vec<T> {
+    map.values().map(field).collect()
 }
 
 /// The start of the UTC hour containing `at`.

@@ -6,12 +6,22 @@ use std::sync::Arc;
 use axum::{Router, extract::DefaultBodyLimit, middleware, routing::get};
 use prometheus::Registry;
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder};
 use utoipa_axum::router::OpenApiRouter;
 
-use super::{HttpMetrics, Readiness, method_not_allowed, ops_router, route_not_found, track_requests};
+use super::{ErrorBody, HttpMetrics, Readiness, method_not_allowed, ops_router, route_not_found, track_requests};
 
 /// Largest request body accepted; anything bigger is a 413.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// An empty OpenAPI document for an API: its title, version and description, and the common
+/// [`ErrorBody`] schema that every error response refers to. Routes add the rest.
+pub fn openapi(title: &str, version: &str, description: &str) -> OpenApi {
+    OpenApiBuilder::new()
+        .info(InfoBuilder::new().title(title).version(version).description(Some(description)))
+        .components(Some(ComponentsBuilder::new().schema_from::<ErrorBody>().build()))
+        .build()
+}
 
 /// The service's router: `routes` with their OpenAPI document at `/api/openapi.json`, JSON 404 and 405
 /// fallbacks, the body limit and per-route metrics; plus `/healthz`, `/readyz` (asking `readiness`)

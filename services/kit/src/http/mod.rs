@@ -7,7 +7,7 @@ mod extract;
 mod metrics;
 mod ops;
 
-pub use api::{BODY_LIMIT_BYTES, api_router};
+pub use api::{BODY_LIMIT_BYTES, api_router, openapi};
 pub use error::{ErrorBody, error_response, internal_error, method_not_allowed, route_not_found};
 pub use extract::{Json, Path, PositiveId, Query, Rejection};
 pub use metrics::{HttpMetrics, track_requests};

@@ -5,11 +5,10 @@ mod error;
 
 use std::sync::Arc;
 
-use analytics_kit::http::{Check, Readiness, api_router};
+use analytics_kit::http::{Check, Readiness, api_router, openapi};
 use axum::Router;
 use prometheus::Registry;
 use sqlx::PgPool;
-use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use error::QueryError;
@@ -28,18 +27,13 @@ impl AppState {
     }
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Query API",
-        description = "Analytics from the read model. Every error is `{\"error\": code, \"message\": text}`."
-    ),
-    components(schemas(analytics_kit::http::ErrorBody))
-)]
-struct ApiDoc;
-
 pub fn router(state: AppState, registry: Registry) -> Router {
-    let routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let document = openapi(
+        "Query API",
+        env!("CARGO_PKG_VERSION"),
+        "Analytics from the read model. Every error is `{\"error\": code, \"message\": text}`.",
+    );
+    let routes = OpenApiRouter::with_openapi(document)
         .routes(routes!(analytics::product_sales))
         .routes(routes!(analytics::top_products))
         .routes(routes!(analytics::category_revenue))
