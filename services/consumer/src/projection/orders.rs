@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use analytics_events::{Money, OrderCreated};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, postgres::PgArguments, query::Query};
 
 /// What a batch adds to one product's row of `product_sales_view`.
 #[derive(Debug, Default, PartialEq)]
@@ -104,11 +104,19 @@ pub async fn apply(conn: &mut PgConnection, orders: &[&OrderCreated]) -> sqlx::R
         return Ok(());
     }
     let deltas = fold(orders);
-    add_product_sales(conn, &deltas.products).await?;
-    add_category_metrics(conn, &deltas.categories).await?;
-    add_customer_ltv(conn, &deltas.customers).await?;
-    add_hourly_sales(conn, &deltas.hours).await
+    for upsert in [
+        add_product_sales(&deltas.products),
+        add_category_metrics(&deltas.categories),
+        add_customer_ltv(&deltas.customers),
+        add_hourly_sales(&deltas.hours),
+    ] {
+        upsert.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
+
+/// One view's `insert … on conflict do update`, with its rows bound as arrays.
+type Upsert<'a> = Query<'a, Postgres, PgArguments>;
 
 const ADD_PRODUCT_SALES: &str = "
     insert into product_sales_view as v (product_id, product_name, category, total_quantity_sold, total_revenue, order_count)
@@ -121,7 +129,7 @@ const ADD_PRODUCT_SALES: &str = "
         order_count = v.order_count + excluded.order_count,
         updated_at = now()";
 
-async fn add_product_sales(conn: &mut PgConnection, products: &BTreeMap<i64, ProductDelta<'_>>) -> sqlx::Result<()> {
+fn add_product_sales<'a>(products: &'a BTreeMap<i64, ProductDelta<'a>>) -> Upsert<'a> {
     sqlx::query(ADD_PRODUCT_SALES)
         .bind(keys(products))
         .bind(column(products, |p| p.name))
@@ -129,9 +137,6 @@ async fn add_product_sales(conn: &mut PgConnection, products: &BTreeMap<i64, Pro
         .bind(column(products, |p| p.quantity))
         .bind(column(products, |p| p.revenue.amount()))
         .bind(column(products, |p| p.orders))
-        .execute(conn)
-        .await
-        .map(drop)
 }
 
 const ADD_CATEGORY_METRICS: &str = "
@@ -143,15 +148,12 @@ const ADD_CATEGORY_METRICS: &str = "
         total_orders = v.total_orders + excluded.total_orders,
         updated_at = now()";
 
-async fn add_category_metrics(conn: &mut PgConnection, categories: &BTreeMap<&str, CategoryDelta>) -> sqlx::Result<()> {
+fn add_category_metrics<'a>(categories: &'a BTreeMap<&'a str, CategoryDelta>) -> Upsert<'a> {
     sqlx::query(ADD_CATEGORY_METRICS)
         .bind(keys(categories))
         .bind(column(categories, |c| c.revenue.amount()))
         .bind(column(categories, |c| c.quantity))
         .bind(column(categories, |c| c.orders))
-        .execute(conn)
-        .await
-        .map(drop)
 }
 
 const ADD_CUSTOMER_LTV: &str = "
@@ -164,16 +166,13 @@ const ADD_CUSTOMER_LTV: &str = "
         last_order_at = greatest(v.last_order_at, excluded.last_order_at),
         updated_at = now()";
 
-async fn add_customer_ltv(conn: &mut PgConnection, customers: &BTreeMap<i64, CustomerDelta>) -> sqlx::Result<()> {
+fn add_customer_ltv<'a>(customers: &'a BTreeMap<i64, CustomerDelta>) -> Upsert<'a> {
     sqlx::query(ADD_CUSTOMER_LTV)
         .bind(keys(customers))
         .bind(column(customers, |c| c.spent.amount()))
         .bind(column(customers, |c| c.orders))
         .bind(column(customers, |c| c.first))
         .bind(column(customers, |c| c.last))
-        .execute(conn)
-        .await
-        .map(drop)
 }
 
 const ADD_HOURLY_SALES: &str = "
@@ -185,15 +184,12 @@ const ADD_HOURLY_SALES: &str = "
         revenue = v.revenue + excluded.revenue,
         updated_at = now()";
 
-async fn add_hourly_sales(conn: &mut PgConnection, hours: &BTreeMap<DateTime<Utc>, HourDelta>) -> sqlx::Result<()> {
+fn add_hourly_sales<'a>(hours: &'a BTreeMap<DateTime<Utc>, HourDelta>) -> Upsert<'a> {
     sqlx::query(ADD_HOURLY_SALES)
         .bind(keys(hours))
         .bind(column(hours, |h| h.orders))
         .bind(column(hours, |h| h.items))
         .bind(column(hours, |h| h.revenue.amount()))
-        .execute(conn)
-        .await
-        .map(drop)
 }
 
 /// A map's keys as one array parameter, in key order.
