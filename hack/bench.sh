@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: brings the local pipeline up (idempotent) and measures it. Prints JSON and a table, and
-# writes .run/bench.json. Arguments go to `loadgen measure` (see `target/release/loadgen measure --help`).
+# writes .run/bench.json. Arguments go to `loadgen measure`, e.g. `--json FILE`; the phase length and
+# the clients come from the environment:
 #
 #   BENCH_DURATION  seconds per measured phase, pgbench's included (default 15)
 #   BENCH_CLIENTS   concurrent clients, pgbench's included (default 32)
@@ -41,6 +42,8 @@ ceiling=$(awk '/^tps = / { print $3; exit }' <<<"$pgbench_out")
 echo "drain: $drain_events events..." >&2
 consumer=$(cat .run/consumer.pid)
 kill -TERM "$consumer"
+# Whatever happens from here, the consumer runs again afterwards (up.sh starts only what is down).
+trap 'hack/up.sh >/dev/null' EXIT
 while kill -0 "$consumer" 2>/dev/null; do sleep 0.05; done
 loadgen fill --events "$drain_events"
 hack/up.sh >/dev/null # starts the consumer again, and only it

@@ -2,7 +2,7 @@
 //! query service's sync-status. Behind a trait, so that reconciler tests can script the answers.
 
 pub use analytics_events::SyncStatusResponse as SyncStatus;
-use analytics_events::Topology;
+use analytics_events::{Stream, Topology};
 use futures::future::BoxFuture;
 
 use crate::crd::AnalyticsPipeline;
@@ -114,7 +114,7 @@ impl Observer for ClusterObserver {
                 let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
                 let queue = channel
                     .queue_declare(
-                        Topology::default().order_queue.as_str().into(),
+                        Topology::default().queue(Stream::Orders).into(),
                         passive,
                         lapin::types::FieldTable::default(),
                     )

@@ -84,7 +84,8 @@ pub struct Observation {
     pub consumer_replicas: i32,
     /// `None` when the broker could not be asked.
     pub queue_depth: Option<i64>,
-    /// `None` when the query service did not answer: the lag stays as last seen.
+    /// `None` when the query service did not answer, or not with a sync-status: the lag stays as last
+    /// seen.
     pub sync: Option<SyncStatus>,
 }
 

@@ -139,8 +139,8 @@ impl Consumer {
 
     /// Consumes until `shutdown`, reconnecting with backoff. On shutdown the batches in hand finish.
     #[tracing::instrument(name = "consumer", skip_all, fields(
-        orders = %self.topology.order_queue,
-        products = %self.topology.product_queue,
+        orders = self.topology.queue(Stream::Orders),
+        products = self.topology.queue(Stream::Products),
     ))]
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut backoff = Backoff::default();
@@ -238,7 +238,7 @@ impl Consumer {
                 Err(poison) => self.dead_letter(dead_letters, delivery, &poison).await?,
             }
         }
-        match self.apply_retrying(stream, &batch, stop).await {
+        match self.apply_retrying(stream, &batch, &mut Backoff::default(), stop).await {
             Attempt::Applied => {}
             Attempt::Stopped => return Ok(false),
             Attempt::Refused(error) => {
@@ -264,8 +264,9 @@ impl Consumer {
         stop: &CancellationToken,
     ) -> Result<bool> {
         let mut refusals = 0;
+        let mut backoff = Backoff::default();
         loop {
-            match self.apply_retrying(stream, std::slice::from_ref(message), stop).await {
+            match self.apply_retrying(stream, std::slice::from_ref(message), &mut backoff, stop).await {
                 Attempt::Applied => return Ok(true),
                 Attempt::Stopped => return Ok(false),
                 Attempt::Refused(error) => {
@@ -283,16 +284,16 @@ impl Consumer {
         }
     }
 
-    /// Applies `batch` in one transaction, retrying transient errors with backoff until it is applied,
+    /// Applies `batch` in one transaction, retrying transient errors with `backoff` until it is applied,
     /// refused outright, or shutdown comes.
     #[tracing::instrument(name = "consumer_batch", skip_all, fields(stream = stream.as_str(), messages = batch.len()))]
     async fn apply_retrying(
         &self,
         stream: Stream,
         batch: &[(&Delivery, Incoming)],
+        backoff: &mut Backoff,
         stop: &CancellationToken,
     ) -> Attempt {
-        let mut backoff = Backoff::default();
         loop {
             let started = Instant::now();
             match projection::apply(&self.pool, stream, batch.iter().map(|(_, incoming)| incoming)).await {

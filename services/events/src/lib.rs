@@ -1,4 +1,4 @@
-//! The contract between the write side and the read side.
+//! The contracts between the components.
 //!
 //! Everything that crosses the broker is defined here: the versioned [`Envelope`], the payload of each
 //! [`EventType`], the exact-decimal [`Money`] type they carry, the two [`Stream`]s with their routing

@@ -37,7 +37,8 @@ pub enum SyncState {
     CatchingUp,
     /// No fresh watermark: the relay, the broker or the consumer is not keeping up; the lag grows.
     Stale,
-    /// No watermark has ever been applied.
+    /// No watermark has ever been applied; also what a reader makes of a state it does not know yet.
+    #[serde(other)]
     Unknown,
 }
 
@@ -65,5 +66,10 @@ mod tests {
                    "queueDepth": 2, "watermarkAgeSeconds": 0.1, "status": "catching_up"})
         );
         assert_eq!(serde_json::from_value::<SyncStatusResponse>(json).unwrap(), response);
+    }
+
+    #[test]
+    fn a_state_this_build_does_not_know_reads_as_unknown() {
+        assert_eq!(serde_json::from_value::<SyncState>(json!("rebuilding")).unwrap(), SyncState::Unknown);
     }
 }

@@ -1,5 +1,5 @@
-//! Request bodies become these types through `TryFrom`; nothing reaches SQL unparsed. [`pricing`]
-//! holds the rules an order must meet against the catalog.
+//! Request bodies become these types through `TryFrom`; nothing reaches SQL unparsed. [`price`] holds
+//! the rules an order must meet against the catalog.
 
 mod order;
 mod pricing;

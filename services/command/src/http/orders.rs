@@ -89,7 +89,7 @@ pub async fn get(State(state): State<AppState>, PositiveId(id): PositiveId) -> R
     Ok(Json(OrderResponse {
         order_id: order.id,
         customer_id: order.customer_id,
-        total: order.total,
+        total: order.total.into(),
         created_at: order.created_at,
         items: order
             .lines

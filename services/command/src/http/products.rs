@@ -14,7 +14,10 @@ use super::{
 use crate::{
     domain::{NewProduct, ProductChange, ProductPatchRequest, ProductRequest},
     outbox,
-    store::{self, products::StoredProduct},
+    store::{
+        self,
+        products::{StoredProduct, Updated},
+    },
 };
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -90,11 +93,11 @@ pub async fn update(
 ) -> Result<Json<ProductResponse>> {
     let change = ProductChange::try_from(request)?;
     let mut tx = state.pool.begin().await?;
-    let row = store::products::update(&mut tx, id, &change).await.map_err(|error| match &error {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("22003") => ApiError::StockOverflow(id),
-        _ => ApiError::Database(error),
-    })?;
-    let row = row.ok_or(ApiError::ProductNotFound(id))?;
+    let row = match store::products::update(&mut tx, id, &change).await? {
+        Updated::Product(row) => row,
+        Updated::NotFound => return Err(ApiError::ProductNotFound(id)),
+        Updated::StockOverflow => return Err(ApiError::StockOverflow(id)),
+    };
     outbox::enqueue(&mut tx, &Envelope::new(EventType::ProductUpdated, Utc::now(), row.id, row.state())).await?;
     tx.commit().await?;
     state.committed();

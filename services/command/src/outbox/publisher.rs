@@ -47,11 +47,17 @@ impl Publisher {
     /// Publishes every event of the batch and waits until the broker has confirmed all of them. Only
     /// then may the rows be marked published. Any failure fails the whole batch, to be retried.
     pub async fn publish(&self, batch: &[OutboxEvent]) -> Result<(), PublishError> {
+        // Every key first, so that a batch is refused whole rather than half sent.
+        let routing_keys = batch
+            .iter()
+            .map(|event| {
+                event.event_type.routing_key().ok_or_else(|| {
+                    PublishError::Unroutable(format!("{} is not a domain event", event.event_type.as_str()))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut confirms = Vec::with_capacity(batch.len());
-        for event in batch {
-            let routing_key = event.event_type.routing_key().ok_or_else(|| {
-                PublishError::Unroutable(format!("{} is not a domain event", event.event_type.as_str()))
-            })?;
+        for (event, routing_key) in batch.iter().zip(routing_keys) {
             let properties = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())

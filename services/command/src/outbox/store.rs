@@ -90,11 +90,15 @@ impl Outbox {
         let mut batch: Vec<OutboxEvent> = rows
             .into_iter()
             .map(|row| {
-                let event_type = EventType::parse(&row.event_type).ok_or_else(|| {
-                    sqlx::Error::Decode(
-                        format!("unknown event type {:?} in outbox row {}", row.event_type, row.id).into(),
-                    )
-                })?;
+                // Only domain events have a routing key; anything else in the outbox is a bug, reported
+                // with the row rather than sent.
+                let event_type =
+                    EventType::parse(&row.event_type).filter(|t| t.routing_key().is_some()).ok_or_else(|| {
+                        sqlx::Error::Decode(
+                            format!("outbox row {} holds {:?}, which is not a domain event", row.id, row.event_type)
+                                .into(),
+                        )
+                    })?;
                 Ok(OutboxEvent {
                     id: row.id,
                     event_id: row.event_id,

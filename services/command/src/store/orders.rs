@@ -1,6 +1,5 @@
 //! Orders and their lines, and the catalog rows an order locks.
 
-use analytics_events::Money;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{FromRow, PgConnection, PgPool};
@@ -42,18 +41,19 @@ pub async fn insert(conn: &mut PgConnection, order: &PricedOrder, ordered_at: Da
     let ids: Vec<i64> = order.lines.iter().map(|line| line.product_id).collect();
     let quantities: Vec<i64> = order.lines.iter().map(|line| line.quantity).collect();
     let prices: Vec<Decimal> = order.lines.iter().map(|line| line.unit_price.amount()).collect();
-    // Data-modifying CTEs all run, once, whether or not the final select reads them.
+    // Data-modifying CTEs all run, once, whether or not the final select reads them. Quantities travel as
+    // bigint, like the event's; the integer columns take them with a checked cast.
     sqlx::query_scalar(
         "with stock as (
              update products p set stock = p.stock - l.quantity
-               from unnest($1::bigint[], $2::int[]) as l(id, quantity)
+               from unnest($1::bigint[], $2::bigint[]) as l(id, quantity)
               where p.id = l.id
          ), new_order as (
              insert into orders (customer_id, total, created_at) values ($3, $4, $5) returning id
          ), lines as (
              insert into order_items (order_id, product_id, quantity, unit_price)
              select new_order.id, l.id, l.quantity, l.price
-               from new_order, unnest($1::bigint[], $2::int[], $6::numeric[]) as l(id, quantity, price)
+               from new_order, unnest($1::bigint[], $2::bigint[], $6::numeric[]) as l(id, quantity, price)
          )
          select id from new_order",
     )
@@ -71,7 +71,7 @@ pub async fn insert(conn: &mut PgConnection, order: &PricedOrder, ordered_at: Da
 pub struct StoredOrder {
     pub id: i64,
     pub customer_id: i64,
-    pub total: Money,
+    pub total: Decimal,
     pub created_at: DateTime<Utc>,
     pub lines: Vec<StoredLine>,
 }
@@ -101,5 +101,5 @@ pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<StoredOrder>> {
     .bind(id)
     .fetch_all(pool)
     .await?;
-    Ok(Some(StoredOrder { id, customer_id, total: total.into(), created_at, lines }))
+    Ok(Some(StoredOrder { id, customer_id, total, created_at, lines }))
 }

@@ -51,10 +51,18 @@ pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<StoredProduct>> 
         .await
 }
 
-/// Applies `change` and bumps the version; `None` if there is no such product. Stock beyond the column's
-/// range is PostgreSQL's error 22003.
-pub async fn update(conn: &mut PgConnection, id: i64, change: &ProductChange) -> sqlx::Result<Option<StoredProduct>> {
-    sqlx::query_as(
+/// What became of a product change.
+#[derive(Debug)]
+pub enum Updated {
+    Product(StoredProduct),
+    NotFound,
+    /// The new stock would not fit the column; nothing changed.
+    StockOverflow,
+}
+
+/// Applies `change` and bumps the version.
+pub async fn update(conn: &mut PgConnection, id: i64, change: &ProductChange) -> sqlx::Result<Updated> {
+    let updated = sqlx::query_as(
         "update products
             set price = coalesce($2, price), stock = stock + coalesce($3, 0), version = version + 1, updated_at = now()
           where id = $1
@@ -64,5 +72,12 @@ pub async fn update(conn: &mut PgConnection, id: i64, change: &ProductChange) ->
     .bind(change.price.map(|price| price.get().amount()))
     .bind(change.add_stock.map(|units| units.get()))
     .fetch_optional(conn)
-    .await
+    .await;
+    match updated {
+        Ok(Some(product)) => Ok(Updated::Product(product)),
+        Ok(None) => Ok(Updated::NotFound),
+        // numeric_value_out_of_range: stock + addStock beyond the integer column.
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("22003") => Ok(Updated::StockOverflow),
+        Err(error) => Err(error),
+    }
 }

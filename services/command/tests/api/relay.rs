@@ -249,3 +249,19 @@ async fn the_relay_as_its_own_process_publishes_and_serves_health_and_metrics() 
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_row_that_is_not_a_domain_event_is_reported_with_its_id_and_never_sent() {
+    let app = spawn_app_with(Options { relay: false, ..Options::default() }).await;
+    let id: i64 = sqlx::query_scalar(
+        "insert into outbox (event_id, event_type, aggregate_id, body, occurred_at)
+         values (gen_random_uuid(), 'Watermark', 0, '{}', now()) returning id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let relay =
+        Relay::new(app.pool.clone(), &relay_config(&app.amqp_url, &app.prefix), &prometheus::Registry::new()).unwrap();
+    let error = relay.claim().await.unwrap_err().to_string();
+    assert!(error.contains(&format!("outbox row {id} holds \"Watermark\", which is not a domain event")), "{error}");
+}

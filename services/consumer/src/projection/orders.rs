@@ -11,7 +11,7 @@ use sqlx::{PgConnection, Postgres, postgres::PgArguments, query::Query};
 /// What a batch adds to one product's row of `product_sales_view`.
 #[derive(Debug, Default, PartialEq)]
 pub struct ProductDelta<'a> {
-    /// The name and category of the product's newest line in the batch.
+    /// The name and category of the product's last line in the batch (in delivery order).
     pub name: &'a str,
     pub category: &'a str,
     pub quantity: i64,

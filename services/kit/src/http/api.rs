@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::{Router, extract::DefaultBodyLimit, middleware, routing::get};
 use prometheus::Registry;
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder};
+use utoipa::openapi::{ComponentsBuilder, InfoBuilder, License, OpenApi, OpenApiBuilder};
 use utoipa_axum::router::OpenApiRouter;
 
 use super::{ErrorBody, HttpMetrics, Readiness, method_not_allowed, ops_router, route_not_found, track_requests};
@@ -14,11 +14,18 @@ use super::{ErrorBody, HttpMetrics, Readiness, method_not_allowed, ops_router, r
 /// Largest request body accepted; anything bigger is a 413.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
-/// An empty OpenAPI document for an API: its title, version and description, and the common
+/// An empty OpenAPI document for an API: its title, version, description and the project's license, and
+/// the common
 /// [`ErrorBody`] schema that every error response refers to. Routes add the rest.
 pub fn openapi(title: &str, version: &str, description: &str) -> OpenApi {
     OpenApiBuilder::new()
-        .info(InfoBuilder::new().title(title).version(version).description(Some(description)))
+        .info(
+            InfoBuilder::new()
+                .title(title)
+                .version(version)
+                .description(Some(description))
+                .license(Some(License::new(env!("CARGO_PKG_LICENSE")))),
+        )
         .components(Some(ComponentsBuilder::new().schema_from::<ErrorBody>().build()))
         .build()
 }

@@ -1,4 +1,5 @@
-//! Drop-in replacements for axum's `Json`, `Path` and `Query` whose rejections use the JSON error shape.
+//! Drop-in replacements for axum's `Json`, `Path` and `Query` whose rejections use the JSON error shape,
+//! and `PositiveId` for a route's id.
 
 use axum::{
     extract::{
