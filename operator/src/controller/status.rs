@@ -187,9 +187,23 @@ fn set_condition(
     }
 }
 
+/// A sync-status that reports 2.5 s of lag and 40 pending events, the newest applied at
+/// 2026-11-24T06:00:00.123Z.
+#[cfg(test)]
+pub(crate) fn catching_up() -> SyncStatus {
+    SyncStatus {
+        last_processed_event_timestamp: "2026-11-24T06:00:00.123Z".parse().ok(),
+        lag_seconds: Some(2.5),
+        pending_events: 40,
+        outbox_pending_events: 10,
+        queue_depth: Some(30),
+        watermark_age_seconds: Some(0.2),
+        status: analytics_events::SyncState::CatchingUp,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use analytics_events::SyncState;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus, StatefulSetStatus};
 
     use super::*;
@@ -267,15 +281,7 @@ mod tests {
     #[test]
     fn lag_and_pending_come_from_sync_status_and_stay_when_it_does_not_answer() {
         let mut observed = observation(true, true, true);
-        observed.sync = Some(SyncStatus {
-            last_processed_event_timestamp: Some("2026-11-24T06:00:00.123Z".parse().unwrap()),
-            lag_seconds: Some(2.5),
-            pending_events: 40,
-            outbox_pending_events: 10,
-            queue_depth: Some(30),
-            watermark_age_seconds: Some(0.2),
-            status: SyncState::CatchingUp,
-        });
+        observed.sync = Some(catching_up());
         let status = derive(None, observed, at(0));
         assert_eq!((status.lag_seconds, status.pending_events), (Some(2.5), Some(40)));
         assert_eq!(status.last_sync_time, Some(Time("2026-11-24T06:00:00.123Z".parse().unwrap())));

@@ -219,15 +219,7 @@ async fn consumers_scale_up_at_once_and_down_after_the_window_with_events() {
 #[tokio::test]
 async fn lag_and_pending_events_come_from_sync_status() {
     let h = Harness::new(AnalyticsPipelineSpec::default());
-    *h.script.sync.lock().unwrap() = Some(SyncStatus {
-        last_processed_event_timestamp: Some("2026-11-24T06:00:00.123Z".parse().unwrap()),
-        lag_seconds: Some(2.5),
-        pending_events: 40,
-        outbox_pending_events: 10,
-        queue_depth: Some(30),
-        watermark_age_seconds: Some(0.2),
-        status: analytics_events::SyncState::CatchingUp,
-    });
+    *h.script.sync.lock().unwrap() = Some(super::status::catching_up());
     h.pass().await;
     let status = h.status();
     assert_eq!((status["lagSeconds"].clone(), status["pendingEvents"].clone()), (json!(2.5), json!(40)));
