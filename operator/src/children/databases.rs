@@ -20,8 +20,8 @@ use k8s_openapi::{
 };
 
 use super::{
-    POSTGRES_PASSWORD_KEY, ReadOnlyRoot, container_security, credential, headless_service, labels, metadata, name,
-    pod_security, selector,
+    POSTGRES_PASSWORD_KEY, ReadOnlyRoot, container_security, credential, data_labels, headless_service, labels,
+    metadata, name, pod_security, selector,
 };
 use crate::crd::{AnalyticsPipeline, DeletionPolicy, Image, Managed, Storage};
 
@@ -148,7 +148,7 @@ pub(super) fn stateful(
     let claim = PersistentVolumeClaim {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             name: Some("data".into()),
-            labels: Some(labels(pipeline, component)),
+            labels: Some(data_labels(pipeline, component)),
             ..Default::default()
         },
         spec: Some(PersistentVolumeClaimSpec {

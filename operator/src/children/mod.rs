@@ -30,7 +30,13 @@ use crate::crd::{AnalyticsPipeline, ImageSet};
 /// The label that ties every child to its pipeline.
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "analytics-operator";
+/// The pipeline's UID, on what outlives the pipeline's owner references: the volume claims and the
+/// credentials. Under `Delete`, the finalizer deletes only objects that carry this label with the
+/// pipeline's UID and [`MANAGED_BY_LABEL`] with [`MANAGED_BY`], never one that merely shares a name or
+/// an instance label.
+pub const PIPELINE_UID_LABEL: &str = "analytics.example.com/pipeline-uid";
 
 /// Everything the operator applies for one pipeline (the credentials Secret is created once, apart).
 #[derive(Debug, Clone, PartialEq)]
@@ -78,8 +84,33 @@ pub fn labels(pipeline: &AnalyticsPipeline, component: &str) -> BTreeMap<String,
         ("app.kubernetes.io/name".to_owned(), "analytics-pipeline".to_owned()),
         (INSTANCE_LABEL.to_owned(), pipeline.name_any()),
         (COMPONENT_LABEL.to_owned(), component.to_owned()),
-        ("app.kubernetes.io/managed-by".to_owned(), MANAGED_BY.to_owned()),
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
     ])
+}
+
+/// Labels of the pipeline's data (claims and credentials): [`labels`] plus [`PIPELINE_UID_LABEL`].
+pub fn data_labels(pipeline: &AnalyticsPipeline, component: &str) -> BTreeMap<String, String> {
+    let mut labels = labels(pipeline, component);
+    labels.insert(PIPELINE_UID_LABEL.to_owned(), pipeline.uid().unwrap_or_default());
+    labels
+}
+
+/// The label selector of everything [`data_labels`] marks as this pipeline's.
+pub fn data_selector(pipeline: &AnalyticsPipeline) -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY},{PIPELINE_UID_LABEL}={}", pipeline.uid().unwrap_or_default())
+}
+
+/// Whether an object with `labels` is this pipeline's data: made by the operator, for this pipeline's UID.
+pub fn is_data_of(pipeline: &AnalyticsPipeline, labels: &BTreeMap<String, String>) -> bool {
+    labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+        && labels.get(PIPELINE_UID_LABEL) == pipeline.uid().as_ref()
+}
+
+/// Whether an object with `labels` was made by the operator for a pipeline of this name, perhaps an
+/// earlier one (deleted under `Retain` and created again), so that this pipeline may adopt it.
+pub fn is_data_of_name(pipeline: &AnalyticsPipeline, labels: &BTreeMap<String, String>) -> bool {
+    labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+        && labels.get(INSTANCE_LABEL) == Some(&pipeline.name_any())
 }
 
 /// The selector part of [`labels`]: stable across operator versions, as selectors must be.
@@ -180,6 +211,7 @@ pub fn credential(pipeline: &AnalyticsPipeline, key: &str) -> SecretKeySelector 
 /// The credentials Secret with freshly generated values; the reconciler creates it only if it is absent.
 pub fn credentials_secret(pipeline: &AnalyticsPipeline, random: &mut impl FnMut() -> String) -> Secret {
     let mut metadata = metadata(pipeline, CREDENTIALS, "credentials");
+    metadata.labels = Some(data_labels(pipeline, "credentials"));
     // Like the PVCs, the credentials must outlive a pipeline that is deleted and re-created with Retain.
     metadata.owner_references = None;
     Secret {

@@ -4,7 +4,10 @@ use k8s_openapi::api::core::v1::{EnvVar, Toleration};
 use kube::ResourceExt;
 use serde_json::json;
 
-use super::{Children, Observed, credentials_secret, desired, fixtures::pipeline};
+use super::{
+    Children, Observed, PIPELINE_UID_LABEL, credentials_secret, data_selector, desired, fixtures::pipeline, is_data_of,
+    is_data_of_name,
+};
 use crate::crd::{
     AnalyticsPipelineSpec, ApiSpec, ConsumerSpec, DeletionPolicy, ExternalPostgres, ExternalRabbitmq, Image, ImageSet,
     Images, PostgresSpec, PullPolicy, RabbitmqSpec, SecretKeyRef, ServiceType,
@@ -278,4 +281,37 @@ fn an_image_flag_is_repository_and_tag() {
     for bad in ["registry:5000/team/app", "app", "app:", ":v1", "app@sha256:abc"] {
         assert!(bad.parse::<Image>().is_err(), "{bad} has no tag");
     }
+}
+
+#[test]
+fn the_claims_and_the_credentials_carry_the_pipeline_uid_and_only_they_count_as_its_data() {
+    let shop = pipeline(AnalyticsPipelineSpec::default());
+    let uid = shop.uid().unwrap();
+    let built = children(AnalyticsPipelineSpec::default());
+    for set in &built.stateful_sets {
+        for template in set.spec.as_ref().unwrap().volume_claim_templates.as_ref().unwrap() {
+            assert!(is_data_of(&shop, template.labels()), "{}: {:?}", set.name_any(), template.labels());
+        }
+        assert!(!set.labels().contains_key(PIPELINE_UID_LABEL), "only the data is marked; selectors stay as they were");
+    }
+    let secret = credentials_secret(&shop, &mut || "x".to_owned());
+    assert!(is_data_of(&shop, secret.labels()));
+    assert_eq!(
+        data_selector(&shop),
+        format!("app.kubernetes.io/managed-by=analytics-operator,{PIPELINE_UID_LABEL}={uid}")
+    );
+
+    let with = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let earlier: std::collections::BTreeMap<String, String> = with(&[
+        ("app.kubernetes.io/managed-by", "analytics-operator"),
+        ("app.kubernetes.io/instance", "shop"),
+        (PIPELINE_UID_LABEL, "an-earlier-uid"),
+    ]);
+    assert!(!is_data_of(&shop, &earlier) && is_data_of_name(&shop, &earlier), "an earlier pipeline's: adoptable");
+    let helm = with(&[
+        ("app.kubernetes.io/managed-by", "Helm"),
+        ("app.kubernetes.io/instance", "shop"),
+        (PIPELINE_UID_LABEL, &uid),
+    ]);
+    assert!(!is_data_of(&shop, &helm) && !is_data_of_name(&shop, &helm), "someone else's: never touched");
 }

@@ -23,7 +23,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions},
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder},
@@ -38,7 +38,7 @@ pub mod status;
 
 use self::status::{Observation, Verdict};
 use crate::{
-    children::{self, INSTANCE_LABEL, Observed},
+    children::{self, Observed},
     crd::{AnalyticsPipeline, AnalyticsPipelineStatus, DeletionPolicy, Endpoints, ImageSet},
     metrics::Metrics,
     observe::Observer,
@@ -176,6 +176,7 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
     let (consumer_replicas, queue_depth) = scale_consumers(pipeline, ctx, &namespace).await?;
     let applied =
         apply_all(ctx, &namespace, children::desired(pipeline, &ctx.images, Observed { consumer_replicas })).await?;
+    adopt_data(pipeline, ctx, &namespace, &applied).await?;
 
     let live_set = |part: &str| {
         let name = children::name(pipeline, part);
@@ -229,13 +230,68 @@ async fn apply_all(ctx: &Context, namespace: &str, desired: children::Children) 
     let mut applied = Applied { stateful_sets: Vec::new(), deployments: Vec::new() };
     let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), namespace);
     for stateful_set in desired.stateful_sets {
-        applied.stateful_sets.push(apply_child(&stateful_sets, stateful_set).await?);
+        applied
+            .stateful_sets
+            .push(apply_child_keeping(&stateful_sets, stateful_set, keep_claim_template_labels).await?);
     }
     let deployments = Api::<Deployment>::namespaced(client, namespace);
     for deployment in desired.deployments {
         applied.deployments.push(apply_child(&deployments, deployment).await?);
     }
     Ok(applied)
+}
+
+/// A StatefulSet's volume claim templates cannot change once it exists, so their labels stay as the live
+/// ones are: a label that a newer operator adds (such as the pipeline UID) must not make every apply
+/// fail. Claims made before it get the label by [`adopt_data`] instead.
+fn keep_claim_template_labels(desired: &mut StatefulSet, live: &StatefulSet) {
+    let live_templates = live.spec.as_ref().and_then(|spec| spec.volume_claim_templates.as_ref());
+    let desired_templates = desired.spec.as_mut().and_then(|spec| spec.volume_claim_templates.as_mut());
+    let (Some(live_templates), Some(desired_templates)) = (live_templates, desired_templates) else { return };
+    for template in desired_templates {
+        if let Some(live) = live_templates.iter().find(|live| live.metadata.name == template.metadata.name) {
+            template.metadata.labels.clone_from(&live.metadata.labels);
+        }
+    }
+}
+
+/// Marks this pipeline's data with its UID where it lacks it: the claims its StatefulSets use and the
+/// credentials, if the operator made them for a pipeline of this name (an earlier one, deleted under
+/// `Retain` and created again, or one made by an operator that did not label them yet). What another
+/// party made is never touched, and so never deleted.
+async fn adopt_data(
+    pipeline: &AnalyticsPipeline,
+    ctx: &Context,
+    namespace: &str,
+    applied: &Applied,
+) -> Result<(), Error> {
+    let uid = pipeline.uid().unwrap_or_default();
+    let label = json!({"metadata": {"labels": {children::PIPELINE_UID_LABEL: uid}}});
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    for set in &applied.stateful_sets {
+        let spec = set.spec.as_ref();
+        let templates = spec.and_then(|spec| spec.volume_claim_templates.as_deref()).unwrap_or_default();
+        for ordinal in 0..spec.and_then(|spec| spec.replicas).unwrap_or(1) {
+            for template in templates {
+                let name = format!("{}-{}-{ordinal}", template.name_any(), set.name_any());
+                if let Some(claim) = claims.get_opt(&name).await?
+                    && children::is_data_of_name(pipeline, claim.labels())
+                    && !children::is_data_of(pipeline, claim.labels())
+                {
+                    claims.patch(&name, &PatchParams::default(), &Patch::Merge(&label)).await?;
+                }
+            }
+        }
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = children::name(pipeline, children::CREDENTIALS);
+    if let Some(secret) = secrets.get_opt(&name).await?
+        && children::is_data_of_name(pipeline, secret.labels())
+        && !children::is_data_of(pipeline, secret.labels())
+    {
+        secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&label)).await?;
+    }
+    Ok(())
 }
 
 /// Decides the consumer count from the live count and the queue depth, and says so in an Event when it
@@ -299,13 +355,25 @@ fn decide_consumers(pipeline: &AnalyticsPipeline, ctx: &Context, current: Option
 }
 
 /// Applies `desired` unless the live object already carries its hash. Returns the live object.
-pub async fn apply_child<K>(api: &Api<K>, mut desired: K) -> Result<K, Error>
+pub async fn apply_child<K>(api: &Api<K>, desired: K) -> Result<K, Error>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
-    let hash = spec_hash(&desired);
+    apply_child_keeping(api, desired, |_, _| {}).await
+}
+
+/// [`apply_child`], after `keep` has copied into `desired` what must stay as the live object has it.
+async fn apply_child_keeping<K>(api: &Api<K>, mut desired: K, keep: impl FnOnce(&mut K, &K)) -> Result<K, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
     let name = desired.name_any();
-    if let Some(live) = api.get_opt(&name).await?
+    let live = api.get_opt(&name).await?;
+    if let Some(live) = &live {
+        keep(&mut desired, live);
+    }
+    let hash = spec_hash(&desired);
+    if let Some(live) = live
         && live.annotations().get(SPEC_HASH) == Some(&hash)
         && live.meta().deletion_timestamp.is_none()
     {
@@ -377,14 +445,26 @@ async fn cleanup(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<Action, 
     ctx.metrics.forget(&pipeline.namespace().unwrap_or_default(), &pipeline.name_any());
     if pipeline.spec.deletion_policy == DeletionPolicy::Delete {
         let namespace = pipeline.namespace().unwrap_or_else(|| "default".to_owned());
+        // Only what carries the operator's label and this pipeline's UID: a claim or Secret that merely
+        // shares the instance label or the name belongs to someone else.
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
-        let selector = format!("{INSTANCE_LABEL}={}", pipeline.name_any());
+        let selector = children::data_selector(pipeline);
         claims.delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector)).await?;
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        match secrets.delete(&children::name(pipeline, children::CREDENTIALS), &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.is_not_found() => {}
-            Err(error) => return Err(error.into()),
+        let name = children::name(pipeline, children::CREDENTIALS);
+        if let Some(secret) = secrets.get_opt(&name).await?
+            && children::is_data_of(pipeline, secret.labels())
+        {
+            // The precondition makes sure it is still the Secret that was checked.
+            let preconditions = Preconditions { uid: secret.uid(), resource_version: None };
+            match secrets
+                .delete(&name, &DeleteParams { preconditions: Some(preconditions), ..DeleteParams::default() })
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(error) => return Err(error.into()),
+            }
         }
         publish(
             ctx,

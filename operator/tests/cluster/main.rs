@@ -376,6 +376,76 @@ async fn under_delete_the_claims_go_with_the_pipeline() {
     assert!(pipelines.get_opt("shop").await.unwrap().is_none());
 }
 
+#[tokio::test]
+async fn under_delete_only_the_data_the_operator_made_for_the_pipeline_is_deleted() {
+    let cluster = Cluster::connect().await;
+    let tenant = cluster.tenant("foreign").await;
+    let namespace = tenant.namespace.as_str();
+    let client = &cluster.client;
+    let _operator = Operator::start(&tenant, "solo", &[]);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let pipelines: Api<AnalyticsPipeline> = Api::namespaced(client.clone(), namespace);
+
+    // Someone else's: a Helm release's claim with the pipeline's instance label, and a `cart-credentials`
+    // Secret that was there before the `cart` pipeline (which then uses it, as it never touches one).
+    let foreign_claim = json!({
+        "metadata": {"name": "helm-data", "labels": {children::INSTANCE_LABEL: "shop", "app.kubernetes.io/managed-by": "Helm"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    });
+    claims.create(&Default::default(), &serde_json::from_value(foreign_claim).unwrap()).await.unwrap();
+    let foreign_secret = json!({
+        "metadata": {"name": "cart-credentials", "labels": {children::INSTANCE_LABEL: "cart"}},
+        "stringData": {"postgres-password": "p", "rabbitmq-password": "r", "erlang-cookie": "c"},
+    });
+    secrets.create(&Default::default(), &serde_json::from_value(foreign_secret).unwrap()).await.unwrap();
+    create_pipeline(client, namespace, pipeline("cart", json!({"deletionPolicy": "Delete"}))).await;
+
+    // A Retain pipeline's claims and credentials outlive it...
+    create_pipeline(client, namespace, pipeline("shop", json!({"deletionPolicy": "Retain"}))).await;
+    let made_for = |name: &'static str| {
+        let claims = claims.clone();
+        async move {
+            let selector =
+                format!("app.kubernetes.io/managed-by=analytics-operator,{}={name}", children::INSTANCE_LABEL);
+            claims.list(&ListParams::default().labels(&selector)).await.unwrap().items
+        }
+    };
+    eventually(TIMEOUT, "two volume claims per pipeline", || async {
+        (made_for("shop").await.len() == 2 && made_for("cart").await.len() == 2).then_some(())
+    })
+    .await;
+    pipelines.delete("shop", &DeleteParams::default()).await.unwrap();
+    eventually(TIMEOUT, "the Retain pipeline to be gone", || async {
+        pipelines.get_opt("shop").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert_eq!(made_for("shop").await.len(), 2, "Retain keeps the claims");
+
+    // ...and a Delete pipeline of the same name adopts them: they carry its UID, and go with it.
+    let second = create_pipeline(client, namespace, pipeline("shop", json!({"deletionPolicy": "Delete"}))).await;
+    let uid = second.uid().unwrap();
+    eventually(TIMEOUT, "the retained claims and credentials to carry the new pipeline's UID", || async {
+        let claims = made_for("shop").await;
+        let adopted = claims.iter().filter(|c| c.labels().get(children::PIPELINE_UID_LABEL) == Some(&uid)).count();
+        let secret = secrets.get_opt("shop-credentials").await.unwrap()?;
+        (adopted == 2 && secret.labels().get(children::PIPELINE_UID_LABEL) == Some(&uid)).then_some(())
+    })
+    .await;
+    for name in ["shop", "cart"] {
+        pipelines.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    eventually(TIMEOUT, "both Delete pipelines and their own data to be gone", || async {
+        let pipelines_left = pipelines.list(&ListParams::default()).await.unwrap().items.len();
+        let claims_left = made_for("shop").await.len() + made_for("cart").await.len();
+        let secret_left = secrets.get_opt("shop-credentials").await.unwrap().is_some();
+        (pipelines_left == 0 && claims_left == 0 && !secret_left).then_some(())
+    })
+    .await;
+    assert!(claims.get_opt("helm-data").await.unwrap().is_some(), "the foreign claim survives");
+    assert!(secrets.get_opt("cart-credentials").await.unwrap().is_some(), "the foreign Secret survives");
+}
+
 /// The relay's side of sync-status, played by the test: a fresh watermark every 300 ms on both streams,
 /// with the outbox backlog it should report.
 async fn watermarks(pool: PgPool, mut backlog: tokio::sync::watch::Receiver<(i64, i64)>) {
@@ -521,7 +591,8 @@ async fn two_replicas_elect_one_leader_and_the_other_takes_over() {
         deployments.get_opt("shop-command").await.unwrap().map(|_| ())
     })
     .await;
-    assert!(leader.reconciles().await > 0);
+    eventually(TIMEOUT, "the leader to finish a reconcile", || async { (leader.reconciles().await > 0).then_some(()) })
+        .await;
     assert_eq!(standby.reconciles().await, 0, "the standby does not reconcile");
     assert_eq!(holder().await.as_deref(), Some(leader.identity.as_str()));
 
@@ -538,7 +609,11 @@ async fn two_replicas_elect_one_leader_and_the_other_takes_over() {
         (deployments.get("shop-command").await.ok()?.spec?.replicas == Some(3)).then_some(())
     })
     .await;
-    assert!(standby.reconciles().await > 0);
+    // The count moves when a reconcile finishes, a moment after it applied the edit.
+    eventually(TIMEOUT, "the new leader to finish a reconcile", || async {
+        (standby.reconciles().await > 0).then_some(())
+    })
+    .await;
 
     // A leader that dies without a word (SIGKILL) loses the lease when it expires.
     let c = Operator::start(&tenant, "replica-c", &lease_flags);
