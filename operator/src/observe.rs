@@ -109,7 +109,7 @@ impl Observer for ClusterObserver {
         Box::pin(async move {
             let url = self.redirect(self.amqp_url(pipeline).await?);
             let depth = async {
-                let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await?;
+                let connection = analytics_kit::amqp::connect(&url.into(), "analytics-operator queue depth").await?;
                 let channel = connection.create_channel().await?;
                 let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
                 let queue = channel

@@ -5,13 +5,23 @@ use lapin::{
     Channel, Connection, ConnectionProperties, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString},
+    uri::AMQPUri,
 };
 use secrecy::{ExposeSecret, SecretString};
 
 /// Opens a connection that names itself in the broker's management views.
+///
+/// A URL that does not parse is refused without repeating it: the parser's own message quotes the
+/// whole URL, password included, and errors end up in logs.
 pub async fn connect(url: &SecretString, connection_name: &str) -> lapin::Result<Connection> {
+    let uri: AMQPUri = url.expose_secret().parse().map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the AMQP URL does not parse (amqp://USER:PASSWORD@HOST:PORT/VHOST expected; not shown, as it may hold a password)",
+        )
+    })?;
     let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
-    Connection::connect(url.expose_secret(), properties).await
+    Connection::connect_uri(uri, properties).await
 }
 
 /// Declares exchanges, queues and bindings. Safe to run any number of times, from any service, at
@@ -69,4 +79,24 @@ pub async fn declare_topology(channel: &Channel, topology: &Topology) -> lapin::
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_url_that_does_not_parse_is_refused_without_its_password() {
+        for url in [
+            "amqp:analytics:s3cret-pw@broker:5672/%2f",
+            "amqp://analytics:s3cret-pw@broker:notaport/%2f",
+            "amqps//analytics:s3cret-pw@broker",
+            "s3cret-pw",
+        ] {
+            let error = connect(&url.into(), "test").await.expect_err("a bad URL is refused");
+            let text = format!("{error} {error:?}");
+            assert!(!text.contains("s3cret-pw"), "{url}: {text}");
+            assert!(text.contains("does not parse"), "{text}");
+        }
+    }
 }

@@ -48,3 +48,20 @@ pub fn report_pruned(rows: &str, pruned: Result<u64, sqlx::Error>) {
         Err(error) => tracing::warn!(%error, "cannot prune {rows}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_database_url_that_does_not_parse_is_refused_without_its_password() {
+        for url in [
+            "postgres://analytics:s3cret-pw@db:notaport/write",
+            "postgres://analytics:s3cret-pw@db/write?sslmode=sometimes",
+        ] {
+            let error = pool(&url.into(), 1, "test").expect_err("a bad URL is refused");
+            let text = format!("{error} {error:?}");
+            assert!(!text.contains("s3cret-pw"), "{url}: {text}");
+        }
+    }
+}

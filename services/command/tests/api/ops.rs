@@ -96,3 +96,39 @@ async fn without_a_relay_in_the_process_no_broker_is_needed_or_reported() {
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_broker_url_that_does_not_parse_reaches_the_logs_without_its_password() {
+    use std::io::{BufRead, BufReader};
+    const PASSWORD: &str = "pw-never-logged";
+    let database_url = fresh_database().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_command-service"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("WRITE_DATABASE_URL", &database_url)
+        // A missing "//" is a typo that the parser answers by quoting the whole URL.
+        .env("AMQP_URL", format!("amqp:analytics:{PASSWORD}@broker:5672/%2f"))
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || stdout.lines().map_while(Result::ok).try_for_each(|line| lines.send(line)));
+    let mut logs = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !logs.iter().any(|line: &String| line.contains("relay cannot reach the broker")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match received.recv_timeout(left) {
+            Ok(line) => logs.push(line),
+            Err(_) => break,
+        }
+    }
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+    logs.push(String::from_utf8_lossy(&output.stderr).into_owned());
+    let logs = logs.join("\n");
+    assert!(logs.contains("relay cannot reach the broker") && logs.contains("does not parse"), "{logs}");
+    assert!(!logs.contains(PASSWORD), "the password is in the logs:\n{logs}");
+}
