@@ -177,6 +177,8 @@ pub(super) fn stateful(
                     containers: vec![container],
                     volumes: (!volumes.is_empty()).then_some(volumes),
                     security_context: Some(pod_security(uid)),
+                    // Nothing in the pod talks to the Kubernetes API.
+                    automount_service_account_token: Some(false),
                     node_selector: (!pipeline.spec.node_selector.is_empty())
                         .then(|| pipeline.spec.node_selector.clone()),
                     tolerations: (!pipeline.spec.tolerations.is_empty()).then(|| pipeline.spec.tolerations.clone()),

@@ -206,6 +206,8 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
                     init_containers: Some(vec![migrate]),
                     containers: vec![container],
                     security_context: Some(pod_security(NONROOT_UID)),
+                    // Nothing in the pod talks to the Kubernetes API.
+                    automount_service_account_token: Some(false),
                     node_selector: (!pipeline.spec.node_selector.is_empty())
                         .then(|| pipeline.spec.node_selector.clone()),
                     tolerations: (!pipeline.spec.tolerations.is_empty()).then(|| pipeline.spec.tolerations.clone()),

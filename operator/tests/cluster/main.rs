@@ -22,7 +22,7 @@ use harness::{Cluster, Operator, TIMEOUT, condition, create_pipeline, make_pods_
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     coordination::v1::Lease,
-    core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service},
+    core::v1::{ConfigMap, Event, Namespace, PersistentVolumeClaim, Pod, Secret, Service},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -444,6 +444,55 @@ async fn under_delete_only_the_data_the_operator_made_for_the_pipeline_is_delete
     .await;
     assert!(claims.get_opt("helm-data").await.unwrap().is_some(), "the foreign claim survives");
     assert!(secrets.get_opt("cart-credentials").await.unwrap().is_some(), "the foreign Secret survives");
+}
+
+#[tokio::test]
+async fn every_pod_of_the_chart_and_of_a_pipeline_is_admitted_under_pod_security_restricted() {
+    let cluster = Cluster::connect().await;
+    let tenant = cluster.tenant("restricted").await;
+    let namespace = tenant.namespace.as_str();
+    let client = &cluster.client;
+    // The API server's PodSecurity admission checks every pod the controllers create from now on.
+    let enforce = json!({"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}});
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces.patch(namespace, &PatchParams::default(), &Patch::Merge(&enforce)).await.unwrap();
+    // The chart's operator pods were created before the label: let its ReplicaSet create them again.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    pods.delete_collection(&DeleteParams::default(), &ListParams::default()).await.unwrap();
+    let _operator = Operator::start(&tenant, "solo", &[]);
+    create_pipeline(client, namespace, pipeline("shop", json!({}))).await;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    eventually(TIMEOUT, "every workload to have created all its pods", || async {
+        let deployments = deployments.list(&ListParams::default()).await.ok()?.items;
+        let sets = stateful_sets.list(&ListParams::default()).await.ok()?.items;
+        // Pods created (status.replicas), not ready: there is no kubelet here.
+        let created = |wanted: Option<i32>, have: Option<i32>| wanted.unwrap_or(1) == have.unwrap_or(0);
+        let all = deployments.len() == 4 // the chart's operator and the three services
+            && sets.len() == 2
+            && deployments.iter().all(|d| {
+                created(d.spec.as_ref().and_then(|s| s.replicas), d.status.as_ref().and_then(|s| s.replicas))
+            })
+            && sets.iter().all(|s| {
+                created(s.spec.as_ref().and_then(|s| s.replicas), s.status.as_ref().map(|s| s.replicas))
+            });
+        all.then_some(())
+    })
+    .await;
+    let refused: Vec<String> = Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|event| event.reason.as_deref() == Some("FailedCreate"))
+        .map(|event| event.message.unwrap_or_default())
+        .collect();
+    assert!(refused.is_empty(), "pods refused under restricted: {refused:#?}");
+    let pods = pods.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(pods.len(), 2 + 2 + 1 + 2 + 2, "2 operator, 2 command, 1 consumer, 2 query, PostgreSQL and RabbitMQ");
 }
 
 /// The relay's side of sync-status, played by the test: a fresh watermark every 300 ms on both streams,
