@@ -112,14 +112,49 @@ fn the_default_render_is_the_operator_with_its_rbac_and_dashboard_as_valid_objec
     let env: Vec<String> = pod.containers[0].env.clone().unwrap().into_iter().map(|e| e.name).collect();
     assert!(env.contains(&"POD_NAME".to_owned()) && env.contains(&"POD_NAMESPACE".to_owned()), "{env:?}");
 
-    // The ClusterRole carries exactly the rules written in files/operator-rbac-rules.yaml.
+    // The ClusterRole carries exactly the rules written in files/operator-rbac-rules.yaml and
+    // files/operator-lease-rules.yaml.
     let role = documents.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
-    let rules: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(chart().join("files/operator-rbac-rules.yaml")).unwrap())
-            .unwrap();
-    assert_eq!(role["rules"], rules);
-    let leases = rules.as_array().unwrap().iter().any(|r| r["apiGroups"][0] == "coordination.k8s.io");
-    assert!(leases, "leader election needs Lease permissions");
+    let (rules, leases) = (rules_file("operator-rbac-rules.yaml"), rules_file("operator-lease-rules.yaml"));
+    assert_eq!(
+        role["rules"],
+        Value::Array([rules.as_array().unwrap().clone(), leases.as_array().unwrap().clone()].concat())
+    );
+    assert!(leases[0]["apiGroups"][0] == "coordination.k8s.io", "leader election needs Lease permissions");
+}
+
+fn rules_file(name: &str) -> Value {
+    serde_saphyr::from_str(&std::fs::read_to_string(chart().join("files").join(name)).unwrap()).unwrap()
+}
+
+#[test]
+fn with_a_watch_namespace_the_operator_gets_roles_in_two_namespaces_and_nothing_cluster_wide() {
+    let documents = render(&["--namespace", "ops", "--set", "operator.watchNamespace=shop"]);
+    let kinds = kinds(&documents);
+    assert!(!kinds.iter().any(|k| k.starts_with("Cluster")), "{kinds:?}");
+    let role = |namespace: &str| {
+        documents.iter().find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == namespace).unwrap()["rules"]
+            .clone()
+    };
+    assert_eq!(role("shop"), rules_file("operator-rbac-rules.yaml"), "the pipelines' namespace");
+    assert_eq!(role("ops"), rules_file("operator-lease-rules.yaml"), "the Lease, in the operator's own namespace");
+    let bindings: Vec<&Value> = documents.iter().filter(|d| d["kind"] == "RoleBinding").collect();
+    assert_eq!(bindings.len(), 2);
+    assert!(bindings.iter().all(|b| b["subjects"][0]["namespace"] == "ops"));
+    // Watching its own namespace: one Role with both.
+    let same = render(&["--namespace", "shop", "--set", "operator.watchNamespace=shop"]);
+    let roles: Vec<&Value> = same.iter().filter(|d| d["kind"] == "Role").collect();
+    assert_eq!(roles.len(), 1);
+    assert_eq!(
+        roles[0]["rules"],
+        Value::Array(
+            [
+                rules_file("operator-rbac-rules.yaml").as_array().unwrap().clone(),
+                rules_file("operator-lease-rules.yaml").as_array().unwrap().clone()
+            ]
+            .concat()
+        )
+    );
 }
 
 #[test]

@@ -57,9 +57,21 @@ impl Cluster {
     /// A new namespace with the chart installed into it (its ServiceAccount, ClusterRole and binding), and a
     /// kubeconfig that authenticates as that ServiceAccount with a token from the TokenRequest API.
     pub async fn tenant(&self, prefix: &str) -> Tenant {
+        self.tenant_with(prefix, false).await
+    }
+
+    /// A tenant whose chart is installed with `operator.watchNamespace` set to its own namespace: the
+    /// operator then has Roles there and no cluster-wide permission at all.
+    pub async fn namespaced_tenant(&self, prefix: &str) -> Tenant {
+        self.tenant_with(prefix, true).await
+    }
+
+    async fn tenant_with(&self, prefix: &str, namespaced: bool) -> Tenant {
         let namespace = format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..8]);
         // The release name is the namespace: the chart's ClusterRole is named after it.
-        self.install_chart(&namespace, &namespace, &[]);
+        let watch = format!("operator.watchNamespace={namespace}");
+        let extra: &[&str] = if namespaced { &["--set", &watch] } else { &[] };
+        self.install_chart(&namespace, &namespace, extra);
         let service_account = format!("{namespace}-operator");
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &namespace);
         let request = TokenRequest {

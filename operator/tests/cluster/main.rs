@@ -87,12 +87,13 @@ async fn the_chart_installs_and_the_api_server_accepts_every_manifest_and_exampl
 
     // Every manifest the chart renders, under the value sets a user is likely to choose, CRD included.
     let chart = repo().join("charts/analytics-pipeline");
+    let watch_own = format!("operator.watchNamespace={namespace}");
     let value_sets: [&[&str]; 3] = [
         &[],
         &["--set", "examplePipeline.enabled=true", "--set", "networkPolicy.enabled=true"],
         &[
             "--set",
-            "operator.watchNamespace=shop",
+            &watch_own,
             "--set",
             "operator.leaderElection=false",
             "--set",
@@ -493,6 +494,38 @@ async fn every_pod_of_the_chart_and_of_a_pipeline_is_admitted_under_pod_security
     assert!(refused.is_empty(), "pods refused under restricted: {refused:#?}");
     let pods = pods.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(pods.len(), 2 + 2 + 1 + 2 + 2, "2 operator, 2 command, 1 consumer, 2 query, PostgreSQL and RabbitMQ");
+}
+
+#[tokio::test]
+async fn with_only_the_namespaced_roles_the_operator_reconciles_a_pipeline_fully() {
+    let cluster = Cluster::connect().await;
+    let tenant = cluster.namespaced_tenant("namespaced").await;
+    let namespace = tenant.namespace.as_str();
+    let client = &cluster.client;
+    // The operator's own identity can do nothing outside its namespace.
+    let operator_client = harness::client_for(&tenant.kubeconfig).await;
+    let elsewhere = Api::<Secret>::namespaced(operator_client.clone(), "default").list(&ListParams::default()).await;
+    assert!(matches!(elsewhere, Err(kube::Error::Api(ref status)) if status.code == 403), "{elsewhere:?}");
+    let everywhere = Api::<AnalyticsPipeline>::all(operator_client).list(&ListParams::default()).await;
+    assert!(matches!(everywhere, Err(kube::Error::Api(ref status)) if status.code == 403), "{everywhere:?}");
+
+    let _operator = Operator::start(&tenant, "solo", &[]);
+    create_pipeline(client, namespace, pipeline("shop", json!({"deletionPolicy": "Delete"}))).await;
+    eventually(TIMEOUT, "every child's pods to be ready", || async {
+        make_pods_ready(client, namespace).await;
+        let shop = Api::<AnalyticsPipeline>::namespaced(client.clone(), namespace).get("shop").await.ok()?;
+        (shop.status?.phase == Some(Phase::Ready)).then_some(())
+    })
+    .await;
+    let pipelines: Api<AnalyticsPipeline> = Api::namespaced(client.clone(), namespace);
+    pipelines.delete("shop", &DeleteParams::default()).await.unwrap();
+    eventually(TIMEOUT, "the pipeline, its claims and its credentials to be gone", || async {
+        let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
+        let left = claims.list(&ListParams::default()).await.ok()?.items.len();
+        let secret = Api::<Secret>::namespaced(client.clone(), namespace).get_opt("shop-credentials").await.ok()?;
+        (pipelines.get_opt("shop").await.ok()?.is_none() && left == 0 && secret.is_none()).then_some(())
+    })
+    .await;
 }
 
 /// The relay's side of sync-status, played by the test: a fresh watermark every 300 ms on both streams,
