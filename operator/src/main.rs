@@ -133,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         Arc::new(ClusterObserver::new(client.clone(), config.connect_to.clone())),
         config.images.image_set(),
+        config.lease_namespace.clone(),
     ));
 
     if config.no_leader_election {

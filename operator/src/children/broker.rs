@@ -12,7 +12,7 @@ use super::{
 };
 use crate::crd::{AnalyticsPipeline, Image, Managed};
 
-const COMPONENT: &str = "rabbitmq";
+pub const COMPONENT: &str = "rabbitmq";
 pub const PORT: i32 = 5672;
 pub const USER: &str = "analytics";
 /// The uid of the `rabbitmq` user in the official image.

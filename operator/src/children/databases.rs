@@ -25,7 +25,7 @@ use super::{
 };
 use crate::crd::{AnalyticsPipeline, DeletionPolicy, Image, Managed, Storage};
 
-const COMPONENT: &str = "postgres";
+pub const COMPONENT: &str = "postgres";
 pub const PORT: i32 = 5432;
 pub const USER: &str = "analytics";
 pub const WRITE_DATABASE: &str = "analytics_write";

@@ -9,6 +9,7 @@
 
 pub mod broker;
 pub mod databases;
+pub mod network;
 pub mod services;
 
 use std::collections::BTreeMap;

@@ -18,6 +18,7 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
         core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service},
+        networking::v1::NetworkPolicy,
     },
     jiff::Timestamp,
 };
@@ -78,6 +79,8 @@ pub struct Context {
     pub observer: Arc<dyn Observer>,
     /// The images of a pipeline whose spec names none.
     pub images: ImageSet,
+    /// Where the operator runs: the managed broker accepts its queue-depth reads from there.
+    pub operator_namespace: String,
     /// Scale-down stabilization per pipeline (`namespace/name`); lost on restart, which only delays a
     /// scale-down.
     pub scalers: Mutex<HashMap<String, Stabilizer<Instant>>>,
@@ -92,8 +95,18 @@ impl Context {
         metrics: Metrics,
         observer: Arc<dyn Observer>,
         images: ImageSet,
+        operator_namespace: String,
     ) -> Self {
-        Self { client, recorder, metrics, observer, images, scalers: Mutex::default(), failures: Mutex::default() }
+        Self {
+            client,
+            recorder,
+            metrics,
+            observer,
+            images,
+            operator_namespace,
+            scalers: Mutex::default(),
+            failures: Mutex::default(),
+        }
     }
 }
 
@@ -174,6 +187,11 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
         ensure_credentials(pipeline, &Api::namespaced(ctx.client.clone(), &namespace)).await?;
     }
     let (consumer_replicas, queue_depth) = scale_consumers(pipeline, ctx, &namespace).await?;
+    // The backends' policies first, so that they are never reachable from outside the pipeline.
+    let policies = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &namespace);
+    for policy in children::network::policies(pipeline, &ctx.operator_namespace) {
+        apply_child(&policies, policy).await?;
+    }
     let applied =
         apply_all(ctx, &namespace, children::desired(pipeline, &ctx.images, Observed { consumer_replicas })).await?;
     adopt_data(pipeline, ctx, &namespace, &applied).await?;

@@ -54,7 +54,14 @@ impl Harness {
         let recorder =
             Recorder::new(client.clone(), Reporter { controller: "analytics-operator".into(), instance: None });
         let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
-        let ctx = Arc::new(Context::new(client, recorder, metrics, script.clone(), ImageSet::default()));
+        let ctx = Arc::new(Context::new(
+            client,
+            recorder,
+            metrics,
+            script.clone(),
+            ImageSet::default(),
+            "analytics-system".to_owned(),
+        ));
         Self { fake, script, ctx }
     }
 
@@ -109,6 +116,8 @@ impl Harness {
 fn every_child_applied() -> Vec<String> {
     [
         format!("POST {CORE}/secrets"),
+        "PATCH /apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/shop-postgres".to_owned(),
+        "PATCH /apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/shop-rabbitmq".to_owned(),
         format!("PATCH {CORE}/configmaps/shop-postgres-init"),
         format!("PATCH {CORE}/services/shop-postgres"),
         format!("PATCH {CORE}/services/shop-rabbitmq"),

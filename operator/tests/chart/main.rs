@@ -13,6 +13,7 @@ use analytics_testkit::{run, tool, try_run};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Service, ServiceAccount},
+    networking::v1::NetworkPolicy,
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
 use serde_json::{Value, json};
@@ -86,7 +87,7 @@ fn the_default_render_is_the_operator_with_its_rbac_and_dashboard_as_valid_objec
     let documents = render(&[]);
     assert_eq!(
         kinds(&documents),
-        ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service", "ServiceAccount"]
+        ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]
     );
     // A schema check: each object parses as its Kubernetes type and serializes back to the same JSON, so a
     // wrong type fails the parse and a misspelt or misplaced field is missing from the round trip.
@@ -97,6 +98,7 @@ fn the_default_render_is_the_operator_with_its_rbac_and_dashboard_as_valid_objec
             "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(document),
             "ConfigMap" => round_trip::<ConfigMap>(document),
             "Deployment" => round_trip::<Deployment>(document),
+            "NetworkPolicy" => round_trip::<NetworkPolicy>(document),
             "Service" => round_trip::<Service>(document),
             "ServiceAccount" => round_trip::<ServiceAccount>(document),
             other => panic!("unexpected kind {other}"),

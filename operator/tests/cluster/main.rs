@@ -206,6 +206,13 @@ async fn a_managed_pipeline_is_reconciled_edited_left_alone_and_deleted_keeping_
     for object in desired.deployments {
         check_child(client, namespace, &provisioning, object, |d| serde_json::to_value(&d.spec).unwrap()).await;
     }
+    // The backends' NetworkPolicies, as the API server stores them (the operator runs in the tenant's
+    // namespace here, so that is the namespace its queue-depth reads come from).
+    let policies = children::network::policies(&provisioning, namespace);
+    assert_eq!(policies.len(), 2);
+    for object in policies {
+        check_child(client, namespace, &provisioning, object, |p| serde_json::to_value(&p.spec).unwrap()).await;
+    }
     let credentials = Api::<Secret>::namespaced(client.clone(), namespace).get("shop-credentials").await.unwrap();
     assert!(credentials.owner_references().is_empty(), "the credentials outlive the pipeline under Retain");
 

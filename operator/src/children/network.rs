@@ -1,0 +1,117 @@
+//! NetworkPolicies for the managed backends. PostgreSQL accepts only the pipeline's own pods, on its
+//! port. RabbitMQ accepts the pipeline's own pods and the operator's namespace (the operator reads the
+//! queue depth), on AMQP only. Nothing reaches the management UI (15672) or the Erlang ports (4369,
+//! 25672): a single node needs neither from outside its pod. The APIs stay open: who may call them is
+//! their bearer tokens' business, and their Services are how users reach them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::networking::v1::{
+        NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
+use kube::ResourceExt;
+
+use super::{INSTANCE_LABEL, broker, databases, metadata, selector};
+use crate::crd::AnalyticsPipeline;
+
+/// The policies of `pipeline`'s managed backends; `operator_namespace` is where the operator runs.
+pub fn policies(pipeline: &AnalyticsPipeline, operator_namespace: &str) -> Vec<NetworkPolicy> {
+    let own_pods = NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(INSTANCE_LABEL.to_owned(), pipeline.name_any())])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let operator = NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_owned(),
+                operator_namespace.to_owned(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let mut policies = Vec::new();
+    if databases::managed(pipeline).is_some() {
+        policies.push(policy(pipeline, databases::COMPONENT, vec![own_pods.clone()], databases::PORT));
+    }
+    if broker::managed(pipeline).is_some() {
+        policies.push(policy(pipeline, broker::COMPONENT, vec![own_pods, operator], broker::PORT));
+    }
+    policies
+}
+
+/// Only `from`, only on `port`, into the pods of `component`.
+fn policy(pipeline: &AnalyticsPipeline, component: &str, from: Vec<NetworkPolicyPeer>, port: i32) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: metadata(pipeline, component, component),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector(pipeline, component)),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(from),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(port)),
+                    protocol: Some("TCP".to_owned()),
+                    ..NetworkPolicyPort::default()
+                }]),
+            }]),
+            ..NetworkPolicySpec::default()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        children::fixtures::pipeline,
+        crd::{AnalyticsPipelineSpec, ExternalPostgres, PostgresSpec, SecretKeyRef},
+    };
+
+    #[test]
+    fn the_backends_accept_only_the_pipelines_pods_and_the_broker_also_the_operators_namespace() {
+        let policies = policies(&pipeline(AnalyticsPipelineSpec::default()), "analytics-system");
+        let view: Vec<_> = policies.iter().map(|p| serde_json::to_value(p.spec.as_ref().unwrap()).unwrap()).collect();
+        assert_eq!(policies.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["shop-postgres", "shop-rabbitmq"]);
+        let own = json!({"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "shop"}}});
+        let operator =
+            json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "analytics-system"}}});
+        assert_eq!(
+            view[0],
+            json!({"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "shop", "app.kubernetes.io/component": "postgres"}},
+                   "policyTypes": ["Ingress"],
+                   "ingress": [{"from": [own], "ports": [{"port": 5432, "protocol": "TCP"}]}]})
+        );
+        assert_eq!(
+            view[1]["ingress"],
+            json!([{"from": [own, operator], "ports": [{"port": 5672, "protocol": "TCP"}]}])
+        );
+        assert!(policies.iter().all(|p| p.metadata.owner_references.is_some()), "they go with the pipeline");
+    }
+
+    #[test]
+    fn external_backends_get_no_policy() {
+        let external = pipeline(AnalyticsPipelineSpec {
+            postgres: PostgresSpec {
+                managed: None,
+                external: Some(ExternalPostgres {
+                    write_url: SecretKeyRef { name: "db".into(), key: "write".into() },
+                    read_url: SecretKeyRef { name: "db".into(), key: "read".into() },
+                }),
+            },
+            ..AnalyticsPipelineSpec::default()
+        });
+        assert_eq!(policies(&external, "ops").iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["shop-rabbitmq"]);
+    }
+}
