@@ -88,33 +88,65 @@ pub struct Images {
 #[serde(rename_all = "camelCase")]
 pub struct Image {
     pub repository: String,
+    /// Required unless `digest` is given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tag: String,
+    /// Pins the image by content, `sha256:` and 64 hex digits. With a tag as well, the digest decides
+    /// what runs and the tag only documents it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^sha256:[a-f0-9]{64}$"))]
+    pub digest: Option<String>,
     #[serde(default)]
     pub pull_policy: PullPolicy,
 }
 
 impl Image {
-    /// `repository:tag`.
+    /// `repository:tag`, `repository@digest` or `repository:tag@digest`.
     pub fn reference(&self) -> String {
-        format!("{}:{}", self.repository, self.tag)
+        let mut reference = self.repository.clone();
+        if !self.tag.is_empty() {
+            reference = format!("{reference}:{}", self.tag);
+        }
+        if let Some(digest) = &self.digest {
+            reference = format!("{reference}@{digest}");
+        }
+        reference
+    }
+
+    /// Whether it names a tag or a digest (an image without either is refused as an invalid spec).
+    pub fn is_pinned(&self) -> bool {
+        !self.tag.is_empty() || self.digest.is_some()
     }
 }
 
-/// `REPOSITORY:TAG`, as the operator's image flags take it; the pull policy is the default.
+/// Whether `digest` is `sha256:` and 64 lower-case hex digits.
+fn is_digest(digest: &str) -> bool {
+    digest
+        .strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+/// `REPOSITORY:TAG`, `REPOSITORY@sha256:…` or `REPOSITORY:TAG@sha256:…`, as the operator's image flags take
+/// it; the pull policy is the default.
 impl std::str::FromStr for Image {
     type Err = String;
 
     fn from_str(reference: &str) -> Result<Self, Self::Err> {
+        let invalid = || format!("expected REPOSITORY:TAG or REPOSITORY[:TAG]@sha256:DIGEST, got {reference:?}");
+        let (name, digest) = match reference.split_once('@') {
+            Some((name, digest)) if is_digest(digest) => (name, Some(digest.to_owned())),
+            Some(_) => return Err(invalid()),
+            None => (reference, None),
+        };
         // The tag is after the last colon that follows the last slash (a registry may have a port).
-        let name_start = reference.rfind('/').map_or(0, |slash| slash + 1);
-        match reference[name_start..].rfind(':').map(|colon| name_start + colon) {
-            Some(colon) if colon > 0 && colon + 1 < reference.len() && !reference.contains('@') => Ok(Self {
-                repository: reference[..colon].to_owned(),
-                tag: reference[colon + 1..].to_owned(),
-                pull_policy: PullPolicy::default(),
-            }),
-            _ => Err(format!("expected REPOSITORY:TAG, got {reference:?}")),
-        }
+        let name_start = name.rfind('/').map_or(0, |slash| slash + 1);
+        let (repository, tag) = match name[name_start..].rfind(':').map(|colon| name_start + colon) {
+            Some(colon) if colon > 0 && colon + 1 < name.len() => (&name[..colon], &name[colon + 1..]),
+            Some(_) => return Err(invalid()),
+            None if digest.is_some() && !name.is_empty() => (name, ""),
+            None => return Err(invalid()),
+        };
+        Ok(Self { repository: repository.to_owned(), tag: tag.to_owned(), digest, pull_policy: PullPolicy::default() })
     }
 }
 
@@ -137,11 +169,13 @@ impl Default for ImageSet {
         let ours = |service: &str| Image {
             repository: format!("{IMAGE_REGISTRY}/analytics-{service}"),
             tag: env!("CARGO_PKG_VERSION").to_owned(),
+            digest: None,
             pull_policy: PullPolicy::default(),
         };
         let official = |repository: &str, tag: &str| Image {
             repository: repository.to_owned(),
             tag: tag.to_owned(),
+            digest: None,
             pull_policy: PullPolicy::default(),
         };
         Self {

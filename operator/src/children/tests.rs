@@ -262,7 +262,8 @@ fn every_image_is_the_operators_default_unless_the_pipeline_overrides_it() {
         ]
     );
 
-    let pinned = Image { repository: "pg.example/pg".into(), tag: "16.4".into(), pull_policy: PullPolicy::Always };
+    let pinned =
+        Image { repository: "pg.example/pg".into(), tag: "16.4".into(), digest: None, pull_policy: PullPolicy::Always };
     let spec = AnalyticsPipelineSpec {
         images: Images { postgres: Some(pinned), ..Images::default() },
         ..AnalyticsPipelineSpec::default()
@@ -278,9 +279,32 @@ fn an_image_flag_is_repository_and_tag() {
     let image: Image = "registry:5000/team/app:v1.2".parse().unwrap();
     assert_eq!((image.repository.as_str(), image.tag.as_str()), ("registry:5000/team/app", "v1.2"));
     assert_eq!(image.reference(), "registry:5000/team/app:v1.2");
-    for bad in ["registry:5000/team/app", "app", "app:", ":v1", "app@sha256:abc"] {
-        assert!(bad.parse::<Image>().is_err(), "{bad} has no tag");
+    for bad in ["registry:5000/team/app", "app", "app:", ":v1", "app@sha256:abc", "@sha256:", "app:v1@md5:00"] {
+        assert!(bad.parse::<Image>().is_err(), "{bad} has no tag or no valid digest");
     }
+}
+
+#[test]
+fn an_image_may_be_pinned_by_digest_with_or_without_a_tag() {
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    let by_digest: Image = format!("registry:5000/team/app@{digest}").parse().unwrap();
+    assert_eq!(
+        (by_digest.repository.as_str(), by_digest.tag.as_str(), by_digest.digest.as_deref()),
+        ("registry:5000/team/app", "", Some(digest.as_str()))
+    );
+    assert_eq!(by_digest.reference(), format!("registry:5000/team/app@{digest}"));
+    let both: Image = format!("app:v1.2@{digest}").parse().unwrap();
+    assert_eq!(both.reference(), format!("app:v1.2@{digest}"));
+    assert!(both.is_pinned() && by_digest.is_pinned());
+    // In a spec: the digest reaches the pods, and an image with neither tag nor digest is refused.
+    let spec = AnalyticsPipelineSpec {
+        images: Images { query: Some(by_digest.clone()), ..Images::default() },
+        ..AnalyticsPipelineSpec::default()
+    };
+    let built = images_of(&desired(&pipeline(spec), &ImageSet::default(), Observed { consumer_replicas: 1 }));
+    assert!(built.iter().any(|(_, image, _)| *image == by_digest.reference()), "{built:?}");
+    let unpinned = Image { tag: String::new(), digest: None, ..by_digest };
+    assert!(!unpinned.is_pinned());
 }
 
 #[test]

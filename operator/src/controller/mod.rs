@@ -355,6 +355,18 @@ pub fn validate(pipeline: &AnalyticsPipeline) -> Result<(), String> {
     if spec.rabbitmq.managed.is_some() && spec.rabbitmq.external.is_some() {
         return Err("rabbitmq is either managed or external, not both".to_owned());
     }
+    let images = &spec.images;
+    for (name, image) in [
+        ("command", &images.command),
+        ("consumer", &images.consumer),
+        ("query", &images.query),
+        ("postgres", &images.postgres),
+        ("rabbitmq", &images.rabbitmq),
+    ] {
+        if image.as_ref().is_some_and(|image| !image.is_pinned()) {
+            return Err(format!("images.{name} needs a tag or a digest"));
+        }
+    }
     Ok(())
 }
 

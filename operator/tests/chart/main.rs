@@ -195,6 +195,7 @@ fn values_that_break_the_schema_fail_at_install_time() {
         ("bad-pull-policy", "operator:\n  image: {repository: x, pullPolicy: Sometimes}\n  replicas: 1\n"),
         ("negative-threshold", "monitoring:\n  prometheusRule: {lagSecondsThreshold: -5}\n"),
         ("bad-pipeline-name", "examplePipeline: {enabled: true, name: Not_A_Name}\n"),
+        ("short-digest", "images:\n  query: {repository: q, digest: \"sha256:abc\"}\n"),
     ] {
         let file = dir.join(format!("{name}.yaml"));
         std::fs::write(&file, values).unwrap();
@@ -203,6 +204,25 @@ fn values_that_break_the_schema_fail_at_install_time() {
         let Err(failure) = try_run(Command::new(tool("HELM")).args(args), None) else { panic!("{name} was accepted") };
         assert!(failure.contains("schema"), "{name} fails on the schema: {failure}");
     }
+}
+
+#[test]
+fn images_may_be_pinned_by_digest() {
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    let documents = render(&[
+        "--set",
+        &format!("images.query.digest={digest}"),
+        "--set",
+        &format!("operator.image.digest={digest}"),
+    ]);
+    let deployment = documents.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert!(container["image"].as_str().unwrap().ends_with(&format!("@{digest}")), "{container}");
+    let query = container["env"].as_array().unwrap().iter().find(|e| e["name"] == "QUERY_IMAGE").unwrap();
+    assert!(query["value"].as_str().unwrap().ends_with(&format!("@{digest}")), "{query}");
+    // The operator parses what the chart passes.
+    let image: analytics_operator::crd::Image = query["value"].as_str().unwrap().parse().unwrap();
+    assert_eq!(image.digest.as_deref(), Some(digest.as_str()));
 }
 
 #[test]

@@ -5,7 +5,7 @@ use lapin::{
     Channel, Connection, ConnectionProperties, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString},
-    uri::AMQPUri,
+    uri::{AMQPScheme, AMQPUri},
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -20,6 +20,14 @@ pub async fn connect(url: &SecretString, connection_name: &str) -> lapin::Result
             "the AMQP URL does not parse (amqp://USER:PASSWORD@HOST:PORT/VHOST expected; not shown, as it may hold a password)",
         )
     })?;
+    // This build has no TLS stack: a request for TLS is refused, never quietly served in plaintext.
+    if uri.scheme == AMQPScheme::AMQPS {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "amqps:// asks for TLS, which this build does not speak: refused rather than sending the password in the clear",
+        )
+        .into());
+    }
     let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
     Connection::connect_uri(uri, properties).await
 }
@@ -98,5 +106,12 @@ mod tests {
             assert!(!text.contains("s3cret-pw"), "{url}: {text}");
             assert!(text.contains("does not parse"), "{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_tls_url_is_refused_not_downgraded() {
+        let error = connect(&"amqps://analytics:s3cret-pw@127.0.0.1:1/%2f".into(), "test").await.expect_err("refused");
+        let text = error.to_string();
+        assert!(text.contains("TLS") && !text.contains("s3cret-pw"), "{text}");
     }
 }
