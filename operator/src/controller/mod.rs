@@ -1,11 +1,13 @@
 //! The reconciler: it makes the cluster match an `AnalyticsPipeline`, and reports what it sees.
 //!
 //! One pass, inside the finalizer: validate the spec (an invalid one is reported, never retried in a
-//! loop), create the credentials Secret if it is missing, decide the consumer count, apply every child
-//! that differs from its desired form (server-side apply, one field manager), then write the status if
-//! it changed. A child's desired form is hashed into an annotation, so a pass with nothing to change
-//! reads but never writes. Deletion removes the children through their owner references; under the
-//! Delete policy the finalizer also deletes the volume claims and the credentials.
+//! loop), create the credentials Secret if it is missing, decide the consumer count, apply the backends'
+//! NetworkPolicies and then every child that differs from its desired form (server-side apply, one field
+//! manager), mark the pipeline's data with its UID where it lacks it ([`adopt_data`]), derive the status
+//! ([`status`]) and write it if it changed. A child's desired form is hashed into an annotation, so a
+//! pass with nothing to change reads but never writes. Deletion removes the children through their owner
+//! references; under the Delete policy the finalizer also deletes the volume claims and the credentials
+//! that carry the operator's label and the pipeline's UID, and nothing else.
 
 use std::{
     collections::HashMap,
