@@ -245,10 +245,12 @@ async fn install(node: &Node) -> Shop {
     let args = container.args.clone().unwrap_or_default();
     assert!(!args.iter().any(|a| a.contains("connect-to")), "{args:?}");
     assert!(!container.env.iter().flatten().any(|e| e.name == "OPERATOR_CONNECT_TO"));
-    // The first Ready pass may precede the query service's readiness; the next (within 15 s) reads it.
+    // The first Ready pass may precede the query service's readiness, or its first watermarks (then
+    // sync-status says `unknown`, with no lag yet); a later pass (every 15 s) reads the settled figures.
     let status = eventually(Duration::from_secs(60), "the status to show what the observer read", || async {
         let status = node.status(NAMESPACE).await;
-        (status.queue_depth.is_some() && status.pending_events.is_some()).then_some(status)
+        (status.queue_depth.is_some() && status.pending_events.is_some() && status.lag_seconds.is_some())
+            .then_some(status)
     })
     .await;
     assert_eq!(status.queue_depth, Some(0), "the depth of order-events, read over AMQP at shop-rabbitmq.e2e.svc");
