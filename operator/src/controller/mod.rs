@@ -1,13 +1,14 @@
 //! The reconciler: it makes the cluster match an `AnalyticsPipeline`, and reports what it sees.
 //!
 //! One pass, inside the finalizer: validate the spec (an invalid one is reported, never retried in a
-//! loop), create the credentials Secret if it is missing, decide the consumer count, apply the backends'
-//! NetworkPolicies and then every child that differs from its desired form (server-side apply, one field
-//! manager), mark the pipeline's data with its UID where it lacks it ([`adopt_data`]), derive the status
-//! ([`status`]) and write it if it changed. A child's desired form is hashed into an annotation, so a
-//! pass with nothing to change reads but never writes. Deletion removes the children through their owner
-//! references; under the Delete policy the finalizer also deletes the volume claims and the credentials
-//! that carry the operator's label and the pipeline's UID, and nothing else.
+//! loop), create the credentials Secret if it is missing, decide the consumer count, apply the
+//! backends' NetworkPolicies and then every child that differs from its desired form (server-side
+//! apply, one field manager), mark the pipeline's claims with its UID where they lack it
+//! ([`adopt_claims`]), derive the status ([`status`]) and write it if it changed. A child's desired form
+//! is hashed into an annotation, so a pass with nothing to change reads but never writes. Deletion
+//! removes the children through their owner references; under the Delete policy the finalizer also
+//! deletes the volume claims and the credentials that carry the operator's label and the pipeline's
+//! UID, and nothing else.
 
 use std::{
     collections::HashMap,
@@ -196,7 +197,7 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
     }
     let applied =
         apply_all(ctx, &namespace, children::desired(pipeline, &ctx.images, Observed { consumer_replicas })).await?;
-    adopt_data(pipeline, ctx, &namespace, &applied).await?;
+    adopt_claims(pipeline, ctx, &namespace, &applied).await?;
 
     let live_set = |part: &str| {
         let name = children::name(pipeline, part);
@@ -263,7 +264,7 @@ async fn apply_all(ctx: &Context, namespace: &str, desired: children::Children) 
 
 /// A StatefulSet's volume claim templates cannot change once it exists, so their labels stay as the live
 /// ones are: a label that a newer operator adds (such as the pipeline UID) must not make every apply
-/// fail. Claims made before it get the label by [`adopt_data`] instead.
+/// fail. Claims made before it get the label by [`adopt_claims`] instead.
 fn keep_claim_template_labels(desired: &mut StatefulSet, live: &StatefulSet) {
     let live_templates = live.spec.as_ref().and_then(|spec| spec.volume_claim_templates.as_ref());
     let desired_templates = desired.spec.as_mut().and_then(|spec| spec.volume_claim_templates.as_mut());
@@ -275,18 +276,17 @@ fn keep_claim_template_labels(desired: &mut StatefulSet, live: &StatefulSet) {
     }
 }
 
-/// Marks this pipeline's data with its UID where it lacks it: the claims its StatefulSets use and the
-/// credentials, if the operator made them for a pipeline of this name (an earlier one, deleted under
-/// `Retain` and created again, or one made by an operator that did not label them yet). What another
-/// party made is never touched, and so never deleted.
-async fn adopt_data(
+/// Marks the claims this pipeline's StatefulSets use with its UID where they lack it, if the operator
+/// made them for a pipeline of this name (an earlier one, deleted under `Retain` and created again, or
+/// one made by an operator that did not label them yet). What another party made is never touched, and
+/// so never deleted.
+async fn adopt_claims(
     pipeline: &AnalyticsPipeline,
     ctx: &Context,
     namespace: &str,
     applied: &Applied,
 ) -> Result<(), Error> {
-    let uid = pipeline.uid().unwrap_or_default();
-    let label = json!({"metadata": {"labels": {children::PIPELINE_UID_LABEL: uid}}});
+    let label = uid_label(pipeline);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
     for set in &applied.stateful_sets {
         let spec = set.spec.as_ref();
@@ -303,15 +303,12 @@ async fn adopt_data(
             }
         }
     }
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = children::name(pipeline, children::CREDENTIALS);
-    if let Some(secret) = secrets.get_opt(&name).await?
-        && children::is_data_of_name(pipeline, secret.labels())
-        && !children::is_data_of(pipeline, secret.labels())
-    {
-        secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&label)).await?;
-    }
     Ok(())
+}
+
+/// A merge patch that sets the pipeline's UID label.
+fn uid_label(pipeline: &AnalyticsPipeline) -> serde_json::Value {
+    json!({"metadata": {"labels": {children::PIPELINE_UID_LABEL: pipeline.uid().unwrap_or_default()}}})
 }
 
 /// Decides the consumer count from the live count and the queue depth, and says so in an Event when it
@@ -421,9 +418,15 @@ pub fn spec_hash<K: Serialize>(object: &K) -> String {
     Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Creates the credentials Secret if it does not exist; never touches an existing one.
+/// Creates the credentials Secret if it does not exist. An existing one is never rewritten; it is only
+/// marked with the pipeline's UID if the operator made it for an earlier pipeline of this name (see
+/// [`adopt_claims`]).
 async fn ensure_credentials(pipeline: &AnalyticsPipeline, secrets: &Api<Secret>) -> Result<(), Error> {
-    if secrets.get_opt(&children::name(pipeline, children::CREDENTIALS)).await?.is_some() {
+    let name = children::name(pipeline, children::CREDENTIALS);
+    if let Some(secret) = secrets.get_opt(&name).await? {
+        if children::is_data_of_name(pipeline, secret.labels()) && !children::is_data_of(pipeline, secret.labels()) {
+            secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&uid_label(pipeline))).await?;
+        }
         return Ok(());
     }
     let secret = children::credentials_secret(pipeline, &mut random_token);
