@@ -15,8 +15,7 @@
 
 use std::time::Duration;
 
-pub use analytics_events::SyncState;
-use analytics_events::{Stream, Topology};
+use analytics_events::{Stream, SyncState, SyncStatusResponse, Topology};
 use chrono::{DateTime, Utc};
 use lapin::{Channel, Connection, options::QueueDeclareOptions, types::FieldTable};
 use secrecy::SecretString;
@@ -27,39 +26,29 @@ use crate::read_model::StreamProgress;
 /// The relay sends a watermark at least every second; one older than this means it cannot.
 pub const STALE_AFTER: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct SyncStatus {
-    pub last_processed_event_at: Option<DateTime<Utc>>,
-    /// `None` until the first watermark has been applied.
-    pub lag: Option<Duration>,
-    pub pending_events: i64,
-    pub outbox_pending: i64,
-    pub queue_depth: Option<i64>,
-    pub watermark_age: Option<Duration>,
-    pub state: SyncState,
-}
-
 /// Combines the recorded progress of both streams with the queue depths (ready messages on both queues,
 /// `None` if the broker did not answer).
-pub fn assess(now: DateTime<Utc>, streams: &[StreamProgress], queue_depth: Option<i64>) -> SyncStatus {
-    let last_processed_event_at = streams.iter().filter_map(|s| s.last_event_occurred_at).max();
+pub fn assess(now: DateTime<Utc>, streams: &[StreamProgress], queue_depth: Option<i64>) -> SyncStatusResponse {
+    let last_processed_event_timestamp = streams.iter().filter_map(|s| s.last_event_occurred_at).max();
     let newest = streams.iter().filter(|s| s.watermark_as_of.is_some()).max_by_key(|s| s.watermark_as_of);
     let outbox_pending = newest.map_or(0, |s| s.outbox_pending);
     let pending_events = outbox_pending + queue_depth.unwrap_or(0);
     let since = |at: DateTime<Utc>| (now - at).to_std().unwrap_or_default();
+    // Seconds on the wire, to the millisecond.
+    let seconds = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
 
     let both_reported = Stream::ALL
         .iter()
         .all(|stream| streams.iter().any(|s| s.stream == stream.as_str() && s.watermark_as_of.is_some()));
     let Some(newest) = newest.filter(|_| both_reported) else {
-        return SyncStatus {
-            last_processed_event_at,
-            lag: None,
+        return SyncStatusResponse {
+            last_processed_event_timestamp,
+            lag_seconds: None,
             pending_events,
-            outbox_pending,
+            outbox_pending_events: outbox_pending,
             queue_depth,
-            watermark_age: newest.and_then(|s| s.watermark_as_of).map(since),
-            state: SyncState::Unknown,
+            watermark_age_seconds: newest.and_then(|s| s.watermark_as_of).map(|at| seconds(since(at))),
+            status: SyncState::Unknown,
         };
     };
     // Each stream is complete up to its watermark, or its oldest pending outbox event if older.
@@ -81,14 +70,14 @@ pub fn assess(now: DateTime<Utc>, streams: &[StreamProgress], queue_depth: Optio
     } else {
         (since(complete_until), SyncState::CatchingUp)
     };
-    SyncStatus {
-        last_processed_event_at,
-        lag: Some(lag),
+    SyncStatusResponse {
+        last_processed_event_timestamp,
+        lag_seconds: Some(seconds(lag)),
         pending_events,
-        outbox_pending,
+        outbox_pending_events: outbox_pending,
         queue_depth,
-        watermark_age: newest.watermark_as_of.map(since),
-        state,
+        watermark_age_seconds: newest.watermark_as_of.map(|at| seconds(since(at))),
+        status: state,
     }
 }
 
@@ -167,8 +156,8 @@ mod tests {
         let mut streams = vec![stream("orders", 800, 0, None, now), stream("products", 300, 0, None, now)];
         streams[0].last_event_occurred_at = Some(now - TimeDelta::hours(3));
         let status = assess(now, &streams, Some(0));
-        assert_eq!((status.lag, status.state, status.pending_events), (Some(Duration::ZERO), SyncState::InSync, 0));
-        assert_eq!(status.last_processed_event_at, Some(now - TimeDelta::milliseconds(350)));
+        assert_eq!((status.lag_seconds, status.status, status.pending_events), (Some(0.0), SyncState::InSync, 0));
+        assert_eq!(status.last_processed_event_timestamp, Some(now - TimeDelta::milliseconds(350)));
     }
 
     #[test]
@@ -176,8 +165,8 @@ mod tests {
         let now = Utc::now();
         let streams = [stream("orders", 200, 40, Some(7_000), now), stream("products", 200, 40, Some(7_000), now)];
         let status = assess(now, &streams, Some(0));
-        assert_eq!(status.state, SyncState::CatchingUp);
-        assert!(status.lag.unwrap() >= Duration::from_secs(7), "{status:?}");
+        assert_eq!(status.status, SyncState::CatchingUp);
+        assert!(status.lag_seconds.unwrap() >= 7.0, "{status:?}");
         assert_eq!(status.pending_events, 40);
     }
 
@@ -186,8 +175,8 @@ mod tests {
         let now = Utc::now();
         let streams = [stream("orders", 2_500, 0, None, now), stream("products", 100, 0, None, now)];
         let status = assess(now, &streams, Some(1_200));
-        assert_eq!((status.state, status.pending_events), (SyncState::CatchingUp, 1_200));
-        assert!(status.lag.unwrap() >= Duration::from_millis(2_500));
+        assert_eq!((status.status, status.pending_events), (SyncState::CatchingUp, 1_200));
+        assert!(status.lag_seconds.unwrap() >= 2.5);
     }
 
     #[test]
@@ -195,15 +184,15 @@ mod tests {
         let now = Utc::now();
         let streams = [stream("orders", 60_000, 0, None, now), stream("products", 60_000, 0, None, now)];
         let status = assess(now, &streams, None);
-        assert_eq!(status.state, SyncState::Stale);
-        assert!(status.lag.unwrap() >= Duration::from_secs(60));
+        assert_eq!(status.status, SyncState::Stale);
+        assert!(status.lag_seconds.unwrap() >= 60.0);
     }
 
     #[test]
     fn before_any_watermark_the_lag_is_unknown() {
         let now = Utc::now();
         let status = assess(now, &[stream("orders", 100, 0, None, now)], Some(0));
-        assert_eq!((status.lag, status.state), (None, SyncState::Unknown));
+        assert_eq!((status.lag_seconds, status.status), (None, SyncState::Unknown));
         assert_eq!(assess(now, &[], Some(3)).pending_events, 3);
     }
 }

@@ -245,15 +245,5 @@ pub async fn hourly_sales(
 #[tracing::instrument(name = "sync_status", skip_all)]
 pub async fn sync_status(State(state): State<AppState>) -> Result<Json<SyncStatusResponse>> {
     let (progress, depth) = tokio::join!(read_model::progress(&state.pool), state.depths.total());
-    let status = sync::assess(Utc::now(), &progress?, depth);
-    let seconds = |d: std::time::Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
-    Ok(Json(SyncStatusResponse {
-        last_processed_event_timestamp: status.last_processed_event_at,
-        lag_seconds: status.lag.map(seconds),
-        pending_events: status.pending_events,
-        outbox_pending_events: status.outbox_pending,
-        queue_depth: status.queue_depth,
-        watermark_age_seconds: status.watermark_age.map(seconds),
-        status: status.state,
-    }))
+    Ok(Json(sync::assess(Utc::now(), &progress?, depth)))
 }
