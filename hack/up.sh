@@ -42,12 +42,15 @@ for db in analytics_write analytics_read; do
 done
 
 umask 077
+# One bearer token, accepted by both APIs; kept across runs so that running services and clients agree.
+[ -s "$RUN/api-token" ] || od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$RUN/api-token"
 cat > "$RUN/env" <<ENV
 export WRITE_DATABASE_URL='$admin/analytics_write'
 export READ_DATABASE_URL='$admin/analytics_read'
 export AMQP_URL='amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f'
 export COMMAND_URL='http://127.0.0.1:$COMMAND_PORT'
 export QUERY_URL='http://127.0.0.1:$QUERY_PORT'
+export API_TOKEN='$(cat "$RUN/api-token")'
 ENV
 umask 022
 # shellcheck source=/dev/null
@@ -83,5 +86,7 @@ The pipeline is up.
   consumer      http://127.0.0.1:$CONSUMER_PORT/metrics
   PostgreSQL    127.0.0.1:$PG_PORT   databases analytics_write, analytics_read
   RabbitMQ      127.0.0.1:$AMQP_PORT
+Both APIs take the bearer token in \$API_TOKEN:
+  curl -H "Authorization: Bearer \$API_TOKEN" \$QUERY_URL/api/analytics/sync-status
 Connection settings: . $RUN/env      Logs and pids: $RUN/<name>.log, $RUN/<name>.pid      Stop: make down
 MSG

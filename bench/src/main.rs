@@ -49,6 +49,9 @@ struct Target {
     /// The consumer's /metrics URL.
     #[arg(long, env = "CONSUMER_METRICS_URL")]
     consumer_metrics_url: String,
+    /// The bearer token both APIs accept (`make up` writes it into .run/env).
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
     /// Concurrent clients in the closed-loop phases.
     #[arg(long, default_value_t = 32)]
     clients: usize,
@@ -161,7 +164,17 @@ struct Pipeline {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(30)).build()?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &cli.target.api_token {
+        let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+        bearer.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, bearer);
+    }
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(30))
+        .build()?;
     let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() % 100_000;
     let mut pipeline = Pipeline {
         target: cli.target,

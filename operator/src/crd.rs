@@ -63,6 +63,21 @@ pub struct AnalyticsPipelineSpec {
     /// What happens to the data (PVCs) when the pipeline is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Who may call the two APIs.
+    #[serde(default)]
+    pub api_authentication: ApiAuthentication,
+}
+
+/// How the command and query APIs authenticate their callers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ApiAuthentication {
+    /// A bearer token: from the `write` key of the `<name>-api-tokens` Secret for the command API, from
+    /// its `read` key for the query API, one token per line. The operator generates the Secret once if
+    /// it does not exist; editing it rotates the tokens without a restart.
+    #[default]
+    BearerToken,
+    /// None: for a mesh or gateway that authenticates in front of the APIs.
+    None,
 }
 
 /// Images for this pipeline only. Each one left out is the operator's default for it, which the chart

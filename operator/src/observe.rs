@@ -1,11 +1,14 @@
 //! What the reconciler needs to know from inside the pipeline: the depth of `order-events`, and the
-//! query service's sync-status. Behind a trait, so that reconciler tests can script the answers.
+//! query service's sync-status (with a read token from the API tokens Secret). Behind a trait, so that reconciler tests can script the answers.
 
 pub use analytics_events::SyncStatusResponse as SyncStatus;
 use analytics_events::{Stream, Topology};
 use futures::future::BoxFuture;
 
-use crate::crd::AnalyticsPipeline;
+use crate::{
+    children,
+    crd::{AnalyticsPipeline, ApiAuthentication},
+};
 
 pub trait Observer: Send + Sync {
     /// Ready messages on the pipeline's order queue (`order-events`); `None` if the broker cannot be asked.
@@ -72,35 +75,46 @@ impl ClusterObserver {
         parsed.into()
     }
 
+    /// The value of `key` in the Secret `name` of the pipeline's namespace, if it can be read.
+    async fn secret_value(&self, pipeline: &AnalyticsPipeline, name: String, key: &str) -> Option<String> {
+        use kube::{Api, ResourceExt};
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), &pipeline.namespace()?);
+        let secret = secrets.get_opt(&name).await.ok()??;
+        let bytes = secret.data?.remove(key)?;
+        String::from_utf8(bytes.0).ok()
+    }
+
     /// The AMQP URL the services use: from the user's Secret, or built from the generated credentials.
     async fn amqp_url(&self, pipeline: &AnalyticsPipeline) -> Option<String> {
-        use kube::{Api, ResourceExt};
-        let namespace = pipeline.namespace()?;
-        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(self.client.clone(), &namespace);
-        let read = |name: String, key: String| {
-            let secrets = secrets.clone();
-            async move {
-                let secret = secrets.get_opt(&name).await.ok()??;
-                let bytes = secret.data?.remove(&key)?;
-                String::from_utf8(bytes.0).ok()
-            }
-        };
+        use kube::ResourceExt;
         match &pipeline.spec.rabbitmq.external {
-            Some(external) => read(external.url.name.clone(), external.url.key.clone()).await,
+            Some(external) => self.secret_value(pipeline, external.url.name.clone(), &external.url.key).await,
             None => {
-                let password = read(
-                    crate::children::name(pipeline, crate::children::CREDENTIALS),
-                    crate::children::RABBITMQ_PASSWORD_KEY.to_owned(),
-                )
-                .await?;
-                let host = crate::children::broker::host(pipeline);
+                let password = self
+                    .secret_value(
+                        pipeline,
+                        children::name(pipeline, children::CREDENTIALS),
+                        children::RABBITMQ_PASSWORD_KEY,
+                    )
+                    .await?;
                 Some(format!(
-                    "amqp://{}:{password}@{host}.{namespace}.svc:{}/%2f",
-                    crate::children::broker::USER,
-                    crate::children::broker::PORT
+                    "amqp://{}:{password}@{}.{}.svc:{}/%2f",
+                    children::broker::USER,
+                    children::broker::host(pipeline),
+                    pipeline.namespace()?,
+                    children::broker::PORT
                 ))
             }
         }
+    }
+
+    /// A token the query API accepts, if it asks for one: the first of the API tokens Secret's read key.
+    async fn read_token(&self, pipeline: &AnalyticsPipeline) -> Option<String> {
+        let tokens = self
+            .secret_value(pipeline, children::name(pipeline, children::API_TOKENS), children::READ_TOKENS_KEY)
+            .await?;
+        children::first_token(&tokens).map(str::to_owned)
     }
 }
 
@@ -141,11 +155,18 @@ impl Observer for ClusterObserver {
             use kube::ResourceExt;
             let url = self.redirect(format!(
                 "http://{}.{}.svc:{}/api/analytics/sync-status",
-                crate::children::name(pipeline, "query"),
+                children::name(pipeline, "query"),
                 pipeline.namespace()?,
-                crate::children::services::QUERY_PORT
+                children::services::QUERY_PORT
             ));
-            let body = async { self.http.get(&url).send().await?.error_for_status()?.json::<SyncStatus>().await };
+            let mut request = self.http.get(&url);
+            if pipeline.spec.api_authentication == ApiAuthentication::BearerToken {
+                match self.read_token(pipeline).await {
+                    Some(token) => request = request.bearer_auth(token),
+                    None => tracing::warn!("no read token in the API tokens Secret; sync-status is asked without one"),
+                }
+            }
+            let body = async { request.send().await?.error_for_status()?.json::<SyncStatus>().await };
             match body.await {
                 Ok(body) => Some(body),
                 Err(error) => {
@@ -221,6 +242,20 @@ mod tests {
             None,
             "no secret, no depth: the reconciler keeps the current count"
         );
+    }
+
+    #[tokio::test]
+    async fn the_read_token_is_the_first_token_of_the_read_key() {
+        let fake = FakeApi::default();
+        let observer = ClusterObserver::new(fake.client(), Vec::new());
+        let shop = pipeline(AnalyticsPipelineSpec::default());
+        assert_eq!(observer.read_token(&shop).await, None, "no Secret yet");
+        // "# rotated\n\nnew-token\nold-token\n", base64.
+        fake.put(
+            "/api/v1/namespaces/prod/secrets/shop-api-tokens",
+            json!({"metadata": {"name": "shop-api-tokens"}, "data": {"read": "IyByb3RhdGVkCgpuZXctdG9rZW4Kb2xkLXRva2VuCg=="}}),
+        );
+        assert_eq!(observer.read_token(&shop).await.as_deref(), Some("new-token"));
     }
 
     #[tokio::test]

@@ -227,6 +227,34 @@ pub fn credentials_secret(pipeline: &AnalyticsPipeline, random: &mut impl FnMut(
     }
 }
 
+/// The API tokens Secret: generated once by the reconciler when the APIs authenticate with bearer
+/// tokens, never rewritten, so that a user rotates the tokens by editing it. Each key holds one token per
+/// line; the command service accepts those of [`WRITE_TOKENS_KEY`], the query service (and the
+/// operator, for sync-status) those of [`READ_TOKENS_KEY`]. Unlike the credentials it guards no data, so
+/// it goes with the pipeline.
+pub const API_TOKENS: &str = "api-tokens";
+pub const WRITE_TOKENS_KEY: &str = "write";
+pub const READ_TOKENS_KEY: &str = "read";
+
+/// The API tokens Secret with freshly generated tokens; the reconciler creates it only if it is absent.
+pub fn api_tokens_secret(pipeline: &AnalyticsPipeline, random: &mut impl FnMut() -> String) -> Secret {
+    Secret {
+        metadata: metadata(pipeline, API_TOKENS, "api-tokens"),
+        string_data: Some(BTreeMap::from([
+            (WRITE_TOKENS_KEY.to_owned(), format!("{}\n", random())),
+            (READ_TOKENS_KEY.to_owned(), format!("{}\n", random())),
+        ])),
+        type_: Some("Opaque".to_owned()),
+        ..Secret::default()
+    }
+}
+
+/// The first token in a key of the API tokens Secret (one per line; blank lines and `#` comments are
+/// skipped, as the services skip them).
+pub fn first_token(tokens: &str) -> Option<&str> {
+    tokens.lines().map(str::trim).find(|line| !line.is_empty() && !line.starts_with('#'))
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -3,7 +3,8 @@
 //! Each pod gets its connection URLs from the environment: built from the generated credentials for
 //! managed backends (Kubernetes expands `$(VAR)` from earlier variables), or read from the user's
 //! Secrets for external ones. Migrations run in an init container (`migrate`, which takes a database
-//! advisory lock, so concurrent runs are safe) before the new version serves.
+//! advisory lock, so concurrent runs are safe) before the new version serves. The APIs read their
+//! bearer tokens from a file mounted from the API tokens Secret.
 
 use std::collections::BTreeMap;
 
@@ -11,9 +12,9 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         core::v1::{
-            Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec,
-            PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector, Service, ServicePort, ServiceSpec,
-            SleepAction,
+            Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
+            PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector, SecretVolumeSource, Service,
+            ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -23,10 +24,11 @@ use k8s_openapi::{
 };
 
 use super::{
-    Observed, POSTGRES_PASSWORD_KEY, RABBITMQ_PASSWORD_KEY, ReadOnlyRoot, broker, container_security, credential,
-    databases, labels, metadata, pod_security, selector,
+    API_TOKENS, Observed, POSTGRES_PASSWORD_KEY, RABBITMQ_PASSWORD_KEY, READ_TOKENS_KEY, ReadOnlyRoot,
+    WRITE_TOKENS_KEY, broker, container_security, credential, databases, labels, metadata, name, pod_security,
+    selector,
 };
-use crate::crd::{AnalyticsPipeline, Image, ImageSet, SecretKeyRef, ServiceType};
+use crate::crd::{AnalyticsPipeline, ApiAuthentication, Image, ImageSet, SecretKeyRef, ServiceType};
 
 pub const COMMAND_PORT: i32 = 8080;
 pub const QUERY_PORT: i32 = 8081;
@@ -56,6 +58,7 @@ pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Ob
                 migrate: &images.command,
                 resources: spec.command.resources.clone(),
                 behind_service: true,
+                api_tokens: Some(WRITE_TOKENS_KEY),
             },
         ),
         deployment(
@@ -70,6 +73,7 @@ pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Ob
                 migrate: &images.consumer,
                 resources: spec.consumers.resources.clone(),
                 behind_service: false,
+                api_tokens: None,
             },
         ),
         deployment(
@@ -85,6 +89,7 @@ pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Ob
                 migrate: &images.consumer,
                 resources: spec.query.resources.clone(),
                 behind_service: true,
+                api_tokens: Some(READ_TOKENS_KEY),
             },
         ),
     ]
@@ -133,7 +138,13 @@ struct Workload<'a> {
     /// Whether a Service sends it requests: then a stopping pod keeps serving until the endpoints have
     /// dropped it, and a rollout adds the new pod before it removes an old one.
     behind_service: bool,
+    /// For an API: the key of the API tokens Secret that holds the tokens it accepts.
+    api_tokens: Option<&'static str>,
 }
+
+/// Where an API's tokens file is mounted. A Secret volume without `subPath` is updated in place by the
+/// kubelet, and the service re-reads the file, so editing the Secret rotates the tokens.
+const API_TOKENS_DIR: &str = "/var/run/secrets/analytics/api";
 
 /// How long a stopping API pod goes on serving: kube-proxy and other clients' endpoint watches need a
 /// moment to stop sending it new connections (then the service drains gracefully on SIGTERM).
@@ -141,6 +152,7 @@ const DEREGISTRATION_SECONDS: i64 = 5;
 
 fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deployment {
     let env = environment(pipeline, workload.database);
+    let (api_env, api_volume) = api_authentication(pipeline, workload.api_tokens);
     let http_probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -160,7 +172,15 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
             container_port: workload.port,
             ..ContainerPort::default()
         }]),
-        env: Some(env.clone()),
+        env: Some([env.clone(), api_env].concat()),
+        volume_mounts: api_volume.as_ref().map(|volume| {
+            vec![VolumeMount {
+                name: volume.name.clone(),
+                mount_path: API_TOKENS_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            }]
+        }),
         liveness_probe: Some(http_probe("/healthz", 10)),
         readiness_probe: Some(http_probe("/readyz", 5)),
         resources: workload.resources.clone(),
@@ -205,6 +225,7 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
                 spec: Some(PodSpec {
                     init_containers: Some(vec![migrate]),
                     containers: vec![container],
+                    volumes: api_volume.map(|volume| vec![volume]),
                     security_context: Some(pod_security(NONROOT_UID)),
                     // Nothing in the pod talks to the Kubernetes API.
                     automount_service_account_token: Some(false),
@@ -224,6 +245,30 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
+    }
+}
+
+/// What an API needs to authenticate its callers as the spec asks: its tokens file from the API tokens
+/// Secret (the environment variable and the volume), or leave to run open. Nothing for the consumer.
+fn api_authentication(pipeline: &AnalyticsPipeline, key: Option<&str>) -> (Vec<EnvVar>, Option<Volume>) {
+    let Some(key) = key else { return (Vec::new(), None) };
+    let value =
+        |name: &str, value: &str| EnvVar { name: name.to_owned(), value: Some(value.to_owned()), ..EnvVar::default() };
+    match pipeline.spec.api_authentication {
+        ApiAuthentication::None => (vec![value("ALLOW_UNAUTHENTICATED", "true")], None),
+        ApiAuthentication::BearerToken => {
+            let volume = Volume {
+                name: API_TOKENS.to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(name(pipeline, API_TOKENS)),
+                    items: Some(vec![KeyToPath { key: key.to_owned(), path: "tokens".to_owned(), mode: None }]),
+                    default_mode: Some(0o440),
+                    optional: Some(false),
+                }),
+                ..Volume::default()
+            };
+            (vec![value("API_TOKENS_FILE", &format!("{API_TOKENS_DIR}/tokens"))], Some(volume))
+        }
     }
 }
 

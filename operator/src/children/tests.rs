@@ -9,8 +9,8 @@ use super::{
     is_data_of_name,
 };
 use crate::crd::{
-    AnalyticsPipelineSpec, ApiSpec, ConsumerSpec, DeletionPolicy, ExternalPostgres, ExternalRabbitmq, Image, ImageSet,
-    Images, PostgresSpec, PullPolicy, RabbitmqSpec, SecretKeyRef, ServiceType,
+    AnalyticsPipelineSpec, ApiAuthentication, ApiSpec, ConsumerSpec, DeletionPolicy, ExternalPostgres,
+    ExternalRabbitmq, Image, ImageSet, Images, PostgresSpec, PullPolicy, RabbitmqSpec, SecretKeyRef, ServiceType,
 };
 
 fn children(spec: AnalyticsPipelineSpec) -> Children {
@@ -60,6 +60,46 @@ fn the_defaults_give_managed_databases_and_broker_and_three_services_all_owned_b
     assert_eq!(service("shop-postgres").cluster_ip.as_deref(), Some("None"));
     assert_eq!(service("shop-command").type_.as_deref(), Some("ClusterIP"));
     assert_eq!(service("shop-query").ports.unwrap()[0].port, 8081);
+}
+
+/// The command API reads the write tokens, the query API the read tokens, each from a file of the API
+/// tokens Secret mounted without `subPath` (so that the kubelet updates it in place); the consumer gets
+/// none. Without authentication the APIs are told to run open, and nothing is mounted.
+#[test]
+fn each_api_reads_its_own_tokens_from_the_api_tokens_secret() {
+    let pod = |c: &Children, name: &str| {
+        let deployment = c.deployments.iter().find(|d| d.name_any() == name).unwrap();
+        serde_json::to_value(deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap()).unwrap()
+    };
+    let c = children(AnalyticsPipelineSpec::default());
+    for (api, key) in [("shop-command", "write"), ("shop-query", "read")] {
+        let pod = pod(&c, api);
+        assert_eq!(
+            pod["volumes"],
+            json!([{"name": "api-tokens", "secret": {"secretName": "shop-api-tokens", "defaultMode": 0o440,
+                    "items": [{"key": key, "path": "tokens"}], "optional": false}}]),
+            "{api}"
+        );
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["volumeMounts"],
+            json!([{"name": "api-tokens", "mountPath": "/var/run/secrets/analytics/api", "readOnly": true}])
+        );
+        assert_eq!(
+            var(env(&c, api), "API_TOKENS_FILE").value.as_deref(),
+            Some("/var/run/secrets/analytics/api/tokens")
+        );
+        assert!(env(&c, api).iter().all(|v| v.name != "ALLOW_UNAUTHENTICATED"));
+    }
+    let consumer = pod(&c, "shop-consumer");
+    assert!(consumer["volumes"].is_null() && consumer["containers"][0]["volumeMounts"].is_null());
+    assert!(env(&c, "shop-consumer").iter().all(|v| !v.name.contains("TOKEN") && v.name != "ALLOW_UNAUTHENTICATED"));
+
+    let open = children(AnalyticsPipelineSpec { api_authentication: ApiAuthentication::None, ..Default::default() });
+    for api in ["shop-command", "shop-query"] {
+        assert_eq!(var(env(&open, api), "ALLOW_UNAUTHENTICATED").value.as_deref(), Some("true"));
+        assert!(pod(&open, api)["volumes"].is_null());
+    }
 }
 
 #[test]

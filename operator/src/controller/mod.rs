@@ -1,7 +1,7 @@
 //! The reconciler: it makes the cluster match an `AnalyticsPipeline`, and reports what it sees.
 //!
 //! One pass, inside the finalizer: validate the spec (an invalid one is reported, never retried in a
-//! loop), create the credentials Secret if it is missing, decide the consumer count, apply the
+//! loop), create the credentials and API tokens Secrets if they are missing, decide the consumer count, apply the
 //! backends' NetworkPolicies and then every child that differs from its desired form (server-side
 //! apply, one field manager), mark the pipeline's claims with its UID where they lack it
 //! ([`adopt_claims`]), derive the status ([`status`]) and write it if it changed. A child's desired form
@@ -43,7 +43,7 @@ pub mod status;
 use self::status::{Observation, Verdict};
 use crate::{
     children::{self, Observed},
-    crd::{AnalyticsPipeline, AnalyticsPipelineStatus, DeletionPolicy, Endpoints, ImageSet},
+    crd::{AnalyticsPipeline, AnalyticsPipelineStatus, ApiAuthentication, DeletionPolicy, Endpoints, ImageSet},
     metrics::Metrics,
     observe::Observer,
     scaling::{Policy, Stabilizer},
@@ -186,8 +186,12 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
         return Ok(Action::await_change());
     }
     let namespace = pipeline.namespace().unwrap_or_else(|| "default".to_owned());
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     if children::databases::managed(pipeline).is_some() || children::broker::managed(pipeline).is_some() {
-        ensure_credentials(pipeline, &Api::namespaced(ctx.client.clone(), &namespace)).await?;
+        ensure_credentials(pipeline, &secrets).await?;
+    }
+    if pipeline.spec.api_authentication == ApiAuthentication::BearerToken {
+        ensure_api_tokens(pipeline, &secrets).await?;
     }
     let (consumer_replicas, queue_depth) = scale_consumers(pipeline, ctx, &namespace).await?;
     // The backends' policies first, so that they are never reachable from outside the pipeline.
@@ -429,10 +433,22 @@ async fn ensure_credentials(pipeline: &AnalyticsPipeline, secrets: &Api<Secret>)
         }
         return Ok(());
     }
-    let secret = children::credentials_secret(pipeline, &mut random_token);
+    create_once(secrets, children::credentials_secret(pipeline, &mut random_token)).await
+}
+
+/// Creates the API tokens Secret if it does not exist. An existing one is used as it is, whoever made
+/// it: a user may bring their own tokens, and rotates them by editing it.
+async fn ensure_api_tokens(pipeline: &AnalyticsPipeline, secrets: &Api<Secret>) -> Result<(), Error> {
+    if secrets.get_opt(&children::name(pipeline, children::API_TOKENS)).await?.is_some() {
+        return Ok(());
+    }
+    create_once(secrets, children::api_tokens_secret(pipeline, &mut random_token)).await
+}
+
+/// Creates `secret`; if another replica or an earlier pass made it first, theirs stands.
+async fn create_once(secrets: &Api<Secret>, secret: Secret) -> Result<(), Error> {
     match secrets.create(&PostParams::default(), &secret).await {
         Ok(_) => Ok(()),
-        // Another replica or an earlier pass won the race: theirs stands.
         Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
         Err(error) => Err(error.into()),
     }

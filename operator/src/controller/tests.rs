@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use super::{Context, FINALIZER, SPEC_HASH, reconcile};
 use crate::{
     children::fixtures,
-    crd::{AnalyticsPipeline, AnalyticsPipelineSpec, ApiSpec, ConsumerSpec, DeletionPolicy, ImageSet},
+    crd::{
+        AnalyticsPipeline, AnalyticsPipelineSpec, ApiAuthentication, ApiSpec, ConsumerSpec, DeletionPolicy, ImageSet,
+    },
     fake_api::FakeApi,
     metrics::Metrics,
     observe::{Observer, SyncStatus},
@@ -116,6 +118,7 @@ impl Harness {
 fn every_child_applied() -> Vec<String> {
     [
         format!("POST {CORE}/secrets"),
+        format!("POST {CORE}/secrets"),
         "PATCH /apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/shop-postgres".to_owned(),
         "PATCH /apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/shop-rabbitmq".to_owned(),
         format!("PATCH {CORE}/configmaps/shop-postgres-init"),
@@ -143,6 +146,12 @@ async fn a_new_pipeline_gets_every_child_and_a_provisioning_status() {
     assert!(command["metadata"]["annotations"][SPEC_HASH].is_string());
     let secret = h.fake.get(&format!("{CORE}/secrets/shop-credentials")).unwrap();
     assert_eq!(secret["stringData"]["postgres-password"].as_str().unwrap().len(), 32);
+    let tokens = h.fake.get(&format!("{CORE}/secrets/shop-api-tokens")).unwrap();
+    let (write, read) =
+        (tokens["stringData"]["write"].as_str().unwrap(), tokens["stringData"]["read"].as_str().unwrap());
+    assert_eq!((write.trim().len(), read.trim().len()), (32, 32));
+    assert_ne!(write, read, "reads and writes take different tokens");
+    assert_eq!(tokens["metadata"]["ownerReferences"][0]["name"], "shop", "the tokens go with the pipeline");
 
     let status = h.status();
     assert_eq!(status["phase"], "Provisioning");
@@ -166,6 +175,24 @@ async fn a_pass_with_nothing_to_change_makes_no_write() {
         secret,
         "credentials are never regenerated"
     );
+}
+
+#[tokio::test]
+async fn an_existing_api_tokens_secret_is_used_as_it_is_and_without_authentication_none_is_made() {
+    let h = Harness::new(AnalyticsPipelineSpec::default());
+    let theirs = json!({"metadata": {"name": "shop-api-tokens", "namespace": "prod"},
+                        "data": {"write": "dGhlaXJz", "read": "dGhlaXJz"}});
+    h.fake.put(&format!("{CORE}/secrets/shop-api-tokens"), theirs.clone());
+    let writes = h.pass().await;
+    assert_eq!(writes.iter().filter(|w| w.starts_with(&format!("POST {CORE}/secrets"))).count(), 1, "{writes:?}");
+    assert_eq!(h.fake.get(&format!("{CORE}/secrets/shop-api-tokens")).unwrap(), theirs);
+
+    let open = Harness::new(AnalyticsPipelineSpec {
+        api_authentication: ApiAuthentication::None,
+        ..AnalyticsPipelineSpec::default()
+    });
+    open.pass().await;
+    assert!(open.fake.get(&format!("{CORE}/secrets/shop-api-tokens")).is_none());
 }
 
 #[tokio::test]

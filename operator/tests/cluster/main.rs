@@ -576,6 +576,7 @@ async fn consumers_follow_a_real_queue_and_the_status_follows_a_real_query_servi
     tokio::spawn(watermarks(PgPool::connect(&read_url).await.unwrap(), backlog_rx));
     let query = query_service::App::build(query_service::config::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        auth: analytics_testkit::auth_config(),
         database_url: read_url.clone().into(),
         database_max_connections: 2,
         amqp_url: broker.url().into(),
@@ -591,6 +592,11 @@ async fn consumers_follow_a_real_queue_and_the_status_follows_a_real_query_servi
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "backends"},
         "stringData": {"amqp": broker.url(), "write": read_url, "read": read_url}});
     secrets.create(&Default::default(), &serde_json::from_value(secret).unwrap()).await.unwrap();
+    // The query service takes the test's token; a tokens Secret that exists is used as it is, so the
+    // operator asks sync-status with that token.
+    let tokens = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "shop-api-tokens"},
+        "stringData": {"read": analytics_testkit::API_TOKEN, "write": analytics_testkit::API_TOKEN}});
+    secrets.create(&Default::default(), &serde_json::from_value(tokens).unwrap()).await.unwrap();
     let reference = |key: &str| json!({"name": "backends", "key": key});
     let spec = json!({
         "postgres": {"external": {"writeUrl": reference("write"), "readUrl": reference("read")}},

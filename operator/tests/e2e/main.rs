@@ -79,6 +79,18 @@ impl Node {
         Api::namespaced(self.client.clone(), namespace)
     }
 
+    /// Clients for the pipeline's command and query APIs, with the write and read tokens the operator
+    /// generated into its API tokens Secret.
+    async fn api_clients(&self, namespace: &str) -> (reqwest::Client, reqwest::Client) {
+        let secret = self.api::<Secret>(namespace).get(&format!("{PIPELINE}-api-tokens")).await.unwrap();
+        let data = secret.data.unwrap();
+        let token = |key: &str| {
+            let tokens = String::from_utf8(data[key].0.clone()).unwrap();
+            tokens.lines().next().unwrap().to_owned()
+        };
+        (client_with(&token("write")), client_with(&token("read")))
+    }
+
     /// Removes what an earlier, interrupted run left: its release and namespaces (and with them the
     /// pipelines, whose finalizer the operator must still be there to run).
     async fn reset(&self) {
@@ -165,41 +177,49 @@ fn values() -> String {
     repo().join(".run/cluster/values.yaml").to_string_lossy().into_owned()
 }
 
-/// The pipeline's two APIs, through their Services.
+/// The pipeline's two APIs, through their Services, with clients that carry the tokens the operator
+/// generated for them.
 struct Shop {
     command: String,
     query: String,
+    write: reqwest::Client,
+    read: reqwest::Client,
 }
 
 impl Shop {
     /// The Services of the pipeline in [`NAMESPACE`] (new ones get new cluster IPs).
     async fn of(node: &Node) -> Self {
+        let (write, read) = node.api_clients(NAMESPACE).await;
         Self {
             command: node.service_url(NAMESPACE, "shop-command").await,
             query: node.service_url(NAMESPACE, "shop-query").await,
+            write,
+            read,
         }
     }
 
-    async fn post(&self, http: &reqwest::Client, path: &str, body: Value) -> (u16, Value) {
-        let response = http.post(format!("{}{path}", self.command)).json(&body).send().await.unwrap();
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self.write.post(format!("{}{path}", self.command)).json(&body).send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
     }
 
-    async fn get(&self, http: &reqwest::Client, base: &str, path: &str) -> Value {
-        let response = http.get(format!("{base}{path}")).send().await.unwrap();
-        assert_eq!(response.status().as_u16(), 200, "GET {path}");
-        response.json().await.unwrap()
+    async fn get_command(&self, path: &str) -> Value {
+        get_ok(&self.write, &format!("{}{path}", self.command)).await
     }
 
-    async fn sync_status(&self, http: &reqwest::Client) -> Value {
-        self.get(http, &self.query, "/api/analytics/sync-status").await
+    async fn get_query(&self, path: &str) -> Value {
+        get_ok(&self.read, &format!("{}{path}", self.query)).await
+    }
+
+    async fn sync_status(&self) -> Value {
+        self.get_query("/api/analytics/sync-status").await
     }
 
     /// Waits until sync-status reads in_sync (both streams watermarked, nothing pending) on a watermark the
     /// relay made after `since`, so after every write before it; returns how long after `since` that was.
-    async fn in_sync_after(&self, http: &reqwest::Client, since: Instant, timeout: Duration) -> Duration {
+    async fn in_sync_after(&self, since: Instant, timeout: Duration) -> Duration {
         eventually(timeout, "sync-status in_sync on a later watermark", || async {
-            let response = http.get(format!("{}/api/analytics/sync-status", self.query)).send().await.ok()?;
+            let response = self.read.get(format!("{}/api/analytics/sync-status", self.query)).send().await.ok()?;
             let status: Value = response.json().await.ok()?;
             let fresh = status["watermarkAgeSeconds"].as_f64()? < since.elapsed().as_secs_f64();
             (status["status"] == "in_sync" && fresh).then_some(())
@@ -209,6 +229,20 @@ impl Shop {
     }
 }
 
+async fn get_ok(http: &reqwest::Client, url: &str) -> Value {
+    let response = http.get(url).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200, "GET {url}");
+    response.json().await.unwrap()
+}
+
+/// A client that sends `token` as its bearer token.
+fn client_with(token: &str) -> reqwest::Client {
+    let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    bearer.set_sensitive(true);
+    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, bearer)]);
+    reqwest::Client::builder().default_headers(headers).timeout(Duration::from_secs(10)).build().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_users_path_from_helm_install_to_a_retained_pipeline() {
     let node = Node::connect().await;
@@ -216,7 +250,7 @@ async fn the_users_path_from_helm_install_to_a_retained_pipeline() {
     let shop = install(&node).await;
     restricted(&node).await;
     walkthrough(&node, &shop).await;
-    let products = stock_up(&node, &shop).await;
+    let products = stock_up(&shop).await;
     scaling(&node, &shop, &products).await;
     chaos(&node, &shop, &products).await;
     rollout(&node, &shop, &products).await;
@@ -302,10 +336,11 @@ async fn restricted(node: &Node) {
         json!({"spec": {"query": {"serviceType": "NodePort", "nodePort": 30081}}}),
     )
     .await;
+    let (_, read) = node.api_clients(RESTRICTED_NAMESPACE).await;
     for host in [env("CLUSTER_NODE_IP"), "127.0.0.1".to_owned()] {
         let url = format!("http://{host}:30081/api/analytics/sync-status");
         let answer = eventually(Duration::from_secs(60), &format!("{url} to answer"), || async {
-            let response = node.http.get(&url).send().await.ok()?;
+            let response = read.get(&url).send().await.ok()?;
             (response.status().as_u16() == 200).then_some(response.json::<Value>().await.ok()?)
         })
         .await;
@@ -319,16 +354,21 @@ async fn restricted(node: &Node) {
 
 /// Step 2: The README walkthrough, through the pipeline's Services, with the answers it prints.
 async fn walkthrough(node: &Node, shop: &Shop) {
-    let http = &node.http;
+    // Without the operator's token, nothing is written: a JSON 401 that asks for a bearer token.
+    let anonymous = node.http.post(format!("{}/api/products", shop.command)).json(&json!({})).send().await.unwrap();
+    assert_eq!(
+        (anonymous.status().as_u16(), anonymous.headers()["www-authenticate"].to_str().unwrap()),
+        (401, "Bearer realm=\"command\"")
+    );
     let product = json!({"name": "Desk Lamp", "category": "Home", "price": 49.99, "stock": 10});
-    assert_eq!(shop.post(http, "/api/products", product).await, (201, json!({"productId": 1})));
+    assert_eq!(shop.post("/api/products", product).await, (201, json!({"productId": 1})));
     let order = json!({"customerId": 42, "items": [{"productId": 1, "quantity": 2}]});
-    assert_eq!(shop.post(http, "/api/orders", order).await, (201, json!({"orderId": 1})));
-    let placed = shop.get(http, &shop.command, "/api/orders/1").await;
+    assert_eq!(shop.post("/api/orders", order).await, (201, json!({"orderId": 1})));
+    let placed = shop.get_command("/api/orders/1").await;
     assert_eq!((placed["customerId"].as_i64(), placed["total"].to_string()), (Some(42), "99.98".to_owned()));
     let ordered = Instant::now();
     let too_many = json!({"customerId": 42, "items": [{"productId": 1, "quantity": 50}]});
-    let (status, body) = shop.post(http, "/api/orders", too_many).await;
+    let (status, body) = shop.post("/api/orders", too_many).await;
     assert_eq!(status, 409);
     assert_eq!(
         body,
@@ -336,15 +376,15 @@ async fn walkthrough(node: &Node, shop: &Shop) {
                "message": "not enough stock for \"Desk Lamp\" (product 1): 8 available, 50 requested"})
     );
 
-    let synced = shop.in_sync_after(http, ordered, Duration::from_secs(30)).await;
-    let sales = shop.get(http, &shop.query, "/api/analytics/products/1/sales").await;
+    let synced = shop.in_sync_after(ordered, Duration::from_secs(30)).await;
+    let sales = shop.get_query("/api/analytics/products/1/sales").await;
     assert_eq!(sales, json!({"productId": 1, "totalQuantitySold": 2, "totalRevenue": 99.98, "orderCount": 1}));
-    let category = shop.get(http, &shop.query, "/api/analytics/categories/Home/revenue").await;
+    let category = shop.get_query("/api/analytics/categories/Home/revenue").await;
     assert_eq!(category, json!({"category": "Home", "totalRevenue": 99.98, "totalOrders": 1}));
-    let customer = shop.get(http, &shop.query, "/api/analytics/customers/42/lifetime-value").await;
+    let customer = shop.get_query("/api/analytics/customers/42/lifetime-value").await;
     assert_eq!((customer["totalSpent"].to_string(), customer["orderCount"].as_i64()), ("99.98".to_owned(), Some(1)));
     assert_eq!(customer["lastOrderDate"], placed["createdAt"]);
-    let sync = shop.sync_status(http).await;
+    let sync = shop.sync_status().await;
     assert_eq!((sync["status"].as_str(), sync["pendingEvents"].as_i64()), (Some("in_sync"), Some(0)), "{sync}");
     say(&format!(
         "walkthrough: every answer as printed; sync-status in_sync {:.2} s after the order",
@@ -353,12 +393,12 @@ async fn walkthrough(node: &Node, shop: &Shop) {
 }
 
 /// Products with stock enough for every load below, in four categories.
-async fn stock_up(node: &Node, shop: &Shop) -> Vec<i64> {
+async fn stock_up(shop: &Shop) -> Vec<i64> {
     let mut products = Vec::new();
     for (index, category) in ["Home", "Kitchen", "Garden", "Toys"].iter().cycle().take(8).enumerate() {
         let body =
             json!({"name": format!("Load item {index}"), "category": category, "price": 2.5, "stock": 10_000_000});
-        let (status, created) = shop.post(&node.http, "/api/products", body).await;
+        let (status, created) = shop.post("/api/products", body).await;
         assert_eq!(status, 201, "{created}");
         products.push(created["productId"].as_i64().unwrap());
     }
@@ -379,7 +419,7 @@ async fn scaling(node: &Node, shop: &Shop, products: &[i64]) {
         (node.deployment_replicas(NAMESPACE, "shop-consumer").await == (0, 0)).then_some(())
     })
     .await;
-    let burst = Load::start(&node.http, &shop.command, products, 8, Duration::ZERO);
+    let burst = Load::start(&shop.write, &shop.command, products, 8, Duration::ZERO);
     tokio::time::sleep(Duration::from_secs(8)).await;
     let burst = burst.stop().await;
     assert!(burst.failures.is_empty(), "{}", burst.summary());
@@ -409,7 +449,7 @@ async fn scaling(node: &Node, shop: &Shop, products: &[i64]) {
         "scaling: consumers 0 → {peak} (300 messages a consumer, at most 10) {:.1} s after autoscaling resumed",
         released.elapsed().as_secs_f64()
     ));
-    let drained = shop.in_sync_after(&node.http, released, STARTUP).await;
+    let drained = shop.in_sync_after(released, STARTUP).await;
     let settled = eventually(STARTUP, "the status to show the drained queue", || async {
         let status = node.status(NAMESPACE).await;
         (status.queue_depth == Some(0) && status.pending_events == Some(0) && status.lag_seconds == Some(0.0))
@@ -428,7 +468,7 @@ async fn scaling(node: &Node, shop: &Shop, products: &[i64]) {
         settled.consumer_replicas
     ));
     let (write, read) = node.databases(NAMESPACE).await;
-    let customers = assert_read_model_matches_write_side(&write, &read, &shop.query).await;
+    let customers = assert_read_model_matches_write_side(&shop.read, &write, &read, &shop.query).await;
     assert!(customers > 100, "{customers} customers compared");
     say(&format!("scaling: read model equals SQL over the write DB ({customers} customers)"));
 }
@@ -436,7 +476,7 @@ async fn scaling(node: &Node, shop: &Shop, products: &[i64]) {
 /// Step 4: Under load, a consumer pod, the RabbitMQ pod and the PostgreSQL pod are deleted, one at a time.
 /// Nothing acknowledged is lost and everything recovers by itself.
 async fn chaos(node: &Node, shop: &Shop, products: &[i64]) {
-    let load = Load::start(&node.http, &shop.command, products, 4, Duration::from_millis(20));
+    let load = Load::start(&shop.write, &shop.command, products, 4, Duration::from_millis(20));
     let pods: Api<Pod> = node.api(NAMESPACE);
     let victims = [
         ("consumer", "app.kubernetes.io/component=consumer"),
@@ -471,10 +511,10 @@ async fn chaos(node: &Node, shop: &Shop, products: &[i64]) {
     let report = load.stop().await;
     let stopped = Instant::now();
     say(&format!("chaos: whole load {}", report.summary()));
-    let synced = shop.in_sync_after(&node.http, stopped, STARTUP).await;
+    let synced = shop.in_sync_after(stopped, STARTUP).await;
     let (write, read) = node.databases(NAMESPACE).await;
     report.assert_all_recorded(&write).await;
-    let customers = assert_read_model_matches_write_side(&write, &read, &shop.query).await;
+    let customers = assert_read_model_matches_write_side(&shop.read, &write, &read, &shop.query).await;
     say(&format!(
         "chaos: in_sync {:.1} s after the load; every accepted order is in the write DB and counted once in the \
          read model ({customers} customers)",
@@ -493,7 +533,7 @@ async fn rollout(node: &Node, shop: &Shop, products: &[i64]) {
     // The same bits under a new tag, as a release pipeline would push them.
     run(Command::new("ctr").args(["-n", "k8s.io", "images", "tag", "--force", &image, &new_image]), None);
 
-    let load = Load::start(&node.http, &shop.command, products, 4, Duration::from_millis(20));
+    let load = Load::start(&shop.write, &shop.command, products, 4, Duration::from_millis(20));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let started = Instant::now();
     node.patch_pipeline(
@@ -529,10 +569,10 @@ async fn rollout(node: &Node, shop: &Shop, products: &[i64]) {
         rolled.as_secs_f64(),
         report.summary()
     ));
-    shop.in_sync_after(&node.http, stopped, STARTUP).await;
+    shop.in_sync_after(stopped, STARTUP).await;
     let (write, read) = node.databases(NAMESPACE).await;
     report.assert_all_recorded(&write).await;
-    assert_read_model_matches_write_side(&write, &read, &shop.query).await;
+    assert_read_model_matches_write_side(&shop.read, &write, &read, &shop.query).await;
     assert!(
         report.failures.is_empty(),
         "a rollout must not fail a client: {}",
@@ -551,8 +591,8 @@ async fn retain(node: &Node, shop: &Shop) {
     let (write, _) = node.databases(NAMESPACE).await;
     let (orders,): (i64,) = sqlx::query_as("select count(*) from orders").fetch_one(&write).await.unwrap();
     write.close().await;
-    let lamp = shop.get(&node.http, &shop.command, "/api/products/1").await;
-    let customer = shop.get(&node.http, &shop.query, "/api/analytics/customers/42/lifetime-value").await;
+    let lamp = shop.get_command("/api/products/1").await;
+    let customer = shop.get_query("/api/analytics/customers/42/lifetime-value").await;
 
     let started = Instant::now();
     node.kubectl(&["delete", "-n", NAMESPACE, "-f", "examples/minimal.yaml", "--wait=true"], None);
@@ -580,13 +620,13 @@ async fn retain(node: &Node, shop: &Shop) {
     node.kubectl(&["apply", "-n", NAMESPACE, "-f", "examples/minimal.yaml"], None);
     node.ready(NAMESPACE).await;
     let shop = Shop::of(node).await;
-    shop.in_sync_after(&node.http, Instant::now(), STARTUP).await;
-    assert_eq!(shop.get(&node.http, &shop.command, "/api/products/1").await, lamp);
-    assert_eq!(shop.get(&node.http, &shop.query, "/api/analytics/customers/42/lifetime-value").await, customer);
+    shop.in_sync_after(Instant::now(), STARTUP).await;
+    assert_eq!(shop.get_command("/api/products/1").await, lamp);
+    assert_eq!(shop.get_query("/api/analytics/customers/42/lifetime-value").await, customer);
     let (write, read) = node.databases(NAMESPACE).await;
     let (orders_again,): (i64,) = sqlx::query_as("select count(*) from orders").fetch_one(&write).await.unwrap();
     assert_eq!(orders_again, orders);
-    assert_read_model_matches_write_side(&write, &read, &shop.query).await;
+    assert_read_model_matches_write_side(&shop.read, &write, &read, &shop.query).await;
     say(&format!(
         "retain: re-applied, Ready in {:.1} s with the same data ({orders} orders, product 1 and customer 42 unchanged)",
         again.elapsed().as_secs_f64()

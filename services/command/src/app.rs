@@ -1,5 +1,6 @@
 //! Builds the service from its configuration and runs it until shutdown.
 
+use analytics_kit::http::Auth;
 use anyhow::Context;
 use prometheus::Registry;
 use sqlx::PgPool;
@@ -27,7 +28,8 @@ impl App {
         let pool = write_pool(&config.database)?;
         let relay = if config.no_relay { None } else { Some(Relay::new(pool.clone(), &config.relay, &registry)?) };
         let waker = relay.as_ref().map(Relay::waker);
-        let router = http::router(http::AppState::new(pool.clone(), waker), registry);
+        let auth = Auth::from_config(&config.auth, "command")?;
+        let router = http::router(http::AppState::new(pool.clone(), waker), auth, registry);
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         Ok(Self { listener, router, relay, pool })

@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use analytics_kit::http::AuthConfig;
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
@@ -36,6 +37,9 @@ pub struct ServeConfig {
     /// is then neither needed nor checked.
     #[arg(long, env = "NO_RELAY")]
     pub no_relay: bool,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
 
     #[command(flatten)]
     pub database: DatabaseConfig,

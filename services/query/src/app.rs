@@ -1,6 +1,7 @@
 //! Builds the service from its configuration and runs it until shutdown.
 
 use analytics_events::Topology;
+use analytics_kit::http::Auth;
 use anyhow::Context;
 use prometheus::Registry;
 use sqlx::PgPool;
@@ -20,7 +21,8 @@ impl App {
         let registry = Registry::new();
         let pool = analytics_kit::db::pool(&config.database_url, config.database_max_connections, "query-service")?;
         let depths = QueueDepths::new(config.amqp_url, Topology::with_prefix(&config.topology_prefix));
-        let router = http::router(http::AppState::new(pool.clone(), depths), registry);
+        let auth = Auth::from_config(&config.auth, "query")?;
+        let router = http::router(http::AppState::new(pool.clone(), depths), auth, registry);
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         Ok(Self { listener, router, pool })

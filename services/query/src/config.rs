@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use analytics_kit::http::AuthConfig;
 use clap::Parser;
 use secrecy::SecretString;
 
@@ -15,6 +16,9 @@ pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long, env = "QUERY_LISTEN", default_value = "0.0.0.0:8081")]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
 
     /// PostgreSQL URL of the read database (the only database this service reads).
     #[arg(long = "database-url", env = "READ_DATABASE_URL", hide_env_values = true)]

@@ -27,6 +27,23 @@ pub fn env(name: &str) -> String {
     })
 }
 
+/// The bearer token the test services accept, on both APIs.
+pub const API_TOKEN: &str = "test-token-0123456789abcdef0123456789abcdef";
+
+/// The authentication of a service under test: [`API_TOKEN`] only.
+pub fn auth_config() -> analytics_kit::http::AuthConfig {
+    analytics_kit::http::AuthConfig { tokens: vec![API_TOKEN.into()], ..Default::default() }
+}
+
+/// A client that sends [`API_TOKEN`] with every request.
+pub fn api_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {API_TOKEN}")).unwrap();
+    bearer.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, bearer);
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
 /// A program `make test` provides (helm, kubectl, promtool, hadolint), at the path in `variable`.
 pub fn tool(variable: &str) -> PathBuf {
     let path = PathBuf::from(env(variable));
@@ -218,10 +235,15 @@ where
 }
 
 /// Every product, category, customer and hour of the read model, through the query API at `query_url`
-/// (and the hourly view in `read`), against SQL over the write database. Returns how many customers it
-/// compared, so that a caller can insist the comparison was not vacuous.
-pub async fn assert_read_model_matches_write_side(write: &PgPool, read: &PgPool, query_url: &str) -> usize {
-    let http = reqwest::Client::new();
+/// (called with `http`, which carries a read token) and the hourly view in `read`, against SQL over the
+/// write database. Returns how many customers it compared, so that a caller can insist the comparison
+/// was not vacuous.
+pub async fn assert_read_model_matches_write_side(
+    http: &reqwest::Client,
+    write: &PgPool,
+    read: &PgPool,
+    query_url: &str,
+) -> usize {
     let query = |path: String| {
         let http = http.clone();
         async move {

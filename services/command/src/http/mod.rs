@@ -4,7 +4,7 @@ mod error;
 mod orders;
 mod products;
 
-use analytics_kit::http::{Check, Readiness, api_router, openapi};
+use analytics_kit::http::{Auth, Check, Readiness, api_router, openapi};
 use axum::Router;
 use prometheus::Registry;
 use sqlx::PgPool;
@@ -35,7 +35,7 @@ impl AppState {
 }
 
 /// The API, the OpenAPI document at `/api/openapi.json`, and the operational endpoints.
-pub fn router(state: AppState, registry: Registry) -> Router {
+pub fn router(state: AppState, auth: Auth, registry: Registry) -> Router {
     let document = openapi(
         "Command API",
         env!("CARGO_PKG_VERSION"),
@@ -47,7 +47,7 @@ pub fn router(state: AppState, registry: Registry) -> Router {
         .routes(routes!(orders::create))
         .routes(routes!(orders::get));
     let readiness = Ready::new(state.pool.clone(), state.relay.clone());
-    api_router(routes, state, registry, readiness)
+    api_router(routes, state, auth, registry, readiness)
 }
 
 /// Ready when the write database answers. A broker outage does not make the service unready: orders

@@ -73,6 +73,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         no_relay: !options.relay,
+        auth: analytics_testkit::auth_config(),
         database: database_config(&database_url),
         relay,
     };
@@ -87,7 +88,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     TestApp {
         address,
         pool,
-        client: reqwest::Client::new(),
+        client: analytics_testkit::api_client(),
         database_url,
         amqp_url: options.amqp_url,
         prefix,

@@ -52,11 +52,11 @@ async fn the_openapi_document_describes_every_route_and_its_error_codes() {
     assert_eq!(status, 200);
     let paths = &doc["paths"];
     for (path, method, codes) in [
-        ("/api/products", "post", &["201", "400", "413", "422"][..]),
-        ("/api/products/{id}", "get", &["200", "400", "404"][..]),
-        ("/api/products/{id}", "patch", &["200", "400", "404", "422"][..]),
-        ("/api/orders", "post", &["201", "400", "409", "413", "422"][..]),
-        ("/api/orders/{id}", "get", &["200", "400", "404"][..]),
+        ("/api/products", "post", &["201", "400", "401", "413", "422"][..]),
+        ("/api/products/{id}", "get", &["200", "400", "401", "404"][..]),
+        ("/api/products/{id}", "patch", &["200", "400", "401", "404", "422"][..]),
+        ("/api/orders", "post", &["201", "400", "401", "409", "413", "422"][..]),
+        ("/api/orders/{id}", "get", &["200", "400", "401", "404"][..]),
     ] {
         let responses = &paths[path][method]["responses"];
         for code in codes {
@@ -64,6 +64,8 @@ async fn the_openapi_document_describes_every_route_and_its_error_codes() {
         }
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"], json!({"type": "http", "scheme": "bearer"}));
+    assert_eq!(doc["security"], json!([{"bearer": []}]), "every operation needs the token");
 }
 
 #[tokio::test]
@@ -73,6 +75,7 @@ async fn without_a_relay_in_the_process_no_broker_is_needed_or_reported() {
     let serve = |no_relay| ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         no_relay,
+        auth: analytics_testkit::auth_config(),
         database: database_config(&database_url),
         relay: RelayConfig { amqp_url: None, ..relay_config("amqp://unused", "unused.") },
     };
@@ -83,7 +86,7 @@ async fn without_a_relay_in_the_process_no_broker_is_needed_or_reported() {
     let base = format!("http://127.0.0.1:{}", app.port());
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(app.run(shutdown.clone()));
-    let client = reqwest::Client::new();
+    let client = analytics_testkit::api_client();
     let created = client
         .post(format!("{base}/api/products"))
         .json(&json!({"name": "Lamp", "category": "Home", "price": 1, "stock": 1}))
@@ -97,17 +100,26 @@ async fn without_a_relay_in_the_process_no_broker_is_needed_or_reported() {
     running.await.unwrap().unwrap();
 }
 
+/// The service as a process, at debug level: a broker URL with a typo, and two bearer tokens, one of
+/// them from a file, that are used (and one wrongly) while it runs. None of the secrets reaches the logs.
 #[tokio::test]
-async fn a_broker_url_that_does_not_parse_reaches_the_logs_without_its_password() {
+async fn neither_a_password_nor_a_token_reaches_the_logs() {
     use std::io::{BufRead, BufReader};
     const PASSWORD: &str = "pw-never-logged";
+    const ENV_TOKEN: &str = "env-token-never-logged-0123456789abcdef";
+    const FILE_TOKEN: &str = "file-token-never-logged-0123456789abcdef";
+    const WRONG_TOKEN: &str = "wrong-token-never-logged-0123456789abcdef";
     let database_url = fresh_database().await;
+    let tokens_file = std::env::temp_dir().join(format!("command-tokens-{}", std::process::id()));
+    std::fs::write(&tokens_file, format!("{FILE_TOKEN}\n")).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_command-service"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("WRITE_DATABASE_URL", &database_url)
         // A missing "//" is a typo that the parser answers by quoting the whole URL.
         .env("AMQP_URL", format!("amqp:analytics:{PASSWORD}@broker:5672/%2f"))
+        .env("API_TOKEN", ENV_TOKEN)
+        .env("API_TOKENS_FILE", &tokens_file)
         .env("RUST_LOG", "debug")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -125,10 +137,21 @@ async fn a_broker_url_that_does_not_parse_reaches_the_logs_without_its_password(
             Err(_) => break,
         }
     }
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/products/1");
+    for (token, status) in [(ENV_TOKEN, 404), (FILE_TOKEN, 404), (WRONG_TOKEN, 401)] {
+        let response = http.get(&url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(response.status(), status);
+    }
     child.kill().unwrap();
     let output = child.wait_with_output().unwrap();
+    logs.extend(received.try_iter());
     logs.push(String::from_utf8_lossy(&output.stderr).into_owned());
+    std::fs::remove_file(&tokens_file).unwrap();
     let logs = logs.join("\n");
     assert!(logs.contains("relay cannot reach the broker") && logs.contains("does not parse"), "{logs}");
-    assert!(!logs.contains(PASSWORD), "the password is in the logs:\n{logs}");
+    assert!(logs.contains("/api/products/1"), "the requests were traced: {logs}");
+    for secret in [PASSWORD, ENV_TOKEN, FILE_TOKEN, WRONG_TOKEN] {
+        assert!(!logs.contains(secret), "{secret} is in the logs:\n{logs}");
+    }
 }

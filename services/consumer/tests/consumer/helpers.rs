@@ -64,6 +64,7 @@ impl Pipeline {
         let command = command_service::App::build(ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             no_relay: false,
+            auth: analytics_testkit::auth_config(),
             database: DatabaseConfig { url: write_url.as_str().into(), max_connections: 24 },
             relay: relay_config.clone(),
         })
@@ -74,6 +75,7 @@ impl Pipeline {
 
         let query = query_service::App::build(query_service::config::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
+            auth: analytics_testkit::auth_config(),
             database_url: read_url.as_str().into(),
             database_max_connections: 4,
             amqp_url: amqp_url.into(),
@@ -93,7 +95,7 @@ impl Pipeline {
             topology,
             command: command_url,
             query: query_url,
-            client: reqwest::Client::new(),
+            client: analytics_testkit::api_client(),
             relay_config,
             consumers: Vec::new(),
             consumer_metrics: Vec::new(),

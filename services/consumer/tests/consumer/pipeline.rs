@@ -147,8 +147,13 @@ async fn every_view_equals_the_write_side_after_a_burst_with_crashes_outages_and
         (status["status"] == "in_sync" && status["pendingEvents"] == 0 && status["lagSeconds"] == 0.0).then_some(())
     })
     .await;
-    let customers =
-        analytics_testkit::assert_read_model_matches_write_side(&pipeline.write, &pipeline.read, &pipeline.query).await;
+    let customers = analytics_testkit::assert_read_model_matches_write_side(
+        &pipeline.client,
+        &pipeline.write,
+        &pipeline.read,
+        &pipeline.query,
+    )
+    .await;
     assert!(customers > 100, "the check covered {customers} customers");
 
     let duplicates: i64 = sqlx::query_scalar("select count(*) from outbox").fetch_one(&pipeline.write).await.unwrap();

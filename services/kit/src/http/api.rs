@@ -9,7 +9,10 @@ use tower_http::trace::TraceLayer;
 use utoipa::openapi::{ComponentsBuilder, InfoBuilder, License, OpenApi, OpenApiBuilder};
 use utoipa_axum::router::OpenApiRouter;
 
-use super::{ErrorBody, HttpMetrics, Readiness, method_not_allowed, ops_router, route_not_found, track_requests};
+use super::{
+    Auth, ErrorBody, HttpMetrics, Readiness, auth::require_bearer, method_not_allowed, ops_router, route_not_found,
+    track_requests,
+};
 
 /// Largest request body accepted; anything bigger is a 413.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -30,18 +33,20 @@ pub fn openapi(title: &str, version: &str, description: &str) -> OpenApi {
         .build()
 }
 
-/// The service's router: `routes` with their OpenAPI document at `/api/openapi.json`, JSON 404 and 405
-/// fallbacks, the body limit and per-route metrics; plus `/healthz`, `/readyz` (asking `readiness`)
-/// and `/metrics` (serving `registry`).
-pub fn api_router<S, R>(routes: OpenApiRouter<S>, state: S, registry: Registry, readiness: R) -> Router
+/// The service's router: `routes`, which need `auth`, with their OpenAPI document at
+/// `/api/openapi.json`, JSON 404 and 405 fallbacks, the body limit and per-route metrics; plus
+/// `/healthz`, `/readyz` (asking `readiness`) and `/metrics` (serving `registry`), which are open.
+pub fn api_router<S, R>(routes: OpenApiRouter<S>, state: S, auth: Auth, registry: Registry, readiness: R) -> Router
 where
     S: Clone + Send + Sync + 'static,
     R: Readiness,
 {
-    let (api, openapi) = routes.split_for_parts();
+    let (api, mut openapi) = routes.split_for_parts();
+    auth.document(&mut openapi);
     let openapi = Arc::new(openapi);
     let metrics = HttpMetrics::register(&registry).expect("HTTP metrics register once per registry");
-    api.route("/api/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
+    api.route_layer(middleware::from_fn_with_state(auth, require_bearer))
+        .route("/api/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(metrics, track_requests))

@@ -1,13 +1,15 @@
-//! HTTP plumbing shared by the APIs: the router assembly, one JSON error shape, extractors that use it,
-//! per-route metrics, the operational endpoints, and a server that drains in-flight requests on shutdown.
+//! HTTP plumbing shared by the APIs: the router assembly, bearer-token authentication, one JSON error
+//! shape, extractors that use it, per-route metrics, the operational endpoints, and a server that drains in-flight requests on shutdown.
 
 mod api;
+mod auth;
 mod error;
 mod extract;
 mod metrics;
 mod ops;
 
 pub use api::{BODY_LIMIT_BYTES, api_router, openapi};
+pub use auth::{Auth, AuthConfig};
 pub use error::{ErrorBody, error_response, internal_error, method_not_allowed, route_not_found};
 pub use extract::{Json, Path, PositiveId, Query, Rejection};
 pub use metrics::{HttpMetrics, track_requests};

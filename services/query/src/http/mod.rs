@@ -5,7 +5,7 @@ mod error;
 
 use std::sync::Arc;
 
-use analytics_kit::http::{Check, Readiness, api_router, openapi};
+use analytics_kit::http::{Auth, Check, Readiness, api_router, openapi};
 use axum::Router;
 use prometheus::Registry;
 use sqlx::PgPool;
@@ -27,7 +27,7 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState, registry: Registry) -> Router {
+pub fn router(state: AppState, auth: Auth, registry: Registry) -> Router {
     let document = openapi(
         "Query API",
         env!("CARGO_PKG_VERSION"),
@@ -42,7 +42,7 @@ pub fn router(state: AppState, registry: Registry) -> Router {
         .routes(routes!(analytics::hourly_sales))
         .routes(routes!(analytics::sync_status));
     let readiness = Ready { pool: state.pool.clone() };
-    api_router(routes, state, registry, readiness)
+    api_router(routes, state, auth, registry, readiness)
 }
 
 /// Ready when the read database answers; the broker only feeds sync-status's queue depths.

@@ -148,5 +148,35 @@ async fn the_openapi_document_lists_every_analytics_route() {
         "/api/analytics/sync-status",
     ] {
         assert!(doc["paths"][path]["get"]["responses"]["200"].is_object(), "{path} is documented");
+        assert!(doc["paths"][path]["get"]["responses"]["401"].is_object(), "{path} documents its 401");
     }
+    assert_eq!(doc["security"], serde_json::json!([{"bearer": []}]));
+}
+
+/// The read API takes its own tokens: without one, every analytics route, sync-status included, is a
+/// JSON 401 naming the query realm; the operational endpoints stay open.
+#[tokio::test]
+async fn every_analytics_route_needs_a_read_token() {
+    let app = spawn_app().await;
+    let anonymous = reqwest::Client::new();
+    for path in [
+        "/api/analytics/products/1/sales",
+        "/api/analytics/products/top",
+        "/api/analytics/categories/Home/revenue",
+        "/api/analytics/categories",
+        "/api/analytics/customers/1/lifetime-value",
+        "/api/analytics/sales/hourly",
+        "/api/analytics/sync-status",
+    ] {
+        let response = anonymous.get(format!("{}{path}", app.address)).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer realm=\"query\"", "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        analytics_testkit::assert_error(401, &body, 401, "unauthorized");
+    }
+    for path in ["/healthz", "/readyz", "/metrics", "/api/openapi.json"] {
+        let response = anonymous.get(format!("{}{path}", app.address)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    assert_eq!(app.get("/api/analytics/sync-status").await.0, 200, "with the token");
 }

@@ -32,6 +32,7 @@ pub async fn spawn_app() -> TestApp {
     declare(&amqp_url(), &analytics_events::Topology::with_prefix(&prefix)).await;
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        auth: analytics_testkit::auth_config(),
         database_url: database_url.as_str().into(),
         database_max_connections: 5,
         amqp_url: amqp_url().into(),
@@ -42,7 +43,7 @@ pub async fn spawn_app() -> TestApp {
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run(shutdown.clone()));
     let pool = PgPool::connect(&database_url).await.unwrap();
-    TestApp { address, pool, client: reqwest::Client::new(), shutdown }
+    TestApp { address, pool, client: analytics_testkit::api_client(), shutdown }
 }
 
 impl TestApp {
