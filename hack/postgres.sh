@@ -6,6 +6,7 @@
 #
 # The cluster listens on 127.0.0.1 only, with no Unix socket (socket paths have a length limit and CI
 # clones live in deep directories). The superuser password is generated once and kept in DIR/password.
+# With PG_TLS_DIR set to a directory holding server.crt and server.key, it also speaks TLS (ssl=on).
 set -euo pipefail
 
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}
@@ -38,9 +39,18 @@ start)
   if as_owner "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     echo "postgres.sh: already running in $dir" >&2
   else
+    tls=
+    if [ -n "${PG_TLS_DIR:-}" ]; then
+      # The server reads its key only if the key is its own and private.
+      mkdir -p "$dir/tls"
+      cp "$PG_TLS_DIR/server.crt" "$PG_TLS_DIR/server.key" "$dir/tls/"
+      chmod 600 "$dir/tls/server.key"
+      [ "$(id -u)" = 0 ] && chown -R postgres "$dir/tls"
+      tls="-c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key"
+    fi
     # Extra server settings (e.g. fsync=off for tests) come from PG_OPTS.
     as_owner "$PG_BIN/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -t 60 \
-      -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c max_connections=300 ${PG_OPTS:-}" start >/dev/null
+      -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c max_connections=300 $tls ${PG_OPTS:-}" start >/dev/null
   fi
   head -n1 "$data/postmaster.pid" > "$dir/pid"
   printf 'postgres://postgres:%s@127.0.0.1:%s' "$(cat "$dir/password")" "$port" > "$dir/url"

@@ -6,6 +6,7 @@
 #
 # Everything the node owns lives in DIR: its name, cookie (HOME), data, logs, config and a private epmd port,
 # so it never meets the machine's own RabbitMQ. DIR/pid is the Erlang VM itself: killing it stops the broker.
+# With RABBITMQ_TLS_DIR (ca.crt, server.crt, server.key) and RABBITMQ_TLS_PORT set, it also has a TLS listener.
 set -euo pipefail
 
 RABBITMQ_HOME=${RABBITMQ_HOME:-/usr/lib/rabbitmq}
@@ -30,6 +31,16 @@ loopback_users = none
 log.console = false
 log.file.level = warning
 CONF
+  if [ -n "${RABBITMQ_TLS_DIR:-}" ]; then
+    cat >> "$dir/rabbitmq.conf" <<CONF
+listeners.ssl.default = 127.0.0.1:${RABBITMQ_TLS_PORT:?RABBITMQ_TLS_PORT}
+ssl_options.cacertfile = $RABBITMQ_TLS_DIR/ca.crt
+ssl_options.certfile = $RABBITMQ_TLS_DIR/server.crt
+ssl_options.keyfile = $RABBITMQ_TLS_DIR/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+CONF
+  fi
   echo "$epmd" > "$dir/epmd_port"
   (
     export HOME="$dir/home" RUNNING_UNDER_SYSTEMD=true \

@@ -66,6 +66,23 @@ pub struct AnalyticsPipelineSpec {
     /// Who may call the two APIs.
     #[serde(default)]
     pub api_authentication: ApiAuthentication,
+    /// TLS to external backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// Trust for external backends that use TLS. The URLs ask for it: `sslmode=verify-full` for
+/// PostgreSQL, `amqps://` for RabbitMQ; certificates are checked against the system's roots, plus this
+/// bundle if given.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// PEM certificates of the CAs that sign the backends' certificates, for a private CA. Mounted into
+    /// every service at `/var/run/secrets/analytics/tls/ca.crt`; the URLs name that file
+    /// (`sslrootcert=/var/run/secrets/analytics/tls/ca.crt`, `cacertfile=/var/run/secrets/analytics/tls/ca.crt`).
+    /// The operator reads it from the Secret for its own broker connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<SecretKeyRef>,
 }
 
 /// How the command and query APIs authenticate their callers.

@@ -122,8 +122,13 @@ impl Observer for ClusterObserver {
     fn queue_depth<'a>(&'a self, pipeline: &'a AnalyticsPipeline) -> BoxFuture<'a, Option<i64>> {
         Box::pin(async move {
             let url = self.redirect(self.amqp_url(pipeline).await?);
+            let ca = match pipeline.spec.tls.as_ref().and_then(|tls| tls.ca_bundle.as_ref()) {
+                Some(bundle) => Some(self.secret_value(pipeline, bundle.name.clone(), &bundle.key).await?),
+                None => None,
+            };
             let depth = async {
-                let connection = analytics_kit::amqp::connect(&url.into(), "analytics-operator queue depth").await?;
+                let connection =
+                    analytics_kit::amqp::connect_trusting(&url.into(), "analytics-operator queue depth", ca).await?;
                 let channel = connection.create_channel().await?;
                 let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
                 let queue = channel

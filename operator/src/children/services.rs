@@ -152,7 +152,13 @@ const DEREGISTRATION_SECONDS: i64 = 5;
 
 fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deployment {
     let env = environment(pipeline, workload.database);
-    let (api_env, api_volume) = api_authentication(pipeline, workload.api_tokens);
+    let (api_env, api_tokens) = api_authentication(pipeline, workload.api_tokens);
+    let ca = ca_bundle(pipeline);
+    let mounts = |with_tokens: bool| {
+        let mounts: Vec<VolumeMount> =
+            ca.iter().chain(api_tokens.iter().filter(|_| with_tokens)).map(|(_, mount)| mount.clone()).collect();
+        (!mounts.is_empty()).then_some(mounts)
+    };
     let http_probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -173,14 +179,7 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
             ..ContainerPort::default()
         }]),
         env: Some([env.clone(), api_env].concat()),
-        volume_mounts: api_volume.as_ref().map(|volume| {
-            vec![VolumeMount {
-                name: volume.name.clone(),
-                mount_path: API_TOKENS_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            }]
-        }),
+        volume_mounts: mounts(true),
         liveness_probe: Some(http_probe("/healthz", 10)),
         readiness_probe: Some(http_probe("/readyz", 5)),
         resources: workload.resources.clone(),
@@ -200,6 +199,7 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
         image_pull_policy: Some(workload.migrate.pull_policy.as_str().to_owned()),
         args: Some(vec!["migrate".into()]),
         env: Some(env),
+        volume_mounts: mounts(false),
         security_context: Some(container_security(ReadOnlyRoot::Yes)),
         ..Container::default()
     };
@@ -225,7 +225,11 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
                 spec: Some(PodSpec {
                     init_containers: Some(vec![migrate]),
                     containers: vec![container],
-                    volumes: api_volume.map(|volume| vec![volume]),
+                    volumes: {
+                        let volumes: Vec<Volume> =
+                            ca.iter().chain(api_tokens.iter()).map(|(volume, _)| volume.clone()).collect();
+                        (!volumes.is_empty()).then_some(volumes)
+                    },
                     security_context: Some(pod_security(NONROOT_UID)),
                     // Nothing in the pod talks to the Kubernetes API.
                     automount_service_account_token: Some(false),
@@ -248,28 +252,52 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
     }
 }
 
+/// A Secret's keys as files of a read-only volume, mounted at `dir`. Without `subPath`, so that the
+/// kubelet updates the files in place when the Secret changes.
+fn secret_volume(name: &str, secret: String, items: Vec<KeyToPath>, dir: &str) -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret),
+            items: Some(items),
+            default_mode: Some(0o440),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: name.to_owned(),
+        mount_path: dir.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    (volume, mount)
+}
+
 /// What an API needs to authenticate its callers as the spec asks: its tokens file from the API tokens
 /// Secret (the environment variable and the volume), or leave to run open. Nothing for the consumer.
-fn api_authentication(pipeline: &AnalyticsPipeline, key: Option<&str>) -> (Vec<EnvVar>, Option<Volume>) {
+fn api_authentication(pipeline: &AnalyticsPipeline, key: Option<&str>) -> (Vec<EnvVar>, Option<(Volume, VolumeMount)>) {
     let Some(key) = key else { return (Vec::new(), None) };
     let value =
         |name: &str, value: &str| EnvVar { name: name.to_owned(), value: Some(value.to_owned()), ..EnvVar::default() };
     match pipeline.spec.api_authentication {
         ApiAuthentication::None => (vec![value("ALLOW_UNAUTHENTICATED", "true")], None),
         ApiAuthentication::BearerToken => {
-            let volume = Volume {
-                name: API_TOKENS.to_owned(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(name(pipeline, API_TOKENS)),
-                    items: Some(vec![KeyToPath { key: key.to_owned(), path: "tokens".to_owned(), mode: None }]),
-                    default_mode: Some(0o440),
-                    optional: Some(false),
-                }),
-                ..Volume::default()
-            };
+            let items = vec![KeyToPath { key: key.to_owned(), path: "tokens".to_owned(), mode: None }];
+            let volume = secret_volume(API_TOKENS, name(pipeline, API_TOKENS), items, API_TOKENS_DIR);
             (vec![value("API_TOKENS_FILE", &format!("{API_TOKENS_DIR}/tokens"))], Some(volume))
         }
     }
+}
+
+/// Where the CA bundle of `spec.tls.caBundle` is mounted, in every container that connects to a backend.
+pub const CA_BUNDLE_DIR: &str = "/var/run/secrets/analytics/tls";
+
+/// The CA bundle as `ca.crt` in [`CA_BUNDLE_DIR`], if the spec names one.
+fn ca_bundle(pipeline: &AnalyticsPipeline) -> Option<(Volume, VolumeMount)> {
+    let reference = pipeline.spec.tls.as_ref()?.ca_bundle.as_ref()?;
+    let items = vec![KeyToPath { key: reference.key.clone(), path: "ca.crt".to_owned(), mode: None }];
+    Some(secret_volume("ca-bundle", reference.name.clone(), items, CA_BUNDLE_DIR))
 }
 
 /// The connection settings a service needs: its database URL and the AMQP URL.

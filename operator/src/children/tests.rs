@@ -11,6 +11,7 @@ use super::{
 use crate::crd::{
     AnalyticsPipelineSpec, ApiAuthentication, ApiSpec, ConsumerSpec, DeletionPolicy, ExternalPostgres,
     ExternalRabbitmq, Image, ImageSet, Images, PostgresSpec, PullPolicy, RabbitmqSpec, SecretKeyRef, ServiceType,
+    TlsSpec,
 };
 
 fn children(spec: AnalyticsPipelineSpec) -> Children {
@@ -100,6 +101,31 @@ fn each_api_reads_its_own_tokens_from_the_api_tokens_secret() {
         assert_eq!(var(env(&open, api), "ALLOW_UNAUTHENTICATED").value.as_deref(), Some("true"));
         assert!(pod(&open, api)["volumes"].is_null());
     }
+}
+
+/// A private CA for external backends is mounted, as `ca.crt`, into every container that connects to
+/// one: each service and its migrations.
+#[test]
+fn the_ca_bundle_is_mounted_wherever_a_backend_is_reached() {
+    let tls = Some(TlsSpec { ca_bundle: Some(SecretKeyRef { name: "shop-ca".into(), key: "pem".into() }) });
+    let c = children(AnalyticsPipelineSpec { tls, ..AnalyticsPipelineSpec::default() });
+    let mount = json!({"name": "ca-bundle", "mountPath": "/var/run/secrets/analytics/tls", "readOnly": true});
+    for deployment in &c.deployments {
+        let pod = serde_json::to_value(deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap()).unwrap();
+        let volumes = pod["volumes"].as_array().unwrap();
+        assert!(
+            volumes.contains(&json!({"name": "ca-bundle", "secret": {"secretName": "shop-ca", "defaultMode": 0o440,
+                "items": [{"key": "pem", "path": "ca.crt"}], "optional": false}})),
+            "{}: {volumes:?}",
+            deployment.name_any()
+        );
+        for container in [&pod["containers"][0], &pod["initContainers"][0]] {
+            assert!(container["volumeMounts"].as_array().unwrap().contains(&mount), "{}", container["name"]);
+        }
+    }
+    let plain = children(AnalyticsPipelineSpec::default());
+    let consumer = plain.deployments.iter().find(|d| d.name_any() == "shop-consumer").unwrap();
+    assert!(consumer.spec.as_ref().unwrap().template.spec.as_ref().unwrap().volumes.is_none());
 }
 
 #[test]

@@ -5,21 +5,35 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{
     PgPool,
-    postgres::{PgConnectOptions, PgPoolOptions},
+    postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
 };
 
 /// A pool that connects lazily, so a service starts (and reports not-ready) while its database is down.
+///
+/// TLS follows libpq's `sslmode`: `require` encrypts, `verify-ca` also checks the certificate against the
+/// system's roots plus the `sslrootcert` file (or `PGSSLROOTCERT`), `verify-full` checks the host name
+/// too. As in libpq, `require` with a root certificate given verifies it, as `verify-ca` does (sqlx alone
+/// would not). A mode that asks for TLS fails against a server without it; it never falls back.
 ///
 /// Connections are not pinged before each use: that would add a round trip to every transaction, and a
 /// connection that broke meanwhile fails its statement instead, which every caller already treats as a
 /// transient error (retry, or a 500 the client may retry); the pool then replaces it.
 pub fn pool(url: &SecretString, max_connections: u32, application_name: &str) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = url.expose_secret().parse()?;
+    let mut options: PgConnectOptions = url.expose_secret().parse()?;
+    if matches!(options.get_ssl_mode(), PgSslMode::Require) && has_root_cert(url.expose_secret()) {
+        options = options.ssl_mode(PgSslMode::VerifyCa);
+    }
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .test_before_acquire(false)
         .connect_lazy_with(options.application_name(application_name)))
+}
+
+/// Whether a root certificate is given, in the URL or the environment, as libpq looks for one.
+fn has_root_cert(url: &str) -> bool {
+    let in_url = url::Url::parse(url).is_ok_and(|url| url.query_pairs().any(|(name, _)| name == "sslrootcert"));
+    in_url || std::env::var_os("PGSSLROOTCERT").is_some()
 }
 
 /// Applies `migrator`'s migrations to the database at `url` over one connection. Safe to run
