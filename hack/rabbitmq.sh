@@ -7,6 +7,7 @@
 # Everything the node owns lives in DIR: its name, cookie (HOME), data, logs, config and a private epmd port,
 # so it never meets the machine's own RabbitMQ. DIR/pid is the Erlang VM itself: killing it stops the broker.
 # With RABBITMQ_TLS_DIR (ca.crt, server.crt, server.key) and RABBITMQ_TLS_PORT set, it also has a TLS listener.
+# RABBITMQ_EXTRA_CONF names a file of further rabbitmq.conf settings, appended.
 set -euo pipefail
 
 RABBITMQ_HOME=${RABBITMQ_HOME:-/usr/lib/rabbitmq}
@@ -41,6 +42,7 @@ ssl_options.verify = verify_none
 ssl_options.fail_if_no_peer_cert = false
 CONF
   fi
+  if [ -n "${RABBITMQ_EXTRA_CONF:-}" ]; then cat "$RABBITMQ_EXTRA_CONF" >> "$dir/rabbitmq.conf"; fi
   echo "$epmd" > "$dir/epmd_port"
   (
     export HOME="$dir/home" RUNNING_UNDER_SYSTEMD=true \

@@ -87,6 +87,8 @@ impl FakeApi {
                 if objects.contains_key(&path) {
                     return (StatusCode::CONFLICT, status(409, "AlreadyExists", &path));
                 }
+                let mut body = body;
+                fold_string_data(&mut body);
                 objects.insert(path, body.clone());
                 (StatusCode::CREATED, body)
             }
@@ -131,6 +133,7 @@ impl FakeApi {
                 } else {
                     merged["metadata"]["generation"] = json!(1);
                 }
+                fold_string_data(&mut merged);
                 objects.insert(path.to_owned(), merged.clone());
                 (StatusCode::OK, merged)
             }
@@ -149,6 +152,16 @@ impl FakeApi {
             }
             _ => (StatusCode::METHOD_NOT_ALLOWED, status(405, "MethodNotAllowed", path)),
         }
+    }
+}
+
+/// What the API server does with a Secret's `stringData`: each value goes into `data`, base64-encoded,
+/// and `stringData` is not kept.
+fn fold_string_data(object: &mut Value) {
+    let Some(Value::Object(strings)) = object.as_object_mut().and_then(|o| o.remove("stringData")) else { return };
+    for (key, value) in strings {
+        let bytes = k8s_openapi::ByteString(value.as_str().unwrap_or_default().as_bytes().to_vec());
+        object["data"][key] = serde_json::to_value(bytes).unwrap();
     }
 }
 

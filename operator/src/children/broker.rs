@@ -1,13 +1,23 @@
 //! The managed RabbitMQ: one StatefulSet with a volume claim, and a headless Service. The services
-//! declare the queues themselves (quorum queues with a dead-letter exchange) when they connect.
+//! declare the queues themselves (quorum queues with a dead-letter exchange) when they connect. Each
+//! service has a user of its own: the `definitions` init container writes them, with their permissions,
+//! as definitions that the broker imports at boot (`rabbitmq-definitions.sh`).
 
-use k8s_openapi::api::{
-    apps::v1::StatefulSet,
-    core::v1::{Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, Probe, Service, VolumeMount},
+use k8s_openapi::{
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{
+            Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, Probe, Service, Volume,
+            VolumeMount,
+        },
+    },
+    apimachinery::pkg::api::resource::Quantity,
 };
 
 use super::{
-    ERLANG_COOKIE_KEY, RABBITMQ_PASSWORD_KEY, ReadOnlyRoot, container_security, credential, databases::stateful,
+    ERLANG_COOKIE_KEY, RABBITMQ_PASSWORD_KEY, ReadOnlyRoot, SERVICES, broker_password_key, container_security,
+    credential,
+    databases::{Pod, stateful},
     headless_service, name,
 };
 use crate::crd::{AnalyticsPipeline, Image, Managed};
@@ -74,12 +84,68 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Ima
         }),
         resources: managed.resources.clone(),
         security_context: Some(container_security(ReadOnlyRoot::No)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: "/var/lib/rabbitmq".into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount { name: "data".into(), mount_path: "/var/lib/rabbitmq".into(), ..VolumeMount::default() },
+            definitions_mount(),
+            // The broker reads every file of conf.d; this one makes it import the definitions.
+            VolumeMount {
+                name: DEFINITIONS.into(),
+                mount_path: "/etc/rabbitmq/conf.d/90-analytics.conf".into(),
+                sub_path: Some("analytics.conf".into()),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
         ..Container::default()
     };
-    stateful(pipeline, COMPONENT, &managed.storage, container, RABBITMQ_UID, Vec::new())
+    let mut definitions_env = vec![EnvVar {
+        name: "RABBITMQ_DEFAULT_PASS".into(),
+        value_from: Some(secret(RABBITMQ_PASSWORD_KEY)),
+        ..EnvVar::default()
+    }];
+    definitions_env.extend(SERVICES.map(|service| EnvVar {
+        name: format!("{}_PASSWORD", service.to_uppercase()),
+        value_from: Some(secret(&broker_password_key(service))),
+        ..EnvVar::default()
+    }));
+    let definitions = Container {
+        name: "definitions".to_owned(),
+        image: Some(image.reference()),
+        image_pull_policy: Some(image.pull_policy.as_str().to_owned()),
+        command: Some(vec![
+            "bash".into(),
+            "-c".into(),
+            include_str!("rabbitmq-definitions.sh").into(),
+            "definitions".into(),
+            DEFINITIONS_DIR.into(),
+        ]),
+        env: Some(definitions_env),
+        security_context: Some(container_security(ReadOnlyRoot::Yes)),
+        volume_mounts: Some(vec![VolumeMount { read_only: None, ..definitions_mount() }]),
+        ..Container::default()
+    };
+    // In memory: the definitions hold the users' passwords.
+    let volume = Volume {
+        name: DEFINITIONS.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: Some(Quantity("1Mi".into())),
+        }),
+        ..Volume::default()
+    };
+    let pod = Pod { containers: vec![container], init_containers: vec![definitions], volumes: vec![volume] };
+    stateful(pipeline, COMPONENT, &managed.storage, pod, RABBITMQ_UID)
+}
+
+/// The volume the `definitions` init container writes and the broker reads.
+const DEFINITIONS: &str = "definitions";
+const DEFINITIONS_DIR: &str = "/var/run/analytics";
+
+fn definitions_mount() -> VolumeMount {
+    VolumeMount {
+        name: DEFINITIONS.into(),
+        mount_path: DEFINITIONS_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
 }

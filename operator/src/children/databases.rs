@@ -1,5 +1,7 @@
 //! The managed PostgreSQL: one StatefulSet with both databases (`analytics_write`, `analytics_read`),
-//! a headless Service, and an init script that creates the read database on first start.
+//! a headless Service, and an init script that creates the read database on first start. A second
+//! container, `roles`, gives each service its own least-privilege role on every start
+//! (`postgres-roles.sql`); the administrator keeps the schema and runs the migrations.
 //!
 //! Its PVC follows the pipeline's deletion policy through the StatefulSet's
 //! `persistentVolumeClaimRetentionPolicy` (Retain: the claim outlives everything; Delete: it goes with the
@@ -11,7 +13,7 @@ use k8s_openapi::{
     api::{
         apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec},
         core::v1::{
-            ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction,
+            ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, KeyToPath,
             PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, Volume,
             VolumeMount, VolumeResourceRequirements,
         },
@@ -20,8 +22,8 @@ use k8s_openapi::{
 };
 
 use super::{
-    POSTGRES_PASSWORD_KEY, ReadOnlyRoot, container_security, credential, data_labels, headless_service, labels,
-    metadata, name, pod_security, selector,
+    POSTGRES_PASSWORD_KEY, ReadOnlyRoot, SERVICES, container_security, credential, data_labels, database_password_key,
+    headless_service, labels, metadata, name, pod_security, selector,
 };
 use crate::crd::{AnalyticsPipeline, DeletionPolicy, Image, Managed, Storage};
 
@@ -44,16 +46,70 @@ pub fn host(pipeline: &AnalyticsPipeline) -> String {
     name(pipeline, COMPONENT)
 }
 
+/// The key of the init ConfigMap that creates the read database on a new cluster (the image's
+/// entrypoint runs it once), and the one with the services' roles (the `roles` container runs it on
+/// every start).
+const READ_DATABASE_SCRIPT: &str = "10-read-database.sql";
+const ROLES_SCRIPT: &str = "roles.sql";
+
 pub fn init_script(pipeline: &AnalyticsPipeline) -> ConfigMap {
     ConfigMap {
         metadata: metadata(pipeline, "postgres-init", COMPONENT),
-        data: Some(BTreeMap::from([(
-            "10-read-database.sql".to_owned(),
-            format!(
-                "-- The read side's database; the image creates {WRITE_DATABASE} itself.\ncreate database {READ_DATABASE};\n"
+        data: Some(BTreeMap::from([
+            (
+                READ_DATABASE_SCRIPT.to_owned(),
+                format!(
+                    "-- The read side's database; the image creates {WRITE_DATABASE} itself.\ncreate database {READ_DATABASE};\n"
+                ),
             ),
-        )])),
+            (ROLES_SCRIPT.to_owned(), include_str!("postgres-roles.sql").to_owned()),
+        ])),
         ..ConfigMap::default()
+    }
+}
+
+/// The `roles` container's program: wait for the server on the pod's loopback, apply the roles script as
+/// the administrator, then stay (a container that exits is restarted); a failure exits, and so retries.
+const APPLY_ROLES: &str = r#"set -eu
+trap 'exit 0' TERM
+until pg_isready -q -h 127.0.0.1 -p 5432 -U "$PGUSER" -d analytics_write; do sleep 1; done
+psql -X -q -h 127.0.0.1 -p 5432 -d analytics_write \
+  -v command_password="$COMMAND_PASSWORD" -v consumer_password="$CONSUMER_PASSWORD" \
+  -v query_password="$QUERY_PASSWORD" -f /etc/analytics/roles.sql
+echo "the services' roles are in place"
+sleep infinity &
+wait
+"#;
+
+/// The container that gives each service its own role (see `postgres-roles.sql`).
+fn roles_container(pipeline: &AnalyticsPipeline, image: &Image) -> Container {
+    let secret = |name: &str, key: &str| EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource { secret_key_ref: Some(credential(pipeline, key)), ..EnvVarSource::default() }),
+        ..EnvVar::default()
+    };
+    let mut env = vec![
+        EnvVar { name: "PGUSER".into(), value: Some(USER.into()), ..EnvVar::default() },
+        secret("PGPASSWORD", POSTGRES_PASSWORD_KEY),
+    ];
+    env.extend(
+        SERVICES
+            .map(|service| secret(&format!("{}_PASSWORD", service.to_uppercase()), &database_password_key(service))),
+    );
+    Container {
+        name: "roles".to_owned(),
+        image: Some(image.reference()),
+        image_pull_policy: Some(image.pull_policy.as_str().to_owned()),
+        command: Some(vec!["bash".into(), "-c".into(), APPLY_ROLES.into()]),
+        env: Some(env),
+        security_context: Some(container_security(ReadOnlyRoot::Yes)),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "roles".into(),
+            mount_path: "/etc/analytics".into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
     }
 }
 
@@ -114,32 +170,43 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Ima
         ]),
         ..Container::default()
     };
+    let script = |volume: &str, key: &str| Volume {
+        name: volume.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: name(pipeline, "postgres-init"),
+            items: Some(vec![KeyToPath { key: key.into(), path: key.into(), mode: None }]),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
     stateful(
         pipeline,
         COMPONENT,
         &managed.storage,
-        container,
+        Pod {
+            containers: vec![container, roles_container(pipeline, image)],
+            init_containers: Vec::new(),
+            volumes: vec![script("init", READ_DATABASE_SCRIPT), script("roles", ROLES_SCRIPT)],
+        },
         POSTGRES_UID,
-        vec![Volume {
-            name: "init".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: name(pipeline, "postgres-init"),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        }],
     )
 }
 
-/// A one-replica StatefulSet whose container mounts a `data` volume claim that follows the deletion
-/// policy. Shared by the databases and the broker.
+/// The containers and volumes of a backend's pod, beside its `data` claim.
+pub(super) struct Pod {
+    pub containers: Vec<Container>,
+    pub init_containers: Vec<Container>,
+    pub volumes: Vec<Volume>,
+}
+
+/// A one-replica StatefulSet of `pod`, with a `data` volume claim (for its containers to mount) that
+/// follows the deletion policy. Shared by the databases and the broker.
 pub(super) fn stateful(
     pipeline: &AnalyticsPipeline,
     component: &str,
     storage: &Storage,
-    container: Container,
+    pod: Pod,
     uid: i64,
-    volumes: Vec<Volume>,
 ) -> StatefulSet {
     let when_deleted = match pipeline.spec.deletion_policy {
         DeletionPolicy::Retain => "Retain",
@@ -174,8 +241,9 @@ pub(super) fn stateful(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    containers: pod.containers,
+                    init_containers: (!pod.init_containers.is_empty()).then_some(pod.init_containers),
+                    volumes: (!pod.volumes.is_empty()).then_some(pod.volumes),
                     security_context: Some(pod_security(uid)),
                     // Nothing in the pod talks to the Kubernetes API.
                     automount_service_account_token: Some(false),

@@ -198,11 +198,34 @@ pub fn container_security(read_only_root: ReadOnlyRoot) -> SecurityContext {
     }
 }
 
-/// The credentials Secret: generated once by the reconciler, never rewritten.
+/// The credentials Secret: generated once by the reconciler. A value is never rewritten; a key that a
+/// newer operator needs is added to an existing Secret.
 pub const CREDENTIALS: &str = "credentials";
+/// The administrator of the managed PostgreSQL, who owns the schema and runs the migrations.
 pub const POSTGRES_PASSWORD_KEY: &str = "postgres-password";
+/// The administrator of the managed broker.
 pub const RABBITMQ_PASSWORD_KEY: &str = "rabbitmq-password";
 pub const ERLANG_COOKIE_KEY: &str = "erlang-cookie";
+
+/// The three services. In the managed backends each has a database role and a broker user of its own,
+/// named after it, with the passwords [`database_password_key`] and [`broker_password_key`].
+pub const SERVICES: [&str; 3] = ["command", "consumer", "query"];
+
+pub fn database_password_key(service: &str) -> String {
+    format!("{service}-db-password")
+}
+
+pub fn broker_password_key(service: &str) -> String {
+    format!("{service}-mq-password")
+}
+
+/// Every key of the credentials Secret.
+pub fn credential_keys() -> Vec<String> {
+    let mut keys =
+        vec![POSTGRES_PASSWORD_KEY.to_owned(), RABBITMQ_PASSWORD_KEY.to_owned(), ERLANG_COOKIE_KEY.to_owned()];
+    keys.extend(SERVICES.iter().flat_map(|service| [database_password_key(service), broker_password_key(service)]));
+    keys
+}
 
 /// A key of the pipeline's credentials Secret.
 pub fn credential(pipeline: &AnalyticsPipeline, key: &str) -> SecretKeySelector {
@@ -217,11 +240,7 @@ pub fn credentials_secret(pipeline: &AnalyticsPipeline, random: &mut impl FnMut(
     metadata.owner_references = None;
     Secret {
         metadata,
-        string_data: Some(BTreeMap::from([
-            (POSTGRES_PASSWORD_KEY.to_owned(), random()),
-            (RABBITMQ_PASSWORD_KEY.to_owned(), random()),
-            (ERLANG_COOKIE_KEY.to_owned(), random()),
-        ])),
+        string_data: Some(credential_keys().into_iter().map(|key| (key, random())).collect()),
         type_: Some("Opaque".to_owned()),
         ..Secret::default()
     }

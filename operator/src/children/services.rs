@@ -24,9 +24,9 @@ use k8s_openapi::{
 };
 
 use super::{
-    API_TOKENS, Observed, POSTGRES_PASSWORD_KEY, RABBITMQ_PASSWORD_KEY, READ_TOKENS_KEY, ReadOnlyRoot,
-    WRITE_TOKENS_KEY, broker, container_security, credential, databases, labels, metadata, name, pod_security,
-    selector,
+    API_TOKENS, Observed, POSTGRES_PASSWORD_KEY, READ_TOKENS_KEY, ReadOnlyRoot, WRITE_TOKENS_KEY, broker,
+    broker_password_key, container_security, credential, database_password_key, databases, labels, metadata, name,
+    pod_security, selector,
 };
 use crate::crd::{AnalyticsPipeline, ApiAuthentication, Image, ImageSet, SecretKeyRef, ServiceType};
 
@@ -151,7 +151,7 @@ const API_TOKENS_DIR: &str = "/var/run/secrets/analytics/api";
 const DEREGISTRATION_SECONDS: i64 = 5;
 
 fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deployment {
-    let env = environment(pipeline, workload.database);
+    let env = environment(pipeline, workload.database, Identity::Service(workload.component));
     let (api_env, api_tokens) = api_authentication(pipeline, workload.api_tokens);
     let ca = ca_bundle(pipeline);
     let mounts = |with_tokens: bool| {
@@ -198,7 +198,7 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
         image: Some(workload.migrate.reference()),
         image_pull_policy: Some(workload.migrate.pull_policy.as_str().to_owned()),
         args: Some(vec!["migrate".into()]),
-        env: Some(env),
+        env: Some(environment(pipeline, workload.database, Identity::Administrator)),
         volume_mounts: mounts(false),
         security_context: Some(container_security(ReadOnlyRoot::Yes)),
         ..Container::default()
@@ -300,8 +300,18 @@ fn ca_bundle(pipeline: &AnalyticsPipeline) -> Option<(Volume, VolumeMount)> {
     Some(secret_volume("ca-bundle", reference.name.clone(), items, CA_BUNDLE_DIR))
 }
 
-/// The connection settings a service needs: its database URL and the AMQP URL.
-fn environment(pipeline: &AnalyticsPipeline, database: Database) -> Vec<EnvVar> {
+/// Whom a container connects to the managed backends as.
+#[derive(Clone, Copy)]
+enum Identity {
+    /// The service's own database role and broker user.
+    Service(&'static str),
+    /// The database's administrator, who owns the schema: for the migrations, which need no broker.
+    Administrator,
+}
+
+/// The connection settings a container needs: its database URL and, for a service, the AMQP URL. With
+/// managed backends they carry `identity`'s user and password; external backends are the user's URLs.
+fn environment(pipeline: &AnalyticsPipeline, database: Database, identity: Identity) -> Vec<EnvVar> {
     let from_secret = |name: &str, selector: SecretKeySelector| EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource { secret_key_ref: Some(selector), ..EnvVarSource::default() }),
@@ -331,25 +341,29 @@ fn environment(pipeline: &AnalyticsPipeline, database: Database) -> Vec<EnvVar> 
                 Database::Write => databases::WRITE_DATABASE,
                 Database::Read => databases::READ_DATABASE,
             };
-            env.push(from_secret("POSTGRES_PASSWORD", credential(pipeline, POSTGRES_PASSWORD_KEY)));
+            let (user, key) = match identity {
+                Identity::Service(service) => (service, database_password_key(service)),
+                Identity::Administrator => (databases::USER, POSTGRES_PASSWORD_KEY.to_owned()),
+            };
+            env.push(from_secret("POSTGRES_PASSWORD", credential(pipeline, &key)));
             env.push(value(
                 url_variable,
                 format!(
-                    "postgres://{}:$(POSTGRES_PASSWORD)@{}:{}/{name}",
-                    databases::USER,
+                    "postgres://{user}:$(POSTGRES_PASSWORD)@{}:{}/{name}",
                     databases::host(pipeline),
                     databases::PORT
                 ),
             ));
         }
     }
+    let Identity::Service(service) = identity else { return env };
     match &pipeline.spec.rabbitmq.external {
         Some(external) => env.push(from_secret("AMQP_URL", user_secret(&external.url))),
         None => {
-            env.push(from_secret("RABBITMQ_PASSWORD", credential(pipeline, RABBITMQ_PASSWORD_KEY)));
+            env.push(from_secret("RABBITMQ_PASSWORD", credential(pipeline, &broker_password_key(service))));
             env.push(value(
                 "AMQP_URL",
-                format!("amqp://{}:$(RABBITMQ_PASSWORD)@{}:{}/%2f", broker::USER, broker::host(pipeline), broker::PORT),
+                format!("amqp://{service}:$(RABBITMQ_PASSWORD)@{}:{}/%2f", broker::host(pipeline), broker::PORT),
             ));
         }
     }

@@ -146,33 +146,107 @@ fn under_retain_the_claims_outlive_the_pipeline_and_under_delete_they_go_with_it
     }
 }
 
+/// Each service reaches the managed backends as itself: its own database role and broker user, with its
+/// own generated password. Only the migrations run as the database's administrator, and they need no broker.
 #[test]
-fn managed_backends_are_reached_with_generated_credentials() {
+fn managed_backends_are_reached_with_each_services_own_credentials() {
     let c = children(AnalyticsPipelineSpec::default());
-    let command = env(&c, "shop-command");
-    assert_eq!(
-        var(command, "WRITE_DATABASE_URL").value.as_deref(),
-        Some("postgres://analytics:$(POSTGRES_PASSWORD)@shop-postgres:5432/analytics_write")
-    );
-    let password = var(command, "POSTGRES_PASSWORD").value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
-    assert_eq!((password.name.as_str(), password.key.as_str()), ("shop-credentials", "postgres-password"));
-    assert_eq!(
-        var(command, "AMQP_URL").value.as_deref(),
-        Some("amqp://analytics:$(RABBITMQ_PASSWORD)@shop-rabbitmq:5672/%2f")
-    );
-    // $(VAR) expands only from variables defined earlier.
-    let position = |name: &str| command.iter().position(|v| v.name == name).unwrap();
-    assert!(position("POSTGRES_PASSWORD") < position("WRITE_DATABASE_URL"));
-    assert!(position("RABBITMQ_PASSWORD") < position("AMQP_URL"));
-    for reader in ["shop-consumer", "shop-query"] {
-        assert!(
-            var(env(&c, reader), "READ_DATABASE_URL")
-                .value
-                .as_deref()
-                .unwrap()
-                .ends_with("@shop-postgres:5432/analytics_read")
+    let key = |env: &[EnvVar], name: &str| {
+        let reference = var(env, name).value_from.clone().unwrap().secret_key_ref.unwrap();
+        assert_eq!(reference.name, "shop-credentials");
+        reference.key
+    };
+    for (service, url, database) in [
+        ("command", "WRITE_DATABASE_URL", "analytics_write"),
+        ("consumer", "READ_DATABASE_URL", "analytics_read"),
+        ("query", "READ_DATABASE_URL", "analytics_read"),
+    ] {
+        let env = env(&c, &format!("shop-{service}"));
+        assert_eq!(
+            var(env, url).value.as_deref(),
+            Some(&*format!("postgres://{service}:$(POSTGRES_PASSWORD)@shop-postgres:5432/{database}"))
         );
+        assert_eq!(key(env, "POSTGRES_PASSWORD"), format!("{service}-db-password"));
+        assert_eq!(
+            var(env, "AMQP_URL").value.as_deref(),
+            Some(&*format!("amqp://{service}:$(RABBITMQ_PASSWORD)@shop-rabbitmq:5672/%2f"))
+        );
+        assert_eq!(key(env, "RABBITMQ_PASSWORD"), format!("{service}-mq-password"));
+        // $(VAR) expands only from variables defined earlier.
+        let position = |name: &str| env.iter().position(|v| v.name == name).unwrap();
+        assert!(position("POSTGRES_PASSWORD") < position(url));
+        assert!(position("RABBITMQ_PASSWORD") < position("AMQP_URL"));
+
+        let deployment = c.deployments.iter().find(|d| d.name_any() == format!("shop-{service}")).unwrap();
+        let migrate =
+            &deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+        let migrate_env = migrate.env.as_deref().unwrap();
+        assert_eq!(
+            var(migrate_env, url).value.as_deref(),
+            Some(&*format!("postgres://analytics:$(POSTGRES_PASSWORD)@shop-postgres:5432/{database}"))
+        );
+        assert_eq!(key(migrate_env, "POSTGRES_PASSWORD"), "postgres-password");
+        assert!(migrate_env.iter().all(|v| !v.name.contains("AMQP") && !v.name.contains("RABBITMQ")));
     }
+}
+
+/// The PostgreSQL pod's `roles` container applies the shipped roles script with every service's
+/// password; the broker's `definitions` init container writes the users that the broker imports at boot.
+#[test]
+fn the_backends_pods_give_every_service_its_own_identity() {
+    let c = children(AnalyticsPipelineSpec::default());
+    let pod = |name: &str| {
+        let set = c.stateful_sets.iter().find(|s| s.name_any() == name).unwrap();
+        serde_json::to_value(set.spec.as_ref().unwrap().template.spec.as_ref().unwrap()).unwrap()
+    };
+    let secret_keys = |container: &serde_json::Value| {
+        let env = container["env"].as_array().unwrap();
+        env.iter()
+            .filter_map(|v| {
+                Some((v["name"].as_str()?.to_owned(), v["valueFrom"]["secretKeyRef"]["key"].as_str()?.to_owned()))
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let postgres = pod("shop-postgres");
+    let roles = &postgres["containers"][1];
+    assert_eq!(roles["name"], "roles");
+    assert_eq!(
+        secret_keys(roles),
+        [
+            ("PGPASSWORD", "postgres-password"),
+            ("COMMAND_PASSWORD", "command-db-password"),
+            ("CONSUMER_PASSWORD", "consumer-db-password"),
+            ("QUERY_PASSWORD", "query-db-password"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    let config = &c.config_maps[0].data.as_ref().unwrap();
+    assert_eq!(config["roles.sql"], include_str!("postgres-roles.sql"));
+    // The image's entrypoint runs only the read database's script; roles.sql needs the passwords.
+    assert_eq!(
+        postgres["volumes"][0]["configMap"]["items"],
+        json!([{"key": "10-read-database.sql", "path": "10-read-database.sql"}])
+    );
+    assert_eq!(postgres["volumes"][1]["configMap"]["items"], json!([{"key": "roles.sql", "path": "roles.sql"}]));
+
+    let broker = pod("shop-rabbitmq");
+    let definitions = &broker["initContainers"][0];
+    assert_eq!(definitions["command"][2], include_str!("rabbitmq-definitions.sh"));
+    assert_eq!(
+        secret_keys(definitions),
+        [
+            ("RABBITMQ_DEFAULT_PASS", "rabbitmq-password"),
+            ("COMMAND_PASSWORD", "command-mq-password"),
+            ("CONSUMER_PASSWORD", "consumer-mq-password"),
+            ("QUERY_PASSWORD", "query-mq-password"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    assert_eq!(broker["volumes"][0]["emptyDir"]["medium"], "Memory", "the definitions hold passwords");
+    let mounts = broker["containers"][0]["volumeMounts"].as_array().unwrap();
+    assert!(mounts.contains(&json!({"name": "definitions", "mountPath": "/etc/rabbitmq/conf.d/90-analytics.conf",
+                                    "subPath": "analytics.conf", "readOnly": true})));
 }
 
 #[test]
@@ -280,10 +354,24 @@ fn the_credentials_secret_has_generated_values_and_no_owner() {
     assert_eq!(secret.name_any(), "shop-credentials");
     assert!(secret.metadata.owner_references.is_none(), "credentials survive like the data they protect");
     let data = secret.string_data.unwrap();
-    assert_eq!(data.keys().collect::<Vec<_>>(), ["erlang-cookie", "postgres-password", "rabbitmq-password"]);
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        [
+            "command-db-password",
+            "command-mq-password",
+            "consumer-db-password",
+            "consumer-mq-password",
+            "erlang-cookie",
+            "postgres-password",
+            "query-db-password",
+            "query-mq-password",
+            "rabbitmq-password"
+        ]
+    );
     let mut values: Vec<_> = data.values().collect();
+    values.sort();
     values.dedup();
-    assert_eq!(values.len(), 3);
+    assert_eq!(values.len(), 9);
 }
 
 /// `(container image, pull policy)` of every container and init container, by child name.
@@ -324,6 +412,10 @@ fn every_image_is_the_operators_default_unless_the_pipeline_overrides_it() {
             by("shop-query", "mirror.internal:5000/shop/consumer:1.0"),
             by("shop-query", "mirror.internal:5000/shop/query:1.0"),
             by("shop-postgres", "mirror.internal:5000/postgres:15"),
+            // The roles container runs psql from the same image.
+            by("shop-postgres", "mirror.internal:5000/postgres:15"),
+            // The definitions init container, then the broker.
+            by("shop-rabbitmq", "mirror.internal:5000/rabbitmq:3.10-management"),
             by("shop-rabbitmq", "mirror.internal:5000/rabbitmq:3.10-management"),
         ]
     );

@@ -11,7 +11,7 @@
 //! UID, and nothing else.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fmt::Debug,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -422,18 +422,34 @@ pub fn spec_hash<K: Serialize>(object: &K) -> String {
     Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Creates the credentials Secret if it does not exist. An existing one is never rewritten; it is only
-/// marked with the pipeline's UID if the operator made it for an earlier pipeline of this name (see
-/// [`adopt_claims`]).
+/// Creates the credentials Secret if it does not exist. An existing one that the operator made is never
+/// rewritten: it only gets the keys it lacks (made by an older operator), and is marked with the
+/// pipeline's UID if it was made for an earlier pipeline of this name (see [`adopt_claims`]). One that
+/// the operator did not make is left alone.
 async fn ensure_credentials(pipeline: &AnalyticsPipeline, secrets: &Api<Secret>) -> Result<(), Error> {
     let name = children::name(pipeline, children::CREDENTIALS);
-    if let Some(secret) = secrets.get_opt(&name).await? {
-        if children::is_data_of_name(pipeline, secret.labels()) && !children::is_data_of(pipeline, secret.labels()) {
-            secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&uid_label(pipeline))).await?;
-        }
+    let Some(secret) = secrets.get_opt(&name).await? else {
+        return create_once(secrets, children::credentials_secret(pipeline, &mut random_token)).await;
+    };
+    // A Secret of this name that the operator did not make is the user's: used as it is.
+    if !children::is_data_of_name(pipeline, secret.labels()) {
         return Ok(());
     }
-    create_once(secrets, children::credentials_secret(pipeline, &mut random_token)).await
+    if !children::is_data_of(pipeline, secret.labels()) {
+        secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&uid_label(pipeline))).await?;
+    }
+    let data = secret.data.unwrap_or_default();
+    let missing: BTreeMap<String, String> = children::credential_keys()
+        .into_iter()
+        .filter(|key| !data.contains_key(key))
+        .map(|key| (key, random_token()))
+        .collect();
+    if !missing.is_empty() {
+        tracing::info!(secret = %name, keys = ?missing.keys().collect::<Vec<_>>(), "adding credentials");
+        let patch = json!({"stringData": missing});
+        secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    Ok(())
 }
 
 /// Creates the API tokens Secret if it does not exist. An existing one is used as it is, whoever made

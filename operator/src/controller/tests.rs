@@ -115,6 +115,12 @@ impl Harness {
     }
 }
 
+/// The value of `key` in a stored Secret.
+fn decoded(secret: &Value, key: &str) -> String {
+    let bytes: k8s_openapi::ByteString = serde_json::from_value(secret["data"][key].clone()).unwrap();
+    String::from_utf8(bytes.0).unwrap()
+}
+
 fn every_child_applied() -> Vec<String> {
     [
         format!("POST {CORE}/secrets"),
@@ -145,10 +151,9 @@ async fn a_new_pipeline_gets_every_child_and_a_provisioning_status() {
     assert_eq!(command["metadata"]["ownerReferences"][0]["name"], "shop");
     assert!(command["metadata"]["annotations"][SPEC_HASH].is_string());
     let secret = h.fake.get(&format!("{CORE}/secrets/shop-credentials")).unwrap();
-    assert_eq!(secret["stringData"]["postgres-password"].as_str().unwrap().len(), 32);
+    assert_eq!(decoded(&secret, "postgres-password").len(), 32);
     let tokens = h.fake.get(&format!("{CORE}/secrets/shop-api-tokens")).unwrap();
-    let (write, read) =
-        (tokens["stringData"]["write"].as_str().unwrap(), tokens["stringData"]["read"].as_str().unwrap());
+    let (write, read) = (decoded(&tokens, "write"), decoded(&tokens, "read"));
     assert_eq!((write.trim().len(), read.trim().len()), (32, 32));
     assert_ne!(write, read, "reads and writes take different tokens");
     assert_eq!(tokens["metadata"]["ownerReferences"][0]["name"], "shop", "the tokens go with the pipeline");
@@ -175,6 +180,38 @@ async fn a_pass_with_nothing_to_change_makes_no_write() {
         secret,
         "credentials are never regenerated"
     );
+}
+
+/// Credentials made by an older operator get the keys a newer one needs (each service's passwords), and
+/// keep every value they have; credentials the operator did not make are left as they are.
+#[tokio::test]
+async fn credentials_get_only_the_keys_they_lack_and_only_if_the_operator_made_them() {
+    let encoded = |text: &str| serde_json::to_value(k8s_openapi::ByteString(text.as_bytes().to_vec())).unwrap();
+    let older = |labels: Value| {
+        json!({"metadata": {"name": "shop-credentials", "namespace": "prod", "labels": labels},
+               "data": {"postgres-password": encoded("old-pg"), "rabbitmq-password": encoded("old-mq"),
+                        "erlang-cookie": encoded("old-cookie")}})
+    };
+    let ours = json!({"app.kubernetes.io/managed-by": "analytics-operator", "app.kubernetes.io/instance": "shop",
+                      "analytics.example.com/pipeline-uid": "0f8fad5b-d9cb-469f-a165-70867728950e"});
+    let h = Harness::new(AnalyticsPipelineSpec::default());
+    h.fake.put(&format!("{CORE}/secrets/shop-credentials"), older(ours));
+    let writes = h.pass().await;
+    assert!(writes.contains(&format!("PATCH {CORE}/secrets/shop-credentials")), "{writes:?}");
+    let secret = h.fake.get(&format!("{CORE}/secrets/shop-credentials")).unwrap();
+    assert_eq!(decoded(&secret, "postgres-password"), "old-pg");
+    assert_eq!(decoded(&secret, "erlang-cookie"), "old-cookie");
+    for key in crate::children::credential_keys() {
+        assert!(!decoded(&secret, &key).is_empty(), "{key}");
+    }
+    assert_eq!(decoded(&secret, "query-db-password").len(), 32);
+    assert!(!h.pass().await.iter().any(|write| write.contains("/secrets/")), "complete credentials stay as they are");
+
+    let theirs = Harness::new(AnalyticsPipelineSpec::default());
+    let foreign = older(json!({"team": "payments"}));
+    theirs.fake.put(&format!("{CORE}/secrets/shop-credentials"), foreign.clone());
+    theirs.pass().await;
+    assert_eq!(theirs.fake.get(&format!("{CORE}/secrets/shop-credentials")).unwrap(), foreign);
 }
 
 #[tokio::test]

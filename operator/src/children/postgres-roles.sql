@@ -1,0 +1,46 @@
+-- The services' own roles in the managed PostgreSQL, applied by its `roles` container with psql on every
+-- start, as the administrator (the image's POSTGRES_USER, who owns everything and runs the migrations).
+-- Idempotent: it creates what is missing and sets every password and privilege again, so it also upgrades
+-- a cluster made before the roles existed, and a changed password takes effect on the next start.
+--
+--   command   reads and writes the write database; cannot connect to the read database
+--   consumer  reads and writes the read database; cannot connect to the write database
+--   query     reads the read database; cannot connect to the write database
+--
+-- None of them may change the schema (migrations run as the administrator), and tables that later
+-- migrations create get the same privileges through default privileges.
+--
+-- psql variables: command_password, consumer_password, query_password.
+\set ON_ERROR_STOP on
+
+select format('create role %I', name)
+  from unnest(array['command', 'consumer', 'query']) as name
+ where not exists (select from pg_roles where rolname = name)
+\gexec
+
+alter role command with login nosuperuser nocreatedb nocreaterole noinherit password :'command_password';
+alter role consumer with login nosuperuser nocreatedb nocreaterole noinherit password :'consumer_password';
+alter role query with login nosuperuser nocreatedb nocreaterole noinherit password :'query_password';
+
+revoke all on database analytics_write from public;
+revoke all on database analytics_read from public;
+grant connect on database analytics_write to command;
+grant connect on database analytics_read to consumer, query;
+
+\connect analytics_write
+revoke create on schema public from public;
+grant usage on schema public to command;
+grant select, insert, update, delete on all tables in schema public to command;
+grant usage, select, update on all sequences in schema public to command;
+alter default privileges in schema public grant select, insert, update, delete on tables to command;
+alter default privileges in schema public grant usage, select, update on sequences to command;
+
+\connect analytics_read
+revoke create on schema public from public;
+grant usage on schema public to consumer, query;
+grant select, insert, update, delete on all tables in schema public to consumer;
+grant usage, select, update on all sequences in schema public to consumer;
+grant select on all tables in schema public to query;
+alter default privileges in schema public grant select, insert, update, delete on tables to consumer;
+alter default privileges in schema public grant usage, select, update on sequences to consumer;
+alter default privileges in schema public grant select on tables to query;

@@ -1,0 +1,55 @@
+# The managed RabbitMQ's users: written into the directory $1 by the broker pod's `definitions` init
+# container on every start, as definitions.json (the vhost, the administrator, and a user per service with
+# its permissions) and analytics.conf, which makes the broker import them at boot. RabbitMQ imports
+# definitions on every boot, so a broker made before these users existed gets them, and a changed password
+# takes effect on the next start.
+#
+#   analytics  administrator: the operator's queue-depth reads and people
+#   command    declares the topology and publishes to the events exchange (the relay)
+#   consumer   declares the topology, consumes the two event queues and publishes to the dead-letter exchange
+#   query      reads queue depths with passive declares, which need no permission
+#
+# Permissions are regular expressions over the names of kit::amqp::declare_topology. Declaring the topology
+# needs more than its users' own work: a queue.bind needs write on the queue and read on the exchange, and
+# a queue with a dead-letter exchange needs read on the queue and write on that exchange. The relay declares
+# the queues too, so that no event is published before they exist, and so it may read them.
+# Passwords come from RABBITMQ_DEFAULT_PASS and COMMAND_PASSWORD, CONSUMER_PASSWORD, QUERY_PASSWORD.
+set -euo pipefail
+out=${1:?usage: rabbitmq-definitions.sh DIR}
+
+json() { # a JSON string
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}
+  printf '"%s"' "$s"
+}
+
+user() { # name, password, tags
+  printf '{"name": %s, "password": %s, "tags": %s}' "$(json "$1")" "$(json "$2")" "$(json "$3")"
+}
+
+permission() { # user, configure, write, read
+  printf '{"user": %s, "vhost": "/", "configure": %s, "write": %s, "read": %s}' \
+    "$(json "$1")" "$(json "$2")" "$(json "$3")" "$(json "$4")"
+}
+
+topology='^(analytics-events|analytics-dead-letter|order-events|product-events)$'
+
+umask 077
+cat >"$out/definitions.json" <<JSON
+{
+  "vhosts": [{"name": "/"}],
+  "users": [
+    $(user analytics "${RABBITMQ_DEFAULT_PASS:?}" administrator),
+    $(user command "${COMMAND_PASSWORD:?}" ""),
+    $(user consumer "${CONSUMER_PASSWORD:?}" ""),
+    $(user query "${QUERY_PASSWORD:?}" "")
+  ],
+  "permissions": [
+    $(permission analytics '.*' '.*' '.*'),
+    $(permission command "$topology" "$topology" "$topology"),
+    $(permission consumer "$topology" '^(analytics-dead-letter|order-events|product-events)$' "$topology"),
+    $(permission query '^$' '^$' '^$')
+  ]
+}
+JSON
+printf 'load_definitions = %s/definitions.json\n' "$out" >"$out/analytics.conf"
