@@ -70,8 +70,10 @@ pub fn init_script(pipeline: &AnalyticsPipeline) -> ConfigMap {
 
 /// The `roles` container's program: wait for the server on the pod's loopback, apply the roles script as
 /// the administrator, then stay (a container that exits is restarted); a failure exits, and so retries.
+/// It stops at once on SIGINT, the postgres image's stop signal (which the runtime sends to every
+/// container of the image), and on SIGTERM.
 const APPLY_ROLES: &str = r#"set -eu
-trap 'exit 0' TERM
+trap 'exit 0' INT TERM
 until pg_isready -q -h 127.0.0.1 -p 5432 -U "$PGUSER" -d analytics_write; do sleep 1; done
 psql -X -q -h 127.0.0.1 -p 5432 -d analytics_write \
   -v command_password="$COMMAND_PASSWORD" -v consumer_password="$CONSUMER_PASSWORD" \
