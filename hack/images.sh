@@ -29,7 +29,7 @@
 # and built images are removed again) and, for pause, Go; they need root.
 #
 # The chart's images values point the operator at them (hack/cluster.sh writes those from `ref`); Debian 12
-# has PostgreSQL 15 and RabbitMQ 3.10, not the chart's defaults (16, 3.13). Pods must not pull these images:
+# has PostgreSQL 15 and RabbitMQ 3.10, not the chart's defaults (16, 4.3). Pods must not pull these images:
 # imagePullPolicy IfNotPresent (the default) or Never.
 #
 # Where these images differ from the ones they stand in for:

@@ -215,7 +215,7 @@ impl Default for ImageSet {
             consumer: ours("consumer"),
             query: ours("query"),
             postgres: official("postgres", "16"),
-            rabbitmq: official("rabbitmq", "3.13-management"),
+            rabbitmq: official("rabbitmq", "4.3-management"),
         }
     }
 }

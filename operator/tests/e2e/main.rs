@@ -294,6 +294,25 @@ async fn install(node: &Node) -> Shop {
     let endpoints = pipeline.status.unwrap().endpoints.unwrap();
     assert_eq!(endpoints.command, "http://shop-command.e2e.svc:8080");
 
+    // Each service is connected to PostgreSQL as its own role, not as the administrator.
+    let (write, read) = node.databases(NAMESPACE).await;
+    let sessions = async |pool: &PgPool| {
+        let sql = "select distinct application_name, usename::text from pg_stat_activity
+                    where application_name like '%-service' order by 1";
+        sqlx::query_as::<_, (String, String)>(sql).fetch_all(pool).await.unwrap()
+    };
+    let owned =
+        |rows: &[(&str, &str)]| rows.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect::<Vec<_>>();
+    eventually(Duration::from_secs(30), "every service's sessions", || async {
+        let expected = (
+            owned(&[("command-service", "command")]),
+            owned(&[("consumer-service", "consumer"), ("query-service", "query")]),
+        );
+        ((sessions(&write).await, sessions(&read).await) == expected).then_some(())
+    })
+    .await;
+    say("install: command, consumer and query are connected to PostgreSQL as their own roles");
+
     Shop::of(node).await
 }
 
