@@ -1,8 +1,11 @@
 //! NetworkPolicies for the managed backends. PostgreSQL accepts only the pipeline's own pods, on its
 //! port. RabbitMQ accepts the pipeline's own pods and the operator's namespace (the operator reads the
 //! queue depth), on AMQP only. Nothing reaches the management UI (15672) or the Erlang ports (4369,
-//! 25672): a single node needs neither from outside its pod. The APIs stay open: who may call them is
-//! their bearer tokens' business, and their Services are how users reach them.
+//! 25672): a single node needs neither from outside its pod. Neither backend opens a connection (their
+//! pods reach themselves over loopback and find their names in /etc/hosts), so all their egress is
+//! denied. The APIs stay open: who may call them is their bearer tokens' business, their Services are how
+//! users reach them, and Prometheus scrapes their /metrics on the same port. Their egress stays open
+//! too: external backends may be anywhere.
 
 use std::collections::BTreeMap;
 
@@ -46,7 +49,7 @@ pub fn policies(pipeline: &AnalyticsPipeline, operator_namespace: &str) -> Vec<N
     policies
 }
 
-/// Only `from`, only on `port`, into the pods of `component`.
+/// Only `from`, only on `port`, into the pods of `component`, and nothing out of them.
 fn policy(pipeline: &AnalyticsPipeline, component: &str, from: Vec<NetworkPolicyPeer>, port: i32) -> NetworkPolicy {
     NetworkPolicy {
         metadata: metadata(pipeline, component, component),
@@ -55,7 +58,8 @@ fn policy(pipeline: &AnalyticsPipeline, component: &str, from: Vec<NetworkPolicy
                 match_labels: Some(selector(pipeline, component)),
                 ..LabelSelector::default()
             }),
-            policy_types: Some(vec!["Ingress".to_owned()]),
+            // Egress with no rule: none is allowed.
+            policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: Some(from),
                 ports: Some(vec![NetworkPolicyPort {
@@ -80,7 +84,7 @@ mod tests {
     };
 
     #[test]
-    fn the_backends_accept_only_the_pipelines_pods_and_the_broker_also_the_operators_namespace() {
+    fn the_backends_accept_only_the_pipelines_pods_and_the_broker_also_the_operators_namespace_and_reach_nothing() {
         let policies = policies(&pipeline(AnalyticsPipelineSpec::default()), "analytics-system");
         let view: Vec<_> = policies.iter().map(|p| serde_json::to_value(p.spec.as_ref().unwrap()).unwrap()).collect();
         assert_eq!(policies.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["shop-postgres", "shop-rabbitmq"]);
@@ -90,13 +94,15 @@ mod tests {
         assert_eq!(
             view[0],
             json!({"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "shop", "app.kubernetes.io/component": "postgres"}},
-                   "policyTypes": ["Ingress"],
+                   "policyTypes": ["Ingress", "Egress"],
                    "ingress": [{"from": [own], "ports": [{"port": 5432, "protocol": "TCP"}]}]})
         );
         assert_eq!(
             view[1]["ingress"],
             json!([{"from": [own, operator], "ports": [{"port": 5672, "protocol": "TCP"}]}])
         );
+        assert_eq!(view[1]["policyTypes"], json!(["Ingress", "Egress"]));
+        assert!(view.iter().all(|spec| spec.get("egress").is_none()), "no egress rule: nothing goes out");
         assert!(policies.iter().all(|p| p.metadata.owner_references.is_some()), "they go with the pipeline");
     }
 

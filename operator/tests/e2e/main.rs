@@ -298,7 +298,7 @@ async fn install(node: &Node) -> Shop {
     let (write, read) = node.databases(NAMESPACE).await;
     let sessions = async |pool: &PgPool| {
         let sql = "select distinct application_name, usename::text from pg_stat_activity
-                    where application_name like '%-service' order by 1";
+                    where datname = current_database() and application_name like '%-service' order by 1";
         sqlx::query_as::<_, (String, String)>(sql).fetch_all(pool).await.unwrap()
     };
     let owned =
