@@ -5,7 +5,8 @@
 #   hack/rabbitmq.sh stop DIR                                    SIGTERM to the broker, wait, then stop its epmd
 #
 # Everything the node owns lives in DIR: its name, cookie (HOME), data, logs, config and a private epmd port,
-# so it never meets the machine's own RabbitMQ. DIR/pid is the Erlang VM itself: killing it stops the broker.
+# so it never meets the machine's own RabbitMQ. Every listener (AMQP, Erlang distribution, epmd) is on
+# 127.0.0.1. DIR/pid is the Erlang VM itself: killing it stops the broker.
 # With RABBITMQ_TLS_DIR (ca.crt, server.crt, server.key) and RABBITMQ_TLS_PORT set, it also has a TLS listener.
 # RABBITMQ_EXTRA_CONF names a file of further rabbitmq.conf settings, appended.
 set -euo pipefail
@@ -48,6 +49,7 @@ CONF
     export HOME="$dir/home" RUNNING_UNDER_SYSTEMD=true \
       RABBITMQ_NODENAME="rabbit-$port@localhost" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
       RABBITMQ_NODE_PORT="$port" RABBITMQ_DIST_PORT="$dist" ERL_EPMD_PORT="$epmd" ERL_EPMD_ADDRESS=127.0.0.1 \
+      RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
       RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
       RABBITMQ_MNESIA_BASE="$dir/data" RABBITMQ_LOG_BASE="$dir/log" RABBITMQ_PID_FILE="$dir/vm.pid"
     cd "$dir"

@@ -182,6 +182,11 @@ impl PrivateBroker {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.ports[0])
     }
 
+    /// Its AMQP, Erlang distribution and epmd ports.
+    pub fn ports(&self) -> [u16; 3] {
+        self.ports
+    }
+
     pub fn start_again(&self) {
         let [amqp, dist, epmd] = self.ports.map(|port| port.to_string());
         hack("rabbitmq.sh", &["start", self.dir.to_str().unwrap(), &amqp, &dist, &epmd]);
