@@ -31,7 +31,7 @@ pub struct DatabaseConfig {
     pub url: SecretString,
 
     /// Largest number of connections in the pool.
-    #[arg(long = "database-max-connections", env = "READ_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    #[arg(long = "database-max-connections", env = "READ_DATABASE_MAX_CONNECTIONS", default_value_t = 4)]
     pub max_connections: u32,
 }
 

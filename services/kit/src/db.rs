@@ -19,15 +19,29 @@ use sqlx::{
 /// connection that broke meanwhile fails its statement instead, which every caller already treats as a
 /// transient error (retry, or a 500 the client may retry); the pool then replaces it.
 pub fn pool(url: &SecretString, max_connections: u32, application_name: &str) -> Result<PgPool, sqlx::Error> {
-    let mut options: PgConnectOptions = url.expose_secret().parse()?;
+    let options = connect_options(url)?.options([("statement_timeout", STATEMENT_TIMEOUT)]);
+    Ok(lazy_pool(options.application_name(application_name), max_connections))
+}
+
+/// The longest a service's statement may run, below the HTTP request timeout: none of theirs should come
+/// near it, so one that does is
+/// stuck (a lock, a runaway plan) and is better cancelled than left holding a connection.
+pub const STATEMENT_TIMEOUT: &str = "20s";
+
+fn connect_options(url: &SecretString) -> Result<PgConnectOptions, sqlx::Error> {
+    let options: PgConnectOptions = url.expose_secret().parse()?;
     if matches!(options.get_ssl_mode(), PgSslMode::Require) && has_root_cert(url.expose_secret()) {
-        options = options.ssl_mode(PgSslMode::VerifyCa);
+        return Ok(options.ssl_mode(PgSslMode::VerifyCa));
     }
-    Ok(PgPoolOptions::new()
+    Ok(options)
+}
+
+fn lazy_pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .test_before_acquire(false)
-        .connect_lazy_with(options.application_name(application_name)))
+        .connect_lazy_with(options)
 }
 
 /// Whether a root certificate is given, in the URL or the environment, as libpq looks for one.
@@ -43,7 +57,8 @@ pub async fn migrate(
     migrator: &sqlx::migrate::Migrator,
     application_name: &str,
 ) -> Result<(), sqlx::migrate::MigrateError> {
-    let pool = pool(url, 1, application_name)?;
+    // Without the services' statement timeout: building an index on a large table may take longer.
+    let pool = lazy_pool(connect_options(url)?.application_name(application_name), 1);
     let migrated = migrator.run(&pool).await;
     pool.close().await;
     migrated
@@ -66,6 +81,20 @@ pub fn report_pruned(rows: &str, pruned: Result<u64, sqlx::Error>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn service_statements_time_out_and_migrations_do_not() {
+        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+            panic!("TEST_DATABASE_URL is not set: run the tests with `make test`")
+        };
+        let url = SecretString::from(format!("{url}/postgres"));
+        let service = pool(&url, 1, "test").unwrap();
+        let timeout: String = sqlx::query_scalar("show statement_timeout").fetch_one(&service).await.unwrap();
+        assert_eq!(timeout, STATEMENT_TIMEOUT);
+        let migrations = lazy_pool(connect_options(&url).unwrap(), 1);
+        let timeout: String = sqlx::query_scalar("show statement_timeout").fetch_one(&migrations).await.unwrap();
+        assert_eq!(timeout, "0");
+    }
 
     #[tokio::test]
     async fn a_database_url_that_does_not_parse_is_refused_without_its_password() {

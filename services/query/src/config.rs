@@ -25,7 +25,7 @@ pub struct Config {
     pub database_url: SecretString,
 
     /// Largest number of connections in the pool.
-    #[arg(long = "database-max-connections", env = "READ_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(long = "database-max-connections", env = "READ_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
 
     /// AMQP URL of the broker, read only for queue depths in sync-status.

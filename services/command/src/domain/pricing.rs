@@ -1,8 +1,8 @@
 //! Pricing an order against the catalog: the business rules of `POST /api/orders`, with no I/O.
 //!
 //! The handler locks the order's catalog rows and hands them here. Every line must name a product that
-//! exists, match its catalog price if the client stated one, and fit in its stock. The priced lines come
-//! out in product id order, each at its catalog price, with the order total.
+//! exists, match its catalog price if the client stated one, and fit in its stock; the total must fit its
+//! column. The priced lines come out in product id order, each at its catalog price, with the order total.
 
 use analytics_events::{Money, OrderCreated, OrderLine};
 use chrono::{DateTime, Utc};
@@ -44,6 +44,13 @@ pub enum Refusal {
     PriceMismatch { product_id: i64, name: String, given: Money, catalog: Money },
     #[error("not enough stock for \"{name}\" (product {product_id}): {available} available, {requested} requested")]
     InsufficientStock { product_id: i64, name: String, available: i32, requested: i32 },
+    #[error("the order total {total} exceeds the largest total an order may have, {}", max_total())]
+    TotalTooLarge { total: Money },
+}
+
+/// Totals are stored as `numeric(14, 2)`: below 10^12.
+pub fn max_total() -> Money {
+    Money::new(rust_decimal::Decimal::new(99_999_999_999_999, 2))
 }
 
 fn join(ids: &[i64]) -> String {
@@ -91,7 +98,10 @@ pub fn price(order: NewOrder, catalog: &[CatalogEntry]) -> Result<PricedOrder, R
             quantity: quantity.into(),
         });
     }
-    let total = lines.iter().map(|line| line.unit_price * line.quantity).sum();
+    let total: Money = lines.iter().map(|line| line.unit_price * line.quantity).sum();
+    if total > max_total() {
+        return Err(Refusal::TotalTooLarge { total });
+    }
     Ok(PricedOrder { customer_id: order.customer_id.get(), lines, total })
 }
 
@@ -125,6 +135,21 @@ mod tests {
             })
             .collect();
         NewOrder::try_from(OrderRequest { customer_id: 42, items }).unwrap()
+    }
+
+    #[test]
+    fn a_total_beyond_its_column_is_refused_and_the_largest_one_is_not() {
+        let yacht = CatalogEntry {
+            id: 1,
+            name: "Yacht".into(),
+            category: "Leisure".into(),
+            price: money("9999999999.99"),
+            stock: 1000,
+        };
+        let refused = price(order(&[(1, 101, None)]), std::slice::from_ref(&yacht)).unwrap_err();
+        assert_eq!(refused, Refusal::TotalTooLarge { total: money("1009999999998.99") });
+        assert_eq!(price(order(&[(1, 100, None)]), &[yacht]).unwrap().total, money("999999999999.00"));
+        assert_eq!(max_total(), money("999999999999.99"));
     }
 
     #[test]

@@ -72,6 +72,10 @@ fn text(raw: String, field: &str) -> Result<String, Invalid> {
     if trimmed.chars().count() > MAX_TEXT_CHARS {
         return Err(Invalid::new(format!("{field} must be at most {MAX_TEXT_CHARS} characters")));
     }
+    // PostgreSQL's text cannot hold NUL, and other control characters have no place in a name.
+    if trimmed.chars().any(char::is_control) {
+        return Err(Invalid::new(format!("{field} must not contain control characters")));
+    }
     Ok(trimmed.to_owned())
 }
 

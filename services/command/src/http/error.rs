@@ -34,6 +34,7 @@ impl ApiError {
             Self::Refused(Refusal::UnknownProducts(_)) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_product"),
             Self::Refused(Refusal::InsufficientStock { .. }) => (StatusCode::CONFLICT, "insufficient_stock"),
             Self::Refused(Refusal::PriceMismatch { .. }) => (StatusCode::CONFLICT, "price_mismatch"),
+            Self::Refused(Refusal::TotalTooLarge { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "total_too_large"),
             Self::StockOverflow(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             Self::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -38,6 +38,10 @@ async fn invalid_products_are_rejected_with_precise_codes_and_write_nothing() {
         (with("name", json!(7)), 400, "invalid_body"),
         (json!([1, 2]), 400, "invalid_body"),
         (with("name", json!("")), 422, "validation_failed"),
+        // PostgreSQL's text cannot hold NUL; no control character belongs in a name or a category.
+        (with("name", json!("La\u{0}mp")), 422, "validation_failed"),
+        (with("category", json!("Ho\u{0}me")), 422, "validation_failed"),
+        (with("category", json!("Ho\u{7}me")), 422, "validation_failed"),
         (with("name", json!("   ")), 422, "validation_failed"),
         (with("category", json!("")), 422, "validation_failed"),
         (with("price", json!(0)), 422, "validation_failed"),
@@ -82,6 +86,8 @@ async fn invalid_orders_are_rejected_with_precise_codes_and_write_nothing() {
     let app = spawn_app().await;
     let lamp = app.create_product("Lamp", "Home", "49.99", 5).await;
     let mug = app.create_product("Mug", "Kitchen", "8.50", 1).await;
+    // The dearest product there may be, in a quantity that every per-line limit allows.
+    let yacht = app.create_product("Yacht", "Leisure", "9999999999.99", 1000).await;
     let order = |customer: Value, items: Value| json!({"customerId": customer, "items": items});
     let one = json!([{"productId": lamp, "quantity": 1}]);
 
@@ -116,6 +122,12 @@ async fn invalid_orders_are_rejected_with_precise_codes_and_write_nothing() {
             Some("Lamp"),
         ),
         (order(json!(1), json!([{"productId": mug, "quantity": 2}])), 409, "insufficient_stock", Some("Mug")),
+        (
+            order(json!(1), json!([{"productId": yacht, "quantity": 101}])),
+            422,
+            "total_too_large",
+            Some("1009999999998.99"),
+        ),
     ];
     for (body, status, code, mentions) in cases {
         let (got, response) = app.post("/api/orders", body.clone()).await;
@@ -124,7 +136,10 @@ async fn invalid_orders_are_rejected_with_precise_codes_and_write_nothing() {
             assert!(message.contains(text), "message for {body} should mention {text}: {message}");
         }
     }
-    assert_nothing_written(&app, 2, &[(lamp, 5), (mug, 1)]).await;
+    assert_nothing_written(&app, 3, &[(lamp, 5), (mug, 1), (yacht, 1000)]).await;
+    // Just under the limit is fine: 100 × 9 999 999 999.99.
+    let (status, _) = app.post("/api/orders", order(json!(1), json!([{"productId": yacht, "quantity": 100}]))).await;
+    assert_eq!(status, 201);
 }
 
 #[tokio::test]

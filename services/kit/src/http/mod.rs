@@ -1,5 +1,6 @@
 //! HTTP plumbing shared by the APIs: the router assembly, bearer-token authentication, one JSON error
-//! shape, extractors that use it, per-route metrics, the operational endpoints, and a server that drains in-flight requests on shutdown.
+//! shape, extractors that use it, per-route metrics, the operational endpoints, and a server with
+//! timeouts and a connection bound that drains in-flight requests on shutdown.
 
 mod api;
 mod auth;
@@ -26,11 +27,20 @@ use std::{
 use axum::{
     Router,
     extract::{Request, State},
-    http::{HeaderValue, header::CONNECTION},
+    http::{
+        HeaderValue, StatusCode,
+        header::{CONNECTION, RETRY_AFTER},
+    },
     middleware::{self, Next},
     response::Response,
 };
-use tokio::net::TcpListener;
+use hyper::server::conn::http1;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// How long a stopping server goes on answering, with `Connection: close` on every response, before it
@@ -38,17 +48,95 @@ use tokio_util::sync::CancellationToken;
 /// to another replica) instead of sending its next request into a connection that is being closed.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
-/// Serves `router` until `shutdown` is cancelled, drains for [`SHUTDOWN_DRAIN`], then lets in-flight
-/// requests finish.
+/// How long a client may take to send a request's headers, and how long a keep-alive connection may sit
+/// idle: a socket that sends half a request line is closed after this, and holds nothing for longer.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most connections served at once; beyond it a new connection gets an immediate 503 with
+/// `Retry-After` and is closed, so that load is shed instead of queued and the process keeps file
+/// descriptors to spare.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// The longest a request may take; then it is answered 503 (its work is cancelled).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `router` until `shutdown` is cancelled, drains for [`SHUTDOWN_DRAIN`], then stops accepting and
+/// lets in-flight requests finish. HTTP/1.1, within [`HEADER_READ_TIMEOUT`], [`MAX_CONNECTIONS`] and
+/// [`REQUEST_TIMEOUT`].
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
     let draining = Arc::new(AtomicBool::new(false));
-    let router = router.layer(middleware::from_fn_with_state(draining.clone(), close_when_draining));
-    let drained = async move {
+    let router = router
+        .layer(middleware::from_fn_with_state(REQUEST_TIMEOUT, time_limit))
+        .layer(middleware::from_fn_with_state(draining.clone(), close_when_draining));
+    let mut connections = http1::Builder::new();
+    connections.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let stop_accepting = async {
         shutdown.cancelled().await;
         draining.store(true, Ordering::Relaxed);
         tokio::time::sleep(SHUTDOWN_DRAIN).await;
     };
-    axum::serve(listener, router).with_graceful_shutdown(drained).await
+    tokio::pin!(stop_accepting);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, say: wait instead of spinning; a failed handshake is harmless.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop_accepting => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(shed(stream));
+            continue;
+        };
+        drop(stream.set_nodelay(true));
+        let service = TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(connections.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// The answer to a connection over [`MAX_CONNECTIONS`], written at once; the connection is then closed.
+async fn shed(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = r#"{"error":"overloaded","message":"too many connections; retry later"}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    drop(tokio::time::timeout(Duration::from_secs(1), stream.write_all(response.as_bytes())).await);
+}
+
+/// Answers 503 for a request that runs past `limit`.
+async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(?limit, "request timed out");
+            let mut response = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("the request took longer than {limit:?}"),
+            );
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
 }
 
 async fn close_when_draining(State(draining): State<Arc<AtomicBool>>, request: Request, next: Next) -> Response {
@@ -88,5 +176,61 @@ mod tests {
         let during = get(&mut stream).await;
         assert!(during.starts_with("http/1.1 200") && during.contains("connection: close"), "{during}");
         server.await.unwrap().unwrap();
+    }
+
+    /// Sockets that send half a request line, as many as the server takes: a connection beyond them gets
+    /// an immediate 503 with `Retry-After`; after the header timeout they are closed, and the server
+    /// answers again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn half_open_connections_are_shed_beyond_the_bound_and_closed_after_the_header_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let router = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, router, shutdown.clone()));
+        let mut stalled = Vec::with_capacity(MAX_CONNECTIONS);
+        for _ in 0..MAX_CONNECTIONS {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            stream.write_all(b"GET /healthz HT").await.unwrap();
+            stalled.push(stream);
+        }
+        let opened = tokio::time::Instant::now();
+        // The server takes them in the order they came: wait until the last one holds a slot.
+        let shed = loop {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            let answer = get(&mut stream).await;
+            if answer.starts_with("http/1.1 503") {
+                break answer;
+            }
+            assert!(answer.starts_with("http/1.1 200"), "{answer}");
+            assert!(opened.elapsed() < HEADER_READ_TIMEOUT, "the stalled connections never filled the server");
+        };
+        assert!(shed.contains("retry-after: 1") && shed.contains(r#""error":"overloaded""#), "{shed}");
+
+        // The header timeout closes every stalled connection (a read sees the end of the stream)...
+        for stream in stalled.iter_mut().step_by(97) {
+            let mut buffer = [0; 64];
+            let read = tokio::time::timeout(HEADER_READ_TIMEOUT * 2, stream.read(&mut buffer)).await;
+            assert!(matches!(read, Ok(Ok(_)) | Ok(Err(_))), "a stalled connection outlived the header timeout");
+        }
+        assert!(opened.elapsed() >= HEADER_READ_TIMEOUT / 2, "closed before the client had its time");
+        // ...and the server answers again.
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let answer = get(&mut stream).await;
+        assert!(answer.starts_with("http/1.1 200"), "{answer}");
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_time_limit_is_a_503() {
+        use tower::ServiceExt;
+        let slow = Router::new()
+            .route("/slow", axum::routing::get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }))
+            .layer(middleware::from_fn_with_state(Duration::from_millis(50), time_limit));
+        let request = axum::http::Request::builder().uri("/slow").body(axum::body::Body::empty()).unwrap();
+        let response = slow.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
     }
 }

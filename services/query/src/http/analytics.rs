@@ -4,7 +4,7 @@
 use analytics_events::{Money, SyncStatusResponse, timestamp};
 use analytics_kit::http::{ErrorBody, Json, Path, PositiveId, Query};
 use axum::extract::State;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -112,13 +112,18 @@ pub struct CategoryRevenue {
 #[utoipa::path(get, path = "/api/analytics/categories/{category}/revenue", tag = "analytics",
     params(("category" = String, Path, description = "Category name")), responses(
     (status = 200, description = "Zeros for a category with products but no sales", body = CategoryRevenue),
+    (status = 400, description = "The category contains a control character, which no category has", body = ErrorBody),
     (status = 404, description = "Unknown category", body = ErrorBody),
 ))]
-#[tracing::instrument(name = "category_revenue", skip_all, fields(category = %category))]
+#[tracing::instrument(name = "category_revenue", skip_all, fields(category = %category.escape_debug()))]
 pub async fn category_revenue(
     State(state): State<AppState>,
     Path(category): Path<String>,
 ) -> Result<Json<CategoryRevenue>> {
+    // The command API refuses control characters in a category, and PostgreSQL's text cannot hold NUL.
+    if category.chars().any(char::is_control) {
+        return Err(QueryError::InvalidQuery("a category never contains control characters".to_owned()));
+    }
     let row = read_model::category(&state.pool, &category).await?.ok_or(QueryError::CategoryNotFound(category))?;
     Ok(Json(CategoryRevenue {
         category: row.category,
@@ -212,15 +217,18 @@ pub struct HourlySales {
 /// Orders, units sold and revenue per UTC hour of the order time. Hours without sales are absent.
 #[utoipa::path(get, path = "/api/analytics/sales/hourly", tag = "analytics", params(HourlyParams), responses(
     (status = 200, body = Vec<HourlySales>),
-    (status = 400, description = "A malformed time, `from` not before `to`, or a range over 366 days", body = ErrorBody),
+    (status = 400, description = "A malformed time, one outside the years 1 to 9999, `from` not before `to`, or a range over 366 days", body = ErrorBody),
 ))]
 #[tracing::instrument(name = "hourly_sales", skip_all)]
 pub async fn hourly_sales(
     State(state): State<AppState>,
     Query(params): Query<HourlyParams>,
 ) -> Result<Json<Vec<HourlySales>>> {
-    let to = params.to.unwrap_or_else(Utc::now);
-    let from = params.from.unwrap_or(to - TimeDelta::hours(24));
+    let to = within_years(params.to.unwrap_or_else(Utc::now), "to")?;
+    let from = match params.from {
+        Some(from) => within_years(from, "from")?,
+        None => to - TimeDelta::hours(24),
+    };
     if from >= to {
         return Err(QueryError::InvalidQuery("from must be before to".into()));
     }
@@ -238,6 +246,16 @@ pub async fn hourly_sales(
             })
             .collect(),
     ))
+}
+
+/// `at`, if it falls in the years 1 to 9999: chrono and PostgreSQL reach further, but no sales hour does,
+/// and arithmetic near their limits would overflow.
+fn within_years(at: DateTime<Utc>, name: &str) -> Result<DateTime<Utc>> {
+    if (1..=9999).contains(&at.year()) {
+        Ok(at)
+    } else {
+        Err(QueryError::InvalidQuery(format!("{name} must fall in the years 1 to 9999")))
+    }
 }
 
 /// How far the read model is behind the write side. See the README's sync-status section.

@@ -127,6 +127,15 @@ async fn malformed_ids_and_parameters_are_400_in_the_common_error_shape() {
         "/api/analytics/sales/hourly?from=yesterday",
         "/api/analytics/sales/hourly?from=2026-11-24T12:00:00Z&to=2026-11-24T11:00:00Z",
         "/api/analytics/sales/hourly?from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+        // Near chrono's limits (arithmetic there used to panic) and before PostgreSQL's 4713 BC (a 500).
+        "/api/analytics/sales/hourly?to=-262143-01-01T00:00:00Z",
+        "/api/analytics/sales/hourly?from=2026-11-24T11:00:00Z&to=-262143-01-01T00:00:00Z",
+        "/api/analytics/sales/hourly?from=-4714-01-01T00:00:00Z&to=-4714-01-02T00:00:00Z",
+        "/api/analytics/sales/hourly?from=0000-06-01T00:00:00Z&to=0000-06-02T00:00:00Z",
+        "/api/analytics/sales/hourly?from=+10000-01-01T00:00:00Z&to=+10000-01-02T00:00:00Z",
+        // No category holds a control character, and PostgreSQL's text cannot hold NUL.
+        "/api/analytics/categories/Ho%00me/revenue",
+        "/api/analytics/categories/Ho%07me/revenue",
     ] {
         let (status, body) = app.get(path).await;
         assert_error(status, &body, 400, "invalid_query");
