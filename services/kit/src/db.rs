@@ -1,6 +1,7 @@
-//! PostgreSQL connection pools.
+//! PostgreSQL connection pools, and how their failures are told apart: a broken connection is retried
+//! once on a fresh one where that is safe, and the database being unavailable is a 503, not a 500.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{
@@ -36,10 +37,14 @@ fn connect_options(url: &SecretString) -> Result<PgConnectOptions, sqlx::Error> 
     Ok(options)
 }
 
+/// How long a request waits for a connection: longer means the database is down or overloaded, and the
+/// request is better answered 503 at once than queued.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn lazy_pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .test_before_acquire(false)
         .connect_lazy_with(options)
 }
@@ -64,9 +69,76 @@ pub async fn migrate(
     migrated
 }
 
-/// Whether the database answers a trivial query.
+/// Whether the database answers a trivial query within a second (a readiness probe must not hang on a
+/// database that is down).
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("select 1").execute(pool).await.map(drop)
+    let ping = read(pool, || sqlx::query("select 1").execute(pool));
+    match tokio::time::timeout(Duration::from_secs(1), ping).await {
+        Ok(pinged) => pinged.map(drop),
+        Err(_) => Err(sqlx::Error::PoolTimedOut),
+    }
+}
+
+/// Whether `error` says that the connection broke (or was never made), rather than that the database
+/// refused a statement: an I/O or TLS error, a protocol error, or the server's shutdown and connection
+/// exception codes (57P01, 57P02, class 08).
+pub fn is_broken_connection(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(database) => {
+            database.code().is_some_and(|code| code == "57P01" || code == "57P02" || code.starts_with("08"))
+        }
+        _ => false,
+    }
+}
+
+/// Whether the database cannot serve the request now but may soon: a broken connection, no connection
+/// within [`ACQUIRE_TIMEOUT`], a server starting or shutting down (57P03) or out of connections (53300).
+/// The client may retry; the answer is a 503.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    is_broken_connection(error)
+        || matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+        || matches!(error, sqlx::Error::Database(database) if matches!(database.code().as_deref(), Some("57P03" | "53300")))
+}
+
+/// Begins a transaction, and once more if the connection turns out broken. After a database restart
+/// every pooled connection is broken, so the idle ones are closed first and the retry gets a new one.
+/// Nothing was done on the broken connection, so the retry is safe.
+pub async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    match pool.begin().await {
+        Err(error) if is_broken_connection(&error) => {
+            discard_idle(pool, &error).await;
+            pool.begin().await
+        }
+        begun => begun,
+    }
+}
+
+/// Runs `read`, and once more after a broken connection (see [`begin`]). Only for reads: a write whose
+/// connection broke may have been done.
+pub async fn read<T, F, Fut>(pool: &PgPool, read: F) -> Result<T, sqlx::Error>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    match read().await {
+        Err(error) if is_broken_connection(&error) => {
+            discard_idle(pool, &error).await;
+            read().await
+        }
+        done => done,
+    }
+}
+
+/// Closes every idle connection of `pool`: one broke, so the others, made before the same failure,
+/// most likely did too.
+async fn discard_idle(pool: &PgPool, cause: &sqlx::Error) {
+    let mut closed = 0;
+    while let Some(connection) = pool.try_acquire() {
+        drop(connection.close().await);
+        closed += 1;
+    }
+    tracing::warn!(error = %cause, closed, "a database connection broke; idle connections closed, retrying once");
 }
 
 /// Logs the outcome of a periodic delete of expired `rows` (e.g. "published outbox rows").

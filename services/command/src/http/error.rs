@@ -1,6 +1,6 @@
 //! The command API's errors and the status code and JSON body of each.
 
-use analytics_kit::http::{error_response, internal_error};
+use analytics_kit::http::{database_error, error_response};
 use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -44,7 +44,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Database(error) = &self {
-            return internal_error(error);
+            return database_error(error);
         }
         let (status, code) = self.status_and_code();
         error_response(status, code, self.to_string())

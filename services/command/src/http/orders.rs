@@ -64,7 +64,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<OrderCreatedResponse>)> {
     let order = NewOrder::try_from(request)?;
     let ids: Vec<i64> = order.lines.iter().map(|line| line.product_id.get()).collect();
-    let mut tx = state.pool.begin().await?;
+    let mut tx = analytics_kit::db::begin(&state.pool).await?;
     let catalog = store::orders::lock_products(&mut tx, &ids).await?;
     let priced = domain::price(order, &catalog)?;
     let ordered_at = timestamp::truncate(Utc::now());
@@ -85,7 +85,9 @@ pub async fn create(
 ))]
 #[tracing::instrument(name = "get_order", skip_all, fields(order_id = id))]
 pub async fn get(State(state): State<AppState>, PositiveId(id): PositiveId) -> Result<Json<OrderResponse>> {
-    let order = store::orders::get(&state.pool, id).await?.ok_or(ApiError::OrderNotFound(id))?;
+    let order = analytics_kit::db::read(&state.pool, || store::orders::get(&state.pool, id))
+        .await?
+        .ok_or(ApiError::OrderNotFound(id))?;
     Ok(Json(OrderResponse {
         order_id: order.id,
         customer_id: order.customer_id,

@@ -56,7 +56,7 @@ pub async fn create(
     Json(request): Json<ProductRequest>,
 ) -> Result<(StatusCode, Json<ProductCreatedResponse>)> {
     let product = NewProduct::try_from(request)?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = analytics_kit::db::begin(&state.pool).await?;
     let row = store::products::insert(&mut tx, &product).await?;
     tracing::Span::current().record("product_id", row.id);
     outbox::enqueue(&mut tx, &Envelope::new(EventType::ProductCreated, Utc::now(), row.id, row.state())).await?;
@@ -73,7 +73,9 @@ pub async fn create(
 ))]
 #[tracing::instrument(name = "get_product", skip_all, fields(product_id = id))]
 pub async fn get(State(state): State<AppState>, PositiveId(id): PositiveId) -> Result<Json<ProductResponse>> {
-    let row = store::products::get(&state.pool, id).await?.ok_or(ApiError::ProductNotFound(id))?;
+    let row = analytics_kit::db::read(&state.pool, || store::products::get(&state.pool, id))
+        .await?
+        .ok_or(ApiError::ProductNotFound(id))?;
     Ok(Json(row.into()))
 }
 
@@ -92,7 +94,7 @@ pub async fn update(
     Json(request): Json<ProductPatchRequest>,
 ) -> Result<Json<ProductResponse>> {
     let change = ProductChange::try_from(request)?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = analytics_kit::db::begin(&state.pool).await?;
     let row = match store::products::update(&mut tx, id, &change).await? {
         Updated::Product(row) => row,
         Updated::NotFound => return Err(ApiError::ProductNotFound(id)),

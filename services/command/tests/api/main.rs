@@ -5,6 +5,7 @@
 
 mod auth;
 mod broker_outage;
+mod database_restart;
 mod helpers;
 mod money;
 mod ops;

@@ -27,6 +27,19 @@ pub fn internal_error(error: &(dyn std::error::Error + 'static)) -> Response {
     error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
 }
 
+/// The answer to a failed database call: a 503 with `Retry-After` if the database is unavailable for
+/// now (it restarted, or is down or saturated; the client may retry), a 500 otherwise.
+pub fn database_error(error: &sqlx::Error) -> Response {
+    if !crate::db::is_unavailable(error) {
+        return internal_error(error);
+    }
+    tracing::warn!(%error, "the database is unavailable");
+    let mut response =
+        error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is unavailable; retry shortly");
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+    response
+}
+
 /// The router fallback for unknown paths, in the common shape.
 pub async fn route_not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "not_found", "no such route")

@@ -1,6 +1,6 @@
 //! The query API's errors, in the command API's shape.
 
-use analytics_kit::http::{error_response, internal_error};
+use analytics_kit::http::{database_error, error_response};
 use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -25,7 +25,7 @@ impl IntoResponse for QueryError {
         let (status, code) = match &self {
             Self::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             Self::ProductNotFound(_) | Self::CategoryNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::Database(error) => return internal_error(error),
+            Self::Database(error) => return database_error(error),
         };
         error_response(status, code, self.to_string())
     }

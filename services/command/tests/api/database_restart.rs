@@ -1,0 +1,114 @@
+//! The database restarts under the service, on a PostgreSQL server of the test's own: while it is down,
+//! requests get a fast 503 with `Retry-After` (and `/readyz` says so), and once it is back no request
+//! fails, although every pooled connection broke with it.
+
+use std::time::{Duration, Instant};
+
+use analytics_testkit::{api_client, hack};
+use command_service::{App, config::ServeConfig};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{database_config, relay_config};
+
+struct PrivatePostgres {
+    dir: std::path::PathBuf,
+    port: String,
+}
+
+impl PrivatePostgres {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("restart-{}", uuid::Uuid::new_v4().simple()));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+        let server = Self { dir, port };
+        server.start_again();
+        server
+    }
+
+    fn start_again(&self) {
+        hack("postgres.sh", &["start", self.dir.to_str().unwrap(), &self.port]);
+    }
+
+    fn stop(&self) {
+        hack("postgres.sh", &["stop", self.dir.to_str().unwrap()]);
+    }
+
+    fn url(&self) -> String {
+        format!("{}/postgres", std::fs::read_to_string(self.dir.join("url")).unwrap())
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.stop();
+        drop(std::fs::remove_dir_all(&self.dir));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_costs_no_request_a_500() {
+    analytics_kit::telemetry::init_for_tests();
+    let postgres = PrivatePostgres::start();
+    let url = postgres.url();
+    command_service::MIGRATOR.run(&sqlx::PgPool::connect(&url).await.unwrap()).await.unwrap();
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        no_relay: true,
+        auth: analytics_testkit::auth_config(),
+        database: database_config(&url),
+        relay: relay_config("amqp://unused", "unused."),
+    };
+    let app = App::build(config).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(app.run(shutdown.clone()));
+    let http = api_client();
+    let send = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let request = http.request(method, format!("{base}{path}"));
+        let request = match body { Some(body) => request.json(&body), None => request };
+        async move {
+            let response = request.send().await.unwrap();
+            let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+            (response.status().as_u16(), retry_after, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let order = json!({"customerId": 1, "items": [{"productId": 1, "quantity": 1}]});
+    let product = json!({"name": "Lamp", "category": "Home", "price": 1, "stock": 1_000_000});
+    assert_eq!(send(reqwest::Method::POST, "/api/products", Some(product)).await.0, 201);
+    // Fill the pool: every connection it holds breaks with the restart.
+    let warm = (0..16).map(|_| send(reqwest::Method::GET, "/api/products/1", None));
+    assert!(futures::future::join_all(warm).await.iter().all(|(status, ..)| *status == 200));
+
+    postgres.stop();
+    for (method, path, body) in
+        [(reqwest::Method::POST, "/api/orders", Some(order.clone())), (reqwest::Method::GET, "/api/products/1", None)]
+    {
+        let started = Instant::now();
+        let (status, retry_after, body) = send(method, path, body).await;
+        println!("{path} while the database is down: {status} in {:?}", started.elapsed());
+        assert_eq!((status, retry_after.as_deref(), body["error"].as_str()), (503, Some("1"), Some("unavailable")), "{body}");
+    }
+    let started = Instant::now();
+    let (status, _, body) = send(reqwest::Method::GET, "/readyz", None).await;
+    println!("/readyz while the database is down: {status} in {:?}", started.elapsed());
+    assert_eq!((status, body["status"].as_str()), (503, Some("unavailable")), "{body}");
+
+    postgres.start_again();
+    let mut answers = Vec::new();
+    for n in 0..40 {
+        let (method, path, body) = if n % 2 == 0 {
+            (reqwest::Method::POST, "/api/orders", Some(order.clone()))
+        } else {
+            (reqwest::Method::GET, "/api/products/1", None)
+        };
+        answers.push(send(method, path, body).await.0);
+    }
+    assert!(answers.iter().all(|status| *status == 200 || *status == 201), "after the restart: {answers:?}");
+    let orders: i64 = sqlx::query_scalar("select count(*) from orders")
+        .fetch_one(&sqlx::PgPool::connect(&url).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(orders, 20, "every order answered 201 is there, once");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap().unwrap();
+}
