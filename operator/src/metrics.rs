@@ -60,18 +60,22 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// Mirrors a pipeline's status (and its consumer ceiling) into its gauges.
+    /// Mirrors a pipeline's status (and its consumer ceiling) into its gauges. A figure the status does
+    /// not know has no series, rather than the last value it had.
     pub fn observe(&self, namespace: &str, name: &str, status: &AnalyticsPipelineStatus, max_consumers: i32) {
         let labels = [namespace, name];
         self.max_consumers.with_label_values(&labels).set(i64::from(max_consumers));
-        if let Some(lag) = status.lag_seconds {
-            self.lag.with_label_values(&labels).set(lag);
+        match status.lag_seconds {
+            Some(lag) => self.lag.with_label_values(&labels).set(lag),
+            None => drop(self.lag.remove_label_values(&labels)),
         }
-        if let Some(pending) = status.pending_events {
-            self.pending.with_label_values(&labels).set(pending);
+        match status.pending_events {
+            Some(pending) => self.pending.with_label_values(&labels).set(pending),
+            None => drop(self.pending.remove_label_values(&labels)),
         }
-        if let Some(depth) = status.queue_depth {
-            self.depth.with_label_values(&labels).set(depth);
+        match status.queue_depth {
+            Some(depth) => self.depth.with_label_values(&labels).set(depth),
+            None => drop(self.depth.remove_label_values(&labels)),
         }
         if let Some(consumers) = status.consumer_replicas {
             self.consumers.with_label_values(&labels).set(i64::from(consumers));
@@ -129,6 +133,15 @@ mod tests {
         ] {
             assert!(exported.contains(series), "missing {series}:\n{exported}");
         }
+        // A backlog the status no longer knows (the broker is down) leaves no stale value behind.
+        let unknown = AnalyticsPipelineStatus { pending_events: None, queue_depth: None, ..status };
+        metrics.observe("prod", "shop", &unknown, 10);
+        let exported = text(&registry);
+        assert!(
+            !exported.contains("pipeline_pending_events{") && !exported.contains("pipeline_queue_depth{"),
+            "{exported}"
+        );
+        assert!(exported.contains("pipeline_lag_seconds{name=\"shop\",namespace=\"prod\"} 1.5"));
         metrics.forget("prod", "shop");
         assert!(!text(&registry).contains("name=\"shop\""));
     }

@@ -123,7 +123,7 @@ pub fn derive(
     status.queue_depth = observed.queue_depth;
     if let Some(sync) = observed.sync {
         status.lag_seconds = sync.lag_seconds;
-        status.pending_events = Some(sync.pending_events);
+        status.pending_events = sync.pending_events;
         status.last_sync_time = sync
             .last_processed_event_timestamp
             .and_then(|at| Timestamp::from_millisecond(at.timestamp_millis()).ok())
@@ -194,8 +194,8 @@ pub(crate) fn catching_up() -> SyncStatus {
     SyncStatus {
         last_processed_event_timestamp: "2026-11-24T06:00:00.123Z".parse().ok(),
         lag_seconds: Some(2.5),
-        pending_events: 40,
-        outbox_pending_events: 10,
+        pending_events: Some(40),
+        outbox_pending_events: Some(10),
         queue_depth: Some(30),
         watermark_age_seconds: Some(0.2),
         status: analytics_events::SyncState::CatchingUp,

@@ -17,9 +17,11 @@ pub struct SyncStatusResponse {
     /// How far the read model is behind: 0 when everything committed is applied; otherwise at least
     /// the age of the oldest pending event. Null before the first watermark.
     pub lag_seconds: Option<f64>,
-    /// Events not yet applied: in the outbox plus on the queues.
-    pub pending_events: i64,
-    pub outbox_pending_events: i64,
+    /// Events not yet applied: in the outbox plus on the queues. Null when either is unknown.
+    pub pending_events: Option<i64>,
+    /// The outbox backlog, as the newest watermark saw it. Null when there is no fresh watermark (the
+    /// relay or the broker is down): the query service cannot know it then.
+    pub outbox_pending_events: Option<i64>,
     /// Ready messages on both queues; null if the broker did not answer.
     pub queue_depth: Option<i64>,
     /// Age of the newest watermark from the relay.
@@ -53,8 +55,8 @@ mod tests {
         let response = SyncStatusResponse {
             last_processed_event_timestamp: None,
             lag_seconds: Some(0.25),
-            pending_events: 3,
-            outbox_pending_events: 1,
+            pending_events: Some(3),
+            outbox_pending_events: Some(1),
             queue_depth: Some(2),
             watermark_age_seconds: Some(0.1),
             status: SyncState::CatchingUp,

@@ -31,9 +31,11 @@ pub const STALE_AFTER: Duration = Duration::from_secs(5);
 pub fn assess(now: DateTime<Utc>, streams: &[StreamProgress], queue_depth: Option<i64>) -> SyncStatusResponse {
     let last_processed_event_timestamp = streams.iter().filter_map(|s| s.last_event_occurred_at).max();
     let newest = streams.iter().filter(|s| s.watermark_as_of.is_some()).max_by_key(|s| s.watermark_as_of);
-    let outbox_pending = newest.map_or(0, |s| s.outbox_pending);
-    let pending_events = outbox_pending + queue_depth.unwrap_or(0);
     let since = |at: DateTime<Utc>| (now - at).to_std().unwrap_or_default();
+    // The outbox backlog is known only from a fresh watermark: an old one tells what it was, not what it is.
+    let outbox_pending =
+        newest.filter(|s| s.watermark_as_of.is_some_and(|at| since(at) <= STALE_AFTER)).map(|s| s.outbox_pending);
+    let pending_events = outbox_pending.zip(queue_depth).map(|(outbox, queues)| outbox + queues);
     // Seconds on the wire, to the millisecond.
     let seconds = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
 
@@ -156,7 +158,7 @@ mod tests {
         let mut streams = vec![stream("orders", 800, 0, None, now), stream("products", 300, 0, None, now)];
         streams[0].last_event_occurred_at = Some(now - TimeDelta::hours(3));
         let status = assess(now, &streams, Some(0));
-        assert_eq!((status.lag_seconds, status.status, status.pending_events), (Some(0.0), SyncState::InSync, 0));
+        assert_eq!((status.lag_seconds, status.status, status.pending_events), (Some(0.0), SyncState::InSync, Some(0)));
         assert_eq!(status.last_processed_event_timestamp, Some(now - TimeDelta::milliseconds(350)));
     }
 
@@ -167,7 +169,7 @@ mod tests {
         let status = assess(now, &streams, Some(0));
         assert_eq!(status.status, SyncState::CatchingUp);
         assert!(status.lag_seconds.unwrap() >= 7.0, "{status:?}");
-        assert_eq!(status.pending_events, 40);
+        assert_eq!(status.pending_events, Some(40));
     }
 
     #[test]
@@ -175,7 +177,7 @@ mod tests {
         let now = Utc::now();
         let streams = [stream("orders", 2_500, 0, None, now), stream("products", 100, 0, None, now)];
         let status = assess(now, &streams, Some(1_200));
-        assert_eq!((status.status, status.pending_events), (SyncState::CatchingUp, 1_200));
+        assert_eq!((status.status, status.pending_events), (SyncState::CatchingUp, Some(1_200)));
         assert!(status.lag_seconds.unwrap() >= 2.5);
     }
 
@@ -188,11 +190,29 @@ mod tests {
         assert!(status.lag_seconds.unwrap() >= 60.0);
     }
 
+    /// The broker died with an empty outbox behind the last watermark, and 30 000 events have piled up
+    /// since: the old watermark's 0 is no longer the truth, so the backlog is unknown, not 0.
+    #[test]
+    fn without_a_fresh_watermark_the_backlog_is_unknown_not_zero() {
+        let now = Utc::now();
+        let streams = [stream("orders", 8_000, 0, None, now), stream("products", 8_000, 0, None, now)];
+        let status = assess(now, &streams, Some(0));
+        assert_eq!(status.status, SyncState::Stale);
+        assert_eq!((status.outbox_pending_events, status.pending_events), (None, None));
+        // The queues alone are still known.
+        assert_eq!(status.queue_depth, Some(0));
+        // A fresh watermark makes it known again.
+        let streams =
+            [stream("orders", 300, 30_007, Some(9_000), now), stream("products", 300, 30_007, Some(9_000), now)];
+        let status = assess(now, &streams, Some(12));
+        assert_eq!((status.outbox_pending_events, status.pending_events), (Some(30_007), Some(30_019)));
+    }
+
     #[test]
     fn before_any_watermark_the_lag_is_unknown() {
         let now = Utc::now();
         let status = assess(now, &[stream("orders", 100, 0, None, now)], Some(0));
         assert_eq!((status.lag_seconds, status.status), (None, SyncState::Unknown));
-        assert_eq!(assess(now, &[], Some(3)).pending_events, 3);
+        assert_eq!(assess(now, &[], Some(3)).pending_events, None, "no watermark, no outbox figure");
     }
 }

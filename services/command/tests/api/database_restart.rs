@@ -65,7 +65,10 @@ async fn a_database_restart_costs_no_request_a_500() {
     let http = api_client();
     let send = |method: reqwest::Method, path: &str, body: Option<Value>| {
         let request = http.request(method, format!("{base}{path}"));
-        let request = match body { Some(body) => request.json(&body), None => request };
+        let request = match body {
+            Some(body) => request.json(&body),
+            None => request,
+        };
         async move {
             let response = request.send().await.unwrap();
             let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
@@ -86,7 +89,11 @@ async fn a_database_restart_costs_no_request_a_500() {
         let started = Instant::now();
         let (status, retry_after, body) = send(method, path, body).await;
         println!("{path} while the database is down: {status} in {:?}", started.elapsed());
-        assert_eq!((status, retry_after.as_deref(), body["error"].as_str()), (503, Some("1"), Some("unavailable")), "{body}");
+        assert_eq!(
+            (status, retry_after.as_deref(), body["error"].as_str()),
+            (503, Some("1"), Some("unavailable")),
+            "{body}"
+        );
     }
     let started = Instant::now();
     let (status, _, body) = send(reqwest::Method::GET, "/readyz", None).await;

@@ -96,6 +96,9 @@ async fn while_the_broker_is_down_the_lag_grows_past_the_age_of_the_waiting_orde
     assert_eq!(status["status"], "stale", "{status}");
     assert!(status["lagSeconds"].as_f64().unwrap() >= age, "lag {status} vs oldest pending {age:.3} s");
     assert_eq!(status["queueDepth"], serde_json::Value::Null, "the broker is unreachable: {status}");
+    // Five orders wait in the outbox; the last watermark saw none, and nothing newer can tell.
+    assert_eq!(status["outboxPendingEvents"], serde_json::Value::Null, "not the last watermark's 0: {status}");
+    assert_eq!(status["pendingEvents"], serde_json::Value::Null, "{status}");
 
     broker.start_again();
     pipeline.wait_until_applied(Duration::from_secs(60)).await;
