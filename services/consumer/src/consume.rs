@@ -284,8 +284,8 @@ impl Consumer {
         }
     }
 
-    /// Applies `batch` in one transaction, retrying transient errors with `backoff` until it is applied,
-    /// refused outright, or shutdown comes.
+    /// Applies `batch` in one transaction, retrying every failure that is not a refusal of the data with
+    /// `backoff` until it is applied, refused, or shutdown comes.
     #[tracing::instrument(name = "consumer_batch", skip_all, fields(stream = stream.as_str(), messages = batch.len()))]
     async fn apply_retrying(
         &self,
@@ -301,7 +301,7 @@ impl Consumer {
                     self.record(batch, &outcomes, started);
                     return Attempt::Applied;
                 }
-                Err(error) if projection::is_transient(&error) => {
+                Err(error) if !projection::is_refusal(&error) => {
                     tracing::warn!(%error, "cannot apply a batch yet; retrying");
                     if !backoff.wait(stop).await {
                         return Attempt::Stopped;

@@ -4,7 +4,7 @@
 //! [`apply`] applies a batch in one transaction: it records each body's SHA-256 in `processed_events`
 //! and applies only the messages whose hash was new, so a redelivered message changes nothing. All rows
 //! are written in key order, so concurrent consumers never deadlock on each other (and if the database
-//! reports one anyway, the caller retries: see [`is_transient`]).
+//! reports one anyway, the caller retries: only a [`is_refusal`] is the message's fault).
 
 mod orders;
 mod products;
@@ -14,6 +14,7 @@ use std::collections::HashSet;
 pub use analytics_events::Stream;
 use analytics_events::{Envelope, EventType, OrderCreated, ProductState, SCHEMA_VERSION, Watermark, body_hash};
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 
@@ -92,13 +93,43 @@ pub fn parse(body: &[u8], stream: Stream) -> Result<Incoming, Poison> {
     let invalid =
         |e: serde_json::Error| Poison::new("invalid_payload", format!("invalid {} envelope: {e}", event_type.as_str()));
     let message = match event_type {
-        EventType::OrderCreated => Message::OrderCreated(serde_json::from_slice(body).map_err(invalid)?),
+        EventType::OrderCreated => {
+            let order: Envelope<OrderCreated> = serde_json::from_slice(body).map_err(invalid)?;
+            check_amounts(&order.payload)?;
+            Message::OrderCreated(order)
+        }
         EventType::ProductCreated | EventType::ProductUpdated => {
             Message::Product(serde_json::from_slice(body).map_err(invalid)?)
         }
         EventType::Watermark => Message::Watermark(serde_json::from_slice(body).map_err(invalid)?),
     };
     Ok(Incoming { hash: body_hash(body), message })
+}
+
+/// The read model stores money as `numeric(20, 2)`: below 10^18.
+const MAX_AMOUNT: Decimal = Decimal::from_parts(2_808_348_672, 232_830_643, 0, false, 0);
+
+/// An order whose line amounts or total cannot be stored is poison. Checked here, with checked
+/// arithmetic, so that folding a batch of valid orders can never overflow.
+fn check_amounts(order: &OrderCreated) -> Result<(), Poison> {
+    let overflow = || {
+        Poison::new(
+            "amount_overflow",
+            format!("order {}: an amount reaches {MAX_AMOUNT}, more than the read model stores", order.order_id),
+        )
+    };
+    let mut sum = Decimal::ZERO;
+    for line in &order.items {
+        let amount = line.unit_price.amount().checked_mul(Decimal::from(line.quantity)).ok_or_else(overflow)?;
+        sum = sum.checked_add(amount).ok_or_else(overflow)?;
+        if amount.abs() >= MAX_AMOUNT {
+            return Err(overflow());
+        }
+    }
+    if sum.abs() >= MAX_AMOUNT || order.total.amount().abs() >= MAX_AMOUNT {
+        return Err(overflow());
+    }
+    Ok(())
 }
 
 /// What became of each message of a batch, in batch order.
@@ -215,19 +246,13 @@ async fn record_progress(
     .map(drop)
 }
 
-/// Errors worth retrying as they are: lost connections, deadlocks, serialization failures, overload.
-/// Anything else means the data itself is refused.
-pub fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08")
-                || code.starts_with("57P")
-                || matches!(code.as_ref(), "40001" | "40P01" | "53300" | "55P03")
-        }),
-        _ => false,
-    }
+/// Whether the database refused the data itself: a data exception (SQLSTATE class 22, such as a numeric
+/// overflow or a NUL in text) or a constraint violation (class 23). Only that makes a message poison.
+/// Anything else is the infrastructure's failure, not the message's: a lost connection, a deadlock, a
+/// full disk, a server gone read-only after a failover, a statement timeout, an I/O error. Those are
+/// retried, with backoff, for as long as it takes.
+pub fn is_refusal(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23")))
 }
 
 #[cfg(test)]
@@ -247,6 +272,75 @@ mod tests {
         for (body, stream, kind) in cases {
             assert_eq!(parse(body, stream).unwrap_err().kind, kind, "{}", String::from_utf8_lossy(body));
         }
+    }
+
+    /// Amounts whose product or sum would overflow (a panic in the fold, before) or could never be stored
+    /// make the message poison, with its own reason; the largest storable ones parse.
+    #[test]
+    fn an_order_whose_amounts_cannot_be_stored_is_poison() {
+        assert_eq!(MAX_AMOUNT, Decimal::from(1_000_000_000_000_000_000_i64));
+        let body = |price: &str, quantity: i64, total: &str| {
+            format!(
+                r#"{{"eventId":"00000000-0000-0000-0000-000000000001","eventType":"OrderCreated","schemaVersion":1,
+                    "occurredAt":"2026-11-24T10:00:00.000Z","aggregateId":1,"payload":{{"orderId":1,"customerId":1,
+                    "orderedAt":"2026-11-24T10:00:00.000Z","total":{total},"items":[{{"productId":1,"productName":"A",
+                    "category":"B","unitPrice":{price},"quantity":{quantity}}}]}}}}"#
+            )
+        };
+        let huge = "79228162514264337593543950335";
+        for (price, quantity, total) in [
+            (huge, 10, "1"),
+            ("1000000000000000000", 1, "1"),
+            ("1", 1, "1000000000000000000"),
+            ("600000000000000000", 2, "1"),
+        ] {
+            let poison = parse(body(price, quantity, total).as_bytes(), Stream::Orders).unwrap_err();
+            assert_eq!(poison.kind, "amount_overflow", "{price} × {quantity}, total {total}");
+        }
+        assert!(parse(body("999999999999999999.99", 1, "999999999999999999.99").as_bytes(), Stream::Orders).is_ok());
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_data_is_the_messages_fault() {
+        use sqlx::error::{DatabaseError, ErrorKind};
+        #[derive(Debug)]
+        struct Coded(&'static str);
+        impl std::fmt::Display for Coded {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "SQLSTATE {}", self.0)
+            }
+        }
+        impl std::error::Error for Coded {}
+        impl DatabaseError for Coded {
+            fn message(&self) -> &str {
+                self.0
+            }
+            fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+                Some(self.0.into())
+            }
+            fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+                self
+            }
+            fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+                self
+            }
+            fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+                self
+            }
+            fn kind(&self) -> ErrorKind {
+                ErrorKind::Other
+            }
+        }
+        let database = |code| sqlx::Error::Database(Box::new(Coded(code)));
+        // Numeric overflow, NUL in text, a check constraint: the message's fault.
+        for code in ["22003", "22021", "23514"] {
+            assert!(is_refusal(&database(code)), "{code}");
+        }
+        // Read-only after a failover, disk full, statement timeout, I/O error, deadlock, shutdown.
+        for code in ["25006", "53100", "57014", "58030", "40P01", "57P01"] {
+            assert!(!is_refusal(&database(code)), "{code}");
+        }
+        assert!(!is_refusal(&sqlx::Error::PoolTimedOut));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod helpers;
+mod infrastructure;
 mod pipeline;
 mod poison;
 mod projection;

@@ -26,28 +26,37 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_never_block_the
         ("order.created", br#"{"eventId":"x","eventType":"OrderShipped","schemaVersion":1}"#),
         ("order.created", br#"{"eventId":"x","eventType":"OrderCreated","schemaVersion":9}"#),
     ];
-    // Well-formed, but beyond what the read model can store (numeric(20,2)): the database refuses it.
-    let huge = "1e19".parse::<analytics_events::Money>().unwrap();
-    let unstorable = Envelope::new(
-        EventType::OrderCreated,
-        Utc::now(),
-        999_999,
-        OrderCreated {
-            order_id: 999_999,
-            customer_id: 1,
-            ordered_at: Utc::now(),
-            total: huge,
-            items: vec![OrderLine {
-                product_id: 999_999,
-                product_name: "Too dear".into(),
-                category: "Home".into(),
-                unit_price: huge,
-                quantity: 1,
-            }],
-        },
-    )
-    .to_body();
-    for (routing_key, body) in poison.into_iter().chain([("order.created", unstorable.as_slice())]) {
+    let order = |id: i64, category: &str, price: &str, quantity: i64| {
+        let price = price.parse::<analytics_events::Money>().unwrap();
+        Envelope::new(
+            EventType::OrderCreated,
+            Utc::now(),
+            id,
+            OrderCreated {
+                order_id: id,
+                customer_id: 1,
+                ordered_at: Utc::now(),
+                total: price,
+                items: vec![OrderLine {
+                    product_id: id,
+                    product_name: "Crafted".into(),
+                    category: category.into(),
+                    unit_price: price,
+                    quantity,
+                }],
+            },
+        )
+        .to_body()
+    };
+    // Beyond what the read model stores (numeric(20,2)), and so large that price × quantity overflows
+    // the decimal type itself (it panicked the consumer, before): each dead-lettered alone, with its reason.
+    let unstorable = order(999_997, "Home", "1e19", 1);
+    let overflowing = order(999_998, "Home", "79228162514264337593543950335", 10);
+    // Well-formed, but PostgreSQL's text cannot hold NUL: the database refuses it.
+    let refused = order(999_999, "Ho\u{0}me", "1.00", 1);
+    let crafted =
+        [unstorable.as_slice(), overflowing.as_slice(), refused.as_slice()].map(|body| ("order.created", body));
+    for (routing_key, body) in poison.into_iter().chain(crafted) {
         channel
             .basic_publish(
                 pipeline.topology.exchange.as_str().into(),
@@ -80,7 +89,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_never_block_the
         .await
         .unwrap();
     let mut reasons = Vec::new();
-    while reasons.len() < 4 {
+    while reasons.len() < 6 {
         let delivery =
             tokio::time::timeout(Duration::from_secs(20), dead.next()).await.expect("a dead letter").unwrap().unwrap();
         let headers = delivery.properties.headers().clone().unwrap_or_default();
@@ -95,13 +104,24 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_never_block_the
         delivery.ack(BasicAckOptions::default()).await.unwrap();
     }
     reasons.sort();
-    assert_eq!(reasons, ["invalid_json", "rejected_by_database", "unknown_event_type", "unsupported_schema_version"]);
+    assert_eq!(
+        reasons,
+        [
+            "amount_overflow",
+            "amount_overflow",
+            "invalid_json",
+            "rejected_by_database",
+            "unknown_event_type",
+            "unsupported_schema_version"
+        ]
+    );
     let metrics = pipeline.client.get(&pipeline.consumer_metrics[0]).send().await.unwrap().text().await.unwrap();
     for expected in [
         "consumer_events_dead_lettered_total{reason=\"invalid_json\"} 1",
         "consumer_events_dead_lettered_total{reason=\"unknown_event_type\"} 1",
         "consumer_events_dead_lettered_total{reason=\"unsupported_schema_version\"} 1",
         "consumer_events_dead_lettered_total{reason=\"rejected_by_database\"} 1",
+        "consumer_events_dead_lettered_total{reason=\"amount_overflow\"} 2",
         "consumer_events_applied_total{event_type=\"OrderCreated\"} 1",
         "consumer_events_applied_total{event_type=\"ProductCreated\"} 1",
         "consumer_batch_size_count",

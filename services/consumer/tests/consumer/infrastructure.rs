@@ -1,0 +1,69 @@
+//! A failure of the read database that is not the message's fault (here: the server turned read-only,
+//! as after a failover) holds the messages back until it passes; none is dead-lettered.
+
+use std::time::Duration;
+
+use analytics_testkit::{amqp_url, eventually};
+use lapin::{options::QueueDeclareOptions, types::FieldTable};
+use serde_json::json;
+
+use crate::helpers::Pipeline;
+
+/// Sets the read database's default transaction mode and ends the consumer's sessions, so that its
+/// next ones start in that mode.
+async fn read_only(pipeline: &Pipeline, on: bool) {
+    let database: String = sqlx::query_scalar("select current_database()").fetch_one(&pipeline.read).await.unwrap();
+    let mode = if on { "on" } else { "off" };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("alter database {database} set default_transaction_read_only = {mode}")))
+        .execute(&pipeline.read)
+        .await
+        .unwrap();
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity
+          where datname = current_database() and application_name = 'consumer-service'",
+    )
+    .execute(&pipeline.read)
+    .await
+    .unwrap();
+}
+
+async fn dead_letters(pipeline: &Pipeline) -> u32 {
+    let connection = analytics_kit::amqp::connect(&pipeline.amqp_url.as_str().into(), "dlq depth").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    let queue = channel
+        .queue_declare(pipeline.topology.dead_letter_queue.as_str().into(), passive, FieldTable::default())
+        .await
+        .unwrap();
+    queue.message_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_only_database_holds_events_back_and_dead_letters_none() {
+    let pipeline = Pipeline::start(&amqp_url(), 1).await;
+    let product = pipeline.create_product("Lamp", "Home", "2.00", 100).await;
+    pipeline.wait_until_applied(Duration::from_secs(30)).await;
+
+    read_only(&pipeline, true).await;
+    for customer in 1..=5 {
+        let order = json!({"customerId": customer, "items": [{"productId": product, "quantity": 1}]});
+        assert_eq!(pipeline.post("/api/orders", &order).await.0, 201);
+    }
+    // Long enough for the old code to refuse the batch, try each message three times and dead-letter it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let applied: i64 = sqlx::query_scalar("select coalesce(sum(order_count), 0)::bigint from product_sales_view")
+        .fetch_one(&pipeline.read)
+        .await
+        .unwrap();
+    assert_eq!(applied, 0, "nothing can be written yet");
+    assert_eq!(dead_letters(&pipeline).await, 0, "a read-only database is not the events' fault");
+
+    read_only(&pipeline, false).await;
+    pipeline.wait_until_applied(Duration::from_secs(60)).await;
+    eventually(Duration::from_secs(30), "the five orders applied", || async {
+        let sales = pipeline.query(&format!("/api/analytics/products/{product}/sales")).await;
+        (sales["orderCount"] == 5).then_some(())
+    })
+    .await;
+    assert_eq!(dead_letters(&pipeline).await, 0);
+}
