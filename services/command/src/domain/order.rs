@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use analytics_events::Money;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Invalid, ProductId, positive};
@@ -41,14 +41,14 @@ impl Quantity {
 }
 
 /// `POST /api/orders`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderRequest {
     pub customer_id: i64,
     pub items: Vec<OrderLineRequest>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderLineRequest {
     pub product_id: i64,

@@ -2,7 +2,7 @@
 
 use analytics_events::Money;
 use rust_decimal::Decimal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Invalid, positive};
@@ -80,7 +80,7 @@ fn text(raw: String, field: &str) -> Result<String, Invalid> {
 }
 
 /// `POST /api/products`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ProductRequest {
     pub name: String,
     pub category: String,

@@ -22,6 +22,10 @@ pub enum ApiError {
     Refused(#[from] Refusal),
     #[error("stock of product {0} would exceed the largest storable value")]
     StockOverflow(i64),
+    #[error("Idempotency-Key must be 1 to 255 visible ASCII characters")]
+    InvalidIdempotencyKey,
+    #[error("this Idempotency-Key was used for a different request; use a new key for a new request")]
+    IdempotencyKeyReused,
     #[error("internal error")]
     Database(#[from] sqlx::Error),
 }
@@ -36,6 +40,8 @@ impl ApiError {
             Self::Refused(Refusal::PriceMismatch { .. }) => (StatusCode::CONFLICT, "price_mismatch"),
             Self::Refused(Refusal::TotalTooLarge { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "total_too_large"),
             Self::StockOverflow(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            Self::InvalidIdempotencyKey => (StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
+            Self::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             Self::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, shared state, and the OpenAPI document built from the handlers themselves.
 
 mod error;
+mod idempotency;
 mod orders;
 mod products;
 

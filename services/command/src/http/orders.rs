@@ -4,7 +4,11 @@
 
 use analytics_events::{Envelope, EventType, Money, timestamp};
 use analytics_kit::http::{ErrorBody, Json, PositiveId};
-use axum::{extract::State, http::StatusCode};
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -12,6 +16,7 @@ use utoipa::ToSchema;
 use super::{
     AppState,
     error::{ApiError, Result},
+    idempotency::{self, Idempotency},
 };
 use crate::{
     domain::{self, NewOrder, OrderRequest},
@@ -55,16 +60,21 @@ pub struct OrderItemResponse {
     (status = 400, description = "Malformed JSON, a missing field or a wrong type", body = ErrorBody),
     (status = 409, description = "Not enough stock (the product is named), or a price that differs from the catalog", body = ErrorBody),
     (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-    (status = 422, description = "customerId not positive, empty items, quantity < 1, a repeated or unknown productId", body = ErrorBody),
-))]
+    (status = 422, description = "customerId not positive, empty items, quantity < 1, a repeated or unknown productId, a total over 999999999999.99, or an Idempotency-Key used for a different request", body = ErrorBody),
+), params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body return the first response (1 to 255 visible ASCII characters, kept 24 h)")))]
 #[tracing::instrument(name = "create_order", skip_all, fields(customer_id = request.customer_id, lines = request.items.len(), order_id))]
 pub async fn create(
     State(state): State<AppState>,
+    idempotency: Idempotency,
     Json(request): Json<OrderRequest>,
-) -> Result<(StatusCode, Json<OrderCreatedResponse>)> {
+) -> Result<Response> {
+    let fingerprint = Idempotency::fingerprint("POST /api/orders", &request);
     let order = NewOrder::try_from(request)?;
     let ids: Vec<i64> = order.lines.iter().map(|line| line.product_id.get()).collect();
     let mut tx = analytics_kit::db::begin(&state.pool).await?;
+    if let Some(earlier) = idempotency.claim(&mut tx, &fingerprint).await? {
+        return Ok((StatusCode::CREATED, [idempotency::REPLAYED], axum::Json(earlier)).into_response());
+    }
     let catalog = store::orders::lock_products(&mut tx, &ids).await?;
     let priced = domain::price(order, &catalog)?;
     let ordered_at = timestamp::truncate(Utc::now());
@@ -72,9 +82,11 @@ pub async fn create(
     tracing::Span::current().record("order_id", order_id);
     let event = Envelope::new(EventType::OrderCreated, ordered_at, order_id, priced.created(order_id, ordered_at));
     outbox::enqueue(&mut tx, &event).await?;
+    let response = OrderCreatedResponse { order_id };
+    idempotency.record(&mut tx, &response).await?;
     tx.commit().await?;
     state.committed();
-    Ok((StatusCode::CREATED, Json(OrderCreatedResponse { order_id })))
+    Ok((StatusCode::CREATED, Json(response)).into_response())
 }
 
 /// Read an order with its items.

@@ -2,7 +2,11 @@
 
 use analytics_events::{Envelope, EventType, Money};
 use analytics_kit::http::{ErrorBody, Json, PositiveId};
-use axum::{extract::State, http::StatusCode};
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
 use chrono::Utc;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -10,6 +14,7 @@ use utoipa::ToSchema;
 use super::{
     AppState,
     error::{ApiError, Result},
+    idempotency::{self, Idempotency},
 };
 use crate::{
     domain::{NewProduct, ProductChange, ProductPatchRequest, ProductRequest},
@@ -48,21 +53,28 @@ impl From<StoredProduct> for ProductResponse {
     (status = 201, description = "Created; ProductCreated is in the outbox", body = ProductCreatedResponse),
     (status = 400, description = "Malformed JSON, a missing field or a wrong type", body = ErrorBody),
     (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-    (status = 422, description = "Empty name or category, price <= 0 or with more than 2 decimals, stock < 0", body = ErrorBody),
-))]
+    (status = 422, description = "Empty name or category, price <= 0 or with more than 2 decimals, stock < 0, or an Idempotency-Key used for a different request", body = ErrorBody),
+), params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body return the first response (1 to 255 visible ASCII characters, kept 24 h)")))]
 #[tracing::instrument(name = "create_product", skip_all, fields(product_id))]
 pub async fn create(
     State(state): State<AppState>,
+    idempotency: Idempotency,
     Json(request): Json<ProductRequest>,
-) -> Result<(StatusCode, Json<ProductCreatedResponse>)> {
+) -> Result<Response> {
+    let fingerprint = Idempotency::fingerprint("POST /api/products", &request);
     let product = NewProduct::try_from(request)?;
     let mut tx = analytics_kit::db::begin(&state.pool).await?;
+    if let Some(earlier) = idempotency.claim(&mut tx, &fingerprint).await? {
+        return Ok((StatusCode::CREATED, [idempotency::REPLAYED], axum::Json(earlier)).into_response());
+    }
     let row = store::products::insert(&mut tx, &product).await?;
     tracing::Span::current().record("product_id", row.id);
     outbox::enqueue(&mut tx, &Envelope::new(EventType::ProductCreated, Utc::now(), row.id, row.state())).await?;
+    let response = ProductCreatedResponse { product_id: row.id };
+    idempotency.record(&mut tx, &response).await?;
     tx.commit().await?;
     state.committed();
-    Ok((StatusCode::CREATED, Json(ProductCreatedResponse { product_id: row.id })))
+    Ok((StatusCode::CREATED, Json(response)).into_response())
 }
 
 /// Read a product as the catalog has it now.

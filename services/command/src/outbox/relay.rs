@@ -32,7 +32,7 @@ use super::{
     Outbox, OutboxEvent, PublishError, Publisher,
     schedule::{IdlePoll, WATERMARK_IDLE_INTERVAL, WatermarkSchedule},
 };
-use crate::config::RelayConfig;
+use crate::{config::RelayConfig, store};
 
 /// Lets request handlers wake the relay after a commit, and tells them whether it reaches the broker.
 #[derive(Clone, Default)]
@@ -270,7 +270,7 @@ impl Relay {
 }
 
 /// Every second, the backlog gauges; at start and then every minute, pruning of rows published longer ago
-/// than `retention`.
+/// than `retention`, and of idempotency keys older than theirs.
 async fn housekeeping(outbox: Outbox, metrics: RelayMetrics, retention: Duration, shutdown: CancellationToken) {
     const PRUNE_EVERY: u32 = 60;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -292,6 +292,8 @@ async fn housekeeping(outbox: Outbox, metrics: RelayMetrics, retention: Duration
         ticks = ticks.wrapping_add(1);
         if ticks % PRUNE_EVERY == 1 {
             analytics_kit::db::report_pruned("published outbox rows", outbox.prune(retention).await);
+            let keys = store::idempotency::prune(outbox.pool(), store::idempotency::RETENTION).await;
+            analytics_kit::db::report_pruned("idempotency keys", keys);
         }
     }
 }

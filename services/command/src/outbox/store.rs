@@ -66,6 +66,10 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }

@@ -7,6 +7,7 @@ mod auth;
 mod broker_outage;
 mod database_restart;
 mod helpers;
+mod idempotency;
 mod money;
 mod ops;
 mod orders;

@@ -211,6 +211,18 @@ fn parse_token(token: &str) -> anyhow::Result<[u8; 32]> {
     Ok(Sha256::digest(token.as_bytes()).into())
 }
 
+/// Who made a request, as far as the API can tell: a short digest of the bearer token it authenticated
+/// with (never the token), in the request's extensions. Absent when the API runs open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub String);
+
+impl Caller {
+    fn of(token: &str) -> Self {
+        let digest = Sha256::digest(token.as_bytes());
+        Self(digest[..8].iter().map(|byte| format!("{byte:02x}")).collect())
+    }
+}
+
 /// The middleware: passes a request that carries an accepted bearer token, answers 401 otherwise.
 pub async fn require_bearer(State(auth): State<Auth>, request: Request, next: Next) -> Response {
     let Auth::Bearer(tokens) = &auth else { return next.run(request).await };
@@ -222,7 +234,12 @@ pub async fn require_bearer(State(auth): State<Auth>, request: Request, next: Ne
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     match presented {
-        Some(token) if tokens.accepts(token) => next.run(request).await,
+        Some(token) if tokens.accepts(token) => {
+            let caller = Caller::of(token);
+            let mut request = request;
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
         Some(_) => unauthorized(tokens.realm, Some("invalid_token"), "the bearer token is not valid"),
         None => unauthorized(tokens.realm, None, "this API needs a bearer token: send `Authorization: Bearer <token>`"),
     }

@@ -10,7 +10,7 @@ mod metrics;
 mod ops;
 
 pub use api::{BODY_LIMIT_BYTES, api_router, openapi};
-pub use auth::{Auth, AuthConfig};
+pub use auth::{Auth, AuthConfig, Caller};
 pub use error::{ErrorBody, database_error, error_response, internal_error, method_not_allowed, route_not_found};
 pub use extract::{Json, Path, PositiveId, Query, Rejection};
 pub use metrics::{HttpMetrics, track_requests};
