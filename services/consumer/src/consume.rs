@@ -366,7 +366,8 @@ fn next_delivery(next: Option<lapin::Result<Delivery>>) -> Result<Delivery> {
     Ok(next.ok_or(SessionError::Cancelled)??)
 }
 
-/// Applied-message hashes are kept for `retention`, well beyond any redelivery, then pruned.
+/// Applied-message hashes are kept for `retention`, well beyond any redelivery, then pruned: every ten
+/// minutes, every expired hash (see [`analytics_kit::db::prune`]).
 pub async fn prune_processed_events(pool: PgPool, retention: std::time::Duration, shutdown: CancellationToken) {
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(600));
     loop {
@@ -374,14 +375,20 @@ pub async fn prune_processed_events(pool: PgPool, retention: std::time::Duration
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        let pruned = sqlx::query(
+        prune_expired_hashes(&pool, retention).await;
+    }
+}
+
+/// Deletes every hash older than `retention`; returns how many.
+pub async fn prune_expired_hashes(pool: &PgPool, retention: std::time::Duration) -> u64 {
+    analytics_kit::db::prune("processed-event hashes", || {
+        sqlx::query(
             "delete from processed_events where hash in (
-                 select hash from processed_events where processed_at < now() - $1 * interval '1 second' limit 50000)",
+                 select hash from processed_events where processed_at < now() - $1 * interval '1 second' limit $2)",
         )
         .bind(retention.as_secs_f64())
-        .execute(&pool)
-        .await
-        .map(|done| done.rows_affected());
-        analytics_kit::db::report_pruned("processed-event hashes", pruned);
-    }
+        .bind(analytics_kit::db::PRUNE_BATCH as i64)
+        .execute(pool)
+    })
+    .await
 }

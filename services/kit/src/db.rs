@@ -141,13 +141,40 @@ async fn discard_idle(pool: &PgPool, cause: &sqlx::Error) {
     tracing::warn!(error = %cause, closed, "a database connection broke; idle connections closed, retrying once");
 }
 
-/// Logs the outcome of a periodic delete of expired `rows` (e.g. "published outbox rows").
-pub fn report_pruned(rows: &str, pruned: Result<u64, sqlx::Error>) {
-    match pruned {
-        Ok(0) => {}
-        Ok(count) => tracing::info!(count, "pruned {rows}"),
-        Err(error) => tracing::warn!(%error, "cannot prune {rows}"),
+/// How many rows one pruning statement deletes: small enough for short locks, large enough to be cheap.
+pub const PRUNE_BATCH: u64 = 10_000;
+
+/// Deletes expired `rows` batch after batch until a batch comes back short, so that one pass clears a
+/// backlog of any size at the database's pace (a fixed batch per tick fell behind a busy pipeline).
+/// `delete` runs one statement that removes up to [`PRUNE_BATCH`] rows.
+/// Returns the rows deleted; an error ends the pass and is logged.
+pub async fn prune<F, Fut>(rows: &str, mut delete: F) -> u64
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<sqlx::postgres::PgQueryResult, sqlx::Error>>,
+{
+    let started = std::time::Instant::now();
+    let mut total = 0;
+    loop {
+        match delete().await.map(|done| done.rows_affected()) {
+            Ok(deleted) => {
+                total += deleted;
+                if deleted < PRUNE_BATCH {
+                    break;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot prune {rows}");
+                break;
+            }
+        }
+        tokio::task::yield_now().await;
     }
+    if total > 0 {
+        let per_second = total as f64 / started.elapsed().as_secs_f64().max(0.001);
+        tracing::info!(count = total, per_second = per_second.round(), "pruned {rows}");
+    }
+    total
 }
 
 #[cfg(test)]

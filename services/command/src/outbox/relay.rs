@@ -291,9 +291,8 @@ async fn housekeeping(outbox: Outbox, metrics: RelayMetrics, retention: Duration
         }
         ticks = ticks.wrapping_add(1);
         if ticks % PRUNE_EVERY == 1 {
-            analytics_kit::db::report_pruned("published outbox rows", outbox.prune(retention).await);
-            let keys = store::idempotency::prune(outbox.pool(), store::idempotency::RETENTION).await;
-            analytics_kit::db::report_pruned("idempotency keys", keys);
+            outbox.prune(retention).await;
+            store::idempotency::prune(outbox.pool(), store::idempotency::RETENTION).await;
         }
     }
 }

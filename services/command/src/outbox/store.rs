@@ -142,15 +142,17 @@ impl Outbox {
     }
 
     /// Deletes up to 10 000 rows published longer than `retention` ago; returns how many.
-    pub async fn prune(&self, retention: Duration) -> sqlx::Result<u64> {
-        sqlx::query(
-            "delete from outbox where id in (
-                 select id from outbox where published_at < now() - $1 * interval '1 second' limit 10000)",
-        )
-        .bind(retention.as_secs_f64())
-        .execute(&self.pool)
+    pub async fn prune(&self, retention: Duration) -> u64 {
+        analytics_kit::db::prune("published outbox rows", || {
+            sqlx::query(
+                "delete from outbox where id in (
+                     select id from outbox where published_at < now() - $1 * interval '1 second' limit $2)",
+            )
+            .bind(retention.as_secs_f64())
+            .bind(analytics_kit::db::PRUNE_BATCH as i64)
+            .execute(&self.pool)
+        })
         .await
-        .map(|done| done.rows_affected())
     }
 }
 

@@ -59,14 +59,16 @@ pub async fn record(conn: &mut PgConnection, scope: &str, key: &str, response: &
         .map(drop)
 }
 
-/// Deletes keys older than `retention`, up to 10 000 at a time.
-pub async fn prune(pool: &PgPool, retention: Duration) -> sqlx::Result<u64> {
-    sqlx::query(
-        "delete from idempotency_keys where (scope, key) in (
-             select scope, key from idempotency_keys where created_at < now() - $1 * interval '1 second' limit 10000)",
-    )
-    .bind(retention.as_secs_f64())
-    .execute(pool)
+/// Deletes every key older than `retention`; returns how many.
+pub async fn prune(pool: &PgPool, retention: Duration) -> u64 {
+    analytics_kit::db::prune("idempotency keys", || {
+        sqlx::query(
+            "delete from idempotency_keys where (scope, key) in (
+                 select scope, key from idempotency_keys where created_at < now() - $1 * interval '1 second' limit $2)",
+        )
+        .bind(retention.as_secs_f64())
+        .bind(analytics_kit::db::PRUNE_BATCH as i64)
+        .execute(pool)
+    })
     .await
-    .map(|done| done.rows_affected())
 }

@@ -9,4 +9,5 @@ mod infrastructure;
 mod pipeline;
 mod poison;
 mod projection;
+mod pruning;
 mod sync_status;
