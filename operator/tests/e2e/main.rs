@@ -454,7 +454,9 @@ async fn scaling(node: &Node, shop: &Shop, products: &[i64]) {
         backlog.pending_events,
         backlog.lag_seconds
     ));
-    assert!(backlog.pending_events.unwrap() >= backlog.queue_depth.unwrap());
+    // No consumer applies a watermark, so the outbox backlog behind the newest one is not known: null, not
+    // the last applied watermark's stale figure.
+    assert_eq!(backlog.pending_events, None, "{backlog:?}");
 
     // Autoscaling again: up at once, on the depth.
     let released = Instant::now();

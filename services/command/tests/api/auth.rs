@@ -3,12 +3,10 @@
 use std::time::Duration;
 
 use analytics_testkit::{API_TOKEN, assert_error, eventually};
-use command_service::{App, config::ServeConfig};
 use reqwest::{StatusCode, header::WWW_AUTHENTICATE};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{database_config, fresh_database, relay_config, spawn_app};
+use crate::helpers::{fresh_database, spawn_alone, spawn_app};
 
 #[tokio::test]
 async fn a_request_without_a_valid_token_gets_a_json_401_and_writes_nothing() {
@@ -83,23 +81,14 @@ async fn probes_metrics_and_the_openapi_document_need_no_token() {
 async fn replacing_the_tokens_file_rotates_the_tokens_without_a_restart() {
     const OLD: &str = "old-token-0123456789abcdef0123456789abcdef";
     const NEW: &str = "new-token-0123456789abcdef0123456789abcdef";
-    analytics_kit::telemetry::init_for_tests();
     let dir = std::env::temp_dir().join(format!("rotate-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("tokens");
     std::fs::write(&file, format!("{OLD}\n")).unwrap();
     let database_url = fresh_database().await;
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        no_relay: true,
-        auth: analytics_kit::http::AuthConfig { tokens_file: Some(file.clone()), ..Default::default() },
-        database: database_config(&database_url),
-        relay: relay_config("amqp://unused", "unused."),
-    };
-    let app = App::build(config).await.unwrap();
-    let url = format!("http://127.0.0.1:{}/api/products/1", app.port());
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(app.run(shutdown.clone()));
+    let auth = analytics_kit::http::AuthConfig { tokens_file: Some(file.clone()), ..Default::default() };
+    let (base, shutdown, running) = spawn_alone(&database_url, auth).await;
+    let url = format!("{base}/api/products/1");
     let http = reqwest::Client::new();
     let status = |token: &'static str| {
         let (http, url) = (http.clone(), url.clone());

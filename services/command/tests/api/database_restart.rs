@@ -5,11 +5,9 @@
 use std::time::{Duration, Instant};
 
 use analytics_testkit::{api_client, hack};
-use command_service::{App, config::ServeConfig};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{database_config, relay_config};
+use crate::helpers::spawn_alone;
 
 struct PrivatePostgres {
     dir: std::path::PathBuf,
@@ -47,21 +45,10 @@ impl Drop for PrivatePostgres {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_costs_no_request_a_500() {
-    analytics_kit::telemetry::init_for_tests();
     let postgres = PrivatePostgres::start();
     let url = postgres.url();
     command_service::MIGRATOR.run(&sqlx::PgPool::connect(&url).await.unwrap()).await.unwrap();
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        no_relay: true,
-        auth: analytics_testkit::auth_config(),
-        database: database_config(&url),
-        relay: relay_config("amqp://unused", "unused."),
-    };
-    let app = App::build(config).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(app.run(shutdown.clone()));
+    let (base, shutdown, running) = spawn_alone(&url, analytics_testkit::auth_config()).await;
     let http = api_client();
     let send = |method: reqwest::Method, path: &str, body: Option<Value>| {
         let request = http.request(method, format!("{base}{path}"));

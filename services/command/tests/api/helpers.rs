@@ -59,6 +59,27 @@ impl Default for Options {
     }
 }
 
+/// The service alone (no relay) over `database_url`, taking `auth`, as a test of its own starts it:
+/// its base URL, what stops it, and its task.
+pub async fn spawn_alone(
+    database_url: &str,
+    auth: analytics_kit::http::AuthConfig,
+) -> (String, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    analytics_kit::telemetry::init_for_tests();
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        no_relay: true,
+        auth,
+        database: database_config(database_url),
+        relay: relay_config("amqp://unused", "unused."),
+    };
+    let app = App::build(config).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(app.run(shutdown.clone()));
+    (base, shutdown, running)
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }

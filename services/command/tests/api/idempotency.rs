@@ -8,11 +8,9 @@ use std::{
 };
 
 use analytics_testkit::{API_TOKEN, assert_error, eventually};
-use command_service::{App, config::ServeConfig};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{TestApp, database_config, fresh_database, relay_config, spawn_app};
+use crate::helpers::{TestApp, fresh_database, spawn_alone, spawn_app};
 
 async fn post_with_key(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> (u16, Option<String>, Value) {
     let response = client.post(url).header("idempotency-key", key).json(body).send().await.unwrap();
@@ -92,20 +90,11 @@ async fn concurrent_requests_with_one_key_make_one_order() {
 
 #[tokio::test]
 async fn keys_belong_to_the_client_that_used_them() {
-    analytics_kit::telemetry::init_for_tests();
     const OTHER: &str = "other-client-0123456789abcdef0123456789abcdef";
     let database_url = fresh_database().await;
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        no_relay: true,
-        auth: analytics_kit::http::AuthConfig { tokens: vec![API_TOKEN.into(), OTHER.into()], ..Default::default() },
-        database: database_config(&database_url),
-        relay: relay_config("amqp://unused", "unused."),
-    };
-    let app = App::build(config).await.unwrap();
-    let url = format!("http://127.0.0.1:{}/api/products", app.port());
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(app.run(shutdown.clone()));
+    let auth = analytics_kit::http::AuthConfig { tokens: vec![API_TOKEN.into(), OTHER.into()], ..Default::default() };
+    let (base, shutdown, running) = spawn_alone(&database_url, auth).await;
+    let url = format!("{base}/api/products");
     let client = |token: &str| {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
