@@ -75,9 +75,7 @@ pub fn init_script(pipeline: &AnalyticsPipeline) -> ConfigMap {
 const APPLY_ROLES: &str = r#"set -eu
 trap 'exit 0' INT TERM
 until pg_isready -q -h 127.0.0.1 -p 5432 -U "$PGUSER" -d analytics_write; do sleep 1; done
-psql -X -q -h 127.0.0.1 -p 5432 -d analytics_write \
-  -v command_password="$COMMAND_PASSWORD" -v consumer_password="$CONSUMER_PASSWORD" \
-  -v query_password="$QUERY_PASSWORD" -f /etc/analytics/roles.sql
+psql -X -q -h 127.0.0.1 -p 5432 -d analytics_write -f /etc/analytics/roles.sql
 echo "the services' roles are in place"
 sleep infinity &
 wait

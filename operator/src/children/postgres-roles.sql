@@ -10,8 +10,12 @@
 -- None of them may change the schema (migrations run as the administrator), and tables that later
 -- migrations create get the same privileges through default privileges.
 --
--- psql variables: command_password, consumer_password, query_password.
+-- The passwords come from the environment (COMMAND_PASSWORD, CONSUMER_PASSWORD, QUERY_PASSWORD), read
+-- with \getenv (psql 15 and later), so that they never appear on a command line.
 \set ON_ERROR_STOP on
+\getenv command_password COMMAND_PASSWORD
+\getenv consumer_password CONSUMER_PASSWORD
+\getenv query_password QUERY_PASSWORD
 
 select format('create role %I', name)
   from unnest(array['command', 'consumer', 'query']) as name

@@ -55,14 +55,15 @@ impl Drop for Private {
 const PASSWORDS: [(&str, &str); 3] =
     [("command", "pw-command-1"), ("consumer", "pw-consumer-1"), ("query", "pw-query-1")];
 
-/// Runs the roles script as the administrator, as the pod's `roles` container does.
+/// Runs the roles script as the administrator, as the pod's `roles` container does: the passwords in
+/// the environment.
 fn apply_roles(admin: &str, port: u16) {
     let mut command = Command::new("psql");
     command
         .args(["-X", "-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "analytics_write"])
         .env("PGPASSWORD", admin);
     for (role, password) in PASSWORDS {
-        command.args(["-v", &format!("{role}_password={password}")]);
+        command.env(format!("{}_PASSWORD", role.to_uppercase()), password);
     }
     command.arg("-f").arg(children().join("postgres-roles.sql"));
     run(&mut command, None);

@@ -14,7 +14,8 @@ use sqlx::{
 /// TLS follows libpq's `sslmode`: `require` encrypts, `verify-ca` also checks the certificate against the
 /// system's roots plus the `sslrootcert` file (or `PGSSLROOTCERT`), `verify-full` checks the host name
 /// too. As in libpq, `require` with a root certificate given verifies it, as `verify-ca` does (sqlx alone
-/// would not). A mode that asks for TLS fails against a server without it; it never falls back.
+/// would not); so do `prefer` and `allow`, which would otherwise fall back to plaintext or skip the check.
+/// A mode that asks for TLS fails against a server without it; it never falls back.
 ///
 /// Connections are not pinged before each use: that would add a round trip to every transaction, and a
 /// connection that broke meanwhile fails its statement instead, which every caller already treats as a
@@ -31,7 +32,10 @@ pub const STATEMENT_TIMEOUT: &str = "20s";
 
 fn connect_options(url: &SecretString) -> Result<PgConnectOptions, sqlx::Error> {
     let options: PgConnectOptions = url.expose_secret().parse()?;
-    if matches!(options.get_ssl_mode(), PgSslMode::Require) && has_root_cert(url.expose_secret()) {
+    // A root certificate is given to be checked against: never encrypt without verifying, nor fall back
+    // to plaintext, once one is there.
+    let weak = matches!(options.get_ssl_mode(), PgSslMode::Prefer | PgSslMode::Allow | PgSslMode::Require);
+    if weak && has_root_cert(url.expose_secret()) {
         return Ok(options.ssl_mode(PgSslMode::VerifyCa));
     }
     Ok(options)
@@ -50,9 +54,11 @@ fn lazy_pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
         .connect_lazy_with(options)
 }
 
-/// Whether a root certificate is given, in the URL or the environment, as libpq looks for one.
+/// Whether a root certificate is given, in the URL (under any name sqlx reads) or the environment.
 fn has_root_cert(url: &str) -> bool {
-    let in_url = url::Url::parse(url).is_ok_and(|url| url.query_pairs().any(|(name, _)| name == "sslrootcert"));
+    let names = ["sslrootcert", "ssl-root-cert", "ssl-ca"];
+    let in_url =
+        url::Url::parse(url).is_ok_and(|url| url.query_pairs().any(|(name, _)| names.contains(&name.as_ref())));
     in_url || std::env::var_os("PGSSLROOTCERT").is_some()
 }
 

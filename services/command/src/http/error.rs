@@ -26,6 +26,10 @@ pub enum ApiError {
     InvalidIdempotencyKey,
     #[error("this Idempotency-Key was used for a different request; use a new key for a new request")]
     IdempotencyKeyReused,
+    /// The commit failed on the way: it may have been done. Never a 503 (which invites a blind retry,
+    /// and so a second order); a retry is safe only with an Idempotency-Key.
+    #[error("the outcome is unknown: the database connection failed during the commit")]
+    CommitUnknown(sqlx::Error),
     #[error("internal error")]
     Database(#[from] sqlx::Error),
 }
@@ -43,14 +47,17 @@ impl ApiError {
             Self::InvalidIdempotencyKey => (StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
             Self::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             Self::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::CommitUnknown(_) => (StatusCode::INTERNAL_SERVER_ERROR, "outcome_unknown"),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Database(error) = &self {
-            return database_error(error);
+        match &self {
+            Self::Database(error) => return database_error(error),
+            Self::CommitUnknown(error) => tracing::error!(%error, "a commit failed; its outcome is unknown"),
+            _ => {}
         }
         let (status, code) = self.status_and_code();
         error_response(status, code, self.to_string())

@@ -84,7 +84,7 @@ pub async fn create(
     outbox::enqueue(&mut tx, &event).await?;
     let response = OrderCreatedResponse { order_id };
     idempotency.record(&mut tx, &response).await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::CommitUnknown)?;
     state.committed();
     Ok((StatusCode::CREATED, Json(response)).into_response())
 }

@@ -72,7 +72,7 @@ pub async fn create(
     outbox::enqueue(&mut tx, &Envelope::new(EventType::ProductCreated, Utc::now(), row.id, row.state())).await?;
     let response = ProductCreatedResponse { product_id: row.id };
     idempotency.record(&mut tx, &response).await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::CommitUnknown)?;
     state.committed();
     Ok((StatusCode::CREATED, Json(response)).into_response())
 }
@@ -113,7 +113,7 @@ pub async fn update(
         Updated::StockOverflow => return Err(ApiError::StockOverflow(id)),
     };
     outbox::enqueue(&mut tx, &Envelope::new(EventType::ProductUpdated, Utc::now(), row.id, row.state())).await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::CommitUnknown)?;
     state.committed();
     Ok(Json(row.into()))
 }

@@ -23,29 +23,34 @@ pub enum Claim {
 /// Claims `key` for `request_hash`. A concurrent request with the same key waits here until the first
 /// one commits (then this one finds its response) or rolls back (then this one claims the key).
 pub async fn claim(conn: &mut PgConnection, scope: &str, key: &str, request_hash: &[u8]) -> sqlx::Result<Claim> {
-    let claimed = sqlx::query(
-        "insert into idempotency_keys (scope, key, request_hash) values ($1, $2, $3)
-         on conflict (scope, key) do nothing",
-    )
-    .bind(scope)
-    .bind(key)
-    .bind(request_hash)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if claimed == 1 {
-        return Ok(Claim::New);
+    // Twice at most: a key pruned between the insert's conflict and the read is claimed on the second try.
+    for _ in 0..2 {
+        let claimed = sqlx::query(
+            "insert into idempotency_keys (scope, key, request_hash) values ($1, $2, $3)
+             on conflict (scope, key) do nothing",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(request_hash)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if claimed == 1 {
+            return Ok(Claim::New);
+        }
+        let stored: Option<(Vec<u8>, Option<Value>)> =
+            sqlx::query_as("select request_hash, response from idempotency_keys where scope = $1 and key = $2")
+                .bind(scope)
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?;
+        match stored {
+            Some((stored_hash, Some(response))) if stored_hash == request_hash => return Ok(Claim::Replay(response)),
+            Some(_) => return Ok(Claim::Mismatch),
+            None => {}
+        }
     }
-    let (stored_hash, response): (Vec<u8>, Option<Value>) =
-        sqlx::query_as("select request_hash, response from idempotency_keys where scope = $1 and key = $2")
-            .bind(scope)
-            .bind(key)
-            .fetch_one(&mut *conn)
-            .await?;
-    match response {
-        Some(response) if stored_hash == request_hash => Ok(Claim::Replay(response)),
-        _ => Ok(Claim::Mismatch),
-    }
+    Ok(Claim::Mismatch)
 }
 
 /// Stores the response of the request that claimed `key`, in its transaction.

@@ -106,6 +106,10 @@ pub fn parse(body: &[u8], stream: Stream) -> Result<Incoming, Poison> {
     Ok(Incoming { hash: body_hash(body), message })
 }
 
+/// The most units one order line may carry: far above what the command side accepts (10^6), and small
+/// enough that no batch of orders can overflow a view's counters.
+const MAX_QUANTITY: i64 = 1_000_000_000;
+
 /// The read model stores money as `numeric(20, 2)`: below 10^18.
 const MAX_AMOUNT: Decimal = Decimal::from_parts(2_808_348_672, 232_830_643, 0, false, 0);
 
@@ -120,6 +124,12 @@ fn check_amounts(order: &OrderCreated) -> Result<(), Poison> {
     };
     let mut sum = Decimal::ZERO;
     for line in &order.items {
+        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+            return Err(Poison::new(
+                "amount_overflow",
+                format!("order {}: a quantity of {} is outside 1 to {MAX_QUANTITY}", order.order_id, line.quantity),
+            ));
+        }
         let amount = line.unit_price.amount().checked_mul(Decimal::from(line.quantity)).ok_or_else(overflow)?;
         sum = sum.checked_add(amount).ok_or_else(overflow)?;
         if amount.abs() >= MAX_AMOUNT {
@@ -247,12 +257,13 @@ async fn record_progress(
 }
 
 /// Whether the database refused the data itself: a data exception (SQLSTATE class 22, such as a numeric
-/// overflow or a NUL in text) or a constraint violation (class 23). Only that makes a message poison.
+/// overflow or a NUL in text), a constraint violation (class 23), or a value beyond a program limit
+/// (class 54, such as a text too long for an index). Only that makes a message poison.
 /// Anything else is the infrastructure's failure, not the message's: a lost connection, a deadlock, a
 /// full disk, a server gone read-only after a failover, a statement timeout, an I/O error. Those are
 /// retried, with backoff, for as long as it takes.
 pub fn is_refusal(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23")))
+    matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| ["22", "23", "54"].iter().any(|class| code.starts_with(class))))
 }
 
 #[cfg(test)]
@@ -293,6 +304,9 @@ mod tests {
             ("1000000000000000000", 1, "1"),
             ("1", 1, "1000000000000000000"),
             ("600000000000000000", 2, "1"),
+            // Each amount small, but such quantities would overflow the views' unit counters.
+            ("0.01", 5_000_000_000_000_000_000, "1"),
+            ("1", 0, "1"),
         ] {
             let poison = parse(body(price, quantity, total).as_bytes(), Stream::Orders).unwrap_err();
             assert_eq!(poison.kind, "amount_overflow", "{price} × {quantity}, total {total}");
@@ -332,8 +346,8 @@ mod tests {
             }
         }
         let database = |code| sqlx::Error::Database(Box::new(Coded(code)));
-        // Numeric overflow, NUL in text, a check constraint: the message's fault.
-        for code in ["22003", "22021", "23514"] {
+        // Numeric overflow, NUL in text, a check constraint, an index row too large: the message's fault.
+        for code in ["22003", "22021", "23514", "54000"] {
             assert!(is_refusal(&database(code)), "{code}");
         }
         // Read-only after a failover, disk full, statement timeout, I/O error, deadlock, shutdown.

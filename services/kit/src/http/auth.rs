@@ -45,7 +45,8 @@ pub const MIN_TOKEN_LEN: usize = 32;
 pub struct AuthConfig {
     /// File of the accepted API bearer tokens, one per line (blank lines and `#` comments are ignored).
     /// It is re-read every 5 s: replacing it, or updating the Secret it is mounted from, rotates tokens
-    /// without a restart. Every token has at least 32 characters and no whitespace.
+    /// without a restart. Every token has at least 32 characters and no whitespace; a line that is not
+    /// one is skipped with a warning.
     #[arg(long = "api-tokens-file", env = "API_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
 
@@ -183,19 +184,27 @@ async fn watch(inner: Weak<Inner>, realm: &'static str) {
     }
 }
 
-/// The digests of the tokens in `file`; an error if it cannot be read or holds none.
+/// The digests of the valid tokens in `file`; an error if it cannot be read or holds no valid token. An
+/// invalid line is skipped with a warning (naming its line, never its content): a file that was edited
+/// to revoke a token must not keep it valid because another line has a typo.
 fn read_tokens(file: &Path) -> anyhow::Result<Vec<[u8; 32]>> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read the API tokens file {}", file.display()))?;
-    let tokens = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .enumerate()
-        .map(|(index, line)| parse_token(line).with_context(|| format!("{}: token {}", file.display(), index + 1)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut tokens = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match parse_token(line) {
+            Ok(digest) => tokens.push(digest),
+            Err(error) => {
+                tracing::warn!(file = %file.display(), line = number + 1, "skipping an invalid API token: {error}")
+            }
+        }
+    }
     if tokens.is_empty() {
-        bail!("the API tokens file {} holds no token", file.display());
+        bail!("the API tokens file {} holds no valid token", file.display());
     }
     Ok(tokens)
 }
@@ -325,6 +334,11 @@ mod tests {
         std::fs::write(&file, "\n").unwrap();
         assert!(tokens.reload().is_err());
         assert!(tokens.accepts(BRAVO));
+
+        // Revoking BRAVO in an edit that also leaves a bad line: the bad line is skipped, BRAVO goes.
+        std::fs::write(&file, format!("{ALPHA}\ntoo-short\n")).unwrap();
+        assert!(tokens.reload().unwrap());
+        assert!(tokens.accepts(ALPHA) && !tokens.accepts(BRAVO));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

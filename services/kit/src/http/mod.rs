@@ -27,10 +27,7 @@ use std::{
 use axum::{
     Router,
     extract::{Request, State},
-    http::{
-        HeaderValue, StatusCode,
-        header::{CONNECTION, RETRY_AFTER},
-    },
+    http::{HeaderValue, StatusCode, header::CONNECTION},
     middleware::{self, Next},
     response::Response,
 };
@@ -57,7 +54,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// descriptors to spare.
 pub const MAX_CONNECTIONS: usize = 4096;
 
-/// The longest a request may take; then it is answered 503 (its work is cancelled).
+/// The longest a request may take; then it is answered 500 `timeout` (its work is cancelled).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `router` until `shutdown` is cancelled, drains for [`SHUTDOWN_DRAIN`], then stops accepting and
@@ -122,19 +119,19 @@ async fn shed(mut stream: tokio::net::TcpStream) {
     drop(tokio::time::timeout(Duration::from_secs(1), stream.write_all(response.as_bytes())).await);
 }
 
-/// Answers 503 for a request that runs past `limit`.
+/// Answers a request that runs past `limit` with a 500 `timeout`: its work is cancelled wherever it was,
+/// perhaps in a commit, so its outcome is unknown and nothing invites a blind retry (no 503, no
+/// `Retry-After`).
 async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!(?limit, "request timed out");
-            let mut response = error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
+            tracing::error!(?limit, "request timed out");
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
                 "timeout",
-                format!("the request took longer than {limit:?}"),
-            );
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            response
+                format!("the request took longer than {limit:?}; its outcome is unknown"),
+            )
         }
     }
 }
@@ -223,14 +220,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_over_the_time_limit_is_a_503() {
+    async fn a_request_over_the_time_limit_is_a_500_that_invites_no_retry() {
         use tower::ServiceExt;
         let slow = Router::new()
             .route("/slow", axum::routing::get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }))
             .layer(middleware::from_fn_with_state(Duration::from_millis(50), time_limit));
         let request = axum::http::Request::builder().uri("/slow").body(axum::body::Body::empty()).unwrap();
         let response = slow.oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            response.headers().get(axum::http::header::RETRY_AFTER).is_none(),
+            "an unknown outcome invites no retry"
+        );
     }
 }
