@@ -381,14 +381,7 @@ pub async fn prune_processed_events(pool: PgPool, retention: std::time::Duration
 
 /// Deletes every hash older than `retention`; returns how many.
 pub async fn prune_expired_hashes(pool: &PgPool, retention: std::time::Duration) -> u64 {
-    analytics_kit::db::prune("processed-event hashes", || {
-        sqlx::query(
-            "delete from processed_events where hash in (
-                 select hash from processed_events where processed_at < now() - $1 * interval '1 second' limit $2)",
-        )
-        .bind(retention.as_secs_f64())
-        .bind(analytics_kit::db::PRUNE_BATCH as i64)
-        .execute(pool)
-    })
-    .await
+    let delete = "delete from processed_events where hash in (
+                      select hash from processed_events where processed_at < now() - $1 * interval '1 second' limit $2)";
+    analytics_kit::db::prune(pool, "processed-event hashes", delete, retention).await
 }

@@ -153,17 +153,19 @@ pub const PRUNE_BATCH: u64 = 10_000;
 
 /// Deletes expired `rows` batch after batch until a batch comes back short, so that one pass clears a
 /// backlog of any size at the database's pace (a fixed batch per tick fell behind a busy pipeline).
-/// `delete` runs one statement that removes up to [`PRUNE_BATCH`] rows.
-/// Returns the rows deleted; an error ends the pass and is logged.
-pub async fn prune<F, Fut>(rows: &str, mut delete: F) -> u64
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<sqlx::postgres::PgQueryResult, sqlx::Error>>,
-{
+/// `delete` is one statement that removes up to `$2` ([`PRUNE_BATCH`]) rows older than `$1` seconds
+/// (`retention`). Returns the rows deleted; an error ends the pass and is logged.
+pub async fn prune(pool: &PgPool, rows: &str, delete: &'static str, retention: Duration) -> u64 {
     let started = std::time::Instant::now();
     let mut total = 0;
     loop {
-        match delete().await.map(|done| done.rows_affected()) {
+        let deleted = sqlx::query(delete)
+            .bind(retention.as_secs_f64())
+            .bind(PRUNE_BATCH as i64)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected());
+        match deleted {
             Ok(deleted) => {
                 total += deleted;
                 if deleted < PRUNE_BATCH {

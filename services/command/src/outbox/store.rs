@@ -143,16 +143,9 @@ impl Outbox {
 
     /// Deletes up to 10 000 rows published longer than `retention` ago; returns how many.
     pub async fn prune(&self, retention: Duration) -> u64 {
-        analytics_kit::db::prune("published outbox rows", || {
-            sqlx::query(
-                "delete from outbox where id in (
-                     select id from outbox where published_at < now() - $1 * interval '1 second' limit $2)",
-            )
-            .bind(retention.as_secs_f64())
-            .bind(analytics_kit::db::PRUNE_BATCH as i64)
-            .execute(&self.pool)
-        })
-        .await
+        let delete = "delete from outbox where id in (
+                          select id from outbox where published_at < now() - $1 * interval '1 second' limit $2)";
+        analytics_kit::db::prune(&self.pool, "published outbox rows", delete, retention).await
     }
 }
 

@@ -66,14 +66,7 @@ pub async fn record(conn: &mut PgConnection, scope: &str, key: &str, response: &
 
 /// Deletes every key older than `retention`; returns how many.
 pub async fn prune(pool: &PgPool, retention: Duration) -> u64 {
-    analytics_kit::db::prune("idempotency keys", || {
-        sqlx::query(
-            "delete from idempotency_keys where (scope, key) in (
-                 select scope, key from idempotency_keys where created_at < now() - $1 * interval '1 second' limit $2)",
-        )
-        .bind(retention.as_secs_f64())
-        .bind(analytics_kit::db::PRUNE_BATCH as i64)
-        .execute(pool)
-    })
-    .await
+    let delete = "delete from idempotency_keys where (scope, key) in (
+                      select scope, key from idempotency_keys where created_at < now() - $1 * interval '1 second' limit $2)";
+    analytics_kit::db::prune(pool, "idempotency keys", delete, retention).await
 }
