@@ -10,19 +10,23 @@ use serde_json::json;
 use crate::helpers::Pipeline;
 
 /// Sets the read database's default transaction mode and ends the consumer's sessions, so that its
-/// next ones start in that mode.
+/// next ones start in that mode. On a session of its own that is read-write whatever the default, as a
+/// pooled one opened meanwhile would be read-only.
 async fn read_only(pipeline: &Pipeline, on: bool) {
-    let database: String = sqlx::query_scalar("select current_database()").fetch_one(&pipeline.read).await.unwrap();
+    use sqlx::{ConnectOptions, postgres::PgConnectOptions};
+    let options: PgConnectOptions = pipeline.read_url.parse().unwrap();
+    let mut admin = options.options([("default_transaction_read_only", "off")]).connect().await.unwrap();
+    let database: String = sqlx::query_scalar("select current_database()").fetch_one(&mut admin).await.unwrap();
     let mode = if on { "on" } else { "off" };
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("alter database {database} set default_transaction_read_only = {mode}")))
-        .execute(&pipeline.read)
+        .execute(&mut admin)
         .await
         .unwrap();
     sqlx::query(
         "select pg_terminate_backend(pid) from pg_stat_activity
           where datname = current_database() and application_name = 'consumer-service'",
     )
-    .execute(&pipeline.read)
+    .execute(&mut admin)
     .await
     .unwrap();
 }
