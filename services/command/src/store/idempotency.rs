@@ -23,8 +23,9 @@ pub enum Claim {
 /// Claims `key` for `request_hash`. A concurrent request with the same key waits here until the first
 /// one commits (then this one finds its response) or rolls back (then this one claims the key).
 pub async fn claim(conn: &mut PgConnection, scope: &str, key: &str, request_hash: &[u8]) -> sqlx::Result<Claim> {
-    // Twice at most: a key pruned between the insert's conflict and the read is claimed on the second try.
-    for _ in 0..2 {
+    // A key pruned between the insert's conflict and the read is claimed on the next try; pruning takes
+    // only keys a day old, so a second miss does not happen.
+    loop {
         let claimed = sqlx::query(
             "insert into idempotency_keys (scope, key, request_hash) values ($1, $2, $3)
              on conflict (scope, key) do nothing",
@@ -50,7 +51,6 @@ pub async fn claim(conn: &mut PgConnection, scope: &str, key: &str, request_hash
             None => {}
         }
     }
-    Ok(Claim::Mismatch)
 }
 
 /// Stores the response of the request that claimed `key`, in its transaction.

@@ -158,13 +158,20 @@ mod tests {
         String::from_utf8_lossy(&buffer[..read]).to_lowercase()
     }
 
-    #[tokio::test]
-    async fn a_stopping_server_tells_keep_alive_clients_to_go_before_it_closes() {
+    /// [`serve`] with only `/healthz`, on a free port: its address, what stops it, and its task.
+    async fn healthz_server() -> (std::net::SocketAddr, CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>)
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let router = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve(listener, router, shutdown.clone()));
+        (address, shutdown, server)
+    }
+
+    #[tokio::test]
+    async fn a_stopping_server_tells_keep_alive_clients_to_go_before_it_closes() {
+        let (address, shutdown, server) = healthz_server().await;
         let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
         let before = get(&mut stream).await;
         assert!(before.starts_with("http/1.1 200") && !before.contains("connection: close"), "{before}");
@@ -180,11 +187,7 @@ mod tests {
     /// answers again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn half_open_connections_are_shed_beyond_the_bound_and_closed_after_the_header_timeout() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let router = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, router, shutdown.clone()));
+        let (address, shutdown, server) = healthz_server().await;
         let mut stalled = Vec::with_capacity(MAX_CONNECTIONS);
         for _ in 0..MAX_CONNECTIONS {
             let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
