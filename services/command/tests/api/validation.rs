@@ -156,3 +156,59 @@ async fn ids_that_are_not_positive_integers_are_400_and_unknown_ones_404() {
     let (status, body) = app.get("/api/nothing-here").await;
     assert_error(status, &body, 404, "not_found");
 }
+
+/// Sends `request` on a new connection and reads until the server closes it (or 5 s pass): the
+/// status code and the body of the first response, and whether anything came before it.
+async fn raw_exchange(address: &str, request: &[u8]) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address.trim_start_matches("http://")).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the server kept the connection open: {}", String::from_utf8_lossy(&answer));
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+#[tokio::test]
+async fn requests_that_do_not_parse_get_the_json_error_shape_and_a_closed_connection() {
+    let app = spawn_app().await;
+    let cases: [(Vec<u8>, &str, &str); 3] = [
+        (b"GET /api/products/1 HTTP/1.1\r\nhost: test\r\nno colon here\r\n\r\n".to_vec(), "400", "bad_request"),
+        (
+            format!("GET /api/products/1 HTTP/1.1\r\nhost: test\r\nx-pad: {}\r\n\r\n", "x".repeat(80 * 1024))
+                .into_bytes(),
+            "431",
+            "headers_too_large",
+        ),
+        (format!("GET /{} HTTP/1.1\r\nhost: test\r\n\r\n", "a".repeat(65_535)).into_bytes(), "414", "uri_too_long"),
+    ];
+    for (request, status, code) in cases {
+        let (status_line, body) = raw_exchange(&app.address, &request).await;
+        assert!(status_line.starts_with(&format!("HTTP/1.1 {status} ")), "{status_line}");
+        let body: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{status}: not JSON: {body:?}"));
+        assert_eq!(body["error"], code, "{body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    }
+    // The server itself is unharmed.
+    let (status, _) = app.get("/api/products/999").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn an_oversized_body_announced_with_expect_100_continue_is_refused_before_it_is_sent() {
+    let app = spawn_app().await;
+    let request = format!(
+        "POST /api/orders HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\n\
+         content-length: 1000000\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n",
+        analytics_testkit::API_TOKEN
+    );
+    // No body follows: a server that answers 100 Continue would wait for it until the client gives up.
+    let (status_line, body) = raw_exchange(&app.address, request.as_bytes()).await;
+    assert_eq!(status_line, "HTTP/1.1 413 Payload Too Large");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "payload_too_large", "{body}");
+    assert_eq!(body["message"], "the body is 1000000 bytes; at most 65536 are accepted");
+    assert_nothing_written(&app, 0, &[]).await;
+}

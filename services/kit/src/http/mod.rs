@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod metrics;
 mod ops;
+mod wire;
 
 pub use api::{BODY_LIMIT_BYTES, api_router, openapi};
 pub use auth::{Auth, AuthConfig, Caller};
@@ -15,6 +16,7 @@ pub use error::{ErrorBody, database_error, error_response, internal_error, metho
 pub use extract::{Json, Path, PositiveId, Query, Rejection};
 pub use metrics::{HttpMetrics, track_requests};
 pub use ops::{Check, Readiness, ops_router};
+pub use wire::MAX_HEADER_BYTES;
 
 use std::{
     sync::{
@@ -51,24 +53,58 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most connections served at once; beyond it a new connection gets an immediate 503 with
 /// `Retry-After` and is closed, so that load is shed instead of queued and the process keeps file
-/// descriptors to spare.
+/// descriptors to spare. Fewer where the file descriptor limit is lower (see [`connection_bound`]).
 pub const MAX_CONNECTIONS: usize = 4096;
+
+/// File descriptors kept for everything but client connections: database pools, the broker, logs, the
+/// listener itself, and the shed connections that are being answered.
+const RESERVED_FILE_DESCRIPTORS: u64 = 256;
+
+/// How many connections a process whose soft `RLIMIT_NOFILE` is `nofile` can serve and still accept (and
+/// shed) one more: a bound above the limit would let `accept` fail with EMFILE before shedding starts.
+pub fn connection_bound(nofile: u64) -> usize {
+    let usable = nofile.saturating_sub(RESERVED_FILE_DESCRIPTORS).max(1);
+    usize::try_from(usable).unwrap_or(usize::MAX).min(MAX_CONNECTIONS)
+}
+
+/// Raises the soft file descriptor limit to the hard one (runtimes often leave it at 1 024) and returns
+/// the connection bound it allows.
+fn raise_file_limit() -> usize {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(nofile) => {
+            let bound = connection_bound(nofile);
+            if bound < MAX_CONNECTIONS {
+                tracing::warn!(
+                    nofile,
+                    bound,
+                    "the file descriptor limit allows fewer connections than {MAX_CONNECTIONS}"
+                );
+            }
+            bound
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the file descriptor limit");
+            connection_bound(1024)
+        }
+    }
+}
 
 /// The longest a request may take; then it is answered 500 `timeout` (its work is cancelled).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `router` until `shutdown` is cancelled, drains for [`SHUTDOWN_DRAIN`], then stops accepting and
-/// lets in-flight requests finish. HTTP/1.1, within [`HEADER_READ_TIMEOUT`], [`MAX_CONNECTIONS`] and
-/// [`REQUEST_TIMEOUT`].
+/// lets in-flight requests finish. HTTP/1.1, within [`HEADER_READ_TIMEOUT`], [`MAX_HEADER_BYTES`],
+/// [`MAX_CONNECTIONS`] and [`REQUEST_TIMEOUT`]; hyper's own answers to requests that do not parse carry
+/// the JSON error shape too.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
     let draining = Arc::new(AtomicBool::new(false));
     let router = router
         .layer(middleware::from_fn_with_state(REQUEST_TIMEOUT, time_limit))
         .layer(middleware::from_fn_with_state(draining.clone(), close_when_draining));
     let mut connections = http1::Builder::new();
-    connections.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    connections.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_header_size(MAX_HEADER_BYTES);
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(raise_file_limit()));
     let stop_accepting = async {
         shutdown.cancelled().await;
         draining.store(true, Ordering::Relaxed);
@@ -94,7 +130,8 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
         };
         drop(stream.set_nodelay(true));
         let service = TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(connections.serve_connection(TokioIo::new(stream), service));
+        let stream = TokioIo::new(wire::JsonParseErrors::new(stream));
+        let connection = graceful.watch(connections.serve_connection(stream, service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(error = %error, "connection ended with an error");
@@ -220,6 +257,13 @@ mod tests {
         assert!(answer.starts_with("http/1.1 200"), "{answer}");
         shutdown.cancel();
         server.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn the_connection_bound_leaves_file_descriptors_for_the_rest_of_the_process() {
+        assert_eq!(connection_bound(1024), 768, "a runtime's default soft limit");
+        assert_eq!(connection_bound(20_000), MAX_CONNECTIONS);
+        assert_eq!(connection_bound(100), 1, "some connection is always served");
     }
 
     #[tokio::test]
