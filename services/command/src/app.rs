@@ -1,6 +1,6 @@
 //! Builds the service from its configuration and runs it until shutdown.
 
-use analytics_kit::http::Auth;
+use analytics_kit::{db::Database, http::Auth};
 use anyhow::Context;
 use prometheus::Registry;
 use sqlx::PgPool;
@@ -17,7 +17,7 @@ pub struct App {
     listener: TcpListener,
     router: axum::Router,
     relay: Option<Relay>,
-    pool: PgPool,
+    db: Database,
 }
 
 impl App {
@@ -25,14 +25,14 @@ impl App {
     /// API to the relay, unless `no_relay`.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         let registry = Registry::new();
-        let pool = write_pool(&config.database)?;
-        let relay = if config.no_relay { None } else { Some(Relay::new(pool.clone(), &config.relay, &registry)?) };
+        let db = write_pool(&config.database)?;
+        let relay = if config.no_relay { None } else { Some(Relay::new(db.pool().clone(), &config.relay, &registry)?) };
         let waker = relay.as_ref().map(Relay::waker);
         let auth = Auth::from_config(&config.auth, "command")?;
-        let router = http::router(http::AppState::new(pool.clone(), waker), auth, registry);
+        let router = http::router(http::AppState::new(db.clone(), waker), auth, registry);
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-        Ok(Self { listener, router, relay, pool })
+        Ok(Self { listener, router, relay, db })
     }
 
     pub fn port(&self) -> u16 {
@@ -40,7 +40,7 @@ impl App {
     }
 
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.db.pool()
     }
 
     /// Serves until `shutdown`; in-flight requests and the relay's current batch finish first.
@@ -51,7 +51,7 @@ impl App {
         if let Some(relay) = relay {
             relay.await.context("the relay task panicked")?;
         }
-        self.pool.close().await;
+        self.db.close().await;
         served.context("the HTTP server failed")
     }
 }
@@ -60,19 +60,19 @@ impl App {
 /// `config.listen`. Runs until `shutdown`; the batch in flight is published and marked first.
 pub async fn run_relay(config: RelayProcessConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let registry = Registry::new();
-    let pool = write_pool(&config.database)?;
-    let relay = Relay::new(pool.clone(), &config.relay, &registry)?;
-    let router = analytics_kit::http::ops_router(registry, http::Ready::new(pool.clone(), Some(relay.waker())));
+    let db = write_pool(&config.database)?;
+    let relay = Relay::new(db.pool().clone(), &config.relay, &registry)?;
+    let router = analytics_kit::http::ops_router(registry, http::Ready::new(db.clone(), Some(relay.waker())));
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(port = listener.local_addr().map(|a| a.port()).unwrap_or_default(), "relay running");
     let server = tokio::spawn(analytics_kit::http::serve(listener, router, shutdown.clone()));
     relay.run(shutdown.clone()).await;
     shutdown.cancel();
-    pool.close().await;
+    db.close().await;
     server.await.context("the ops server panicked")?.context("the ops server failed")
 }
 
-fn write_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+fn write_pool(config: &DatabaseConfig) -> Result<Database, sqlx::Error> {
     analytics_kit::db::pool(&config.url, config.max_connections, "command-service")
 }

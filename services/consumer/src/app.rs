@@ -6,10 +6,12 @@ use std::sync::{
 };
 
 use analytics_events::Topology;
-use analytics_kit::http::{Check, Readiness, ops_router};
+use analytics_kit::{
+    db::Database,
+    http::{Check, Readiness, ops_router},
+};
 use anyhow::Context;
 use prometheus::Registry;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -28,17 +30,17 @@ pub struct App {
 impl App {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         let registry = Registry::new();
-        let pool = analytics_kit::db::pool(&config.database.url, config.database.max_connections, "consumer-service")?;
+        let db = analytics_kit::db::pool(&config.database.url, config.database.max_connections, "consumer-service")?;
         let metrics = ConsumerMetrics::register(&registry)?;
         let consumer = Consumer::new(
-            pool.clone(),
+            db.pool().clone(),
             config.amqp_url,
             Topology::with_prefix(&config.topology_prefix),
             config.prefetch,
             config.batch_size,
             metrics,
         );
-        let readiness = Ready { pool, broker: consumer.connected_flag() };
+        let readiness = Ready { db, broker: consumer.connected_flag() };
         let router = ops_router(registry, readiness);
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -64,13 +66,13 @@ impl App {
 
 /// Ready when both the read database and the broker answer: without either it cannot do its work.
 struct Ready {
-    pool: PgPool,
+    db: Database,
     broker: Arc<AtomicBool>,
 }
 
 impl Readiness for Ready {
     async fn checks(&self) -> Vec<(&'static str, Check)> {
-        let database = analytics_kit::db::ping(&self.pool).await.map(|()| "ok").map_err(|e| e.to_string());
+        let database = self.db.ping().await.map(|()| "ok").map_err(|e| e.to_string());
         let broker =
             if self.broker.load(Ordering::Relaxed) { Ok("consuming") } else { Err("not connected".to_owned()) };
         vec![("database", database), ("broker", broker)]

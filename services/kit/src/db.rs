@@ -1,13 +1,22 @@
 //! PostgreSQL connection pools, and how their failures are told apart: a broken connection is retried
-//! once on a fresh one where that is safe, and the database being unavailable is a 503, not a 500.
+//! once on a fresh one where that is safe, the database being unavailable is a 503, not a 500, and one
+//! known to be unreachable is a 503 at once.
 
-use std::{future::Future, time::Duration};
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{
-    PgPool,
+    ConnectOptions, Connection, PgPool,
     postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
 };
+use tokio::sync::watch;
 
 /// A pool that connects lazily, so a service starts (and reports not-ready) while its database is down.
 ///
@@ -20,9 +29,189 @@ use sqlx::{
 /// Connections are not pinged before each use: that would add a round trip to every transaction, and a
 /// connection that broke meanwhile fails its statement instead, which every caller already treats as a
 /// transient error (retry, or a 500 the client may retry); the pool then replaces it.
-pub fn pool(url: &SecretString, max_connections: u32, application_name: &str) -> Result<PgPool, sqlx::Error> {
+pub fn pool(url: &SecretString, max_connections: u32, application_name: &str) -> Result<Database, sqlx::Error> {
     let options = connect_options(url)?.options([("statement_timeout", STATEMENT_TIMEOUT)]);
-    Ok(lazy_pool(options.application_name(application_name), max_connections))
+    let options = options.application_name(application_name);
+    let pool = lazy_pool(options.clone(), max_connections);
+    let (down, _) = watch::channel(false);
+    Ok(Database { pool, reachability: Arc::new(Reachability { options, down, probing: AtomicBool::new(false) }) })
+}
+
+/// A service's pool, and whether its database is known to be unreachable: while it is, a request is
+/// answered at once (a 503) instead of waiting out [`ACQUIRE_TIMEOUT`] for a connection that cannot be
+/// made. It derefs to the pool for everything else.
+///
+/// Nothing is known until a request waits: one that has no connection after [`PROBE_AFTER`], or whose
+/// connection broke, starts a probe, a connection of its own outside the pool. If the probe cannot
+/// connect, the waiting requests and every later one that would need a new connection get the 503,
+/// until a probe (every [`PROBE_INTERVAL`]) connects again or a request gets through. A probe that
+/// connects says nothing: the pool may be busy, and the request goes on waiting for its connection.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: PgPool,
+    reachability: Arc<Reachability>,
+}
+
+#[derive(Debug)]
+struct Reachability {
+    /// What the probe connects with: the pool's own options.
+    options: PgConnectOptions,
+    /// Whether the last probe could not connect.
+    down: watch::Sender<bool>,
+    /// Whether a probe is running; at most one is.
+    probing: AtomicBool,
+}
+
+/// How long a request waits for a connection before the database is probed.
+pub const PROBE_AFTER: Duration = Duration::from_millis(250);
+/// How long a probe may take to connect; one that takes longer tells nothing.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often an unreachable database is probed again.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+impl std::ops::Deref for Database {
+    type Target = PgPool;
+
+    fn deref(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl Database {
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Begins a transaction, and once more if the connection turns out broken. After a database restart
+    /// every pooled connection is broken, so the idle ones are closed first and the retry gets a new one.
+    /// Nothing was done on the broken connection, so the retry is safe.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.guarded(async {
+            match self.pool.begin().await {
+                Err(error) if is_broken_connection(&error) => {
+                    self.probe();
+                    discard_idle(&self.pool, &error).await;
+                    self.pool.begin().await
+                }
+                begun => begun,
+            }
+        })
+        .await
+    }
+
+    /// Runs `read`, and once more after a broken connection (see [`Database::begin`]). Only for reads: a
+    /// write whose connection broke may have been done.
+    pub async fn read<T, F, Fut>(&self, read: F) -> Result<T, sqlx::Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        self.guarded(async {
+            match read().await {
+                Err(error) if is_broken_connection(&error) => {
+                    self.probe();
+                    discard_idle(&self.pool, &error).await;
+                    read().await
+                }
+                done => done,
+            }
+        })
+        .await
+    }
+
+    /// Whether the database answers a trivial query within a second (a readiness probe must not hang on
+    /// a database that is down).
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        let ping = self.read(|| sqlx::query("select 1").execute(&self.pool));
+        match tokio::time::timeout(Duration::from_secs(1), ping).await {
+            Ok(pinged) => pinged.map(drop),
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        }
+    }
+
+    /// `attempt`, which takes a connection of the pool, unless the database is known to be unreachable
+    /// or a probe finds it so while the attempt waits: then an [`Unreachable`] error.
+    async fn guarded<T>(&self, attempt: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, sqlx::Error> {
+        let mut down = self.reachability.down.subscribe();
+        // Idle connections are worth a try: a probe's word may be older than a quick restart, and the
+        // first broken one discards them all.
+        if *down.borrow_and_update() && self.pool.num_idle() == 0 {
+            return Err(unreachable());
+        }
+        tokio::pin!(attempt);
+        let done = tokio::select! {
+            biased;
+            done = &mut attempt => done,
+            () = tokio::time::sleep(PROBE_AFTER) => {
+                self.probe();
+                tokio::select! {
+                    biased;
+                    done = &mut attempt => done,
+                    _ = down.wait_for(|down| *down) => return Err(unreachable()),
+                }
+            }
+        };
+        if done.is_ok() && self.reachability.down.send_replace(false) {
+            tracing::info!("the database is reachable again");
+        }
+        done
+    }
+
+    /// Starts a probe unless one runs. It connects every [`PROBE_INTERVAL`] until it can, saying in
+    /// `down` whether it could not.
+    fn probe(&self) {
+        if self.reachability.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let reachability = self.reachability.clone();
+        tokio::spawn(async move {
+            loop {
+                let connected = tokio::time::timeout(PROBE_TIMEOUT, reachability.options.connect()).await;
+                let failure = match connected {
+                    Ok(Ok(connection)) => {
+                        drop(connection.close().await);
+                        None
+                    }
+                    // Only a definite failure counts. A server that answers, if only to refuse (out of
+                    // connections, a bad password), is reachable: the pool's connections may be fine. A
+                    // connection that is merely slow says nothing either: a busy machine is not a down
+                    // database, and the request still has its own acquire timeout.
+                    Ok(Err(error)) if is_broken_connection(&error) || is_starting_up(&error) => Some(error.to_string()),
+                    Ok(Err(_)) | Err(_) => None,
+                };
+                let was_down = reachability.down.send_replace(failure.is_some());
+                let Some(error) = failure else {
+                    if was_down {
+                        tracing::info!("the database is reachable again");
+                    }
+                    break;
+                };
+                if !was_down {
+                    tracing::warn!(%error, "the database is unreachable; requests are answered 503 until it is back");
+                }
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+            reachability.probing.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// What a request gets, at once, while its database is known to be unreachable.
+#[derive(Debug, thiserror::Error)]
+#[error("the database cannot be reached")]
+pub struct Unreachable;
+
+fn unreachable() -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::NotConnected, Unreachable))
+}
+
+/// Whether `error` is the [`Unreachable`] answer of a [`Database`] whose database is known to be down.
+pub fn is_unreachable(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Io(io) if io.get_ref().is_some_and(|inner| inner.is::<Unreachable>()))
+}
+
+fn is_starting_up(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database) if database.code().as_deref() == Some("57P03"))
 }
 
 /// The longest a service's statement may run, below the HTTP request timeout: none of theirs should come
@@ -76,16 +265,6 @@ pub async fn migrate(
     migrated
 }
 
-/// Whether the database answers a trivial query within a second (a readiness probe must not hang on a
-/// database that is down).
-pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let ping = read(pool, || sqlx::query("select 1").execute(pool));
-    match tokio::time::timeout(Duration::from_secs(1), ping).await {
-        Ok(pinged) => pinged.map(drop),
-        Err(_) => Err(sqlx::Error::PoolTimedOut),
-    }
-}
-
 /// Whether `error` says that the connection broke (or was never made), rather than that the database
 /// refused a statement: an I/O or TLS error, a protocol error, or the server's shutdown and connection
 /// exception codes (57P01, 57P02, class 08).
@@ -106,35 +285,6 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
     is_broken_connection(error)
         || matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
         || matches!(error, sqlx::Error::Database(database) if matches!(database.code().as_deref(), Some("57P03" | "53300")))
-}
-
-/// Begins a transaction, and once more if the connection turns out broken. After a database restart
-/// every pooled connection is broken, so the idle ones are closed first and the retry gets a new one.
-/// Nothing was done on the broken connection, so the retry is safe.
-pub async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    match pool.begin().await {
-        Err(error) if is_broken_connection(&error) => {
-            discard_idle(pool, &error).await;
-            pool.begin().await
-        }
-        begun => begun,
-    }
-}
-
-/// Runs `read`, and once more after a broken connection (see [`begin`]). Only for reads: a write whose
-/// connection broke may have been done.
-pub async fn read<T, F, Fut>(pool: &PgPool, read: F) -> Result<T, sqlx::Error>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<T, sqlx::Error>>,
-{
-    match read().await {
-        Err(error) if is_broken_connection(&error) => {
-            discard_idle(pool, &error).await;
-            read().await
-        }
-        done => done,
-    }
 }
 
 /// Closes every idle connection of `pool`: one broke, so the others, made before the same failure,
@@ -197,7 +347,7 @@ mod tests {
         };
         let url = SecretString::from(format!("{url}/postgres"));
         let service = pool(&url, 1, "test").unwrap();
-        let timeout: String = sqlx::query_scalar("show statement_timeout").fetch_one(&service).await.unwrap();
+        let timeout: String = sqlx::query_scalar("show statement_timeout").fetch_one(service.pool()).await.unwrap();
         assert_eq!(timeout, STATEMENT_TIMEOUT);
         let migrations = lazy_pool(connect_options(&url).unwrap(), 1);
         let timeout: String = sqlx::query_scalar("show statement_timeout").fetch_one(&migrations).await.unwrap();

@@ -76,7 +76,7 @@ impl Drop for Scratch {
 async fn ping(url: &str) -> Result<(), sqlx::Error> {
     let pool = analytics_kit::db::pool(&SecretString::from(url), 1, "tls-test")?;
     let encrypted = sqlx::query_scalar::<_, bool>("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
-        .fetch_one(&pool)
+        .fetch_one(pool.pool())
         .await;
     pool.close().await;
     assert!(encrypted?, "the session is encrypted");

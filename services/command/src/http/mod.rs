@@ -5,10 +5,12 @@ mod idempotency;
 mod orders;
 mod products;
 
-use analytics_kit::http::{Auth, Check, Readiness, api_router, openapi};
+use analytics_kit::{
+    db::Database,
+    http::{Auth, Check, Readiness, api_router, openapi},
+};
 use axum::Router;
 use prometheus::Registry;
-use sqlx::PgPool;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use error::ApiError;
@@ -17,14 +19,14 @@ use crate::outbox::RelayWaker;
 
 #[derive(Clone)]
 pub struct AppState {
-    pool: PgPool,
+    db: Database,
     /// The relay in this process, woken after each commit; `None` when it runs elsewhere.
     relay: Option<RelayWaker>,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, relay: Option<RelayWaker>) -> Self {
-        Self { pool, relay }
+    pub fn new(db: Database, relay: Option<RelayWaker>) -> Self {
+        Self { db, relay }
     }
 
     /// Tells the relay in this process, if any, that a commit put events in the outbox.
@@ -47,7 +49,7 @@ pub fn router(state: AppState, auth: Auth, registry: Registry) -> Router {
         .routes(routes!(products::get, products::update))
         .routes(routes!(orders::create))
         .routes(routes!(orders::get));
-    let readiness = Ready::new(state.pool.clone(), state.relay.clone());
+    let readiness = Ready::new(state.db.clone(), state.relay.clone());
     api_router(routes, state, auth, registry, readiness)
 }
 
@@ -56,19 +58,19 @@ pub fn router(state: AppState, auth: Auth, registry: Registry) -> Router {
 /// The standalone relay reports the same way; without a relay in the process, the broker is not
 /// reported at all.
 pub struct Ready {
-    pool: PgPool,
+    db: Database,
     relay: Option<RelayWaker>,
 }
 
 impl Ready {
-    pub fn new(pool: PgPool, relay: Option<RelayWaker>) -> Self {
-        Self { pool, relay }
+    pub fn new(db: Database, relay: Option<RelayWaker>) -> Self {
+        Self { db, relay }
     }
 }
 
 impl Readiness for Ready {
     async fn checks(&self) -> Vec<(&'static str, Check)> {
-        let database = analytics_kit::db::ping(&self.pool).await.map(|()| "ok").map_err(|e| e.to_string());
+        let database = self.db.ping().await.map(|()| "ok").map_err(|e| e.to_string());
         let mut checks = vec![("database", database)];
         if let Some(relay) = &self.relay {
             let broker = if relay.broker_connected() { "connected" } else { "disconnected; events wait in the outbox" };

@@ -71,7 +71,7 @@ pub async fn create(
     let fingerprint = Idempotency::fingerprint("POST /api/orders", &request);
     let order = NewOrder::try_from(request)?;
     let ids: Vec<i64> = order.lines.iter().map(|line| line.product_id.get()).collect();
-    let mut tx = analytics_kit::db::begin(&state.pool).await?;
+    let mut tx = state.db.begin().await?;
     if let Some(earlier) = idempotency.claim(&mut tx, &fingerprint).await? {
         return Ok((StatusCode::CREATED, [idempotency::REPLAYED], axum::Json(earlier)).into_response());
     }
@@ -97,9 +97,7 @@ pub async fn create(
 ))]
 #[tracing::instrument(name = "get_order", skip_all, fields(order_id = id))]
 pub async fn get(State(state): State<AppState>, PositiveId(id): PositiveId) -> Result<Json<OrderResponse>> {
-    let order = analytics_kit::db::read(&state.pool, || store::orders::get(&state.pool, id))
-        .await?
-        .ok_or(ApiError::OrderNotFound(id))?;
+    let order = state.db.read(|| store::orders::get(&state.db, id)).await?.ok_or(ApiError::OrderNotFound(id))?;
     Ok(Json(OrderResponse {
         order_id: order.id,
         customer_id: order.customer_id,

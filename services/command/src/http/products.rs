@@ -63,7 +63,7 @@ pub async fn create(
 ) -> Result<Response> {
     let fingerprint = Idempotency::fingerprint("POST /api/products", &request);
     let product = NewProduct::try_from(request)?;
-    let mut tx = analytics_kit::db::begin(&state.pool).await?;
+    let mut tx = state.db.begin().await?;
     if let Some(earlier) = idempotency.claim(&mut tx, &fingerprint).await? {
         return Ok((StatusCode::CREATED, [idempotency::REPLAYED], axum::Json(earlier)).into_response());
     }
@@ -85,9 +85,7 @@ pub async fn create(
 ))]
 #[tracing::instrument(name = "get_product", skip_all, fields(product_id = id))]
 pub async fn get(State(state): State<AppState>, PositiveId(id): PositiveId) -> Result<Json<ProductResponse>> {
-    let row = analytics_kit::db::read(&state.pool, || store::products::get(&state.pool, id))
-        .await?
-        .ok_or(ApiError::ProductNotFound(id))?;
+    let row = state.db.read(|| store::products::get(&state.db, id)).await?.ok_or(ApiError::ProductNotFound(id))?;
     Ok(Json(row.into()))
 }
 
@@ -106,7 +104,7 @@ pub async fn update(
     Json(request): Json<ProductPatchRequest>,
 ) -> Result<Json<ProductResponse>> {
     let change = ProductChange::try_from(request)?;
-    let mut tx = analytics_kit::db::begin(&state.pool).await?;
+    let mut tx = state.db.begin().await?;
     let row = match store::products::update(&mut tx, id, &change).await? {
         Updated::Product(row) => row,
         Updated::NotFound => return Err(ApiError::ProductNotFound(id)),

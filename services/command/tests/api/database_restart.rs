@@ -1,6 +1,7 @@
-//! The database restarts under the service, on a PostgreSQL server of the test's own: while it is down,
-//! requests get a fast 503 with `Retry-After` (and `/readyz` says so), and once it is back no request
-//! fails, although every pooled connection broke with it.
+//! The database restarts under the service, on a PostgreSQL server of the test's own: a quick restart
+//! costs no request anything although every pooled connection broke with it; while it stays down,
+//! requests get a 503 with `Retry-After` at once, saying the database cannot be reached (and `/readyz`
+//! says so), and once it is back no request fails.
 
 use std::time::{Duration, Instant};
 
@@ -43,8 +44,26 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// 40 requests in a row, orders and reads by turns: their statuses.
+async fn burst<F, Fut>(send: &F, order: &Value) -> Vec<u16>
+where
+    F: Fn(reqwest::Method, &'static str, Option<Value>) -> Fut,
+    Fut: std::future::Future<Output = (u16, Option<String>, Value)>,
+{
+    let mut answers = Vec::new();
+    for n in 0..40 {
+        let (method, path, body) = if n % 2 == 0 {
+            (reqwest::Method::POST, "/api/orders", Some(order.clone()))
+        } else {
+            (reqwest::Method::GET, "/api/products/1", None)
+        };
+        answers.push(send(method, path, body).await.0);
+    }
+    answers
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_restart_costs_no_request_a_500() {
+async fn a_database_restart_costs_no_request_a_500_and_an_outage_is_answered_503_at_once() {
     let postgres = PrivatePostgres::start();
     let url = postgres.url();
     command_service::MIGRATOR.run(&sqlx::PgPool::connect(&url).await.unwrap()).await.unwrap();
@@ -69,16 +88,27 @@ async fn a_database_restart_costs_no_request_a_500() {
     let warm = (0..16).map(|_| send(reqwest::Method::GET, "/api/products/1", None));
     assert!(futures::future::join_all(warm).await.iter().all(|(status, ..)| *status == 200));
 
+    // A restart between requests: every pooled connection is stale, and the first request to find one
+    // retries on a new one.
     postgres.stop();
-    for (method, path, body) in
-        [(reqwest::Method::POST, "/api/orders", Some(order.clone())), (reqwest::Method::GET, "/api/products/1", None)]
-    {
+    postgres.start_again();
+    let answers = burst(&send, &order).await;
+    assert!(answers.iter().all(|status| *status == 200 || *status == 201), "after a quick restart: {answers:?}");
+
+    // A database that stays down: the first requests find their connections broken and cannot make new
+    // ones; a probe finds the database unreachable, and from then on every request is answered at once.
+    postgres.stop();
+    for (method, path, body) in [
+        (reqwest::Method::POST, "/api/orders", Some(order.clone())),
+        (reqwest::Method::GET, "/api/products/1", None),
+        (reqwest::Method::POST, "/api/orders", Some(order.clone())),
+    ] {
         let started = Instant::now();
         let (status, retry_after, body) = send(method, path, body).await;
         println!("{path} while the database is down: {status} in {:?}", started.elapsed());
         assert_eq!(
-            (status, retry_after.as_deref(), body["error"].as_str()),
-            (503, Some("1"), Some("unavailable")),
+            (status, retry_after.as_deref(), body["error"].as_str(), body["message"].as_str()),
+            (503, Some("1"), Some("unavailable"), Some("the database cannot be reached; retry shortly")),
             "{body}"
         );
     }
@@ -87,22 +117,20 @@ async fn a_database_restart_costs_no_request_a_500() {
     println!("/readyz while the database is down: {status} in {:?}", started.elapsed());
     assert_eq!((status, body["status"].as_str()), (503, Some("unavailable")), "{body}");
 
+    // Back: the next probe finds it, and nothing fails.
     postgres.start_again();
-    let mut answers = Vec::new();
-    for n in 0..40 {
-        let (method, path, body) = if n % 2 == 0 {
-            (reqwest::Method::POST, "/api/orders", Some(order.clone()))
-        } else {
-            (reqwest::Method::GET, "/api/products/1", None)
-        };
-        answers.push(send(method, path, body).await.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while send(reqwest::Method::GET, "/readyz", None).await.0 != 200 {
+        assert!(Instant::now() < deadline, "not ready 10 s after the database came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(answers.iter().all(|status| *status == 200 || *status == 201), "after the restart: {answers:?}");
+    let answers = burst(&send, &order).await;
+    assert!(answers.iter().all(|status| *status == 200 || *status == 201), "after the outage: {answers:?}");
     let orders: i64 = sqlx::query_scalar("select count(*) from orders")
         .fetch_one(&sqlx::PgPool::connect(&url).await.unwrap())
         .await
         .unwrap();
-    assert_eq!(orders, 20, "every order answered 201 is there, once");
+    assert_eq!(orders, 40, "every order answered 201 is there, once");
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap().unwrap();
 }

@@ -28,14 +28,20 @@ pub fn internal_error(error: &(dyn std::error::Error + 'static)) -> Response {
 }
 
 /// The answer to a failed database call: a 503 with `Retry-After` if the database is unavailable for
-/// now (it restarted, or is down or saturated; the client may retry), a 500 otherwise.
+/// now (it restarted, or is down or saturated; the client may retry), a 500 otherwise. One that is
+/// known to be unreachable says so.
 pub fn database_error(error: &sqlx::Error) -> Response {
     if !crate::db::is_unavailable(error) {
         return internal_error(error);
     }
-    tracing::warn!(%error, "the database is unavailable");
-    let mut response =
-        error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is unavailable; retry shortly");
+    let message = if crate::db::is_unreachable(error) {
+        // Logged once, when it became so.
+        "the database cannot be reached; retry shortly"
+    } else {
+        tracing::warn!(%error, "the database is unavailable");
+        "the database is unavailable; retry shortly"
+    };
+    let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
     response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
     response
 }

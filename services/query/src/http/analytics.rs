@@ -39,9 +39,8 @@ pub async fn product_sales(
     State(state): State<AppState>,
     PositiveId(id): PositiveId,
 ) -> Result<Json<ProductSalesResponse>> {
-    let sales = analytics_kit::db::read(&state.pool, || read_model::product_sales(&state.pool, id))
-        .await?
-        .ok_or(QueryError::ProductNotFound(id))?;
+    let sales =
+        state.db.read(|| read_model::product_sales(&state.db, id)).await?.ok_or(QueryError::ProductNotFound(id))?;
     Ok(Json(ProductSalesResponse {
         product_id: id,
         total_quantity_sold: sales.total_quantity_sold,
@@ -85,10 +84,8 @@ pub async fn top_products(
     if !(1..=100).contains(&limit) {
         return Err(QueryError::InvalidQuery(format!("limit must be from 1 to 100, got {limit}")));
     }
-    let rows = analytics_kit::db::read(&state.pool, || {
-        read_model::top_products(&state.pool, params.by.unwrap_or(TopBy::Revenue), limit)
-    })
-    .await?;
+    let rows =
+        state.db.read(|| read_model::top_products(&state.db, params.by.unwrap_or(TopBy::Revenue), limit)).await?;
     Ok(Json(
         rows.into_iter()
             .map(|row| TopProduct {
@@ -129,7 +126,9 @@ pub async fn category_revenue(
     if category.chars().any(char::is_control) {
         return Err(QueryError::InvalidQuery("a category never contains control characters".to_owned()));
     }
-    let row = analytics_kit::db::read(&state.pool, || read_model::category(&state.pool, &category))
+    let row = state
+        .db
+        .read(|| read_model::category(&state.db, &category))
         .await?
         .ok_or(QueryError::CategoryNotFound(category))?;
     Ok(Json(CategoryRevenue {
@@ -153,7 +152,7 @@ pub struct CategoryTotals {
 #[utoipa::path(get, path = "/api/analytics/categories", tag = "analytics", responses((status = 200, body = Vec<CategoryTotals>)))]
 #[tracing::instrument(name = "categories", skip_all)]
 pub async fn categories(State(state): State<AppState>) -> Result<Json<Vec<CategoryTotals>>> {
-    let rows = analytics_kit::db::read(&state.pool, || read_model::categories(&state.pool)).await?;
+    let rows = state.db.read(|| read_model::categories(&state.db)).await?;
     Ok(Json(
         rows.into_iter()
             .map(|row| CategoryTotals {
@@ -190,7 +189,7 @@ pub async fn customer_lifetime_value(
     State(state): State<AppState>,
     PositiveId(id): PositiveId,
 ) -> Result<Json<LifetimeValue>> {
-    let value = analytics_kit::db::read(&state.pool, || read_model::customer(&state.pool, id)).await?;
+    let value = state.db.read(|| read_model::customer(&state.db, id)).await?;
     Ok(Json(LifetimeValue {
         customer_id: id,
         total_spent: value.total_spent,
@@ -242,7 +241,7 @@ pub async fn hourly_sales(
     if to - from > TimeDelta::days(366) {
         return Err(QueryError::InvalidQuery("the range may span at most 366 days".into()));
     }
-    let rows = analytics_kit::db::read(&state.pool, || read_model::hourly(&state.pool, from, to)).await?;
+    let rows = state.db.read(|| read_model::hourly(&state.db, from, to)).await?;
     Ok(Json(
         rows.into_iter()
             .map(|row| HourlySales {
@@ -269,7 +268,6 @@ fn within_years(at: DateTime<Utc>, name: &str) -> Result<DateTime<Utc>> {
 #[utoipa::path(get, path = "/api/analytics/sync-status", tag = "analytics", responses((status = 200, body = SyncStatusResponse)))]
 #[tracing::instrument(name = "sync_status", skip_all)]
 pub async fn sync_status(State(state): State<AppState>) -> Result<Json<SyncStatusResponse>> {
-    let (progress, depth) =
-        tokio::join!(analytics_kit::db::read(&state.pool, || read_model::progress(&state.pool)), state.depths.total());
+    let (progress, depth) = tokio::join!(state.db.read(|| read_model::progress(&state.db)), state.depths.total());
     Ok(Json(sync::assess(Utc::now(), &progress?, depth)))
 }

@@ -5,10 +5,12 @@ mod error;
 
 use std::sync::Arc;
 
-use analytics_kit::http::{Auth, Check, Readiness, api_router, openapi};
+use analytics_kit::{
+    db::Database,
+    http::{Auth, Check, Readiness, api_router, openapi},
+};
 use axum::Router;
 use prometheus::Registry;
-use sqlx::PgPool;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use error::QueryError;
@@ -17,13 +19,13 @@ use crate::sync::QueueDepths;
 
 #[derive(Clone)]
 pub struct AppState {
-    pool: PgPool,
+    db: Database,
     depths: Arc<QueueDepths>,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, depths: QueueDepths) -> Self {
-        Self { pool, depths: Arc::new(depths) }
+    pub fn new(db: Database, depths: QueueDepths) -> Self {
+        Self { db, depths: Arc::new(depths) }
     }
 }
 
@@ -41,18 +43,18 @@ pub fn router(state: AppState, auth: Auth, registry: Registry) -> Router {
         .routes(routes!(analytics::customer_lifetime_value))
         .routes(routes!(analytics::hourly_sales))
         .routes(routes!(analytics::sync_status));
-    let readiness = Ready { pool: state.pool.clone() };
+    let readiness = Ready { db: state.db.clone() };
     api_router(routes, state, auth, registry, readiness)
 }
 
 /// Ready when the read database answers; the broker only feeds sync-status's queue depths.
 struct Ready {
-    pool: PgPool,
+    db: Database,
 }
 
 impl Readiness for Ready {
     async fn checks(&self) -> Vec<(&'static str, Check)> {
-        let database = analytics_kit::db::ping(&self.pool).await.map(|()| "ok").map_err(|e| e.to_string());
+        let database = self.db.ping().await.map(|()| "ok").map_err(|e| e.to_string());
         vec![("database", database)]
     }
 }
