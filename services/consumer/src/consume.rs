@@ -23,15 +23,21 @@ use futures::{FutureExt, StreamExt};
 use lapin::{
     BasicProperties, Channel, Connection,
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions},
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+        BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    },
     types::{AMQPValue, FieldTable, LongString},
 };
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::projection::{self, Incoming, Outcome, Poison, Stream};
+
+/// How often the dead-letter queue's depth is read.
+const DEAD_LETTER_READ_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// How often a message the database refuses is tried alone before it is dead-lettered.
 const ATTEMPTS_BEFORE_DEAD_LETTER: u32 = 3;
@@ -63,6 +69,7 @@ pub struct ConsumerMetrics {
     applied: IntCounterVec,
     duplicates: IntCounterVec,
     dead_lettered: IntCounterVec,
+    dead_letter_queue: IntGauge,
     batch_size: Histogram,
     apply_seconds: Histogram,
     end_to_end_seconds: Histogram,
@@ -85,6 +92,11 @@ impl ConsumerMetrics {
             Opts::new("consumer_events_dead_lettered_total", "Messages sent to the dead-letter queue, by reason."),
             &["reason"],
         )?;
+        let dead_letter_queue = IntGauge::new(
+            "consumer_dead_letter_queue_messages",
+            "Messages waiting in the dead-letter queue, whoever put them there: a consumer, or the broker at \
+             the delivery limit. Read every 15 s.",
+        )?;
         let batch_size = Histogram::with_opts(
             HistogramOpts::new("consumer_batch_size", "Messages per applied batch.")
                 .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0]),
@@ -103,10 +115,19 @@ impl ConsumerMetrics {
         registry.register(Box::new(applied.clone()))?;
         registry.register(Box::new(duplicates.clone()))?;
         registry.register(Box::new(dead_lettered.clone()))?;
+        registry.register(Box::new(dead_letter_queue.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
         registry.register(Box::new(apply_seconds.clone()))?;
         registry.register(Box::new(end_to_end_seconds.clone()))?;
-        Ok(Self { applied, duplicates, dead_lettered, batch_size, apply_seconds, end_to_end_seconds })
+        Ok(Self {
+            applied,
+            duplicates,
+            dead_lettered,
+            dead_letter_queue,
+            batch_size,
+            apply_seconds,
+            end_to_end_seconds,
+        })
     }
 }
 
@@ -173,12 +194,35 @@ impl Consumer {
 
         // If one stream fails, the other finishes its batch and stops too, and the session reconnects.
         let stop = shutdown.child_token();
-        let (orders, products) = tokio::join!(
+        let (orders, products, watched) = tokio::join!(
             self.consume(Stream::Orders, orders, &dead_letters, &stop),
             self.consume(Stream::Products, products, &dead_letters, &stop),
+            self.watch_dead_letters(&setup, &stop),
         );
         drop(connection.close(200, "consumer stopping".into()).await);
-        orders.and(products)
+        orders.and(products).and(watched)
+    }
+
+    /// Reads the dead-letter queue's depth into [`ConsumerMetrics`] every [`DEAD_LETTER_READ_INTERVAL`]
+    /// until `stop`. The depth counts every message there, including the broker's own dead letters
+    /// (redelivered past the delivery limit), which no consumer sees go.
+    async fn watch_dead_letters(&self, channel: &Channel, stop: &CancellationToken) -> Result<()> {
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        let result = async {
+            loop {
+                let queue = channel
+                    .queue_declare(self.topology.dead_letter_queue.as_str().into(), passive, FieldTable::default())
+                    .await?;
+                self.metrics.dead_letter_queue.set(i64::from(queue.message_count()));
+                tokio::select! {
+                    () = tokio::time::sleep(DEAD_LETTER_READ_INTERVAL) => {}
+                    () = stop.cancelled() => return Ok(()),
+                }
+            }
+        }
+        .await;
+        stop.cancel();
+        result
     }
 
     async fn open(&self, connection: &Connection, queue: &str) -> lapin::Result<(Channel, lapin::Consumer)> {
@@ -198,26 +242,76 @@ impl Consumer {
         stop: &CancellationToken,
     ) -> Result<()> {
         let result = async {
-            loop {
+            let unacked = loop {
                 let first = tokio::select! {
                     next = consumer.next() => next,
-                    () = stop.cancelled() => return Ok(()),
+                    () = stop.cancelled() => break false,
                 };
-                let mut deliveries = vec![next_delivery(first)?];
-                while deliveries.len() < self.batch_size {
-                    match consumer.next().now_or_never() {
-                        Some(next) => deliveries.push(next_delivery(next)?),
-                        None => break,
-                    }
-                }
+                let (deliveries, _) = self.batch(Some(next_delivery(first)?), &mut consumer)?;
                 if !self.process(stream, &channel, dead_letters, deliveries, stop).await? {
-                    return Ok(());
+                    break true;
                 }
-            }
+            };
+            self.drain(stream, &channel, consumer, dead_letters, stop, unacked).await
         }
         .await;
         stop.cancel();
         result
+    }
+
+    /// `first` and whatever else is already buffered, up to the batch size; and whether the consumer's
+    /// deliveries ended (after a cancel).
+    fn batch(&self, first: Option<Delivery>, consumer: &mut lapin::Consumer) -> Result<(Vec<Delivery>, bool)> {
+        let mut deliveries = Vec::from_iter(first);
+        while deliveries.len() < self.batch_size {
+            match consumer.next().now_or_never() {
+                Some(Some(next)) => deliveries.push(next?),
+                Some(None) => return Ok((deliveries, true)),
+                None => break,
+            }
+        }
+        Ok((deliveries, false))
+    }
+
+    /// On shutdown: stops the broker's deliveries, then applies and acks the ones it sent already, so
+    /// that a restart or a scale-down returns nothing to the queue (every return counts toward the
+    /// queue's delivery limit, and enough of them would dead-letter a valid event). What cannot be
+    /// applied now (the database is unreachable) is handed back with a nack, which RabbitMQ 4.3 and
+    /// later do not count; older brokers count it as they count a closed channel.
+    async fn drain(
+        &self,
+        stream: Stream,
+        channel: &Channel,
+        mut consumer: lapin::Consumer,
+        dead_letters: &Channel,
+        stop: &CancellationToken,
+        mut unacked: bool,
+    ) -> Result<()> {
+        channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await?;
+        let mut applied = 0;
+        // After the cancel, the deliveries sent before it come out, and then the end.
+        let mut ended = false;
+        while !ended && !unacked {
+            let Some(first) = consumer.next().await else { break };
+            let (deliveries, end) = self.batch(Some(first?), &mut consumer)?;
+            ended = end;
+            let count = deliveries.len();
+            if self.process(stream, channel, dead_letters, deliveries, stop).await? {
+                applied += count;
+            } else {
+                unacked = true;
+            }
+        }
+        if unacked {
+            tracing::warn!(
+                stream = stream.as_str(),
+                "the read database is unreachable; handing back what is not applied"
+            );
+            // Delivery tag 0 with `multiple`: every message of the channel not acked yet.
+            channel.basic_nack(0, BasicNackOptions { multiple: true, requeue: true }).await?;
+        }
+        tracing::info!(stream = stream.as_str(), applied, "consumer drained");
+        Ok(())
     }
 
     /// Applies and acks one batch. Returns `false` if shutdown came while the database was unreachable
@@ -362,6 +456,7 @@ impl Consumer {
     }
 }
 
+/// A delivery of a consumer that is not being drained: its end means the broker cancelled it.
 fn next_delivery(next: Option<lapin::Result<Delivery>>) -> Result<Delivery> {
     Ok(next.ok_or(SessionError::Cancelled)??)
 }

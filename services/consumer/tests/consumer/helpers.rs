@@ -109,11 +109,17 @@ impl Pipeline {
 
     /// Starts one more consumer process.
     pub fn start_consumer(&mut self) {
+        self.start_consumer_with_batch_size(100);
+    }
+
+    /// Starts one more consumer process that applies at most `batch_size` messages per transaction,
+    /// with 200 prefetched.
+    pub fn start_consumer_with_batch_size(&mut self, batch_size: usize) {
         let output = || if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_consumer-service"))
-            .args(["serve", "--listen", &listen, "--batch-size", "100", "--prefetch", "200"])
+            .args(["serve", "--listen", &listen, "--batch-size", &batch_size.to_string(), "--prefetch", "200"])
             .env("READ_DATABASE_URL", &self.read_url)
             .env("AMQP_URL", &self.amqp_url)
             .env("TOPOLOGY_PREFIX", &self.prefix)
@@ -131,6 +137,16 @@ impl Pipeline {
         self.consumer_metrics.remove(0);
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// Stops the oldest running consumer as Kubernetes stops a pod: SIGTERM, then waits for it to exit.
+    pub fn stop_consumer(&mut self) {
+        let mut child = self.consumers.remove(0);
+        self.consumer_metrics.remove(0);
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -TERM failed");
+        let exited = child.wait().unwrap();
+        assert!(exited.success(), "the consumer did not stop cleanly: {exited}");
     }
 
     /// Stops every consumer the hard way.

@@ -10,4 +10,5 @@ mod pipeline;
 mod poison;
 mod projection;
 mod pruning;
+mod restarts;
 mod sync_status;

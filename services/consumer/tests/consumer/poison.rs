@@ -79,6 +79,14 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_never_block_the
     let sales = pipeline.query(&format!("/api/analytics/products/{product}/sales")).await;
     assert_eq!(sales["totalRevenue"], 8);
 
+    // The dead-letter queue's depth, whoever put the messages there, is what the alert watches.
+    let metrics = pipeline.consumer_metrics[0].clone();
+    eventually(Duration::from_secs(40), "the dead-letter depth in the consumer's metrics", || async {
+        let text = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+        text.lines().any(|line| line == "consumer_dead_letter_queue_messages 6").then_some(())
+    })
+    .await;
+
     let mut dead = channel
         .basic_consume(
             pipeline.topology.dead_letter_queue.as_str().into(),
