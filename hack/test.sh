@@ -43,6 +43,8 @@ export TEST_KUBECONFIG="$dir/kube/admin.kubeconfig" TEST_KUBE_AUDIT_LOG="$dir/ku
 export PROMETHEUS_OPERATOR_CRDS; PROMETHEUS_OPERATOR_CRDS=$(hack/tools.sh prometheus-crds)
 export PROMTOOL; PROMTOOL=$(hack/tools.sh promtool)
 export HADOLINT; HADOLINT=$(hack/tools.sh hadolint)
+# The API contract check: openapi-spec-validator and schemathesis over each service's OpenAPI document.
+export API_CONTRACT_TOOLS; API_CONTRACT_TOOLS=$(hack/tools.sh api-contract)
 export TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$amqp_port/%2f"
 log="$dir/cargo-test.log"
 # Every test binary runs even after one fails, so that a run reports all its failures.

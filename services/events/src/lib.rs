@@ -13,7 +13,7 @@ mod sync_status;
 mod topology;
 
 pub use envelope::{Envelope, EventType, SCHEMA_VERSION, body_hash, timestamp};
-pub use money::{Money, MoneyError};
+pub use money::{Money, MoneyError, money_schema};
 pub use payloads::{OrderCreated, OrderLine, ProductState, Watermark};
 pub use stream::Stream;
 pub use sync_status::{SyncState, SyncStatusResponse};

@@ -72,6 +72,24 @@ impl<'de> Deserialize<'de> for Money {
     }
 }
 
+/// In an OpenAPI document: a JSON number (no `format`: it is neither a float nor a double, and is never
+/// rounded like one).
+impl utoipa::PartialSchema for Money {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        money_schema("An exact decimal amount, written digit for digit.").into()
+    }
+}
+
+impl utoipa::ToSchema for Money {}
+
+/// The schema of an amount of money, described by `description`, for a field to refine with limits.
+pub fn money_schema(description: &str) -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Number)
+        .description(Some(description))
+        .examples([serde_json::json!(49.99)])
+}
+
 impl std::ops::Add for Money {
     type Output = Money;
     fn add(self, rhs: Money) -> Money {

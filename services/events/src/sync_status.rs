@@ -12,7 +12,7 @@ use crate::timestamp;
 pub struct SyncStatusResponse {
     /// occurredAt of the newest applied event.
     #[serde(with = "timestamp::option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_processed_event_timestamp: Option<DateTime<Utc>>,
     /// How far the read model is behind: 0 when everything committed is applied; otherwise at least
     /// the age of the oldest pending event. Null before the first watermark.

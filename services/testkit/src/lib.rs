@@ -329,3 +329,50 @@ pub async fn assert_read_model_matches_write_side(
 pub fn money(value: &Value) -> Decimal {
     value.to_string().parse::<Decimal>().unwrap_or_else(|_| panic!("not a decimal: {value}")).normalize()
 }
+
+/// How many examples schemathesis generates per operation and phase: enough to reach every rule of
+/// the document, few enough to keep the check under a minute per service.
+const CONTRACT_EXAMPLES: &str = "50";
+
+/// The API contract check of the service at `base`: the OpenAPI document it serves at
+/// `/api/openapi.json` is valid (openapi-spec-validator), and schemathesis, with every check and the
+/// project's settings (`hack/schemathesis.toml`), finds nothing wrong in what the service answers:
+/// no 5xx, no status, header or body the document does not describe, no invalid request accepted, no
+/// valid one refused for a reason the document could have stated. The tools come from
+/// `API_CONTRACT_TOOLS` (`hack/tools.sh api-contract`); the seed is fixed, so a failure reproduces.
+pub async fn check_api_contract(base: &str) {
+    let tools = tool("API_CONTRACT_TOOLS");
+    let dir = std::env::temp_dir().join(format!("api-contract-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let document = reqwest::get(format!("{base}/api/openapi.json")).await.unwrap().text().await.unwrap();
+    let spec = dir.join("openapi.json");
+    std::fs::write(&spec, document).unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/schemathesis.toml");
+    let document_url = format!("{base}/api/openapi.json");
+    // The service answers on this runtime while the tools run, so they run off it.
+    let outcome = tokio::task::spawn_blocking(move || {
+        run(Command::new(tools.join("openapi-spec-validator")).args(["--validation-errors", "all"]).arg(&spec), None);
+        let checked = try_run(
+            Command::new(tools.join("schemathesis"))
+                .arg("--config-file")
+                .arg(&config)
+                .arg("--no-color")
+                .args(["run", &document_url, "--checks", "all"])
+                .args(["--header", &format!("Authorization: Bearer {API_TOKEN}")])
+                .args(["--max-examples", CONTRACT_EXAMPLES, "--seed", "1", "--generation-database", "none"])
+                .current_dir(&dir),
+            None,
+        );
+        drop(std::fs::remove_dir_all(&dir));
+        checked
+    })
+    .await
+    .unwrap();
+    match outcome {
+        Ok(report) => println!(
+            "{}",
+            report.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        ),
+        Err(failure) => panic!("schemathesis found failures in {base}:\n{failure}"),
+    }
+}

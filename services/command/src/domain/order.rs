@@ -44,17 +44,25 @@ impl Quantity {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderRequest {
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "super::integer::deserialize")]
     pub customer_id: i64,
+    /// Distinct products.
+    #[schema(min_items = 1, max_items = 500)]
     pub items: Vec<OrderLineRequest>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderLineRequest {
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "super::integer::deserialize")]
     pub product_id: i64,
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(deserialize_with = "super::integer::deserialize")]
     pub quantity: i64,
     /// Optional. When given it must equal the catalog price; revenue always uses the catalog price.
-    #[schema(value_type = Option<f64>, example = 49.99)]
+    #[schema(schema_with = super::product::optional_price_schema)]
     pub price: Option<Money>,
 }
 

@@ -82,13 +82,67 @@ fn text(raw: String, field: &str) -> Result<String, Invalid> {
 /// `POST /api/products`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ProductRequest {
+    #[schema(schema_with = name_schema)]
     pub name: String,
+    #[schema(schema_with = category_schema)]
     pub category: String,
-    /// An exact decimal with at most 2 places, greater than 0.
-    #[schema(value_type = f64, example = 49.99)]
+    #[schema(schema_with = price_schema)]
     pub price: Money,
-    /// Units in stock, 0 or more.
+    /// Units in stock.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(deserialize_with = "super::integer::deserialize")]
     pub stock: i64,
+}
+
+/// What [`text`] accepts, as a pattern: once trimmed, 1 to [`MAX_TEXT_CHARS`] characters, none of them a
+/// control character (U+0000 to U+001F, U+007F to U+009F).
+pub(crate) fn text_pattern() -> String {
+    let visible = r"[^\s\x00-\x1f\x7f-\x9f]";
+    let inner = r"[^\x00-\x1f\x7f-\x9f]";
+    format!(r"^\s*{visible}(?:{inner}{{0,{}}}{visible})?\s*$", MAX_TEXT_CHARS - 2)
+}
+
+fn text_schema(description: &str, example: &str) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some(text_pattern()))
+        .description(Some(format!(
+            "{description}; surrounding whitespace is trimmed, and what remains is 1 to {MAX_TEXT_CHARS} characters without control characters."
+        )))
+        .examples([serde_json::json!(example)])
+        .build()
+}
+
+fn name_schema() -> utoipa::openapi::Object {
+    text_schema("The product's name", "Desk Lamp")
+}
+
+fn category_schema() -> utoipa::openapi::Object {
+    text_schema("The product's category", "Home")
+}
+
+/// What [`Price::parse`] accepts: more than 0, below 10 000 000 000, at most 2 decimal places.
+fn price_builder() -> utoipa::openapi::ObjectBuilder {
+    analytics_events::money_schema(
+        "A catalog price: an exact decimal with at most 2 decimal places, greater than 0 and below 10000000000.",
+    )
+    .exclusive_minimum(Some(0))
+    .exclusive_maximum(Some(10_000_000_000_i64 as isize))
+    .multiple_of(Some(0.01))
+}
+
+pub(crate) fn price_schema() -> utoipa::openapi::Object {
+    price_builder().build()
+}
+
+/// [`price_schema`], or null for none.
+pub(crate) fn optional_price_schema() -> utoipa::openapi::Object {
+    price_builder()
+        .schema_type(utoipa::openapi::schema::SchemaType::Array(vec![
+            utoipa::openapi::Type::Number,
+            utoipa::openapi::Type::Null,
+        ]))
+        .build()
 }
 
 /// A product that may enter the catalog.
@@ -118,9 +172,11 @@ impl TryFrom<ProductRequest> for NewProduct {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProductPatchRequest {
     /// The new catalog price.
-    #[schema(value_type = Option<f64>, example = 44.99)]
+    #[schema(schema_with = optional_price_schema)]
     pub price: Option<Money>,
-    /// Units to add to the stock (at least 1).
+    /// Units to add to the stock.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "super::integer::option::deserialize")]
     pub add_stock: Option<i64>,
 }
 

@@ -34,11 +34,10 @@ pub struct OrderCreatedResponse {
 pub struct OrderResponse {
     pub order_id: i64,
     pub customer_id: i64,
-    #[schema(value_type = f64, example = 99.98)]
     pub total: Money,
     /// UTC, millisecond precision.
     #[serde(with = "timestamp")]
-    #[schema(value_type = String, example = "2026-11-24T05:53:46.123Z")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-24T05:53:46.123Z")]
     pub created_at: DateTime<Utc>,
     pub items: Vec<OrderItemResponse>,
 }
@@ -50,18 +49,17 @@ pub struct OrderItemResponse {
     pub product_name: String,
     pub category: String,
     pub quantity: i32,
-    #[schema(value_type = f64, example = 49.99)]
     pub unit_price: Money,
 }
 
 /// Place an order. Prices come from the catalog; a client-supplied price must match it.
-#[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = OrderRequest, responses(
+#[utoipa::path(post, path = "/api/orders", tag = "orders", operation_id = "createOrder", request_body = OrderRequest, responses(
     (status = 201, description = "Accepted; stock is reserved and OrderCreated is in the outbox", body = OrderCreatedResponse),
     (status = 400, description = "Malformed JSON, a missing field or a wrong type", body = ErrorBody),
     (status = 409, description = "Not enough stock (the product is named), or a price that differs from the catalog", body = ErrorBody),
     (status = 413, description = "Body over 64 KiB", body = ErrorBody),
     (status = 422, description = "customerId not positive, empty items, quantity < 1, a repeated or unknown productId, a total over 999999999999.99, or an Idempotency-Key used for a different request", body = ErrorBody),
-), params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body return the first response (1 to 255 visible ASCII characters, kept 24 h)")))]
+), params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[\x21-\x7e]{1,255}$", description = "Makes a retry safe: the same key and body return the first response (1 to 255 visible ASCII characters, kept 24 h)")))]
 #[tracing::instrument(name = "create_order", skip_all, fields(customer_id = request.customer_id, lines = request.items.len(), order_id))]
 pub async fn create(
     State(state): State<AppState>,
@@ -90,8 +88,8 @@ pub async fn create(
 }
 
 /// Read an order with its items.
-#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", params(("id" = i64, Path, description = "Order id")), responses(
-    (status = 200, body = OrderResponse),
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", operation_id = "getOrder", params(("id" = i64, Path, minimum = 1, description = "Order id")), responses(
+    (status = 200, description = "The order with its items, at the prices it was placed at", body = OrderResponse),
     (status = 400, description = "The id is not a positive integer", body = ErrorBody),
     (status = 404, description = "No such order", body = ErrorBody),
 ))]

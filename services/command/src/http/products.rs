@@ -37,7 +37,6 @@ pub struct ProductResponse {
     pub id: i64,
     pub name: String,
     pub category: String,
-    #[schema(value_type = f64, example = 49.99)]
     pub price: Money,
     pub stock: i32,
 }
@@ -49,12 +48,12 @@ impl From<StoredProduct> for ProductResponse {
 }
 
 /// Add a product to the catalog.
-#[utoipa::path(post, path = "/api/products", tag = "products", request_body = ProductRequest, responses(
+#[utoipa::path(post, path = "/api/products", tag = "products", operation_id = "createProduct", request_body = ProductRequest, responses(
     (status = 201, description = "Created; ProductCreated is in the outbox", body = ProductCreatedResponse),
     (status = 400, description = "Malformed JSON, a missing field or a wrong type", body = ErrorBody),
     (status = 413, description = "Body over 64 KiB", body = ErrorBody),
     (status = 422, description = "Empty name or category, price <= 0 or with more than 2 decimals, stock < 0, or an Idempotency-Key used for a different request", body = ErrorBody),
-), params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body return the first response (1 to 255 visible ASCII characters, kept 24 h)")))]
+), params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[\x21-\x7e]{1,255}$", description = "Makes a retry safe: the same key and body return the first response (1 to 255 visible ASCII characters, kept 24 h)")))]
 #[tracing::instrument(name = "create_product", skip_all, fields(product_id))]
 pub async fn create(
     State(state): State<AppState>,
@@ -78,8 +77,8 @@ pub async fn create(
 }
 
 /// Read a product as the catalog has it now.
-#[utoipa::path(get, path = "/api/products/{id}", tag = "products", params(("id" = i64, Path, description = "Product id")), responses(
-    (status = 200, body = ProductResponse),
+#[utoipa::path(get, path = "/api/products/{id}", tag = "products", operation_id = "getProduct", params(("id" = i64, Path, minimum = 1, description = "Product id")), responses(
+    (status = 200, description = "The product, with its current price and stock", body = ProductResponse),
     (status = 400, description = "The id is not a positive integer", body = ErrorBody),
     (status = 404, description = "No such product", body = ErrorBody),
 ))]
@@ -90,12 +89,12 @@ pub async fn get(State(state): State<AppState>, PositiveId(id): PositiveId) -> R
 }
 
 /// Change the price, add stock, or both. Emits ProductUpdated with the product's new state.
-#[utoipa::path(patch, path = "/api/products/{id}", tag = "products", params(("id" = i64, Path, description = "Product id")),
+#[utoipa::path(patch, path = "/api/products/{id}", tag = "products", operation_id = "updateProduct", params(("id" = i64, Path, minimum = 1, description = "Product id")),
     request_body = ProductPatchRequest, responses(
     (status = 200, description = "The product after the change", body = ProductResponse),
     (status = 400, description = "Malformed JSON, an unknown field or a wrong type", body = ErrorBody),
     (status = 404, description = "No such product", body = ErrorBody),
-    (status = 422, description = "Empty change, invalid price, or addStock < 1", body = ErrorBody),
+    (status = 422, description = "Empty change, invalid price, addStock < 1, or a stock beyond what can be stored", body = ErrorBody),
 ))]
 #[tracing::instrument(name = "update_product", skip_all, fields(product_id = id))]
 pub async fn update(

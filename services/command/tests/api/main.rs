@@ -5,6 +5,7 @@
 
 mod auth;
 mod broker_outage;
+mod contract;
 mod database_restart;
 mod helpers;
 mod idempotency;

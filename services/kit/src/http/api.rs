@@ -13,7 +13,10 @@ use axum::{
 };
 use prometheus::Registry;
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::{ComponentsBuilder, InfoBuilder, License, OpenApi, OpenApiBuilder};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, License, ObjectBuilder, OpenApi, OpenApiBuilder, Ref,
+    ResponseBuilder, Type, header::HeaderBuilder,
+};
 use utoipa_axum::router::OpenApiRouter;
 
 use super::{
@@ -56,6 +59,39 @@ pub fn openapi(title: &str, version: &str, description: &str) -> OpenApi {
         .build()
 }
 
+/// Adds to every operation the answers that any of them can give, unless it documents them itself: 500
+/// and 503 (with `Retry-After`) for any, and 400, 413 and 415 for one that takes a body.
+fn document_common_responses(openapi: &mut OpenApi) {
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+    };
+    let retry_after = HeaderBuilder::new()
+        .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1))))
+        .description(Some("Seconds to wait before retrying"))
+        .build();
+    let common = [
+        ("500", error("An internal error (`internal`), or a write whose outcome is unknown (`outcome_unknown`, `timeout`): retry only with the same Idempotency-Key").build()),
+        ("503", error("The database is unavailable or cannot be reached (`unavailable`); retry after `Retry-After` seconds").header("retry-after", retry_after).build()),
+    ];
+    let with_body = [
+        ("400", error("Malformed JSON, a missing field or a wrong type").build()),
+        ("413", error(&format!("A body over {BODY_LIMIT_BYTES} bytes (`payload_too_large`)")).build()),
+        ("415", error("A body that is not `application/json` (`unsupported_media_type`)").build()),
+    ];
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            let takes_body = operation.request_body.is_some();
+            let responses = &mut operation.responses.responses;
+            for (status, response) in common.iter().chain(with_body.iter().filter(|_| takes_body)) {
+                responses.entry((*status).to_owned()).or_insert_with(|| response.clone().into());
+            }
+        }
+    }
+}
+
 /// The service's router: `routes`, which need `auth`, with their OpenAPI document at
 /// `/api/openapi.json`, JSON 404 and 405 fallbacks, the body limit and per-route metrics; plus
 /// `/healthz`, `/readyz` (asking `readiness`) and `/metrics` (serving `registry`), which are open.
@@ -66,6 +102,7 @@ where
 {
     let (api, mut openapi) = routes.split_for_parts();
     auth.document(&mut openapi);
+    document_common_responses(&mut openapi);
     let openapi = Arc::new(openapi);
     let metrics = HttpMetrics::register(&registry).expect("HTTP metrics register once per registry");
     api.route_layer(middleware::from_fn(refuse_oversized_bodies))

@@ -22,14 +22,13 @@ use crate::{
 pub struct ProductSalesResponse {
     product_id: i64,
     total_quantity_sold: i64,
-    #[schema(value_type = f64, example = 99.98)]
     total_revenue: Money,
     order_count: i64,
 }
 
 /// Sales of one product: Σ quantity, Σ quantity × unit price, and the number of distinct orders.
-#[utoipa::path(get, path = "/api/analytics/products/{id}/sales", tag = "analytics",
-    params(("id" = i64, Path, description = "Product id")), responses(
+#[utoipa::path(get, path = "/api/analytics/products/{id}/sales", tag = "analytics", operation_id = "getProductSales",
+    params(("id" = i64, Path, minimum = 1, description = "Product id")), responses(
     (status = 200, description = "Zeros for a known product without sales", body = ProductSalesResponse),
     (status = 400, description = "The id is not a positive integer", body = ErrorBody),
     (status = 404, description = "Unknown product", body = ErrorBody),
@@ -53,8 +52,10 @@ pub async fn product_sales(
 #[into_params(parameter_in = Query)]
 pub struct TopParams {
     /// `revenue` (default) or `quantity`.
+    #[param(inline)]
     by: Option<TopBy>,
-    /// How many, 1 to 100 (default 10).
+    /// How many (default 10).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
 }
 
@@ -65,14 +66,13 @@ pub struct TopProduct {
     product_name: String,
     category: String,
     total_quantity_sold: i64,
-    #[schema(value_type = f64)]
     total_revenue: Money,
     order_count: i64,
 }
 
 /// The best-selling products.
-#[utoipa::path(get, path = "/api/analytics/products/top", tag = "analytics", params(TopParams), responses(
-    (status = 200, body = Vec<TopProduct>),
+#[utoipa::path(get, path = "/api/analytics/products/top", tag = "analytics", operation_id = "getTopProducts", params(TopParams), responses(
+    (status = 200, description = "The best-selling products, best first", body = Vec<TopProduct>),
     (status = 400, description = "Unknown `by` or a limit outside 1..=100", body = ErrorBody),
 ))]
 #[tracing::instrument(name = "top_products", skip_all)]
@@ -104,15 +104,14 @@ pub async fn top_products(
 #[serde(rename_all = "camelCase")]
 pub struct CategoryRevenue {
     category: String,
-    #[schema(value_type = f64, example = 1234.5)]
     total_revenue: Money,
     /// Distinct orders with at least one item in the category.
     total_orders: i64,
 }
 
 /// Revenue of one category and the number of distinct orders that touched it.
-#[utoipa::path(get, path = "/api/analytics/categories/{category}/revenue", tag = "analytics",
-    params(("category" = String, Path, description = "Category name")), responses(
+#[utoipa::path(get, path = "/api/analytics/categories/{category}/revenue", tag = "analytics", operation_id = "getCategoryRevenue",
+    params(("category" = String, Path, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$", description = "Category name")), responses(
     (status = 200, description = "Zeros for a category with products but no sales", body = CategoryRevenue),
     (status = 400, description = "The category contains a control character, which no category has", body = ErrorBody),
     (status = 404, description = "Unknown category", body = ErrorBody),
@@ -142,14 +141,15 @@ pub async fn category_revenue(
 #[serde(rename_all = "camelCase")]
 pub struct CategoryTotals {
     category: String,
-    #[schema(value_type = f64)]
     total_revenue: Money,
     total_orders: i64,
     total_quantity: i64,
 }
 
 /// Every category with its totals, by revenue.
-#[utoipa::path(get, path = "/api/analytics/categories", tag = "analytics", responses((status = 200, body = Vec<CategoryTotals>)))]
+#[utoipa::path(get, path = "/api/analytics/categories", tag = "analytics", operation_id = "listCategories", responses(
+    (status = 200, description = "Every category, by revenue", body = Vec<CategoryTotals>),
+))]
 #[tracing::instrument(name = "categories", skip_all)]
 pub async fn categories(State(state): State<AppState>) -> Result<Json<Vec<CategoryTotals>>> {
     let rows = state.db.read(|| read_model::categories(&state.db)).await?;
@@ -169,18 +169,17 @@ pub async fn categories(State(state): State<AppState>) -> Result<Json<Vec<Catego
 #[serde(rename_all = "camelCase")]
 pub struct LifetimeValue {
     customer_id: i64,
-    #[schema(value_type = f64)]
     total_spent: Money,
     order_count: i64,
     /// The latest order time, UTC; null without orders.
     #[serde(with = "timestamp::option")]
-    #[schema(value_type = Option<String>, example = "2026-11-24T05:53:46.123Z")]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2026-11-24T05:53:46.123Z")]
     last_order_date: Option<DateTime<Utc>>,
 }
 
 /// What a customer has spent over all their orders.
-#[utoipa::path(get, path = "/api/analytics/customers/{id}/lifetime-value", tag = "analytics",
-    params(("id" = i64, Path, description = "Customer id")), responses(
+#[utoipa::path(get, path = "/api/analytics/customers/{id}/lifetime-value", tag = "analytics", operation_id = "getCustomerLifetimeValue",
+    params(("id" = i64, Path, minimum = 1, description = "Customer id")), responses(
     (status = 200, description = "Zeros for a customer without orders", body = LifetimeValue),
     (status = 400, description = "The id is not a positive integer", body = ErrorBody),
 ))]
@@ -212,17 +211,16 @@ pub struct HourlyParams {
 pub struct HourlySales {
     /// Start of the UTC hour.
     #[serde(with = "timestamp")]
-    #[schema(value_type = String, example = "2026-11-24T05:00:00.000Z")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-24T05:00:00.000Z")]
     hour: DateTime<Utc>,
     order_count: i64,
     items_sold: i64,
-    #[schema(value_type = f64)]
     revenue: Money,
 }
 
 /// Orders, units sold and revenue per UTC hour of the order time. Hours without sales are absent.
-#[utoipa::path(get, path = "/api/analytics/sales/hourly", tag = "analytics", params(HourlyParams), responses(
-    (status = 200, body = Vec<HourlySales>),
+#[utoipa::path(get, path = "/api/analytics/sales/hourly", tag = "analytics", operation_id = "getHourlySales", params(HourlyParams), responses(
+    (status = 200, description = "One entry per UTC hour with orders in the range, oldest first", body = Vec<HourlySales>),
     (status = 400, description = "A malformed time, one outside the years 1 to 9999, `from` not before `to`, or a range over 366 days", body = ErrorBody),
 ))]
 #[tracing::instrument(name = "hourly_sales", skip_all)]
@@ -265,7 +263,9 @@ fn within_years(at: DateTime<Utc>, name: &str) -> Result<DateTime<Utc>> {
 }
 
 /// How far the read model is behind the write side. See the README's sync-status section.
-#[utoipa::path(get, path = "/api/analytics/sync-status", tag = "analytics", responses((status = 200, body = SyncStatusResponse)))]
+#[utoipa::path(get, path = "/api/analytics/sync-status", tag = "analytics", operation_id = "getSyncStatus", responses(
+    (status = 200, description = "How far the read model is behind the write side", body = SyncStatusResponse),
+))]
 #[tracing::instrument(name = "sync_status", skip_all)]
 pub async fn sync_status(State(state): State<AppState>) -> Result<Json<SyncStatusResponse>> {
     let (progress, depth) = tokio::join!(state.db.read(|| read_model::progress(&state.db)), state.depths.total());

@@ -4,4 +4,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod analytics;
+mod contract;
 mod helpers;
