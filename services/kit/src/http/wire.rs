@@ -48,15 +48,15 @@ fn replacement(written: &[u8]) -> Option<Vec<u8>> {
         "http/1.1 400 " | "http/1.0 400 " => (
             "400 Bad Request",
             "bad_request",
-            "the request is not valid HTTP/1.1: its request line or a header does not parse",
+            "the request is not valid HTTP/1.1: its request line or a header does not parse".to_owned(),
         ),
         "http/1.1 414 " | "http/1.0 414 " => {
-            ("414 URI Too Long", "uri_too_long", "the request target is longer than 65534 bytes")
+            ("414 URI Too Long", "uri_too_long", "the request target is longer than 65534 bytes".to_owned())
         }
         "http/1.1 431 " | "http/1.0 431 " => (
             "431 Request Header Fields Too Large",
             "headers_too_large",
-            "the request line and headers are larger than 73728 bytes",
+            format!("the request line and headers are larger than {MAX_HEADER_BYTES} bytes"),
         ),
         _ => return None,
     };
