@@ -438,6 +438,10 @@ images:
   postgres: {repository: $(hack/images.sh ref postgres | cut -d: -f1), tag: "$(hack/images.sh ref postgres | cut -d: -f2)"}
   rabbitmq: {repository: $(hack/images.sh ref rabbitmq | cut -d: -f1), tag: $(hack/images.sh ref rabbitmq | cut -d: -f2)}
 EOF
+  # With MONITORING=1, the Prometheus stack too (PROMETHEUS_URL in .run/cluster/env).
+  if [ "${MONITORING:-}" = 1 ]; then
+    hack/monitoring.sh up
+  fi
   log "ready in $(since "$started"). Use it with:"
   cat >&2 <<EOF
   . .run/cluster/env
