@@ -63,11 +63,11 @@ struct Reachability {
 }
 
 /// How long a request waits for a connection before the database is probed.
-pub const PROBE_AFTER: Duration = Duration::from_millis(250);
+const PROBE_AFTER: Duration = Duration::from_millis(250);
 /// How long a probe may take to connect; one that takes longer tells nothing.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often an unreachable database is probed again.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 impl std::ops::Deref for Database {
     type Target = PgPool;
@@ -86,17 +86,7 @@ impl Database {
     /// every pooled connection is broken, so the idle ones are closed first and the retry gets a new one.
     /// Nothing was done on the broken connection, so the retry is safe.
     pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        self.guarded(async {
-            match self.pool.begin().await {
-                Err(error) if is_broken_connection(&error) => {
-                    self.probe();
-                    discard_idle(&self.pool, &error).await;
-                    self.pool.begin().await
-                }
-                begun => begun,
-            }
-        })
-        .await
+        self.once_more_if_broken(|| self.pool.begin()).await
     }
 
     /// Runs `read`, and once more after a broken connection (see [`Database::begin`]). Only for reads: a
@@ -106,12 +96,22 @@ impl Database {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
+        self.once_more_if_broken(read).await
+    }
+
+    /// `attempt`, [`guarded`](Self::guarded), and once more after a broken connection: the idle
+    /// connections are closed first, and a probe starts. Only for what is safe to do twice.
+    async fn once_more_if_broken<T, F, Fut>(&self, attempt: F) -> Result<T, sqlx::Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
         self.guarded(async {
-            match read().await {
+            match attempt().await {
                 Err(error) if is_broken_connection(&error) => {
                     self.probe();
                     discard_idle(&self.pool, &error).await;
-                    read().await
+                    attempt().await
                 }
                 done => done,
             }
