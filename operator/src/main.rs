@@ -119,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
     let identity = config.identity.clone().unwrap_or_else(hostname);
 
     let registry = Registry::new();
-    let metrics = Metrics::register(&registry)?;
+    let metrics = Metrics::register(&registry, &controller::Error::KINDS)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -19,7 +19,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+    /// Registers every series; the error counter starts at 0 for each of `error_kinds`.
+    pub fn register(registry: &Registry, error_kinds: &[&str]) -> prometheus::Result<Self> {
         let pipeline = &["namespace", "name"];
         let metrics = Self {
             reconciles: IntCounter::new("operator_reconciles_total", "Reconcile passes.")?,
@@ -49,6 +50,9 @@ impl Metrics {
                 pipeline,
             )?,
         };
+        for kind in error_kinds {
+            metrics.failures.with_label_values(&[*kind]);
+        }
         registry.register(Box::new(metrics.reconciles.clone()))?;
         registry.register(Box::new(metrics.failures.clone()))?;
         registry.register(Box::new(metrics.duration.clone()))?;
@@ -103,7 +107,7 @@ mod tests {
     #[test]
     fn every_documented_series_is_exported_and_a_deleted_pipeline_is_forgotten() {
         let registry = Registry::new();
-        let metrics = Metrics::register(&registry).unwrap();
+        let metrics = Metrics::register(&registry, &["api", "client"]).unwrap();
         metrics.reconciles.inc();
         metrics.failures.with_label_values(&["api"]).inc();
         metrics.duration.observe(0.1);
@@ -124,6 +128,7 @@ mod tests {
         for series in [
             "operator_reconciles_total 1",
             "operator_reconcile_errors_total{kind=\"api\"} 1",
+            "operator_reconcile_errors_total{kind=\"client\"} 0",
             "operator_reconcile_duration_seconds_count 1",
             "pipeline_lag_seconds{name=\"shop\",namespace=\"prod\"} 1.5",
             "pipeline_pending_events{name=\"shop\",namespace=\"prod\"} 7",

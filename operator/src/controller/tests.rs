@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 
-use super::{Context, FINALIZER, SPEC_HASH, reconcile};
+use super::{Context, Error, FINALIZER, SPEC_HASH, reconcile};
 use crate::{
     children::fixtures,
     crd::{
@@ -55,7 +55,7 @@ impl Harness {
         let client = fake.client();
         let recorder =
             Recorder::new(client.clone(), Reporter { controller: "analytics-operator".into(), instance: None });
-        let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
+        let metrics = Metrics::register(&prometheus::Registry::new(), &Error::KINDS).unwrap();
         let ctx = Arc::new(Context::new(
             client,
             recorder,

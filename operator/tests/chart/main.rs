@@ -194,6 +194,7 @@ fn values_that_break_the_schema_fail_at_install_time() {
         ("unknown-key", "operatr:\n  replicas: 1\n"),
         ("bad-pull-policy", "operator:\n  image: {repository: x, pullPolicy: Sometimes}\n  replicas: 1\n"),
         ("negative-threshold", "monitoring:\n  prometheusRule: {lagSecondsThreshold: -5}\n"),
+        ("alert-for-not-a-duration", "monitoring:\n  prometheusRule:\n    for: {AnalyticsPipelineLagHigh: soon}\n"),
         ("bad-pipeline-name", "examplePipeline: {enabled: true, name: Not_A_Name}\n"),
         ("short-digest", "images:\n  query: {repository: q, digest: \"sha256:abc\"}\n"),
     ] {
@@ -270,8 +271,8 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
 #[test]
 fn every_operator_metric_the_dashboard_and_rules_use_is_exported_by_the_operator() {
     let registry = prometheus::Registry::new();
-    let metrics = analytics_operator::metrics::Metrics::register(&registry).unwrap();
-    metrics.failures.with_label_values(&["api"]).inc();
+    let kinds = analytics_operator::controller::Error::KINDS;
+    let metrics = analytics_operator::metrics::Metrics::register(&registry, &kinds).unwrap();
     let status = analytics_operator::crd::AnalyticsPipelineStatus {
         lag_seconds: Some(0.0),
         pending_events: Some(0),

@@ -3,12 +3,18 @@
 //! probe, Services route, and the operator runs in-cluster from the chart and reads the queue depth and
 //! sync-status through Service DNS.
 //!
-//! One test, in the order a user meets things: install, the README walkthrough, autoscaling, chaos, a
-//! rollout under load, and Retain. Each step prints its figures (`e2e: …` lines).
+//! Two tests, run one after the other (`--test-threads=1`), each in its own namespaces:
+//! - the user's path, in the order a user meets things: install, the README walkthrough, autoscaling,
+//!   chaos, a rollout under load, and Retain;
+//! - with `make e2e MONITORING=1` only, Prometheus on the pipeline ([`monitoring`]): scrape targets, the
+//!   dashboard's queries, and the alerts going pending, firing and resolved.
+//!
+//! Each step prints its figures (`e2e: …` lines).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod load;
+mod monitoring;
 
 use std::{
     path::{Path, PathBuf},
@@ -91,11 +97,12 @@ impl Node {
         (client_with(&token("write")), client_with(&token("read")))
     }
 
-    /// Removes what an earlier, interrupted run left: its release and namespaces (and with them the
-    /// pipelines, whose finalizer the operator must still be there to run).
+    /// Removes what an earlier test or an interrupted run left: the releases and namespaces of both tests
+    /// (and with them the pipelines, whose finalizer an operator must still be there to run). Each release's
+    /// operator watches every namespace, so only one may run at a time.
     async fn reset(&self) {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        for namespace in [RESTRICTED_NAMESPACE, NAMESPACE] {
+        for namespace in [RESTRICTED_NAMESPACE, NAMESPACE, monitoring::NAMESPACE] {
             if namespaces.get_opt(namespace).await.unwrap().is_none() {
                 continue;
             }
@@ -187,12 +194,12 @@ struct Shop {
 }
 
 impl Shop {
-    /// The Services of the pipeline in [`NAMESPACE`] (new ones get new cluster IPs).
-    async fn of(node: &Node) -> Self {
-        let (write, read) = node.api_clients(NAMESPACE).await;
+    /// The Services of the pipeline in `namespace` (new ones get new cluster IPs).
+    async fn of(node: &Node, namespace: &str) -> Self {
+        let (write, read) = node.api_clients(namespace).await;
         Self {
-            command: node.service_url(NAMESPACE, "shop-command").await,
-            query: node.service_url(NAMESPACE, "shop-query").await,
+            command: node.service_url(namespace, "shop-command").await,
+            query: node.service_url(namespace, "shop-query").await,
             write,
             read,
         }
@@ -313,7 +320,7 @@ async fn install(node: &Node) -> Shop {
     .await;
     say("install: command, consumer and query are connected to PostgreSQL as their own roles");
 
-    Shop::of(node).await
+    Shop::of(node, NAMESPACE).await
 }
 
 /// Step 1b: The same pipeline in a namespace that enforces the `restricted` Pod Security Standard, and the
@@ -640,7 +647,7 @@ async fn retain(node: &Node, shop: &Shop) {
     let again = Instant::now();
     node.kubectl(&["apply", "-n", NAMESPACE, "-f", "examples/minimal.yaml"], None);
     node.ready(NAMESPACE).await;
-    let shop = Shop::of(node).await;
+    let shop = Shop::of(node, NAMESPACE).await;
     shop.in_sync_after(Instant::now(), STARTUP).await;
     assert_eq!(shop.get_command("/api/products/1").await, lamp);
     assert_eq!(shop.get_query("/api/analytics/customers/42/lifetime-value").await, customer);
