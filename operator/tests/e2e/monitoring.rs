@@ -31,6 +31,8 @@ pub const NAMESPACE: &str = "e2e-monitoring";
 /// 60 s, 5 min and 15 min).
 const LAG_THRESHOLD_SECONDS: u32 = 5;
 const FOR: &str = "30s";
+const LAG: &str = "AnalyticsPipelineLagHigh";
+const CEILING: &str = "AnalyticsConsumersAtMax";
 /// Alerts take a `for:`, a scrape and an evaluation to move; the operator reads lag every 15 s.
 const ALERT_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -60,14 +62,18 @@ impl Prometheus {
         self.get("/api/v1/query", &[("query", expr)]).await["result"].as_array().cloned().unwrap_or_default()
     }
 
-    /// The state (`pending`, `firing`) of the alert `name` for the test's namespace, if it is active.
-    async fn alert(&self, name: &str) -> Option<String> {
+    /// Records in each `(name, transitions)` the state of that alert for the test's namespace (`pending`,
+    /// `firing`, or none), from one read of the active alerts, at `since.elapsed()`.
+    async fn record(&self, since: Instant, alerts: &mut [(&str, &mut Transitions)]) {
         let data = self.get("/api/v1/alerts", &[]).await;
-        data["alerts"]
-            .as_array()?
-            .iter()
-            .find(|a| a["labels"]["alertname"] == name && a["labels"]["namespace"] == NAMESPACE)
-            .and_then(|a| a["state"].as_str().map(str::to_owned))
+        let active = data["alerts"].as_array().cloned().unwrap_or_default();
+        for (name, transitions) in alerts {
+            let state = active
+                .iter()
+                .find(|a| a["labels"]["alertname"] == *name && a["labels"]["namespace"] == NAMESPACE)
+                .and_then(|a| a["state"].as_str());
+            transitions.record(state, since.elapsed());
+        }
     }
 
     /// The rule `name` as Prometheus loaded it.
@@ -347,7 +353,7 @@ async fn watch(
     let deadline = Instant::now() + ALERT_TIMEOUT;
     while !done(alert) {
         assert!(Instant::now() < deadline, "{name}: {} after {ALERT_TIMEOUT:?}", alert.describe());
-        alert.record(prometheus.alert(name).await.as_deref(), since.elapsed());
+        prometheus.record(since, &mut [(name, alert)]).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -356,10 +362,10 @@ async fn watch(
 /// consumer on a slow read database, then catches up; the lag and ceiling alerts follow.
 async fn lag_and_ceiling(node: &Node, shop: &Shop, prometheus: &Prometheus, products: &[i64]) {
     // The rules as Prometheus loaded them: the shipped expressions, with this test's threshold and `for:`.
-    let lag_rule = prometheus.rule("AnalyticsPipelineLagHigh").await;
+    let lag_rule = prometheus.rule(LAG).await;
     assert_eq!(lag_rule["query"], format!("max by (namespace, name) (pipeline_lag_seconds) > {LAG_THRESHOLD_SECONDS}"));
     assert_eq!(lag_rule["duration"], 30, "{lag_rule}");
-    assert_eq!(prometheus.rule("AnalyticsConsumersAtMax").await["duration"], 30);
+    assert_eq!(prometheus.rule(CEILING).await["duration"], 30);
 
     node.patch_pipeline(NAMESPACE, json!({"spec": {"consumers": {"replicas": 0}}})).await;
     eventually(STARTUP, "the consumers to stop", || async {
@@ -375,8 +381,7 @@ async fn lag_and_ceiling(node: &Node, shop: &Shop, prometheus: &Prometheus, prod
     // Lag, with no consumer at all.
     while lag.firing.is_none() {
         assert!(started.elapsed() < ALERT_TIMEOUT, "AnalyticsPipelineLagHigh: {}", lag.describe());
-        lag.record(prometheus.alert("AnalyticsPipelineLagHigh").await.as_deref(), started.elapsed());
-        ceiling.record(prometheus.alert("AnalyticsConsumersAtMax").await.as_deref(), started.elapsed());
+        prometheus.record(started, &mut [(LAG, &mut lag), (CEILING, &mut ceiling)]).await;
         highest_lag = highest_lag.max(value(&prometheus.query(&lag_series).await).unwrap_or(0.0));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -399,8 +404,7 @@ async fn lag_and_ceiling(node: &Node, shop: &Shop, prometheus: &Prometheus, prod
     let mut lowest_depth = f64::INFINITY;
     while ceiling.firing.is_none() {
         assert!(capped.elapsed() < ALERT_TIMEOUT, "AnalyticsConsumersAtMax: {}", ceiling.describe());
-        lag.record(prometheus.alert("AnalyticsPipelineLagHigh").await.as_deref(), started.elapsed());
-        ceiling.record(prometheus.alert("AnalyticsConsumersAtMax").await.as_deref(), started.elapsed());
+        prometheus.record(started, &mut [(LAG, &mut lag), (CEILING, &mut ceiling)]).await;
         if let Some(depth) = value(&prometheus.query(&depth_series).await) {
             lowest_depth = lowest_depth.min(depth);
         }
@@ -424,8 +428,7 @@ async fn lag_and_ceiling(node: &Node, shop: &Shop, prometheus: &Prometheus, prod
     let drained = shop.in_sync_after(released, STARTUP).await;
     while lag.resolved.is_none() || ceiling.resolved.is_none() {
         assert!(released.elapsed() < ALERT_TIMEOUT, "lag {}; ceiling {}", lag.describe(), ceiling.describe());
-        lag.record(prometheus.alert("AnalyticsPipelineLagHigh").await.as_deref(), started.elapsed());
-        ceiling.record(prometheus.alert("AnalyticsConsumersAtMax").await.as_deref(), started.elapsed());
+        prometheus.record(started, &mut [(LAG, &mut lag), (CEILING, &mut ceiling)]).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     report.assert_all_recorded(&write).await;
