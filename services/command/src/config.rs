@@ -86,11 +86,8 @@ pub struct RelayConfig {
     #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500)]
     pub batch_size: i64,
 
-    /// How long a claimed batch stays reserved; after a relay crash, its rows are republished then.
-    #[arg(long, env = "RELAY_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub lease: Duration,
-
-    /// Longest wait for the broker to confirm a batch.
+    /// Longest wait for the broker to take and confirm a batch. The relay's claim on the batch's rows
+    /// lasts as long, plus 2 s; a relay that stalls longer loses it, and the rows are published again.
     #[arg(long, env = "RELAY_CONFIRM_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub confirm_timeout: Duration,
 
@@ -98,8 +95,4 @@ pub struct RelayConfig {
     /// polling starts at 5 ms after activity and slows down to this while idle.
     #[arg(long, env = "RELAY_POLL_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
-
-    /// How long published rows are kept before they are pruned.
-    #[arg(long, env = "OUTBOX_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
-    pub retention: Duration,
 }

@@ -1,11 +1,14 @@
 //! The relay moves outbox rows to RabbitMQ.
 //!
-//! It claims a batch from the [`Outbox`] (a lease, so concurrent relays take disjoint batches), publishes
-//! it with publisher confirms, and marks the rows published only once every message is confirmed. No
-//! row lock or transaction is held while it talks to the broker: a relay that dies between publish and
-//! mark leaves its lease to expire, and the rows are published again (at least once; the consumer's
-//! idempotency absorbs the repeat). Handlers wake it right after their commit, and it polls as a
-//! fallback for rows written by other processes and for expired leases ([`IdlePoll`]).
+//! It claims a batch from the [`Outbox`] by deleting it in an open transaction (`SKIP LOCKED`, so
+//! concurrent relays take disjoint batches), publishes it with publisher confirms, and commits only
+//! once every message is confirmed; a failed publish rolls back, and the rows are there for the next
+//! try. The transaction lasts one bounded publish: the sends and confirms together have the confirm
+//! timeout, and PostgreSQL ends a claim left idle longer than [`CLAIM_HOLD_MARGIN`] beyond it. A relay
+//! that dies or stalls before its commit gives the rows back, and they are published again (at least
+//! once; the consumer's idempotency absorbs the repeat). Handlers wake it right after their commit,
+//! and it polls as a fallback for rows written by other processes and for claims given back
+//! ([`IdlePoll`]).
 //!
 //! After its batches, and while idle, it sends a [`Watermark`] with the outbox backlog down each queue
 //! when the [`WatermarkSchedule`] says so; that is how the read side knows its lag.
@@ -29,10 +32,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Outbox, OutboxEvent, PublishError, Publisher,
+    Claim, Outbox, PublishError, Publisher,
     schedule::{IdlePoll, WATERMARK_IDLE_INTERVAL, WatermarkSchedule},
 };
 use crate::{config::RelayConfig, store};
+
+/// How much longer than the confirm timeout PostgreSQL lets a claim sit idle before it ends it: room for
+/// the commit to arrive after the slowest publish that still succeeds.
+pub const CLAIM_HOLD_MARGIN: Duration = Duration::from_secs(2);
 
 /// Lets request handlers wake the relay after a commit, and tells them whether it reaches the broker.
 #[derive(Clone, Default)]
@@ -104,10 +111,8 @@ pub struct Relay {
     amqp_url: SecretString,
     topology: Topology,
     batch_size: i64,
-    lease: Duration,
     confirm_timeout: Duration,
     poll_interval: Duration,
-    retention: Duration,
     waker: RelayWaker,
     metrics: RelayMetrics,
 }
@@ -122,10 +127,8 @@ impl Relay {
             amqp_url,
             topology: Topology::with_prefix(&config.topology_prefix),
             batch_size: config.batch_size.max(1),
-            lease: config.lease,
             confirm_timeout: config.confirm_timeout,
             poll_interval: config.poll_interval,
-            retention: config.retention,
             waker: RelayWaker::default(),
             metrics: RelayMetrics::register(registry)?,
         })
@@ -139,17 +142,16 @@ impl Relay {
         &self.topology
     }
 
-    /// Leases the next batch, as this relay's loop does.
-    pub async fn claim(&self) -> sqlx::Result<Vec<OutboxEvent>> {
-        self.outbox.claim(self.batch_size, self.lease).await
+    /// Claims the next batch, as this relay's loop does.
+    pub async fn claim(&self) -> sqlx::Result<Claim> {
+        self.outbox.claim(self.batch_size, self.confirm_timeout + CLAIM_HOLD_MARGIN).await
     }
 
     /// Publishes until `shutdown`, reconnecting to the broker with backoff whenever it is lost. On
-    /// shutdown the batch in flight is published and marked before it returns.
+    /// shutdown the batch in flight is published and committed before it returns.
     #[tracing::instrument(name = "relay", skip_all, fields(exchange = %self.topology.exchange))]
     pub async fn run(self, shutdown: CancellationToken) {
-        let housekeeping =
-            tokio::spawn(housekeeping(self.outbox.clone(), self.metrics.clone(), self.retention, shutdown.clone()));
+        let housekeeping = tokio::spawn(housekeeping(self.outbox.clone(), self.metrics.clone(), shutdown.clone()));
         let mut backoff = Backoff::default();
         while !shutdown.is_cancelled() {
             match Publisher::connect(&self.amqp_url, self.topology.clone(), self.confirm_timeout).await {
@@ -175,16 +177,16 @@ impl Relay {
         tracing::info!("relay stopped");
     }
 
-    /// Claims, publishes and marks batches until shutdown (`Ok`) or a broker failure (`Err`).
+    /// Claims, publishes and commits batches until shutdown (`Ok`) or a broker failure (`Err`).
     async fn pump(&self, publisher: &Publisher, shutdown: &CancellationToken) -> Result<(), PublishError> {
         let mut database_backoff = Backoff::default();
         let mut watermarks = WatermarkSchedule::default();
         let mut idle = IdlePoll::new(self.poll_interval.min(WATERMARK_IDLE_INTERVAL));
         while !shutdown.is_cancelled() {
-            let batch = match self.claim().await {
-                Ok(batch) => {
+            let claim = match self.claim().await {
+                Ok(claim) => {
                     database_backoff.reset();
-                    batch
+                    claim
                 }
                 Err(error) => {
                     tracing::warn!(%error, "relay cannot claim outbox rows");
@@ -194,7 +196,8 @@ impl Relay {
                     continue;
                 }
             };
-            if batch.is_empty() {
+            if claim.events.is_empty() {
+                drop(claim.commit().await);
                 if watermarks.due_when_idle(Instant::now()) {
                     self.send_watermark(publisher).await?;
                     watermarks.sent(Instant::now());
@@ -207,7 +210,7 @@ impl Relay {
                 continue;
             }
             idle.reset();
-            if self.relay_batch(publisher, &batch).await? && watermarks.due_after_batch(Instant::now()) {
+            if self.relay_batch(publisher, claim).await? && watermarks.due_after_batch(Instant::now()) {
                 self.send_watermark(publisher).await?;
                 watermarks.sent(Instant::now());
             }
@@ -215,33 +218,33 @@ impl Relay {
         Ok(())
     }
 
-    /// Publishes one claimed batch and marks it published. `Ok(false)` if it cannot be marked: the
-    /// rows stay leased and go out again when the lease ends, a duplicate and never a loss.
+    /// Publishes one claimed batch and commits the claim. `Ok(false)` if the commit fails: the rows are
+    /// back in the outbox and go out again, a duplicate and never a loss.
     #[tracing::instrument(name = "relay_batch", skip_all, fields(
-        events = batch.len(),
-        first_id = batch.first().map(|event| event.id),
-        last_id = batch.last().map(|event| event.id),
+        events = claim.events.len(),
+        first_id = claim.events.first().map(|event| event.id),
+        last_id = claim.events.last().map(|event| event.id),
     ))]
-    async fn relay_batch(&self, publisher: &Publisher, batch: &[OutboxEvent]) -> Result<bool, PublishError> {
+    async fn relay_batch(&self, publisher: &Publisher, claim: Claim) -> Result<bool, PublishError> {
         let started = Instant::now();
-        if let Err(error) = publisher.publish(batch).await {
+        if let Err(error) = publisher.publish(&claim.events).await {
             self.metrics.failures.inc();
-            if let Err(error) = self.outbox.release(batch).await {
-                tracing::warn!(%error, "relay cannot release its claim; the rows return when the lease ends");
+            if let Err(error) = claim.roll_back().await {
+                tracing::warn!(%error, "relay cannot give back its claim; PostgreSQL ends it when the connection goes");
             }
             return Err(error);
         }
         self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
         let now = Utc::now();
-        for event in batch {
+        for event in &claim.events {
             self.metrics.published.with_label_values(&[event.event_type.as_str()]).inc();
             let lag = (now - event.occurred_at).to_std().unwrap_or_default();
             self.metrics.publish_lag_seconds.observe(lag.as_secs_f64());
         }
-        match self.outbox.mark_published(batch).await {
+        match claim.commit().await {
             Ok(()) => Ok(true),
             Err(error) => {
-                tracing::warn!(%error, "relay cannot mark published rows");
+                tracing::warn!(%error, "relay cannot commit a published batch; its rows will be published again");
                 Ok(false)
             }
         }
@@ -269,9 +272,10 @@ impl Relay {
     }
 }
 
-/// Every second, the backlog gauges; at start and then every minute, pruning of rows published longer ago
-/// than `retention`, and of idempotency keys older than theirs.
-async fn housekeeping(outbox: Outbox, metrics: RelayMetrics, retention: Duration, shutdown: CancellationToken) {
+/// Every second, the backlog gauges; every five, a vacuum of the outbox; at start and then every minute,
+/// pruning of expired idempotency keys.
+async fn housekeeping(outbox: Outbox, metrics: RelayMetrics, shutdown: CancellationToken) {
+    const VACUUM_EVERY: u32 = 5;
     const PRUNE_EVERY: u32 = 60;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -290,8 +294,10 @@ async fn housekeeping(outbox: Outbox, metrics: RelayMetrics, retention: Duration
             Err(error) => tracing::debug!(%error, "cannot read the outbox backlog"),
         }
         ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(VACUUM_EVERY) {
+            outbox.vacuum().await;
+        }
         if ticks % PRUNE_EVERY == 1 {
-            outbox.prune(retention).await;
             store::idempotency::prune(outbox.pool(), store::idempotency::RETENTION).await;
         }
     }

@@ -1,16 +1,19 @@
 //! The `outbox` table: every statement the write side runs on it.
 //!
-//! Handlers [`enqueue`] inside their own transaction. The relay claims a batch by leasing rows
-//! (`FOR UPDATE SKIP LOCKED`, so concurrent relays take disjoint batches), marks them published once
-//! the broker has confirmed them, or releases them at once if publishing failed. Published rows are
-//! pruned after a retention period.
+//! Handlers [`enqueue`] inside their own transaction. The relay claims a batch by deleting it
+//! (`DELETE … FOR UPDATE SKIP LOCKED … RETURNING`, so concurrent relays take disjoint batches) in a
+//! transaction that it commits only once the broker has confirmed every message, and rolls back
+//! otherwise: the table holds exactly the events not yet published, and a batch costs one statement,
+//! with no lease, mark or prune. If the relay dies or stalls while it holds a claim, PostgreSQL ends
+//! the transaction (on the closed connection, or after `idle_in_transaction_session_timeout`) and the
+//! rows are back, to be published again: at least once, never lost.
 
 use std::time::Duration;
 
 use analytics_events::{Envelope, EventType};
 use chrono::{DateTime, Utc};
 use serde::{Serialize, de::DeserializeOwned};
-use sqlx::{FromRow, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, FromRow, PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 /// Writes `event` to the outbox. Call it inside the transaction that makes the change it describes.
@@ -74,24 +77,25 @@ impl Outbox {
         Self { pool }
     }
 
-    /// Leases the oldest `limit` unpublished rows that no other relay holds, for `lease`; they come back
-    /// in id order.
-    pub async fn claim(&self, limit: i64, lease: Duration) -> sqlx::Result<Vec<OutboxEvent>> {
+    /// Claims the oldest `limit` rows that no other relay holds, in id order. They stay claimed until
+    /// the claim is [committed](Claim::commit) or dropped; if neither happens within `hold`,
+    /// PostgreSQL ends the transaction and they are free again.
+    pub async fn claim(&self, limit: i64, hold: Duration) -> sqlx::Result<Claim> {
+        // BEGIN and the timeout travel in one round trip (a simple query).
+        let hold_ms = hold.as_millis().max(1);
+        let mut tx = self
+            .pool
+            .begin_with(AssertSqlSafe(format!("begin; set local idle_in_transaction_session_timeout = {hold_ms}")))
+            .await?;
         let rows: Vec<ClaimedRow> = sqlx::query_as(
-            "update outbox set claimed_until = now() + $2 * interval '1 millisecond'
-              where id in (
-                    select id from outbox
-                     where published_at is null and (claimed_until is null or claimed_until < now())
-                     order by id
-                     limit $1
-                       for update skip locked)
+            "delete from outbox
+              where id in (select id from outbox order by id limit $1 for update skip locked)
           returning id, event_id, event_type, body::text as body, occurred_at",
         )
         .bind(limit)
-        .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        let mut batch: Vec<OutboxEvent> = rows
+        let mut events: Vec<OutboxEvent> = rows
             .into_iter()
             .map(|row| {
                 // Only domain events have a routing key; anything else in the outbox is a bug, reported
@@ -112,43 +116,44 @@ impl Outbox {
                 })
             })
             .collect::<sqlx::Result<_>>()?;
-        batch.sort_by_key(|event| event.id);
-        Ok(batch)
-    }
-
-    pub async fn mark_published(&self, batch: &[OutboxEvent]) -> sqlx::Result<()> {
-        sqlx::query("update outbox set published_at = now(), claimed_until = null where id = any($1)")
-            .bind(ids(batch))
-            .execute(&self.pool)
-            .await
-            .map(drop)
-    }
-
-    /// Gives back a batch that failed to publish, instead of letting its lease run out.
-    pub async fn release(&self, batch: &[OutboxEvent]) -> sqlx::Result<()> {
-        sqlx::query("update outbox set claimed_until = null where id = any($1) and published_at is null")
-            .bind(ids(batch))
-            .execute(&self.pool)
-            .await
-            .map(drop)
+        events.sort_by_key(|event| event.id);
+        Ok(Claim { tx, events })
     }
 
     pub async fn backlog(&self) -> sqlx::Result<Backlog> {
-        sqlx::query_as(
-            "select count(*) as pending, min(occurred_at) as oldest_pending_at from outbox where published_at is null",
-        )
-        .fetch_one(&self.pool)
-        .await
+        sqlx::query_as("select count(*) as pending, min(occurred_at) as oldest_pending_at from outbox")
+            .fetch_one(&self.pool)
+            .await
     }
 
-    /// Deletes up to 10 000 rows published longer than `retention` ago; returns how many.
-    pub async fn prune(&self, retention: Duration) -> u64 {
-        let delete = "delete from outbox where id in (
-                          select id from outbox where published_at < now() - $1 * interval '1 second' limit $2)";
-        analytics_kit::db::prune(&self.pool, "published outbox rows", delete, retention).await
+    /// Vacuums the table, so that claims and backlog counts do not wade through the rows already
+    /// published. Every published row leaves a dead tuple behind, at the rate of orders, while
+    /// autovacuum looks at a table at most once a minute (`autovacuum_naptime`): 40 000 dead tuples at
+    /// 700 orders/s made each claim take 12 ms instead of under 1. The dead index entries sit at the
+    /// low end of the primary key, where no insert ever lands to clean them, so the index is vacuumed
+    /// too. A vacuum already running elsewhere (another replica's) is skipped, not waited for.
+    pub async fn vacuum(&self) {
+        if let Err(error) = sqlx::raw_sql("vacuum (skip_locked, index_cleanup on) outbox").execute(&self.pool).await {
+            tracing::debug!(%error, "cannot vacuum the outbox; autovacuum will");
+        }
     }
 }
 
-fn ids(batch: &[OutboxEvent]) -> Vec<i64> {
-    batch.iter().map(|event| event.id).collect()
+/// A batch deleted from the outbox in a transaction still open: the rows are gone for everyone else, and
+/// come back unless the claim is committed.
+pub struct Claim {
+    tx: Transaction<'static, Postgres>,
+    pub events: Vec<OutboxEvent>,
+}
+
+impl Claim {
+    /// The events are confirmed by the broker: they leave the outbox for good.
+    pub async fn commit(self) -> sqlx::Result<()> {
+        self.tx.commit().await
+    }
+
+    /// Publishing failed: the rows are back at once, for the next batch.
+    pub async fn roll_back(self) -> sqlx::Result<()> {
+        self.tx.rollback().await
+    }
 }

@@ -27,10 +27,8 @@ pub fn relay_config(amqp_url: &str, prefix: &str) -> RelayConfig {
         amqp_url: Some(amqp_url.into()),
         topology_prefix: prefix.to_owned(),
         batch_size: 100,
-        lease: Duration::from_secs(30),
         confirm_timeout: Duration::from_secs(10),
         poll_interval: Duration::from_millis(200),
-        retention: Duration::from_secs(3600),
     }
 }
 
@@ -46,16 +44,16 @@ pub struct TestApp {
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// By default the service runs without its relay, so that every event it writes stays in the outbox for
+/// the test to read (the relay deletes the rows it publishes).
 pub struct Options {
     pub relay: bool,
     pub amqp_url: String,
-    pub lease: Duration,
-    pub retention: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { relay: true, amqp_url: amqp_url(), lease: Duration::from_secs(30), retention: Duration::from_secs(3600) }
+        Self { relay: false, amqp_url: amqp_url() }
     }
 }
 
@@ -84,13 +82,16 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }
 
+/// The service with its relay, publishing to the shared broker.
+pub async fn spawn_app_with_relay() -> TestApp {
+    spawn_app_with(Options { relay: true, ..Options::default() }).await
+}
+
 pub async fn spawn_app_with(options: Options) -> TestApp {
     analytics_kit::telemetry::init_for_tests();
     let database_url = fresh_database().await;
     let prefix = unique_prefix();
-    let mut relay = relay_config(&options.amqp_url, &prefix);
-    relay.lease = options.lease;
-    relay.retention = options.retention;
+    let relay = relay_config(&options.amqp_url, &prefix);
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         no_relay: !options.relay,
@@ -175,14 +176,11 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Waits until the relay has marked every outbox row published.
+    /// Waits until the relay has published every outbox row (and so deleted it).
     pub async fn wait_until_outbox_drained(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let pending: i64 = sqlx::query_scalar("select count(*) from outbox where published_at is null")
-                .fetch_one(&self.pool)
-                .await
-                .unwrap();
+            let pending: i64 = sqlx::query_scalar("select count(*) from outbox").fetch_one(&self.pool).await.unwrap();
             if pending == 0 {
                 return;
             }

@@ -7,11 +7,11 @@ use command_service::{
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{database_config, fresh_database, relay_config, spawn_app};
+use crate::helpers::{database_config, fresh_database, relay_config, spawn_app, spawn_app_with_relay};
 
 #[tokio::test]
 async fn health_readiness_and_metrics_report_the_service_and_its_outbox() {
-    let app = spawn_app().await;
+    let app = spawn_app_with_relay().await;
     let (status, body) = app.get("/healthz").await;
     assert_eq!((status, body), (200, json!({"status": "ok"})));
     let (status, body) = app.get("/readyz").await;

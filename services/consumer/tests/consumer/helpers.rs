@@ -41,11 +41,12 @@ impl Drop for Pipeline {
 }
 
 impl Pipeline {
-    /// Everything up, with `consumers` consumer processes; the relay's lease is short, so a relay
-    /// crash is followed by a republish within seconds.
+    /// Everything up, with `consumers` consumer processes. The write database keeps a copy of every
+    /// event ever written in `outbox_log`, since the relay deletes what it publishes.
     pub async fn start(amqp_url: &str, consumers: usize) -> Self {
         analytics_kit::telemetry::init_for_tests();
         let write_url = fresh_database(&command_service::MIGRATOR).await;
+        log_outbox_inserts(&write_url).await;
         let read_url = fresh_database(&consumer_service::MIGRATOR).await;
         let prefix = unique_prefix();
         let topology = Topology::with_prefix(&prefix);
@@ -56,10 +57,8 @@ impl Pipeline {
             amqp_url: Some(amqp_url.into()),
             topology_prefix: prefix.clone(),
             batch_size: 200,
-            lease: Duration::from_secs(2),
             confirm_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(200),
-            retention: Duration::from_secs(3600),
         };
         let command = command_service::App::build(ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -186,14 +185,31 @@ impl Pipeline {
         .await;
     }
 
-    /// Waits until every domain event in the outbox has been applied to the read model.
+    /// Waits until every domain event ever written has been applied to the read model.
     pub async fn wait_until_applied(&self, timeout: Duration) {
-        eventually(timeout, "every outbox event applied", || async {
-            let written: i64 = sqlx::query_scalar("select count(*) from outbox").fetch_one(&self.write).await.unwrap();
+        eventually(timeout, "every written event applied", || async {
+            let written: i64 =
+                sqlx::query_scalar("select count(*) from outbox_log").fetch_one(&self.write).await.unwrap();
             let applied: i64 =
                 sqlx::query_scalar("select count(*) from processed_events").fetch_one(&self.read).await.unwrap();
             (written == applied).then_some(())
         })
         .await;
     }
+}
+
+/// Test instrumentation of the write database: a trigger copies every outbox row, as inserted, into
+/// `outbox_log`, the history that tests compare the read model with.
+async fn log_outbox_inserts(write_url: &str) {
+    let pool = sqlx::PgPool::connect(write_url).await.unwrap();
+    sqlx::raw_sql(
+        "create table outbox_log (like outbox);
+         create function log_outbox_insert() returns trigger language plpgsql as $$
+           begin insert into outbox_log select new.*; return new; end $$;
+         create trigger outbox_log after insert on outbox for each row execute function log_outbox_insert();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
 }
