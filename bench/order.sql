@@ -1,5 +1,6 @@
 -- pgbench script: the command service's order transaction, statement for statement, for two products.
--- `make bench` runs it against a scratch copy of the write schema to measure PostgreSQL's ceiling.
+-- `make bench` runs it against a scratch copy of the write schema to measure PostgreSQL's ceiling, once
+-- as it is and once without its last insert (the outbox row), the bare transaction.
 \set a random(1, 500)
 \set b 1 + (:a % 500)
 \set customer random(1, 100000)

@@ -22,7 +22,8 @@ mkdir -p "$RUN"
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
 if alive postgres; then echo "postgres  already running (pid $(cat "$RUN/postgres.pid"))"; else
-  hack/postgres.sh start "$RUN/postgres" "$PG_PORT"
+  # pg_stat_statements: `make bench` breaks PostgreSQL's time per order down by statement.
+  PG_OPTS="-c shared_preload_libraries=pg_stat_statements ${PG_OPTS:-}" hack/postgres.sh start "$RUN/postgres" "$PG_PORT"
   cp "$RUN/postgres/pid" "$RUN/postgres.pid"
   ln -sfn postgres/postgres.log "$RUN/postgres.log"
   echo "postgres  started on 127.0.0.1:$PG_PORT (pid $(cat "$RUN/postgres.pid"))"

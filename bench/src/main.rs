@@ -1,20 +1,34 @@
 //! The load generator behind `make bench`. It drives the pipeline that `make up` runs over HTTP and
-//! prints figures, as JSON and as a table; it asserts nothing (speed is measured, not tested). Processes
-//! and databases are hack/bench.sh's business: it runs the pgbench ceiling, stops and restarts the
-//! consumer around `fill` and `drain`, and hands both figures to `measure`.
+//! prints figures, as JSON, as a table and as an HTML report with plots; it asserts nothing (speed is
+//! measured, not tested). Processes and databases are hack/bench.sh's business: it runs the pgbench
+//! ceilings, stops and restarts the consumer around `fill` and `drain`, and hands those figures to
+//! `measure`. Besides HTTP, `measure` reads /proc (CPU time per process) and, given the server's admin
+//! URL, `pg_stat_statements` (PostgreSQL's time per statement).
 //!
-//! - `fill`: places orders while the consumer is stopped, until the relay has put them all on the queue;
+//! - `fill`: places orders while the consumer is stopped, until the relay has put them all on the queue,
+//!   and prints the product and customer id ranges it used;
 //! - `drain`: how fast the restarted consumer applies them (events/s, printed alone);
+//! - `cpu-seconds`: the CPU time a process tree has used so far (for pgbench's cost per transaction);
 //! - `measure`, in order:
 //!   1. **burst**: closed-loop clients place orders as fast as they can: accepted/s, latency, and the
 //!      rate at which the read side applied them;
 //!   2. **sustained**: an open-loop rate the pipeline holds with no growing backlog (it steps down until
-//!      the backlog stays flat): accepted/s, applied/s, latency, share of the pgbench ceiling;
-//!   3. **freshness**: at half the sustained rate, the time from an order's 201 to its visibility
-//!      through the query API;
-//!   4. **queries**: closed-loop point lookups against the query API.
+//!      the backlog stays flat): accepted/s, applied/s, latency, share of the pgbench ceilings, and
+//!      PostgreSQL's CPU time and statements per accepted order;
+//!   3. **freshness**: at a fixed rate, the time from an order's 201 to its visibility through the
+//!      query API;
+//!   4. **lookups**: closed-loop point lookups against the query API.
+//!
+//! Open-loop phases send each request at its due time whatever happened to the earlier ones, and measure
+//! its latency from that due time, so a stalled server cannot hide its stall by holding the client back
+//! (no coordinated omission; wrk2 does the same).
+
+mod cpu;
+mod report;
+mod stats;
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     sync::{
         Arc,
@@ -27,6 +41,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::{Value, json};
+use stats::{Latency, Sample, round};
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Parser)]
@@ -52,7 +67,7 @@ struct Target {
     /// The bearer token both APIs accept (`make up` writes it into .run/env).
     #[arg(long, env = "API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
-    /// Concurrent clients in the closed-loop phases.
+    /// Concurrent clients in the closed-loop order phases.
     #[arg(long, default_value_t = 32)]
     clients: usize,
 }
@@ -63,8 +78,13 @@ enum Phase {
     Fill(Events),
     /// Wait for the restarted consumer to apply EVENTS pre-filled orders; print its rate in events/s.
     Drain(Events),
-    /// Run burst, sustained, freshness and queries, and print the whole report.
-    Measure(Measure),
+    /// Print the CPU seconds the process tree under PID has used so far, exited children included.
+    CpuSeconds {
+        #[arg(long)]
+        pid: u32,
+    },
+    /// Run burst, sustained, freshness and lookups, and print the whole report.
+    Measure(Box<Measure>),
 }
 
 #[derive(Debug, Args)]
@@ -75,95 +95,189 @@ struct Events {
 
 #[derive(Debug, Args)]
 struct Measure {
-    /// The order transaction's tps in pgbench on the same server (the ceiling the sustained rate is
-    /// compared with).
+    /// pgbench tps of the bare order transaction (stock, order, lines; no outbox row) on the same server.
     #[arg(long)]
-    ceiling_tps: f64,
+    bare_tps: f64,
+    /// PostgreSQL CPU milliseconds per bare order transaction under pgbench.
+    #[arg(long)]
+    bare_cpu_ms: f64,
+    /// pgbench tps of the same transaction with its outbox row.
+    #[arg(long)]
+    outbox_tps: f64,
+    /// pgbench's point lookups per second on the read database, the query service's statements.
+    #[arg(long)]
+    lookup_ceiling: f64,
     /// The consumer's drain rate, from `drain`, for the report.
     #[arg(long)]
     drain_events_per_s: f64,
     /// Length of each measured phase.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Orders per second offered in the freshness phase.
+    #[arg(long, default_value_t = 1000.0)]
+    freshness_rate: f64,
+    /// Concurrent clients in the lookup phase.
+    #[arg(long, default_value_t = 64)]
+    lookup_clients: usize,
+    /// Processes whose CPU time is accounted for, as NAME=PID; `postgres` is split by database.
+    #[arg(long = "process")]
+    processes: Vec<cpu::Watched>,
+    /// The PostgreSQL server's superuser URL, for pg_stat_statements (optional).
+    #[arg(long, env = "POSTGRES_ADMIN_URL", hide_env_values = true)]
+    postgres_url: Option<String>,
     /// Where to write the JSON report.
-    #[arg(long, default_value = ".run/bench.json")]
+    #[arg(long, default_value = ".run/bench/bench.json")]
     json: PathBuf,
+    /// Where to write the HTML report (SVG plots inline).
+    #[arg(long, default_value = ".run/bench/report.html")]
+    html: PathBuf,
 }
 
-#[derive(Debug, Default, Serialize)]
-struct Latency {
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
+/// CPU use during a phase, from /proc.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cpu {
+    /// Cores used, by process (PostgreSQL by database), largest first.
+    pub cores: Vec<(String, f64)>,
+    /// The load generator's share of all the CPU time the box used.
+    pub client_share: f64,
+    #[serde(skip)]
+    seconds: std::collections::HashMap<String, f64>,
 }
 
-impl Latency {
-    fn of(mut samples: Vec<Duration>) -> Self {
-        if samples.is_empty() {
-            return Self::default();
-        }
-        samples.sort_unstable();
-        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
-        Self { p50_ms: round(at(0.5)), p99_ms: round(at(0.99)), max_ms: round(at(1.0)) }
+impl Cpu {
+    fn seconds_of(&self, account: &str) -> f64 {
+        self.seconds.get(account).copied().unwrap_or(0.0)
     }
 }
 
-fn round(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub ceilings: Ceilings,
+    pub burst: Burst,
+    pub sustained: Sustained,
+    pub freshness: Freshness,
+    pub drain: Drain,
+    pub lookups: Lookups,
 }
 
 #[derive(Debug, Serialize)]
-struct Report {
-    pgbench_ceiling_tps: f64,
-    burst: Burst,
-    sustained: Sustained,
-    freshness: Freshness,
-    drain_events_per_s: f64,
-    queries: Queries,
+pub struct Ceilings {
+    /// pgbench, the order transaction without its outbox row: the floor every design pays.
+    pub bare_order_tps: f64,
+    pub bare_order_postgres_cpu_ms: f64,
+    /// pgbench, the same transaction with the outbox row.
+    pub outbox_order_tps: f64,
+    /// 1 - outbox/bare: what the outbox row alone costs the ceiling.
+    pub outbox_row_cost: f64,
+    /// pgbench lookups/s on the read database.
+    pub lookups_per_s: f64,
 }
 
 #[derive(Debug, Serialize)]
-struct Burst {
-    accepted_per_s: f64,
-    applied_per_s: f64,
-    rejected: usize,
-    latency: Latency,
+pub struct Burst {
+    pub clients: usize,
+    pub accepted_per_s: f64,
+    pub applied_per_s: f64,
+    pub rejected: usize,
+    pub latency: Latency,
+    pub cpu: Cpu,
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
 }
 
 #[derive(Debug, Serialize)]
-struct Sustained {
-    offered_per_s: f64,
-    accepted_per_s: f64,
-    applied_per_s: f64,
-    backlog_at_start: i64,
-    backlog_at_end: i64,
-    ratio_of_ceiling: f64,
-    latency: Latency,
+pub struct Sustained {
+    pub offered_per_s: f64,
+    pub accepted_per_s: f64,
+    pub applied_per_s: f64,
+    /// Orders answered with something else than 201, by status.
+    pub refused: BTreeMap<u16, usize>,
+    pub backlog_at_start: i64,
+    pub backlog_at_end: i64,
+    /// min(accepted, applied) ÷ the bare transaction's pgbench tps (goal ≥ 0.5).
+    pub ratio_of_bare: f64,
+    /// Latency from each order's due time.
+    pub latency: Latency,
+    pub postgres_cpu_ms_per_order: PostgresCpu,
+    /// pg_stat_statements over the phase, by total time; absent without an admin URL.
+    pub statements: Option<Vec<Statement>>,
+    pub cpu: Cpu,
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
 }
 
 #[derive(Debug, Serialize)]
-struct Freshness {
-    offered_per_s: f64,
-    samples: usize,
-    lag: Latency,
+pub struct PostgresCpu {
+    pub write_db: f64,
+    pub read_db: f64,
+    /// Background processes (WAL writer, checkpointer, autovacuum) and exited backends.
+    pub background: f64,
+    pub total: f64,
+    /// total ÷ the bare transaction's, under pgbench.
+    pub ratio_of_bare: f64,
 }
 
 #[derive(Debug, Serialize)]
-struct Queries {
-    per_s: f64,
-    latency: Latency,
+pub struct Statement {
+    pub database: String,
+    pub query: String,
+    pub calls_per_order: f64,
+    pub ms_per_order: f64,
+    pub rows_per_call: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Freshness {
+    pub offered_per_s: f64,
+    pub accepted_per_s: f64,
+    pub refused: BTreeMap<u16, usize>,
+    pub samples: usize,
+    pub lag: Latency,
+    pub cpu: Cpu,
+    #[serde(skip)]
+    pub lags: Vec<Sample>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Drain {
+    pub events_per_s: f64,
+    /// drain ÷ the sustained inflow (goal ≥ 3).
+    pub ratio_of_inflow: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Lookups {
+    pub clients: usize,
+    pub per_s: f64,
+    /// per_s ÷ pgbench's lookups/s (goal ≥ 0.45).
+    pub ratio_of_pgbench: f64,
+    pub latency: Latency,
+    pub cpu: Cpu,
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
+}
+
+/// What an open-loop phase got back: a sample for every 201, and a count of every other status.
+struct OpenLoop {
+    samples: Vec<Sample>,
+    refused: BTreeMap<u16, usize>,
 }
 
 struct Pipeline {
     target: Target,
     http: reqwest::Client,
     products: Vec<i64>,
+    first_customer: usize,
     customers: AtomicUsize,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Phase::CpuSeconds { pid } = cli.phase {
+        println!("{:.2}", cpu::tree_seconds(pid));
+        return Ok(());
+    }
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = &cli.target.api_token {
         let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
@@ -172,88 +286,181 @@ async fn main() -> anyhow::Result<()> {
     }
     let http = reqwest::Client::builder()
         .default_headers(headers)
-        .pool_max_idle_per_host(256)
+        .pool_max_idle_per_host(1024)
         .timeout(Duration::from_secs(30))
         .build()?;
     let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() % 100_000;
+    let first_customer = nonce as usize * 1_000_000 + 1;
     let mut pipeline = Pipeline {
         target: cli.target,
         http,
         products: Vec::new(),
-        customers: AtomicUsize::new(nonce as usize * 1_000_000),
+        first_customer,
+        customers: AtomicUsize::new(first_customer),
     };
     match cli.phase {
         Phase::Fill(Events { events }) => {
             pipeline.create_products(500).await?;
             eprintln!("drain: pre-filling {events} orders...");
-            pipeline.fill(events).await
+            pipeline.fill(events).await?;
+            // The ids it used, for pgbench's lookups: products, then customers, first and last.
+            let (products, last_customer) = (&pipeline.products, pipeline.customers.load(Ordering::Relaxed) - 1);
+            let (first, last) =
+                (products.iter().min().context("products")?, products.iter().max().context("products")?);
+            println!("{first} {last} {} {last_customer}", pipeline.first_customer);
+            Ok(())
         }
         Phase::Drain(Events { events }) => {
             let rate = pipeline.drain(events).await?;
             println!("{rate:.1}");
             Ok(())
         }
+        Phase::CpuSeconds { .. } => unreachable!("answered above"),
         Phase::Measure(measure) => {
             pipeline.create_products(500).await?;
             let report = pipeline.measure(&measure).await?;
             let json = serde_json::to_string_pretty(&report)?;
+            for path in [&measure.json, &measure.html] {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                }
+            }
             std::fs::write(&measure.json, &json).with_context(|| format!("cannot write {}", measure.json.display()))?;
+            let html = report::html(&report)?;
+            std::fs::write(&measure.html, html).with_context(|| format!("cannot write {}", measure.html.display()))?;
             println!("{json}");
             print_table(&report);
+            println!("\nreport: {} (and {})", measure.html.display(), measure.json.display());
             Ok(())
         }
     }
 }
 
-fn print_table(r: &Report) {
-    let rows = [
-        ("PostgreSQL ceiling, order transaction (pgbench)", format!("{:.0} tps", r.pgbench_ceiling_tps)),
+/// The figures, one line each, as the table and the HTML report show them.
+pub fn table_rows(r: &Report) -> Vec<(&'static str, String)> {
+    let c = &r.ceilings;
+    let s = &r.sustained;
+    let pg = &s.postgres_cpu_ms_per_order;
+    vec![
         (
-            "burst: accepted",
+            "ceiling: bare order transaction (pgbench)",
             format!(
-                "{:.0} orders/s (p50 {} ms, p99 {} ms)",
-                r.burst.accepted_per_s, r.burst.latency.p50_ms, r.burst.latency.p99_ms
+                "{:.0} tps, PostgreSQL {:.3} ms CPU per transaction",
+                c.bare_order_tps, c.bare_order_postgres_cpu_ms
             ),
         ),
-        ("burst: applied by the read side", format!("{:.0} orders/s", r.burst.applied_per_s)),
+        (
+            "ceiling: with the outbox row (pgbench)",
+            format!("{:.0} tps (the row costs {:.0} %)", c.outbox_order_tps, c.outbox_row_cost * 100.0),
+        ),
+        (
+            "burst: accepted / applied",
+            format!(
+                "{:.0} / {:.0} orders/s, {} clients (p50 {} ms, p99 {} ms)",
+                r.burst.accepted_per_s,
+                r.burst.applied_per_s,
+                r.burst.clients,
+                r.burst.latency.p50_ms,
+                r.burst.latency.p99_ms
+            ),
+        ),
         (
             "sustained: accepted / applied",
             format!(
-                "{:.0} / {:.0} orders/s, backlog {} -> {}",
-                r.sustained.accepted_per_s,
-                r.sustained.applied_per_s,
-                r.sustained.backlog_at_start,
-                r.sustained.backlog_at_end
+                "{:.0} / {:.0} orders/s offered {:.0}, backlog {} -> {}{}",
+                s.accepted_per_s,
+                s.applied_per_s,
+                s.offered_per_s,
+                s.backlog_at_start,
+                s.backlog_at_end,
+                refusals(&s.refused)
             ),
         ),
-        ("sustained: share of the ceiling", format!("{:.0} %", r.sustained.ratio_of_ceiling * 100.0)),
+        ("sustained ÷ bare transaction (goal ≥ 0.50)", format!("{:.2}", s.ratio_of_bare)),
         (
-            "sustained: command latency",
-            format!("p50 {} ms, p99 {} ms", r.sustained.latency.p50_ms, r.sustained.latency.p99_ms),
+            "sustained: latency from due time",
+            format!("p50 {} ms, p99 {} ms, max {} ms", s.latency.p50_ms, s.latency.p99_ms, s.latency.max_ms),
         ),
         (
-            "freshness lag (201 -> visible in query API)",
+            "PostgreSQL CPU per accepted order",
             format!(
-                "p50 {} ms, p99 {} ms, max {} ms at {:.0} orders/s ({} samples)",
+                "{:.3} ms: write {:.3}, read {:.3}, background {:.3} ({:.2}× the bare transaction)",
+                pg.total, pg.write_db, pg.read_db, pg.background, pg.ratio_of_bare
+            ),
+        ),
+        (
+            "freshness (201 -> visible), p99 goal ≤ 50 ms",
+            format!(
+                "p50 {} ms, p99 {} ms, max {} ms at {:.0} orders/s ({} samples){}",
                 r.freshness.lag.p50_ms,
                 r.freshness.lag.p99_ms,
                 r.freshness.lag.max_ms,
-                r.freshness.offered_per_s,
-                r.freshness.samples
+                r.freshness.accepted_per_s,
+                r.freshness.samples,
+                refusals(&r.freshness.refused)
             ),
         ),
-        ("consumer drain", format!("{:.0} events/s", r.drain_events_per_s)),
         (
-            "point lookups",
+            "drain after an outage (goal ≥ 3× inflow)",
+            format!("{:.0} events/s, {:.1}× the sustained inflow", r.drain.events_per_s, r.drain.ratio_of_inflow),
+        ),
+        (
+            "lookups (p99 goal ≤ 5 ms, ≥ 0.45 of pgbench)",
             format!(
-                "{:.0} req/s (p50 {} ms, p99 {} ms)",
-                r.queries.per_s, r.queries.latency.p50_ms, r.queries.latency.p99_ms
+                "{:.0} req/s at c{} (p50 {} ms, p99 {} ms), {:.2} of pgbench's {:.0}/s",
+                r.lookups.per_s,
+                r.lookups.clients,
+                r.lookups.latency.p50_ms,
+                r.lookups.latency.p99_ms,
+                r.lookups.ratio_of_pgbench,
+                c.lookups_per_s
             ),
         ),
-    ];
+        (
+            "load generator's share of the CPU",
+            format!(
+                "burst {:.0} %, sustained {:.0} %, freshness {:.0} %, lookups {:.0} %",
+                r.burst.cpu.client_share * 100.0,
+                s.cpu.client_share * 100.0,
+                r.freshness.cpu.client_share * 100.0,
+                r.lookups.cpu.client_share * 100.0
+            ),
+        ),
+    ]
+}
+
+/// ", refused: 503 ×12" when any order got something else than a 201.
+fn refusals(refused: &BTreeMap<u16, usize>) -> String {
+    if refused.is_empty() {
+        return String::new();
+    }
+    let counts: Vec<String> = refused.iter().map(|(status, n)| format!("{status} ×{n}")).collect();
+    format!(", refused: {}", counts.join(", "))
+}
+
+fn print_table(r: &Report) {
     println!();
-    for (name, value) in rows {
-        println!("{name:<48} {value}");
+    for (name, value) in table_rows(r) {
+        println!("{name:<46} {value}");
+    }
+    if let Some(statements) = &r.sustained.statements {
+        println!("\nPostgreSQL statements per accepted order (sustained phase, by time):");
+        println!("{:>8} {:>9} {:>7}  {:<16} query", "calls", "ms", "rows", "database");
+        for st in statements {
+            println!(
+                "{:>8.3} {:>9.4} {:>7.1}  {:<16} {}",
+                st.calls_per_order, st.ms_per_order, st.rows_per_call, st.database, st.query
+            );
+        }
+    }
+    for (phase, cpu) in [
+        ("burst", &r.burst.cpu),
+        ("sustained", &r.sustained.cpu),
+        ("freshness", &r.freshness.cpu),
+        ("lookups", &r.lookups.cpu),
+    ] {
+        let cores: Vec<String> = cpu.cores.iter().map(|(name, cores)| format!("{name} {cores:.2}")).collect();
+        println!("cores, {phase}: {}", cores.join(", "));
     }
 }
 
@@ -272,23 +479,25 @@ impl Pipeline {
         Ok(())
     }
 
-    /// A two-item order (quantities 1 and 2), as in bench/order.sql; `customer` picks who orders.
+    /// A two-item order (quantities 1 and 2), as in bench/order.sql: a product picked at random by `n`,
+    /// and the next one. Orders placed together then rarely share a product, as pgbench's rarely do;
+    /// consecutive picks (n, n + 1) made every pair of concurrent orders wait on each other's row lock.
     fn order(&self, n: usize, customer: usize) -> Value {
-        let a = self.products[n % self.products.len()];
-        let b = self.products[(n + 1) % self.products.len()];
+        let pick = splitmix64(n as u64) as usize % self.products.len();
+        let a = self.products[pick];
+        let b = self.products[(pick + 1) % self.products.len()];
         json!({"customerId": customer, "items": [{"productId": a, "quantity": 1}, {"productId": b, "quantity": 2}]})
     }
 
     fn next_customer(&self) -> usize {
-        self.customers.fetch_add(1, Ordering::Relaxed) % 900_000_000 + 1
+        self.customers.fetch_add(1, Ordering::Relaxed)
     }
 
-    async fn place(&self, body: &Value) -> anyhow::Result<(u16, Duration)> {
-        let started = Instant::now();
+    async fn place(&self, body: &Value) -> anyhow::Result<u16> {
         let response = self.http.post(format!("{}/api/orders", self.target.command_url)).json(body).send().await?;
         let status = response.status().as_u16();
         response.bytes().await?;
-        Ok((status, started.elapsed()))
+        Ok(status)
     }
 
     async fn applied_orders(&self) -> anyhow::Result<f64> {
@@ -323,14 +532,18 @@ impl Pipeline {
     }
 
     async fn measure(&self, measure: &Measure) -> anyhow::Result<Report> {
+        let statements = match &measure.postgres_url {
+            Some(url) => Statements::connect(url).await,
+            None => None,
+        };
         let clients = self.target.clients;
         eprintln!("burst: {clients} closed-loop clients...");
-        let burst = self.burst(measure.duration).await?;
+        let burst = self.burst(&measure.processes, measure.duration).await?;
         let mut rate = (burst.accepted_per_s.min(burst.applied_per_s) * 0.9).max(10.0);
         let mut sustained = None;
         for _ in 0..4 {
             eprintln!("sustained: offering {rate:.0} orders/s...");
-            let attempt = self.sustained(rate, measure.duration, measure.ceiling_tps).await?;
+            let attempt = self.sustained(measure, statements.as_ref(), rate).await?;
             let steady = attempt.backlog_at_end <= (rate * 0.5) as i64 + 100;
             sustained = Some(attempt);
             if steady {
@@ -339,46 +552,93 @@ impl Pipeline {
             rate *= 0.8;
         }
         let sustained = sustained.context("no sustained phase ran")?;
-        eprintln!("freshness: {:.0} orders/s...", sustained.offered_per_s / 2.0);
-        let freshness = self.freshness(sustained.offered_per_s / 2.0, measure.duration).await?;
-        eprintln!("queries: {clients} closed-loop clients...");
-        let queries = self.queries(measure.duration).await?;
+        // Past the sustained rate the lag only measures a queue that grows with the phase's length.
+        let freshness_rate = measure.freshness_rate.min(sustained.offered_per_s);
+        if freshness_rate < measure.freshness_rate {
+            eprintln!(
+                "freshness: {:.0} orders/s, the sustained rate, instead of {:.0}",
+                freshness_rate, measure.freshness_rate
+            );
+        } else {
+            eprintln!("freshness: {freshness_rate:.0} orders/s...");
+        }
+        let freshness = self.freshness(&measure.processes, freshness_rate, measure.duration).await?;
+        eprintln!("lookups: {} closed-loop clients...", measure.lookup_clients);
+        let lookups = self.lookups(measure, measure.lookup_clients).await?;
+        let inflow = sustained.accepted_per_s.max(1.0);
         Ok(Report {
-            pgbench_ceiling_tps: measure.ceiling_tps,
+            ceilings: Ceilings {
+                bare_order_tps: measure.bare_tps,
+                bare_order_postgres_cpu_ms: measure.bare_cpu_ms,
+                outbox_order_tps: measure.outbox_tps,
+                outbox_row_cost: round(1.0 - measure.outbox_tps / measure.bare_tps),
+                lookups_per_s: measure.lookup_ceiling,
+            },
             burst,
             sustained,
             freshness,
-            drain_events_per_s: measure.drain_events_per_s,
-            queries,
+            drain: Drain {
+                events_per_s: measure.drain_events_per_s,
+                ratio_of_inflow: round(measure.drain_events_per_s / inflow),
+            },
+            lookups,
         })
     }
 
-    async fn burst(&self, duration: Duration) -> anyhow::Result<Burst> {
+    /// Runs `phase`, and accounts for the CPU every watched process used meanwhile.
+    async fn with_cpu<T>(
+        &self,
+        processes: &[cpu::Watched],
+        phase: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<(T, Cpu)> {
+        let before = cpu::snapshot(processes);
+        let started = Instant::now();
+        let result = phase.await?;
+        let after = cpu::snapshot(processes);
+        let elapsed = started.elapsed().as_secs_f64();
+        let seconds: std::collections::HashMap<String, f64> = after
+            .iter()
+            .map(|(name, end)| (name.clone(), (end - before.get(name).copied().unwrap_or(0.0)).max(0.0)))
+            .collect();
+        let machine = seconds.get("machine").copied().unwrap_or(0.0);
+        let client_share = if machine > 0.0 { seconds.get("loadgen").copied().unwrap_or(0.0) / machine } else { 0.0 };
+        let cores = cpu::cores_between(&before, &after, elapsed);
+        Ok((result, Cpu { cores, client_share: (client_share * 1000.0).round() / 1000.0, seconds }))
+    }
+
+    async fn burst(&self, processes: &[cpu::Watched], duration: Duration) -> anyhow::Result<Burst> {
         let before = self.applied_orders().await?;
         let started = Instant::now();
-        let (samples, rejected) = self.closed_loop_orders(duration).await?;
+        let ((samples, rejected), cpu) = self.with_cpu(processes, self.closed_loop_orders(duration)).await?;
         let elapsed = started.elapsed().as_secs_f64();
         let accepted = samples.len();
         let done = self.wait_applied(before + accepted as f64, Duration::from_secs(600)).await?;
         Ok(Burst {
-            accepted_per_s: accepted as f64 / elapsed,
-            applied_per_s: accepted as f64 / (done - started).as_secs_f64(),
+            clients: self.target.clients,
+            accepted_per_s: round(accepted as f64 / elapsed),
+            applied_per_s: round(accepted as f64 / (done - started).as_secs_f64()),
             rejected,
-            latency: Latency::of(samples),
+            latency: Latency::of(&samples),
+            cpu,
+            samples,
         })
     }
 
-    async fn closed_loop_orders(&self, duration: Duration) -> anyhow::Result<(Vec<Duration>, usize)> {
-        let deadline = Instant::now() + duration;
+    /// Closed loop: each client sends its next order when the last one is answered. Latency is the
+    /// service time; a sample is placed at its completion.
+    async fn closed_loop_orders(&self, duration: Duration) -> anyhow::Result<(Vec<Sample>, usize)> {
+        let started = Instant::now();
+        let deadline = started + duration;
         let counter = AtomicUsize::new(0);
         let workers = (0..self.target.clients).map(|_| async {
             let mut samples = Vec::new();
             let mut rejected = 0;
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
-                let (status, latency) = self.place(&self.order(n, self.next_customer())).await?;
+                let sent = Instant::now();
+                let status = self.place(&self.order(n, self.next_customer())).await?;
                 if status == 201 {
-                    samples.push(latency);
+                    samples.push(Sample { at: started.elapsed().as_secs_f64(), latency: sent.elapsed() });
                 } else {
                     rejected += 1;
                 }
@@ -395,84 +655,145 @@ impl Pipeline {
         Ok((samples, rejected))
     }
 
-    /// Offers `rate` orders/s for the phase's duration, open loop; returns per-order latencies and
-    /// calls `sampled` for every fourth accepted order.
-    async fn open_loop_orders<F, Fut>(&self, rate: f64, duration: Duration, sampled: F) -> anyhow::Result<Vec<Duration>>
+    /// Open loop: order `n` is due at `n / rate` seconds, and is sent then whatever became of the
+    /// earlier ones; its latency runs from that due time, waits for a connection included. Calls
+    /// `accepted` with the customer and the 201's time for every fourth order. Answers other than 201
+    /// (a 503 when the service sheds load, or no answer at all) are counted, not sampled.
+    async fn open_loop_orders<F, Fut>(&self, rate: f64, duration: Duration, accepted: F) -> OpenLoop
     where
-        F: Fn(usize) -> Fut,
-        Fut: std::future::Future<Output = ()>,
+        F: Fn(usize, Instant) -> Fut,
+        Fut: Future<Output = ()>,
     {
-        let in_flight = Arc::new(Semaphore::new(1024));
+        let in_flight = Arc::new(Semaphore::new(4096));
         let interval = Duration::from_secs_f64(1.0 / rate);
-        let started = Instant::now();
+        let started = Instant::now() + Duration::from_millis(10);
         let total = (rate * duration.as_secs_f64()) as usize;
         let tasks = (0..total).map(|n| {
             let in_flight = in_flight.clone();
-            let sampled = &sampled;
+            let accepted = &accepted;
             async move {
-                tokio::time::sleep_until((started + interval.mul_f64(n as f64)).into()).await;
+                let due = started + interval.mul_f64(n as f64);
+                tokio::time::sleep_until(due.into()).await;
                 let _permit = in_flight.acquire().await.expect("never closed");
                 let customer = self.next_customer();
-                let (status, latency) = self.place(&self.order(n, customer)).await?;
+                // A connection the service refused or dropped (it sheds load that way past its
+                // connection bound) counts as status 0.
+                let status = self.place(&self.order(n, customer)).await.unwrap_or(0);
+                let answered = Instant::now();
                 if status != 201 {
-                    bail!("order refused with {status}");
+                    return Err(status);
                 }
                 if n.is_multiple_of(4) {
-                    sampled(customer).await;
+                    accepted(customer, answered).await;
                 }
-                anyhow::Ok(latency)
+                Ok(Sample { at: (due - started).as_secs_f64(), latency: answered - due })
             }
         });
-        futures::future::join_all(tasks).await.into_iter().collect()
+        let mut run = OpenLoop { samples: Vec::with_capacity(total), refused: BTreeMap::new() };
+        for outcome in futures::future::join_all(tasks).await {
+            match outcome {
+                Ok(sample) => run.samples.push(sample),
+                Err(status) => *run.refused.entry(status).or_default() += 1,
+            }
+        }
+        run
     }
 
-    async fn sustained(&self, rate: f64, duration: Duration, ceiling: f64) -> anyhow::Result<Sustained> {
+    async fn sustained(
+        &self,
+        measure: &Measure,
+        statements: Option<&Statements>,
+        rate: f64,
+    ) -> anyhow::Result<Sustained> {
         let backlog = |status: Value| status["pendingEvents"].as_i64().unwrap_or(0);
         let backlog_at_start = backlog(self.sync_status().await?);
         let before = self.applied_orders().await?;
+        if let Some(statements) = statements {
+            statements.reset().await;
+        }
         let started = Instant::now();
-        let samples = self.open_loop_orders(rate, duration, |_| async {}).await?;
+        let (OpenLoop { samples, refused }, cpu) = self
+            .with_cpu(&measure.processes, async {
+                Ok(self.open_loop_orders(rate, measure.duration, |_, _| async {}).await)
+            })
+            .await?;
         let elapsed = started.elapsed().as_secs_f64();
         let applied = self.applied_orders().await? - before;
         let backlog_at_end = backlog(self.sync_status().await?);
-        let accepted_per_s = samples.len() as f64 / elapsed;
+        let accepted = samples.len() as f64;
+        let statements = match statements {
+            Some(statements) => statements.per_order(accepted).await,
+            None => None,
+        };
+        let per_order = |seconds: f64| seconds * 1000.0 / accepted.max(1.0);
+        let (write_db, read_db) =
+            (cpu.seconds_of("postgres analytics_write"), cpu.seconds_of("postgres analytics_read"));
+        let background = cpu.seconds_of("postgres");
+        let total = per_order(write_db + read_db + background);
         // Let the read side catch up before the next phase.
-        self.wait_applied(before + samples.len() as f64, Duration::from_secs(600)).await?;
+        self.wait_applied(before + accepted, Duration::from_secs(600)).await?;
         Ok(Sustained {
-            offered_per_s: rate,
-            accepted_per_s,
-            applied_per_s: applied / elapsed,
+            offered_per_s: round(rate),
+            accepted_per_s: round(accepted / elapsed),
+            applied_per_s: round(applied / elapsed),
+            refused,
             backlog_at_start,
             backlog_at_end,
-            ratio_of_ceiling: (accepted_per_s.min(applied / elapsed) / ceiling * 1000.0).round() / 1000.0,
-            latency: Latency::of(samples),
+            ratio_of_bare: round((accepted / elapsed).min(applied / elapsed) / measure.bare_tps),
+            latency: Latency::of(&samples),
+            postgres_cpu_ms_per_order: PostgresCpu {
+                write_db: per_order(write_db),
+                read_db: per_order(read_db),
+                background: per_order(background),
+                total,
+                ratio_of_bare: if measure.bare_cpu_ms > 0.0 { round(total / measure.bare_cpu_ms) } else { 0.0 },
+            },
+            statements,
+            cpu,
+            samples,
         })
     }
 
-    async fn freshness(&self, rate: f64, duration: Duration) -> anyhow::Result<Freshness> {
+    async fn freshness(&self, processes: &[cpu::Watched], rate: f64, duration: Duration) -> anyhow::Result<Freshness> {
         let lags = std::sync::Mutex::new(Vec::new());
         let duration = duration.min(Duration::from_secs(10));
-        self.open_loop_orders(rate, duration, |customer| {
-            let lags = &lags;
-            async move {
-                // Visible when the customer's (only) order shows in their lifetime value.
-                let accepted = Instant::now();
-                let url = format!("{}/api/analytics/customers/{customer}/lifetime-value", self.target.query_url);
-                while accepted.elapsed() < Duration::from_secs(30) {
-                    if let Ok(response) = self.http.get(&url).send().await
-                        && let Ok(value) = response.json::<Value>().await
-                        && value["orderCount"].as_i64() == Some(1)
-                    {
-                        lags.lock().expect("not poisoned").push(accepted.elapsed());
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        })
-        .await?;
+        let started = Instant::now();
+        let (orders, cpu) = self
+            .with_cpu(processes, async {
+                Ok(self
+                    .open_loop_orders(rate, duration, |customer, answered| {
+                        let lags = &lags;
+                        async move {
+                            // Visible when the customer's (only) order shows in their lifetime value.
+                            let url =
+                                format!("{}/api/analytics/customers/{customer}/lifetime-value", self.target.query_url);
+                            while answered.elapsed() < Duration::from_secs(30) {
+                                if let Ok(response) = self.http.get(&url).send().await
+                                    && let Ok(value) = response.json::<Value>().await
+                                    && value["orderCount"].as_i64() == Some(1)
+                                {
+                                    let at = (answered - started).as_secs_f64();
+                                    lags.lock().expect("not poisoned").push(Sample { at, latency: answered.elapsed() });
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                        }
+                    })
+                    .await)
+            })
+            .await?;
+        let elapsed = started.elapsed().as_secs_f64();
         let lags = lags.into_inner().expect("not poisoned");
-        Ok(Freshness { offered_per_s: rate, samples: lags.len(), lag: Latency::of(lags) })
+        Ok(Freshness {
+            offered_per_s: rate,
+            accepted_per_s: round(orders.samples.len() as f64 / elapsed),
+            refused: orders.refused,
+            samples: lags.len(),
+            lag: Latency::of(&lags),
+            cpu,
+            lags,
+        })
     }
 
     /// Places `events` orders, then waits until the relay's backlog is empty, so that all of them are on
@@ -485,7 +806,7 @@ impl Pipeline {
                 .map(|i| async move { self.place(&self.order(placed + i, self.next_customer())).await })
                 .collect();
             for result in futures::future::join_all(batch).await {
-                if result?.0 == 201 {
+                if result? == 201 {
                     placed += 1;
                 }
             }
@@ -520,37 +841,124 @@ impl Pipeline {
         }
     }
 
-    async fn queries(&self, duration: Duration) -> anyhow::Result<Queries> {
-        let deadline = Instant::now() + duration;
-        let counter = AtomicUsize::new(0);
+    /// Closed-loop point lookups of the products and customers this run placed orders for, alternating
+    /// product sales and customer lifetime value, as bench/lookup.sql does.
+    async fn lookups(&self, measure: &Measure, clients: usize) -> anyhow::Result<Lookups> {
+        let customers = (self.customers.load(Ordering::Relaxed) - self.first_customer).max(1);
         let started = Instant::now();
-        let workers = (0..self.target.clients).map(|_| async {
+        let deadline = started + measure.duration;
+        let counter = AtomicUsize::new(0);
+        let workers = (0..clients).map(|_| async {
             let mut samples = Vec::new();
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let url = if n.is_multiple_of(2) {
-                    format!(
-                        "{}/api/analytics/products/{}/sales",
-                        self.target.query_url,
-                        self.products[n % self.products.len()]
-                    )
+                    let product = self.products[(n / 2) % self.products.len()];
+                    format!("{}/api/analytics/products/{product}/sales", self.target.query_url)
                 } else {
-                    format!("{}/api/analytics/customers/{}/lifetime-value", self.target.query_url, n % 100_000 + 1)
+                    let customer = self.first_customer + (n / 2) % customers;
+                    format!("{}/api/analytics/customers/{customer}/lifetime-value", self.target.query_url)
                 };
-                let begun = Instant::now();
+                let sent = Instant::now();
                 let response = self.http.get(url).send().await?;
                 if !response.status().is_success() {
                     bail!("lookup failed with {}", response.status());
                 }
                 response.bytes().await?;
-                samples.push(begun.elapsed());
+                samples.push(Sample { at: started.elapsed().as_secs_f64(), latency: sent.elapsed() });
             }
             anyhow::Ok(samples)
         });
+        let (results, cpu) =
+            self.with_cpu(&measure.processes, async { Ok(futures::future::join_all(workers).await) }).await?;
         let mut samples = Vec::new();
-        for result in futures::future::join_all(workers).await {
+        for result in results {
             samples.extend(result?);
         }
-        Ok(Queries { per_s: samples.len() as f64 / started.elapsed().as_secs_f64(), latency: Latency::of(samples) })
+        let per_s = samples.len() as f64 / started.elapsed().as_secs_f64();
+        Ok(Lookups {
+            clients,
+            per_s: round(per_s),
+            ratio_of_pgbench: if measure.lookup_ceiling > 0.0 { round(per_s / measure.lookup_ceiling) } else { 0.0 },
+            latency: Latency::of(&samples),
+            cpu,
+            samples,
+        })
     }
+}
+
+/// pg_stat_statements on the pipeline's server, through a superuser connection.
+struct Statements {
+    pool: sqlx::PgPool,
+}
+
+impl Statements {
+    /// `None`, with the reason on stderr, when the server does not load the module.
+    async fn connect(url: &str) -> Option<Self> {
+        let attempt = async {
+            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await?;
+            sqlx::query("create extension if not exists pg_stat_statements").execute(&pool).await?;
+            sqlx::query("select pg_stat_statements_reset()").execute(&pool).await?;
+            anyhow::Ok(Self { pool })
+        };
+        match attempt.await {
+            Ok(statements) => Some(statements),
+            Err(error) => {
+                eprintln!(
+                    "bench: no statement breakdown ({error:#}); PostgreSQL needs \
+                     shared_preload_libraries=pg_stat_statements, which `make up` sets: `make down && make up`"
+                );
+                None
+            }
+        }
+    }
+
+    async fn reset(&self) {
+        if let Err(error) = sqlx::query("select pg_stat_statements_reset()").execute(&self.pool).await {
+            eprintln!("bench: cannot reset pg_stat_statements: {error}");
+        }
+    }
+
+    /// The statements since the last reset, by total execution time, per `orders` accepted orders.
+    async fn per_order(&self, orders: f64) -> Option<Vec<Statement>> {
+        let rows: Vec<(String, String, i64, f64, i64)> = sqlx::query_as(
+            "select d.datname::text, s.query, s.calls, s.total_exec_time, s.rows
+               from pg_stat_statements s join pg_database d on d.oid = s.dbid
+              where d.datname <> 'postgres' and s.calls > 0
+              order by s.total_exec_time desc limit 12",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| eprintln!("bench: cannot read pg_stat_statements: {error}"))
+        .ok()?;
+        let orders = orders.max(1.0);
+        Some(
+            rows.into_iter()
+                .map(|(database, query, calls, total_ms, rows)| Statement {
+                    database,
+                    query: shorten(&query),
+                    calls_per_order: (calls as f64 / orders * 1000.0).round() / 1000.0,
+                    ms_per_order: (total_ms / orders * 10_000.0).round() / 10_000.0,
+                    rows_per_call: round(rows as f64 / calls as f64),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// A statement on one line, whitespace collapsed, at most 110 characters.
+fn shorten(query: &str) -> String {
+    let line = query.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(110) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
+}
+
+/// A well-mixed 64-bit hash of `n` (SplitMix64's finalizer): a reproducible random pick.
+fn splitmix64(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

@@ -1,0 +1,225 @@
+//! The HTML report of `make bench`: the figures, then SVG plots drawn with plotters, in one file that
+//! needs nothing else to open.
+
+use std::fmt::Write as _;
+
+use plotters::{coord::ranged1d::SegmentValue, prelude::*};
+
+use crate::{Cpu, Report, stats};
+
+const WIDTH: u32 = 760;
+const HEIGHT: u32 = 280;
+
+/// One line of a time series chart: its name, colour and points.
+struct Line<'a> {
+    name: &'a str,
+    color: RGBColor,
+    points: Vec<(f64, f64)>,
+}
+
+pub fn html(report: &Report) -> anyhow::Result<String> {
+    let mut page = String::from(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>make bench</title><style>\
+         body{font-family:sans-serif;max-width:800px;margin:2em auto;color:#222}\
+         table{border-collapse:collapse;font-size:14px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}\
+         td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:12px}svg{display:block;margin:1em 0}\
+         </style></head><body>\n<h1>make bench</h1>\n<table>\n",
+    );
+    for (name, value) in crate::table_rows(report) {
+        writeln!(page, "<tr><th>{}</th><td>{}</td></tr>", escape(name), escape(&value))?;
+    }
+    page.push_str("</table>\n");
+
+    page.push_str(
+        "<h2>Orders</h2>\n<p>Closed loop (burst): latency is the service time. Open loop (sustained): \
+                   each order is sent at its due time and its latency runs from then.</p>\n",
+    );
+    for (title, samples) in [("burst", &report.burst.samples), ("sustained", &report.sustained.samples)] {
+        page.push_str(&throughput_and_latency(title, "orders/s", samples)?);
+    }
+    page.push_str(
+        "<h2>Freshness</h2>\n<p>Every fourth order: from its 201 to its visibility through the query API.</p>\n",
+    );
+    let lags: Vec<(f64, f64)> =
+        report.freshness.lags.iter().map(|s| (s.at, s.latency.as_secs_f64() * 1000.0)).collect();
+    page.push_str(&scatter(
+        &format!("freshness lag at {:.0} orders/s (ms)", report.freshness.offered_per_s),
+        "ms",
+        &lags,
+    )?);
+    page.push_str("<h2>Lookups</h2>\n");
+    page.push_str(&throughput_and_latency("lookups", "lookups/s", &report.lookups.samples)?);
+
+    page.push_str("<h2>Where the CPU goes</h2>\n");
+    page.push_str(&cpu_split(&[
+        ("burst", &report.burst.cpu),
+        ("sustained", &report.sustained.cpu),
+        ("freshness", &report.freshness.cpu),
+        ("lookups", &report.lookups.cpu),
+    ])?);
+    if let Some(statements) = &report.sustained.statements {
+        page.push_str(
+            "<h2>PostgreSQL statements per accepted order</h2>\n<p>pg_stat_statements over the sustained phase, \
+             by execution time.</p>\n<table><tr><th>calls</th><th>ms</th><th>rows/call</th><th>database</th>\
+             <th>statement</th></tr>\n",
+        );
+        for st in statements {
+            writeln!(
+                page,
+                "<tr><td class=n>{:.3}</td><td class=n>{:.4}</td><td class=n>{:.1}</td><td>{}</td><td><code>{}</code></td></tr>",
+                st.calls_per_order,
+                st.ms_per_order,
+                st.rows_per_call,
+                escape(&st.database),
+                escape(&st.query)
+            )?;
+        }
+        page.push_str("</table>\n");
+    }
+    page.push_str("</body></html>\n");
+    Ok(page)
+}
+
+/// Requests per second, and the latency percentiles of each second, over the phase.
+fn throughput_and_latency(phase: &str, unit: &str, samples: &[stats::Sample]) -> anyhow::Result<String> {
+    let seconds = stats::per_second(samples);
+    let rate = [Line { name: unit, color: BLUE, points: seconds.iter().map(|s| (s.second, s.per_s)).collect() }];
+    let latency = [
+        Line { name: "p50", color: GREEN, points: seconds.iter().map(|s| (s.second, s.p50_ms)).collect() },
+        Line {
+            name: "p99",
+            color: RGBColor(230, 120, 0),
+            points: seconds.iter().map(|s| (s.second, s.p99_ms)).collect(),
+        },
+        Line { name: "max", color: RED, points: seconds.iter().map(|s| (s.second, s.max_ms)).collect() },
+    ];
+    Ok(timeline(&format!("{phase}: {unit}, second by second"), unit, &rate)?
+        + &timeline(&format!("{phase}: latency per second (ms)"), "ms", &latency)?)
+}
+
+fn timeline(title: &str, unit: &str, lines: &[Line<'_>]) -> anyhow::Result<String> {
+    let x_max = lines.iter().flat_map(|l| &l.points).map(|p| p.0 + 1.0).fold(1.0, f64::max);
+    let y_max = lines.iter().flat_map(|l| &l.points).map(|p| p.1).fold(0.0, f64::max) * 1.1 + 1e-9;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(32)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        chart.configure_mesh().x_desc("seconds into the phase").y_desc(unit).draw()?;
+        for line in lines {
+            let color = line.color;
+            chart
+                .draw_series(LineSeries::new(line.points.iter().copied(), color.stroke_width(2)))?
+                .label(line.name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+fn scatter(title: &str, unit: &str, points: &[(f64, f64)]) -> anyhow::Result<String> {
+    let x_max = points.iter().map(|p| p.0).fold(1.0, f64::max) * 1.02;
+    let y_max = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(32)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        chart.configure_mesh().x_desc("seconds into the phase (at the 201)").y_desc(unit).draw()?;
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 2, BLUE.mix(0.5).filled())))?;
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+/// Cores used by each process in each phase, stacked.
+fn cpu_split(phases: &[(&str, &Cpu)]) -> anyhow::Result<String> {
+    let mut processes: Vec<&str> = Vec::new();
+    for (_, cpu) in phases {
+        for (name, _) in &cpu.cores {
+            if name != "machine" && !processes.contains(&name.as_str()) {
+                processes.push(name);
+            }
+        }
+    }
+    let cores = |cpu: &Cpu, process: &str| cpu.cores.iter().find(|(n, _)| n == process).map_or(0.0, |(_, c)| *c);
+    let y_max = phases
+        .iter()
+        .map(|(_, cpu)| cores(cpu, "machine").max(processes.iter().map(|p| cores(cpu, p)).sum()))
+        .fold(0.5, f64::max)
+        * 1.15;
+    let names: Vec<&str> = phases.iter().map(|(name, _)| *name).collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT + 80)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("cores used per process, by phase (the bar's outline: the whole box)", ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(32)
+            .y_label_area_size(60)
+            .build_cartesian_2d((0..phases.len() as i32).into_segmented(), 0.0..y_max)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .y_desc("cores")
+            .x_label_formatter(&|value| match value {
+                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+                    names.get(*i as usize).map(|n| n.to_string()).unwrap_or_default()
+                }
+                SegmentValue::Last => String::new(),
+            })
+            .draw()?;
+        let bar = |i: usize, from: f64, to: f64, style: ShapeStyle| {
+            let mut rect =
+                Rectangle::new([(SegmentValue::Exact(i as i32), from), (SegmentValue::Exact(i as i32 + 1), to)], style);
+            rect.set_margin(0, 0, 30, 30);
+            rect
+        };
+        let mut base = vec![0.0; phases.len()];
+        for (index, process) in processes.iter().enumerate() {
+            let color = Palette99::pick(index).to_rgba();
+            let bars: Vec<_> = phases
+                .iter()
+                .enumerate()
+                .map(|(i, (_, cpu))| {
+                    let used = cores(cpu, process);
+                    let rect = bar(i, base[i], base[i] + used, color.filled());
+                    base[i] += used;
+                    rect
+                })
+                .collect();
+            chart
+                .draw_series(bars)?
+                .label(*process)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        }
+        chart.draw_series(
+            phases.iter().enumerate().map(|(i, (_, cpu))| bar(i, 0.0, cores(cpu, "machine"), BLACK.stroke_width(1))),
+        )?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
