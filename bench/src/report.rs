@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use plotters::{coord::ranged1d::SegmentValue, prelude::*};
+use plotters::{
+    coord::{ranged1d::SegmentValue, types::RangedCoordf64},
+    prelude::*,
+};
 
 use crate::{Cpu, Report, stats};
 
@@ -100,17 +103,7 @@ fn throughput_and_latency(phase: &str, unit: &str, samples: &[stats::Sample]) ->
 fn timeline(title: &str, unit: &str, lines: &[Line<'_>]) -> anyhow::Result<String> {
     let x_max = lines.iter().flat_map(|l| &l.points).map(|p| p.0 + 1.0).fold(1.0, f64::max);
     let y_max = lines.iter().flat_map(|l| &l.points).map(|p| p.1).fold(0.0, f64::max) * 1.1 + 1e-9;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 16))
-            .margin(10)
-            .x_label_area_size(32)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-        chart.configure_mesh().x_desc("seconds into the phase").y_desc(unit).draw()?;
+    xy_chart(title, "seconds into the phase", unit, (x_max, y_max), true, |chart| {
         for line in lines {
             let color = line.color;
             chart
@@ -118,15 +111,31 @@ fn timeline(title: &str, unit: &str, lines: &[Line<'_>]) -> anyhow::Result<Strin
                 .label(line.name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
-        root.present()?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 fn scatter(title: &str, unit: &str, points: &[(f64, f64)]) -> anyhow::Result<String> {
     let x_max = points.iter().map(|p| p.0).fold(1.0, f64::max) * 1.02;
     let y_max = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    xy_chart(title, "seconds into the phase (at the 201)", unit, (x_max, y_max), false, |chart| {
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 2, BLUE.mix(0.5).filled())))?;
+        Ok(())
+    })
+}
+
+type XyChart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// An SVG chart over [0, x_max] × [0, y_max] with its axes described, holding what `draw` puts on it,
+/// and the legend of its labelled series if `legend`.
+fn xy_chart(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    (x_max, y_max): (f64, f64),
+    legend: bool,
+    draw: impl FnOnce(&mut XyChart<'_, '_>) -> anyhow::Result<()>,
+) -> anyhow::Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
@@ -137,8 +146,11 @@ fn scatter(title: &str, unit: &str, points: &[(f64, f64)]) -> anyhow::Result<Str
             .x_label_area_size(32)
             .y_label_area_size(60)
             .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-        chart.configure_mesh().x_desc("seconds into the phase (at the 201)").y_desc(unit).draw()?;
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 2, BLUE.mix(0.5).filled())))?;
+        chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw()?;
+        draw(&mut chart)?;
+        if legend {
+            chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+        }
         root.present()?;
     }
     Ok(svg)
@@ -155,6 +167,8 @@ fn cpu_split(phases: &[(&str, &Cpu)]) -> anyhow::Result<String> {
         }
     }
     let cores = |cpu: &Cpu, process: &str| cpu.cores.iter().find(|(n, _)| n == process).map_or(0.0, |(_, c)| *c);
+    // Only what used a hundredth of a core somewhere.
+    processes.retain(|process| phases.iter().any(|(_, cpu)| cores(cpu, process) >= 0.01));
     let y_max = phases
         .iter()
         .map(|(_, cpu)| cores(cpu, "machine").max(processes.iter().map(|p| cores(cpu, p)).sum()))
@@ -163,14 +177,15 @@ fn cpu_split(phases: &[(&str, &Cpu)]) -> anyhow::Result<String> {
     let names: Vec<&str> = phases.iter().map(|(name, _)| *name).collect();
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT + 80)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (WIDTH + 140, HEIGHT + 80)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .caption("cores used per process, by phase (the bar's outline: the whole box)", ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(32)
             .y_label_area_size(60)
-            .build_cartesian_2d((0..phases.len() as i32).into_segmented(), 0.0..y_max)?;
+            // One slot more than there are phases, for the legend.
+            .build_cartesian_2d((0..phases.len() as i32 + 1).into_segmented(), 0.0..y_max)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -222,4 +237,115 @@ fn cpu_split(phases: &[(&str, &Cpu)]) -> anyhow::Result<String> {
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, time::Duration};
+
+    use super::*;
+    use crate::{Burst, Ceilings, Drain, Freshness, Lookups, PostgresCpu, Statement, Sustained, stats::Sample};
+
+    fn samples(per_second: usize, seconds: usize) -> Vec<Sample> {
+        (0..per_second * seconds)
+            .map(|n| Sample {
+                at: n as f64 / per_second as f64,
+                latency: Duration::from_micros(1000 + (n as u64 % 97) * 100),
+            })
+            .collect()
+    }
+
+    fn cpu(query: f64) -> Cpu {
+        let cores = vec![
+            ("machine".into(), 1.9),
+            ("postgres analytics_write".into(), 0.9),
+            ("query".into(), query),
+            ("postgres postgres".into(), 0.0),
+        ];
+        Cpu { cores, client_share: 0.1, seconds: Default::default() }
+    }
+
+    fn report() -> Report {
+        let latency = stats::Latency::of(&samples(10, 1));
+        Report {
+            ceilings: Ceilings {
+                bare_order_tps: 2000.0,
+                bare_order_postgres_cpu_ms: 0.7,
+                outbox_order_tps: 1700.0,
+                outbox_row_cost: 0.15,
+                lookups_per_s: 15000.0,
+            },
+            burst: Burst {
+                clients: 32,
+                accepted_per_s: 800.0,
+                applied_per_s: 800.0,
+                rejected: 0,
+                latency,
+                cpu: cpu(0.0),
+                samples: samples(80, 15),
+            },
+            sustained: Sustained {
+                offered_per_s: 700.0,
+                accepted_per_s: 700.0,
+                applied_per_s: 700.0,
+                refused: BTreeMap::new(),
+                backlog_at_start: 0,
+                backlog_at_end: 0,
+                ratio_of_bare: 0.35,
+                latency,
+                postgres_cpu_ms_per_order: PostgresCpu {
+                    write_db: 1.2,
+                    read_db: 0.2,
+                    background: 0.0,
+                    total: 1.4,
+                    ratio_of_bare: 2.0,
+                },
+                statements: Some(vec![Statement {
+                    database: "analytics_write".into(),
+                    query: "select 1 where 2 < 3".into(),
+                    calls_per_order: 1.0,
+                    ms_per_order: 0.5,
+                    rows_per_call: 1.0,
+                }]),
+                cpu: cpu(0.0),
+                samples: samples(70, 15),
+            },
+            freshness: Freshness {
+                offered_per_s: 350.0,
+                accepted_per_s: 350.0,
+                refused: BTreeMap::new(),
+                samples: 100,
+                lag: latency,
+                cpu: cpu(0.2),
+                lags: samples(10, 10),
+            },
+            drain: Drain { events_per_s: 10000.0, ratio_of_inflow: 14.0 },
+            lookups: Lookups {
+                clients: 64,
+                per_s: 5000.0,
+                ratio_of_pgbench: 0.33,
+                latency,
+                cpu: cpu(0.8),
+                samples: samples(50, 15),
+            },
+        }
+    }
+
+    #[test]
+    fn the_report_holds_every_figure_and_a_plot_per_chart_with_its_legend() {
+        let page = html(&report()).unwrap();
+        if let Ok(dir) = std::env::var("BENCH_REPORT_SAMPLE") {
+            std::fs::write(format!("{dir}/report.html"), &page).unwrap();
+        }
+        // Rate and latency for burst, sustained and lookups, the freshness scatter, the CPU split.
+        assert_eq!(page.matches("<svg").count(), 8);
+        for text in
+            ["burst: latency per second (ms)", "freshness lag at 350 orders/s (ms)", "p99", "postgres analytics_write"]
+        {
+            assert!(page.contains(text), "the report lacks {text:?}");
+        }
+        assert!(page.contains("<code>select 1 where 2 &lt; 3</code>"), "statements are escaped");
+        assert!(page.contains("0.35"), "the ratio to the bare transaction is in the table");
+        assert!(!page.contains("postgres postgres"), "accounts that used nothing stay out of the CPU plot");
+    }
 }
