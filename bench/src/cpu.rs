@@ -44,7 +44,10 @@ fn stat(pid: u32) -> Option<Stat> {
 /// The database a PostgreSQL backend serves, from its title: `postgres: USER DATABASE HOST(PORT) STATE`.
 fn backend_database(pid: u32) -> Option<String> {
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let title = String::from_utf8_lossy(&cmdline);
+    database_of_title(&String::from_utf8_lossy(&cmdline))
+}
+
+fn database_of_title(title: &str) -> Option<String> {
     let mut words = title.strip_prefix("postgres: ")?.split_whitespace();
     let _user = words.next()?;
     let database = words.next()?;
@@ -98,16 +101,16 @@ fn machine_busy_ticks() -> Option<f64> {
     Some(fields.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum())
 }
 
-/// Cores each account used between two snapshots taken `seconds` apart, largest first; accounts that
-/// lost time (a backend that exited moves to `postgres`) count as 0.
-pub fn cores_between(before: &HashMap<String, f64>, after: &HashMap<String, f64>, seconds: f64) -> Vec<(String, f64)> {
-    let mut cores: Vec<(String, f64)> = after
-        .iter()
-        .map(|(name, end)| {
-            let used = (end - before.get(name).copied().unwrap_or(0.0)).max(0.0);
-            (name.clone(), (used / seconds * 100.0).round() / 100.0)
-        })
-        .collect();
+/// CPU seconds each account used between two snapshots; accounts that lost time (a backend that exited
+/// moves to `postgres`) count as 0.
+pub fn used_between(before: &HashMap<String, f64>, after: &HashMap<String, f64>) -> HashMap<String, f64> {
+    after.iter().map(|(name, end)| (name.clone(), (end - before.get(name).copied().unwrap_or(0.0)).max(0.0))).collect()
+}
+
+/// Those seconds as cores over `elapsed` seconds, largest first.
+pub fn cores(used: &HashMap<String, f64>, elapsed: f64) -> Vec<(String, f64)> {
+    let mut cores: Vec<(String, f64)> =
+        used.iter().map(|(name, seconds)| (name.clone(), (seconds / elapsed * 100.0).round() / 100.0)).collect();
     cores.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     cores
 }
@@ -115,4 +118,40 @@ pub fn cores_between(before: &HashMap<String, f64>, after: &HashMap<String, f64>
 /// Total CPU seconds of one process tree, exited children included.
 pub fn tree_seconds(pid: u32) -> f64 {
     snapshot(&[Watched { name: "tree".to_owned(), pid }]).get("tree").copied().unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_are_told_by_their_database_and_auxiliary_processes_by_nothing() {
+        let backend = "postgres: postgres analytics_write 127.0.0.1(55028) idle";
+        assert_eq!(database_of_title(backend).as_deref(), Some("analytics_write"));
+        assert_eq!(database_of_title("postgres: autovacuum launcher"), None);
+        assert_eq!(database_of_title("postgres: walwriter "), None);
+        assert_eq!(database_of_title("/usr/lib/postgresql/15/bin/postgres -D data"), None);
+    }
+
+    #[test]
+    fn time_used_is_never_negative_and_cores_come_largest_first() {
+        let before = HashMap::from([("postgres analytics_write".to_owned(), 10.0), ("query".to_owned(), 5.0)]);
+        let after = HashMap::from([
+            ("postgres analytics_write".to_owned(), 4.0),
+            ("query".to_owned(), 8.0),
+            ("command".to_owned(), 1.0),
+        ]);
+        let used = used_between(&before, &after);
+        assert_eq!(used["postgres analytics_write"], 0.0, "a backend that exited took its time along");
+        assert_eq!(
+            cores(&used, 2.0),
+            [("query".to_owned(), 1.5), ("command".to_owned(), 0.5), ("postgres analytics_write".to_owned(), 0.0)]
+        );
+    }
+
+    #[test]
+    fn this_process_is_accounted_for() {
+        let accounts = snapshot(&[]);
+        assert!(accounts.contains_key("loadgen") && accounts["machine"] > 0.0, "{accounts:?}");
+    }
 }

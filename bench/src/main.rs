@@ -598,13 +598,10 @@ impl Pipeline {
         let result = phase.await?;
         let after = cpu::snapshot(processes);
         let elapsed = started.elapsed().as_secs_f64();
-        let seconds: std::collections::HashMap<String, f64> = after
-            .iter()
-            .map(|(name, end)| (name.clone(), (end - before.get(name).copied().unwrap_or(0.0)).max(0.0)))
-            .collect();
+        let seconds = cpu::used_between(&before, &after);
         let machine = seconds.get("machine").copied().unwrap_or(0.0);
         let client_share = if machine > 0.0 { seconds.get("loadgen").copied().unwrap_or(0.0) / machine } else { 0.0 };
-        let cores = cpu::cores_between(&before, &after, elapsed);
+        let cores = cpu::cores(&seconds, elapsed);
         Ok((result, Cpu { cores, client_share: (client_share * 1000.0).round() / 1000.0, seconds }))
     }
 
