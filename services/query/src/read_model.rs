@@ -39,11 +39,22 @@ pub struct CategoryRow {
 
 /// Every known category (sold in, or holding a product), with zeros where nothing sold, by revenue; `$1`
 /// narrows it to one category, or null for all.
-const CATEGORIES: &str = "select c.category, coalesce(m.total_revenue, 0) as total_revenue,
+///
+/// The catalog's categories come from a walk of the `products_category` index, one probe per category
+/// (PostgreSQL 15 has no skip scan): `select distinct` read every product, 55 ms at 100 000 products.
+const CATEGORIES: &str = "with recursive listed (category) as (
+                              (select category from products where category >= coalesce($1, '') order by category limit 1)
+                              union all
+                              select (select p.category from products p where p.category > l.category
+                                       order by p.category limit 1)
+                                from listed l
+                               where l.category is not null and $1::text is null
+                          )
+                          select c.category, coalesce(m.total_revenue, 0) as total_revenue,
                                  coalesce(m.total_orders, 0) as total_orders, coalesce(m.total_quantity, 0) as total_quantity
-                            from (select category from category_metrics_view where $1::text is null or category = $1
+                            from (select category from listed where category is not null and ($1::text is null or category = $1)
                                   union
-                                  select distinct category from products where $1::text is null or category = $1) as c
+                                  select category from category_metrics_view where $1::text is null or category = $1) as c
                             left join category_metrics_view m on m.category = c.category
                            order by total_revenue desc, c.category";
 

@@ -8,4 +8,4 @@ mod store;
 
 pub use publisher::{PublishError, Publisher};
 pub use relay::{Relay, RelayWaker};
-pub use store::{Backlog, Claim, Outbox, OutboxEvent, enqueue};
+pub use store::{BACKLOG_COUNTED, Backlog, Claim, Outbox, OutboxEvent, enqueue};

@@ -5,7 +5,7 @@ use std::{collections::HashMap, time::Duration};
 
 use command_service::{
     config::RelayConfig,
-    outbox::{Outbox, Publisher, Relay},
+    outbox::{BACKLOG_COUNTED, Backlog, Outbox, Publisher, Relay},
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -204,6 +204,43 @@ async fn a_claim_held_past_its_time_is_ended_by_postgresql_and_its_rows_return()
     println!("the stalled claim's commit: {error}");
     returned.commit().await.unwrap();
     assert_eq!(app.count("outbox").await, 0);
+}
+
+/// The backlog is counted row by row up to `BACKLOG_COUNTED`, and past it bounded from above by the span
+/// of ids, so that reading it never scans the table.
+#[tokio::test]
+async fn the_backlog_is_exact_up_to_its_count_and_an_upper_bound_past_it() {
+    let app = spawn_app().await;
+    let outbox = Outbox::new(app.pool.clone());
+    assert_eq!(outbox.backlog().await.unwrap(), Backlog { pending: 0, oldest_pending_at: None });
+    // Rows 1 to N, row n occurring n seconds into 2026.
+    let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
+    let rows = BACKLOG_COUNTED + 500;
+    sqlx::query(
+        "insert into outbox (event_id, event_type, aggregate_id, body, occurred_at)
+         select gen_random_uuid(), 'OrderCreated', n, '{}', $2 + n * interval '1 second'
+           from generate_series(1, $1) as n",
+    )
+    .bind(rows)
+    .bind(start)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let id = |n: i64| sqlx::query_scalar::<_, i64>("select id from outbox order by id offset $1 limit 1").bind(n - 1);
+    let (first, last) = (id(1).fetch_one(&app.pool).await.unwrap(), id(rows).fetch_one(&app.pool).await.unwrap());
+    // Gaps near the end, as ids of orders that never committed leave.
+    sqlx::query("delete from outbox where id > $1 - 200 and id < $1").bind(last).execute(&app.pool).await.unwrap();
+    let backlog = outbox.backlog().await.unwrap();
+    assert_eq!(backlog.pending, last - first + 1, "past the count: the span of ids");
+    assert!(backlog.pending >= app.count("outbox").await, "an upper bound");
+    assert_eq!(backlog.oldest_pending_at, Some(start + chrono::Duration::seconds(1)));
+
+    // Below the count again: exact.
+    sqlx::query("delete from outbox where id < $1 + 700").bind(first).execute(&app.pool).await.unwrap();
+    let left = app.count("outbox").await;
+    assert!(left <= BACKLOG_COUNTED, "{left} rows");
+    let backlog = outbox.backlog().await.unwrap();
+    assert_eq!(backlog, Backlog { pending: left, oldest_pending_at: Some(start + chrono::Duration::seconds(701)) });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

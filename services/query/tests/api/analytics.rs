@@ -87,6 +87,7 @@ async fn the_figures_follow_their_definitions() {
 async fn known_things_without_sales_are_zeros_and_unknown_ones_404() {
     let app = spawn_app().await;
     app.apply(Stream::Products, &[product(5, "Vase", "Decor", "12.00")]).await;
+    app.apply(Stream::Products, &[product(7, "Rake", "Garden", "9.00"), product(8, "Bowl", "Decor", "4.00")]).await;
 
     let (status, body) = app.get("/api/analytics/products/5/sales").await;
     assert_eq!(
@@ -99,6 +100,15 @@ async fn known_things_without_sales_are_zeros_and_unknown_ones_404() {
     assert_eq!(
         (status, body),
         (200, json!({"customerId": 12345, "totalSpent": 0, "orderCount": 0, "lastOrderDate": null}))
+    );
+    // Every category the catalog holds, once, however many products it has.
+    let (_, categories) = app.get("/api/analytics/categories").await;
+    assert_eq!(
+        categories,
+        json!([
+            {"category": "Decor", "totalRevenue": 0, "totalOrders": 0, "totalQuantity": 0},
+            {"category": "Garden", "totalRevenue": 0, "totalOrders": 0, "totalQuantity": 0},
+        ])
     );
 
     let (status, body) = app.get("/api/analytics/products/6/sales").await;
