@@ -8,6 +8,11 @@
 #   BENCH_LOOKUP_CLIENTS  concurrent clients of the lookup phase and its pgbench (default 64)
 #   BENCH_FRESHNESS_RATE  orders/s offered in the freshness phase (default 1000)
 #   BENCH_DRAIN_EVENTS    orders pre-filled for the drain phase (default 40000)
+#   BENCH_LARGE_PRODUCTS  products and orders of the large-tables phase (defaults 100000 and 1000000,
+#   BENCH_LARGE_ORDERS    each order for a customer of its own; 0 orders skips the phase)
+#
+# Every run starts from empty databases and queues, so that runs compare: the local pipeline's data is
+# dropped.
 #
 # Phases: PostgreSQL's ceilings for the order transaction, bare and with its outbox row (pgbench running
 # bench/order.sql on a scratch copy of the write schema, with PostgreSQL's CPU time per transaction);
@@ -22,7 +27,17 @@ clients=${BENCH_CLIENTS:-32}
 lookup_clients=${BENCH_LOOKUP_CLIENTS:-64}
 freshness_rate=${BENCH_FRESHNESS_RATE:-1000}
 drain_events=${BENCH_DRAIN_EVENTS:-40000}
+large_products=${BENCH_LARGE_PRODUCTS:-100000}
+large_orders=${BENCH_LARGE_ORDERS:-1000000}
 
+hack/up.sh >/dev/null
+echo "bench: starting from empty databases and queues (the local pipeline's data is dropped)" >&2
+hack/down.sh --services >/dev/null
+PGOPTIONS="-c client_min_messages=warning" psql -q -v ON_ERROR_STOP=1 "$(cat .run/postgres/url)/postgres" \
+  -c "drop database if exists analytics_write with (force)" -c "drop database if exists analytics_read with (force)"
+for queue in order-events product-events analytics-dead-letter; do
+  hack/rabbitmqctl.sh .run/rabbitmq purge_queue "$queue" >/dev/null 2>&1 || true # absent on a new broker
+done
 hack/up.sh >/dev/null
 # shellcheck source=/dev/null
 . .run/env
@@ -92,4 +107,5 @@ for name in postgres rabbitmq command consumer query; do
 done
 loadgen measure --bare-tps "$bare_tps" --bare-cpu-ms "$bare_cpu_ms" --outbox-tps "$outbox_tps" \
   --lookup-ceiling "$lookup_ceiling" --drain-events-per-s "$drain" --duration "${duration}s" \
-  --freshness-rate "$freshness_rate" --lookup-clients "$lookup_clients" "${processes[@]}" "$@"
+  --freshness-rate "$freshness_rate" --lookup-clients "$lookup_clients" \
+  --large-products "$large_products" --large-orders "$large_orders" "${processes[@]}" "$@"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make down`: stops everything `make up` started, by PID, services first.
+# `make down`: stops everything `make up` started, by PID, services first. With --services, only the
+# command, consumer and query services (PostgreSQL and RabbitMQ keep running).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=.run
@@ -16,5 +17,6 @@ for name in command consumer query; do
   fi
   rm -f "$pidfile"
 done
+[ "${1:-}" = --services ] && exit 0
 if [ -d "$RUN/rabbitmq" ]; then hack/rabbitmq.sh stop "$RUN/rabbitmq"; rm -f "$RUN/rabbitmq.pid"; echo "rabbitmq stopped"; fi
 if [ -d "$RUN/postgres" ]; then hack/postgres.sh stop "$RUN/postgres"; rm -f "$RUN/postgres.pid"; echo "postgres stopped"; fi

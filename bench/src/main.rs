@@ -17,13 +17,18 @@
 //!      PostgreSQL's CPU time and statements per accepted order;
 //!   3. **freshness**: at a fixed rate, the time from an order's 201 to its visibility through the
 //!      query API;
-//!   4. **lookups**: closed-loop point lookups against the query API.
+//!   4. **lookups**: closed-loop point lookups against the query API;
+//!   5. **large tables**: a bulk load of 100 000 products and 1 000 000 orders for as many customers
+//!      (see [`large`]) through the outbox, which the real relay and consumer apply; then freshness and
+//!      lookups again, the other endpoints' latency and the relay's claim before and after, the hot
+//!      tables' state, and `EXPLAIN (ANALYZE, BUFFERS)` of the hot statements on the large tables.
 //!
 //! Open-loop phases send each request at its due time whatever happened to the earlier ones, and measure
 //! its latency from that due time, so a stalled server cannot hide its stall by holding the client back
 //! (no coordinated omission; wrk2 does the same).
 
 mod cpu;
+mod large;
 mod report;
 mod stats;
 
@@ -122,6 +127,16 @@ struct Measure {
     /// Processes whose CPU time is accounted for, as NAME=PID; `postgres` is split by database.
     #[arg(long = "process")]
     processes: Vec<cpu::Watched>,
+    /// Products and orders (each for a customer of its own) the large-tables phase loads; 0 skips it.
+    #[arg(long, default_value_t = 100_000)]
+    large_products: i64,
+    #[arg(long, default_value_t = 1_000_000)]
+    large_orders: i64,
+    /// The write and read databases (the large-tables phase loads the one and explains statements on both).
+    #[arg(long, env = "WRITE_DATABASE_URL", hide_env_values = true)]
+    write_database_url: String,
+    #[arg(long, env = "READ_DATABASE_URL", hide_env_values = true)]
+    read_database_url: String,
     /// The PostgreSQL server's superuser URL, for pg_stat_statements (optional).
     #[arg(long, env = "POSTGRES_ADMIN_URL", hide_env_values = true)]
     postgres_url: Option<String>,
@@ -158,6 +173,38 @@ pub struct Report {
     pub freshness: Freshness,
     pub drain: Drain,
     pub lookups: Lookups,
+    /// Other endpoints, called one at a time on the small tables.
+    pub endpoints: Vec<Endpoint>,
+    pub large: Option<Large>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Endpoint {
+    pub path: String,
+    pub latency: Latency,
+}
+
+/// The large-tables phase: the same measurements as on the small tables, with 1 000 000 orders more.
+#[derive(Debug, Serialize)]
+pub struct Large {
+    pub products: usize,
+    pub orders: i64,
+    pub customers: i64,
+    /// The bulk load's own time, and how fast the read side applied it (from the load's start to the
+    /// last event applied).
+    pub load_seconds: f64,
+    pub applied_events_per_s: f64,
+    /// At the small tables' freshness rate.
+    pub freshness: Freshness,
+    /// The large tables' order and lookup p99 ÷ the small tables' (goal ≤ 1.25).
+    pub order_p99_ratio: f64,
+    pub lookups: Lookups,
+    pub lookup_p99_ratio: f64,
+    pub endpoints: Vec<Endpoint>,
+    /// The relay's claim statement, mean ms per call and rows per call, small tables then large.
+    pub claim: Option<[(f64, f64); 2]>,
+    pub tables: Vec<large::Table>,
+    pub plans: Vec<large::Plan>,
 }
 
 #[derive(Debug, Serialize)]
@@ -231,9 +278,14 @@ pub struct Freshness {
     pub offered_per_s: f64,
     pub accepted_per_s: f64,
     pub refused: BTreeMap<u16, usize>,
+    /// The orders' latency, from their due times.
+    pub orders: Latency,
     pub samples: usize,
     pub lag: Latency,
+    pub statements: Option<Vec<Statement>>,
     pub cpu: Cpu,
+    #[serde(skip)]
+    pub order_samples: Vec<Sample>,
     #[serde(skip)]
     pub lags: Vec<Sample>,
 }
@@ -341,7 +393,7 @@ pub fn table_rows(r: &Report) -> Vec<(&'static str, String)> {
     let c = &r.ceilings;
     let s = &r.sustained;
     let pg = &s.postgres_cpu_ms_per_order;
-    vec![
+    let mut rows = vec![
         (
             "ceiling: bare order transaction (pgbench)",
             format!(
@@ -401,6 +453,13 @@ pub fn table_rows(r: &Report) -> Vec<(&'static str, String)> {
             ),
         ),
         (
+            "freshness: orders' latency from due time",
+            format!(
+                "p50 {} ms, p99 {} ms, max {} ms",
+                r.freshness.orders.p50_ms, r.freshness.orders.p99_ms, r.freshness.orders.max_ms
+            ),
+        ),
+        (
             "drain after an outage (goal ≥ 3× inflow)",
             format!("{:.0} events/s, {:.1}× the sustained inflow", r.drain.events_per_s, r.drain.ratio_of_inflow),
         ),
@@ -426,7 +485,71 @@ pub fn table_rows(r: &Report) -> Vec<(&'static str, String)> {
                 r.lookups.cpu.client_share * 100.0
             ),
         ),
-    ]
+    ];
+    if let Some(large) = &r.large {
+        rows.extend(large_rows(r, large));
+    }
+    rows
+}
+
+fn large_rows<'a>(r: &'a Report, large: &'a Large) -> Vec<(&'static str, String)> {
+    let f = &large.freshness;
+    let mut rows = vec![
+        (
+            "large tables: the load",
+            format!(
+                "{} products, {} orders for {} customers written in {:.0} s; read side applied {:.0} events/s",
+                large.products, large.orders, large.customers, large.load_seconds, large.applied_events_per_s
+            ),
+        ),
+        (
+            "large: orders p99 (goal ≤ 1.25× small)",
+            format!(
+                "p50 {} ms, p99 {} ms at {:.0} orders/s: {:.2}× the small tables' {} ms{}",
+                f.orders.p50_ms,
+                f.orders.p99_ms,
+                f.accepted_per_s,
+                large.order_p99_ratio,
+                r.freshness.orders.p99_ms,
+                refusals(&f.refused)
+            ),
+        ),
+        (
+            "large: freshness (201 -> visible)",
+            format!(
+                "p50 {} ms, p99 {} ms, max {} ms ({} samples)",
+                f.lag.p50_ms, f.lag.p99_ms, f.lag.max_ms, f.samples
+            ),
+        ),
+        (
+            "large: lookups p99 (goal ≤ 5 ms, ≤ 1.25× small)",
+            format!(
+                "{:.0} req/s at c{} (p50 {} ms, p99 {} ms): {:.2}× the small tables' {} ms",
+                large.lookups.per_s,
+                large.lookups.clients,
+                large.lookups.latency.p50_ms,
+                large.lookups.latency.p99_ms,
+                large.lookup_p99_ratio,
+                r.lookups.latency.p99_ms
+            ),
+        ),
+    ];
+    if let Some([(small_ms, small_rows), (large_ms, large_rows)]) = large.claim {
+        rows.push((
+            "large: the relay's claim, per call",
+            format!("{large_ms} ms for {large_rows} rows; small tables {small_ms} ms for {small_rows} rows"),
+        ));
+    }
+    for (small, large) in r.endpoints.iter().zip(&large.endpoints) {
+        rows.push((
+            "endpoint p50 / p99, small -> large",
+            format!(
+                "{}: {} / {} ms -> {} / {} ms",
+                small.path, small.latency.p50_ms, small.latency.p99_ms, large.latency.p50_ms, large.latency.p99_ms
+            ),
+        ));
+    }
+    rows
 }
 
 /// ", refused: 503 ×12" when any order got something else than a 201.
@@ -453,15 +576,44 @@ fn print_table(r: &Report) {
             );
         }
     }
-    for (phase, cpu) in [
+    for (phase, cpu) in cpu_phases(r) {
+        let cores: Vec<String> = cpu.cores.iter().map(|(name, cores)| format!("{name} {cores:.2}")).collect();
+        println!("cores, {phase}: {}", cores.join(", "));
+    }
+    if let Some(large) = &r.large {
+        println!("\nThe hot tables after the large tables' load:");
+        println!("{:<6} {:<20} {:>10} {:>9} {:>9}  last autovacuum (UTC)", "db", "table", "rows", "dead", "MB");
+        for t in &large.tables {
+            println!(
+                "{:<6} {:<20} {:>10} {:>9} {:>9.1}  {}",
+                t.database,
+                t.table,
+                t.live_rows,
+                t.dead_rows,
+                t.megabytes,
+                t.last_autovacuum.as_deref().unwrap_or("-")
+            );
+        }
+        println!("\nEXPLAIN ANALYZE on the large tables (the plans are in the HTML report):");
+        for p in &large.plans {
+            let time = p.plan.lines().find_map(|line| line.strip_prefix("Execution Time: ")).unwrap_or("?");
+            println!("{:>12}  {} ({})", time, p.what, p.database);
+        }
+    }
+}
+
+/// Each phase's CPU split, in the order they ran.
+pub fn cpu_phases(r: &Report) -> Vec<(&'static str, &Cpu)> {
+    let mut phases = vec![
         ("burst", &r.burst.cpu),
         ("sustained", &r.sustained.cpu),
         ("freshness", &r.freshness.cpu),
         ("lookups", &r.lookups.cpu),
-    ] {
-        let cores: Vec<String> = cpu.cores.iter().map(|(name, cores)| format!("{name} {cores:.2}")).collect();
-        println!("cores, {phase}: {}", cores.join(", "));
+    ];
+    if let Some(large) = &r.large {
+        phases.extend([("large: freshness", &large.freshness.cpu), ("large: lookups", &large.lookups.cpu)]);
     }
+    phases
 }
 
 impl Pipeline {
@@ -482,10 +634,10 @@ impl Pipeline {
     /// A two-item order (quantities 1 and 2), as in bench/order.sql: a product picked at random by `n`,
     /// and the next one. Orders placed together then rarely share a product, as pgbench's rarely do;
     /// consecutive picks (n, n + 1) made every pair of concurrent orders wait on each other's row lock.
-    fn order(&self, n: usize, customer: usize) -> Value {
-        let pick = splitmix64(n as u64) as usize % self.products.len();
-        let a = self.products[pick];
-        let b = self.products[(pick + 1) % self.products.len()];
+    fn order(products: &[i64], n: usize, customer: usize) -> Value {
+        let pick = splitmix64(n as u64) as usize % products.len();
+        let a = products[pick];
+        let b = products[(pick + 1) % products.len()];
         json!({"customerId": customer, "items": [{"productId": a, "quantity": 1}, {"productId": b, "quantity": 2}]})
     }
 
@@ -501,8 +653,16 @@ impl Pipeline {
     }
 
     async fn applied_orders(&self) -> anyhow::Result<f64> {
-        self.metric(&self.target.consumer_metrics_url, "consumer_events_applied_total{event_type=\"OrderCreated\"}")
-            .await
+        self.applied("OrderCreated").await
+    }
+
+    async fn applied_products(&self) -> anyhow::Result<f64> {
+        self.applied("ProductCreated").await
+    }
+
+    async fn applied(&self, event_type: &str) -> anyhow::Result<f64> {
+        let series = format!("consumer_events_applied_total{{event_type=\"{event_type}\"}}");
+        self.metric(&self.target.consumer_metrics_url, &series).await
     }
 
     /// One sample from a Prometheus text endpoint; 0 if the series is absent.
@@ -564,9 +724,15 @@ impl Pipeline {
         } else {
             eprintln!("freshness: {freshness_rate:.0} orders/s...");
         }
-        let freshness = self.freshness(&measure.processes, freshness_rate, measure.duration).await?;
+        let freshness = self.freshness(measure, statements.as_ref(), freshness_rate, &self.products).await?;
         eprintln!("lookups: {} closed-loop clients...", measure.lookup_clients);
-        let lookups = self.lookups(measure, measure.lookup_clients).await?;
+        let customers = (self.first_customer, self.customers.load(Ordering::Relaxed));
+        let lookups = self.lookups(measure, &self.products, customers).await?;
+        let endpoints = self.endpoints().await?;
+        let large = match measure.large_orders {
+            0 => None,
+            _ => Some(self.large(measure, statements.as_ref(), &freshness, &lookups).await?),
+        };
         let inflow = sustained.accepted_per_s.max(1.0);
         Ok(Report {
             ceilings: Ceilings {
@@ -584,7 +750,98 @@ impl Pipeline {
                 ratio_of_inflow: round(measure.drain_events_per_s / inflow),
             },
             lookups,
+            endpoints,
+            large,
         })
+    }
+
+    /// Loads the large tables, waits until the read side has applied them, and measures again what the
+    /// small tables' phases measured.
+    async fn large(
+        &self,
+        measure: &Measure,
+        statements: Option<&Statements>,
+        small_freshness: &Freshness,
+        small_lookups: &Lookups,
+    ) -> anyhow::Result<Large> {
+        let (products, orders) = (measure.large_products, measure.large_orders);
+        eprintln!("large tables: loading {products} products and {orders} orders through the outbox...");
+        let connect = |url: &str| sqlx::postgres::PgPoolOptions::new().max_connections(2).connect_lazy(url);
+        let (write, read) = (connect(&measure.write_database_url)?, connect(&measure.read_database_url)?);
+        let applied_before = self.applied_orders().await?;
+        let products_before = self.applied_products().await?;
+        // Customers of their own, after those of the small tables' phases; later orders take the next.
+        let first_customer = self.customers.fetch_add(orders as usize, Ordering::Relaxed) as i64;
+        let started = Instant::now();
+        let loaded = large::load(&write, products, orders, first_customer, |done| {
+            eprintln!("large tables: {done} orders written, {:.0} s", started.elapsed().as_secs_f64());
+        })
+        .await?;
+        let timeout = Duration::from_secs(3600);
+        self.wait_applied(applied_before + orders as f64, timeout).await?;
+        let deadline = Instant::now() + timeout;
+        while self.applied_products().await? < products_before + products as f64 {
+            anyhow::ensure!(Instant::now() < deadline, "the read side did not apply the large tables' products");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let applied_in = started.elapsed().as_secs_f64();
+        eprintln!(
+            "large tables: written in {:.0} s, applied in {applied_in:.0} s; analyzing...",
+            loaded.elapsed.as_secs_f64()
+        );
+        // As after any bulk load: fresh planner statistics, rather than a wait for autovacuum's.
+        for pool in [&write, &read] {
+            sqlx::query("analyze").execute(pool).await?;
+        }
+        let rate = small_freshness.offered_per_s;
+        eprintln!("large tables: freshness at {rate:.0} orders/s...");
+        let freshness = self.freshness(measure, statements, rate, &loaded.products).await?;
+        eprintln!("large tables: lookups, {} closed-loop clients...", measure.lookup_clients);
+        let customers = (first_customer as usize, (first_customer + orders) as usize);
+        let lookups = self.lookups(measure, &loaded.products, customers).await?;
+        let endpoints = self.endpoints().await?;
+        let claim = |f: &Freshness| {
+            let statement = f.statements.as_ref()?.iter().find(|st| st.query.starts_with("delete from outbox"))?;
+            Some((round(statement.ms_per_order / statement.calls_per_order), statement.rows_per_call))
+        };
+        let tables = large::tables(&write, &read).await?;
+        let plans = large::plans(&write, &read, &loaded.products, first_customer).await?;
+        let p99_ratio = |large: Latency, small: Latency| round(large.p99_ms / small.p99_ms.max(0.01));
+        Ok(Large {
+            products: loaded.products.len(),
+            orders,
+            customers: orders,
+            load_seconds: round(loaded.elapsed.as_secs_f64()),
+            applied_events_per_s: round((orders + products) as f64 / applied_in),
+            order_p99_ratio: p99_ratio(freshness.orders, small_freshness.orders),
+            lookup_p99_ratio: p99_ratio(lookups.latency, small_lookups.latency),
+            claim: claim(small_freshness).zip(claim(&freshness)).map(|(small, large)| [small, large]),
+            freshness,
+            lookups,
+            endpoints,
+            tables,
+            plans,
+        })
+    }
+
+    /// The endpoints besides the point lookups, each called 200 times, one call at a time.
+    async fn endpoints(&self) -> anyhow::Result<Vec<Endpoint>> {
+        let mut endpoints = Vec::new();
+        for path in ["sync-status", "categories", "products/top", "sales/hourly"] {
+            let url = format!("{}/api/analytics/{path}", self.target.query_url);
+            let mut samples = Vec::new();
+            for _ in 0..200 {
+                let sent = Instant::now();
+                let response = self.http.get(&url).send().await?;
+                if !response.status().is_success() {
+                    bail!("{path} failed with {}", response.status());
+                }
+                response.bytes().await?;
+                samples.push(Sample { at: 0.0, latency: sent.elapsed() });
+            }
+            endpoints.push(Endpoint { path: format!("/api/analytics/{path}"), latency: Latency::of(&samples) });
+        }
+        Ok(endpoints)
     }
 
     /// Runs `phase`, and accounts for the CPU every watched process used meanwhile.
@@ -635,7 +892,7 @@ impl Pipeline {
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let sent = Instant::now();
-                let status = self.place(&self.order(n, self.next_customer())).await?;
+                let status = self.place(&Self::order(&self.products, n, self.next_customer())).await?;
                 if status == 201 {
                     samples.push(Sample { at: started.elapsed().as_secs_f64(), latency: sent.elapsed() });
                 } else {
@@ -658,7 +915,7 @@ impl Pipeline {
     /// earlier ones; its latency runs from that due time, waits for a connection included. Calls
     /// `accepted` with the customer and the 201's time for every fourth order. Answers other than 201
     /// (a 503 when the service sheds load, or no answer at all) are counted, not sampled.
-    async fn open_loop_orders<F, Fut>(&self, rate: f64, duration: Duration, accepted: F) -> OpenLoop
+    async fn open_loop_orders<F, Fut>(&self, products: &[i64], rate: f64, duration: Duration, accepted: F) -> OpenLoop
     where
         F: Fn(usize, Instant) -> Fut,
         Fut: Future<Output = ()>,
@@ -677,7 +934,7 @@ impl Pipeline {
                 let customer = self.next_customer();
                 // A connection the service refused or dropped (it sheds load that way past its
                 // connection bound) counts as status 0.
-                let status = self.place(&self.order(n, customer)).await.unwrap_or(0);
+                let status = self.place(&Self::order(products, n, customer)).await.unwrap_or(0);
                 let answered = Instant::now();
                 if status != 201 {
                     return Err(status);
@@ -713,7 +970,7 @@ impl Pipeline {
         let started = Instant::now();
         let (OpenLoop { samples, refused }, cpu) = self
             .with_cpu(&measure.processes, async {
-                Ok(self.open_loop_orders(rate, measure.duration, |_, _| async {}).await)
+                Ok(self.open_loop_orders(&self.products, rate, measure.duration, |_, _| async {}).await)
             })
             .await?;
         let elapsed = started.elapsed().as_secs_f64();
@@ -753,14 +1010,25 @@ impl Pipeline {
         })
     }
 
-    async fn freshness(&self, processes: &[cpu::Watched], rate: f64, duration: Duration) -> anyhow::Result<Freshness> {
+    /// Open-loop orders for `products` at `rate`; every fourth one's customer is polled through the
+    /// query API until the order shows.
+    async fn freshness(
+        &self,
+        measure: &Measure,
+        statements: Option<&Statements>,
+        rate: f64,
+        products: &[i64],
+    ) -> anyhow::Result<Freshness> {
         let lags = std::sync::Mutex::new(Vec::new());
-        let duration = duration.min(Duration::from_secs(10));
+        let duration = measure.duration.min(Duration::from_secs(10));
+        if let Some(statements) = statements {
+            statements.reset().await;
+        }
         let started = Instant::now();
         let (orders, cpu) = self
-            .with_cpu(processes, async {
+            .with_cpu(&measure.processes, async {
                 Ok(self
-                    .open_loop_orders(rate, duration, |customer, answered| {
+                    .open_loop_orders(products, rate, duration, |customer, answered| {
                         let lags = &lags;
                         async move {
                             // Visible when the customer's (only) order shows in their lifetime value.
@@ -784,13 +1052,21 @@ impl Pipeline {
             .await?;
         let elapsed = started.elapsed().as_secs_f64();
         let lags = lags.into_inner().expect("not poisoned");
+        let accepted = orders.samples.len() as f64;
+        let statements = match statements {
+            Some(statements) => statements.per_order(accepted).await,
+            None => None,
+        };
         Ok(Freshness {
             offered_per_s: rate,
-            accepted_per_s: round(orders.samples.len() as f64 / elapsed),
+            accepted_per_s: round(accepted / elapsed),
             refused: orders.refused,
+            orders: Latency::of(&orders.samples),
             samples: lags.len(),
             lag: Latency::of(&lags),
+            statements,
             cpu,
+            order_samples: orders.samples,
             lags,
         })
     }
@@ -802,7 +1078,9 @@ impl Pipeline {
         let mut placed = 0;
         while placed < events {
             let batch: Vec<_> = (0..self.target.clients.min(events - placed))
-                .map(|i| async move { self.place(&self.order(placed + i, self.next_customer())).await })
+                .map(
+                    |i| async move { self.place(&Self::order(&self.products, placed + i, self.next_customer())).await },
+                )
                 .collect();
             for result in futures::future::join_all(batch).await {
                 if result? == 201 {
@@ -840,10 +1118,16 @@ impl Pipeline {
         }
     }
 
-    /// Closed-loop point lookups of the products and customers this run placed orders for, alternating
+    /// Closed-loop point lookups of `products` and of the customers in [first, end), alternating
     /// product sales and customer lifetime value, as bench/lookup.sql does.
-    async fn lookups(&self, measure: &Measure, clients: usize) -> anyhow::Result<Lookups> {
-        let customers = (self.customers.load(Ordering::Relaxed) - self.first_customer).max(1);
+    async fn lookups(
+        &self,
+        measure: &Measure,
+        products: &[i64],
+        (first_customer, end): (usize, usize),
+    ) -> anyhow::Result<Lookups> {
+        let clients = measure.lookup_clients;
+        let customers = (end - first_customer).max(1);
         let started = Instant::now();
         let deadline = started + measure.duration;
         let counter = AtomicUsize::new(0);
@@ -852,10 +1136,10 @@ impl Pipeline {
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let url = if n.is_multiple_of(2) {
-                    let product = self.products[(n / 2) % self.products.len()];
+                    let product = products[splitmix64(n as u64) as usize % products.len()];
                     format!("{}/api/analytics/products/{product}/sales", self.target.query_url)
                 } else {
-                    let customer = self.first_customer + (n / 2) % customers;
+                    let customer = first_customer + splitmix64(n as u64 + 1) as usize % customers;
                     format!("{}/api/analytics/customers/{customer}/lifetime-value", self.target.query_url)
                 };
                 let sent = Instant::now();

@@ -43,23 +43,15 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
     page.push_str(
         "<h2>Freshness</h2>\n<p>Every fourth order: from its 201 to its visibility through the query API.</p>\n",
     );
-    let lags: Vec<(f64, f64)> =
-        report.freshness.lags.iter().map(|s| (s.at, s.latency.as_secs_f64() * 1000.0)).collect();
-    page.push_str(&scatter(
-        &format!("freshness lag at {:.0} orders/s (ms)", report.freshness.offered_per_s),
-        "ms",
-        &lags,
-    )?);
+    page.push_str(&freshness("freshness", &report.freshness)?);
     page.push_str("<h2>Lookups</h2>\n");
     page.push_str(&throughput_and_latency("lookups", "lookups/s", &report.lookups.samples)?);
+    if let Some(large) = &report.large {
+        page.push_str(&large_tables(large)?);
+    }
 
     page.push_str("<h2>Where the CPU goes</h2>\n");
-    page.push_str(&cpu_split(&[
-        ("burst", &report.burst.cpu),
-        ("sustained", &report.sustained.cpu),
-        ("freshness", &report.freshness.cpu),
-        ("lookups", &report.lookups.cpu),
-    ])?);
+    page.push_str(&cpu_split(&crate::cpu_phases(report))?);
     if let Some(statements) = &report.sustained.statements {
         page.push_str(
             "<h2>PostgreSQL statements per accepted order</h2>\n<p>pg_stat_statements over the sustained phase, \
@@ -80,6 +72,44 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
         page.push_str("</table>\n");
     }
     page.push_str("</body></html>\n");
+    Ok(page)
+}
+
+/// The freshness lag of every sampled order, then the orders' throughput and latency.
+fn freshness(phase: &str, f: &crate::Freshness) -> anyhow::Result<String> {
+    let lags: Vec<(f64, f64)> = f.lags.iter().map(|s| (s.at, s.latency.as_secs_f64() * 1000.0)).collect();
+    Ok(scatter(&format!("{phase} lag at {:.0} orders/s (ms)", f.offered_per_s), "ms", &lags)?
+        + &throughput_and_latency(&format!("{phase} orders"), "orders/s", &f.order_samples)?)
+}
+
+fn large_tables(large: &crate::Large) -> anyhow::Result<String> {
+    let mut page = format!(
+        "<h2>Large tables</h2>\n<p>After a bulk load of {} products and {} orders through the outbox, applied \
+         by the relay and the consumer: the freshness phase at the same rate, then the lookups.</p>\n",
+        large.products, large.orders
+    );
+    page.push_str(&freshness("large tables: freshness", &large.freshness)?);
+    page.push_str(&throughput_and_latency("large tables: lookups", "lookups/s", &large.lookups.samples)?);
+    page.push_str(
+        "<h3>The hot tables after the load</h3>\n<table><tr><th>database</th><th>table</th><th>rows</th>\
+         <th>dead rows</th><th>MB</th><th>last autovacuum (UTC)</th></tr>\n",
+    );
+    for t in &large.tables {
+        writeln!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{:.1}</td><td>{}</td></tr>",
+            t.database,
+            escape(&t.table),
+            t.live_rows,
+            t.dead_rows,
+            t.megabytes,
+            escape(t.last_autovacuum.as_deref().unwrap_or("-"))
+        )?;
+    }
+    page.push_str("</table>\n<h3>Plans on the large tables</h3>\n");
+    for p in &large.plans {
+        writeln!(page, "<h4>{} ({} database)</h4>\n<pre>{}</pre>", escape(p.what), p.database, escape(&p.plan))?;
+    }
     Ok(page)
 }
 
@@ -244,7 +274,10 @@ mod tests {
     use std::{collections::BTreeMap, time::Duration};
 
     use super::*;
-    use crate::{Burst, Ceilings, Drain, Freshness, Lookups, PostgresCpu, Statement, Sustained, stats::Sample};
+    use crate::{
+        Burst, Ceilings, Drain, Endpoint, Freshness, Large, Lookups, PostgresCpu, Statement, Sustained, large,
+        stats::Sample,
+    };
 
     fn samples(per_second: usize, seconds: usize) -> Vec<Sample> {
         (0..per_second * seconds)
@@ -265,8 +298,28 @@ mod tests {
         Cpu { cores, client_share: 0.1, seconds: Default::default() }
     }
 
+    fn freshness(latency: stats::Latency) -> Freshness {
+        Freshness {
+            offered_per_s: 350.0,
+            accepted_per_s: 350.0,
+            refused: BTreeMap::new(),
+            orders: latency,
+            samples: 100,
+            lag: latency,
+            statements: None,
+            cpu: cpu(0.2),
+            order_samples: samples(35, 10),
+            lags: samples(10, 10),
+        }
+    }
+
+    fn lookups(latency: stats::Latency) -> Lookups {
+        Lookups { clients: 64, per_s: 5000.0, ratio_of_pgbench: 0.33, latency, cpu: cpu(0.8), samples: samples(50, 15) }
+    }
+
     fn report() -> Report {
         let latency = stats::Latency::of(&samples(10, 1));
+        let endpoints = || vec![Endpoint { path: "/api/analytics/sync-status".into(), latency }];
         Report {
             ceilings: Ceilings {
                 bare_order_tps: 2000.0,
@@ -310,24 +363,36 @@ mod tests {
                 cpu: cpu(0.0),
                 samples: samples(70, 15),
             },
-            freshness: Freshness {
-                offered_per_s: 350.0,
-                accepted_per_s: 350.0,
-                refused: BTreeMap::new(),
-                samples: 100,
-                lag: latency,
-                cpu: cpu(0.2),
-                lags: samples(10, 10),
-            },
+            freshness: freshness(latency),
             drain: Drain { events_per_s: 10000.0, ratio_of_inflow: 14.0 },
-            lookups: Lookups {
-                clients: 64,
-                per_s: 5000.0,
-                ratio_of_pgbench: 0.33,
-                latency,
-                cpu: cpu(0.8),
-                samples: samples(50, 15),
-            },
+            lookups: lookups(latency),
+            endpoints: endpoints(),
+            large: Some(Large {
+                products: 100_000,
+                orders: 1_000_000,
+                customers: 1_000_000,
+                load_seconds: 70.0,
+                applied_events_per_s: 9000.0,
+                freshness: freshness(latency),
+                order_p99_ratio: 1.1,
+                lookups: lookups(latency),
+                lookup_p99_ratio: 1.2,
+                endpoints: endpoints(),
+                claim: Some([(0.5, 2.0), (0.6, 2.5)]),
+                tables: vec![large::Table {
+                    database: "write",
+                    table: "outbox".into(),
+                    live_rows: 0,
+                    dead_rows: 12,
+                    megabytes: 1.5,
+                    last_autovacuum: None,
+                }],
+                plans: vec![large::Plan {
+                    database: "read",
+                    what: "product sales",
+                    plan: "Index Scan using product_sales_view_pkey (rows<2)".into(),
+                }],
+            }),
         }
     }
 
@@ -337,14 +402,24 @@ mod tests {
         if let Ok(dir) = std::env::var("BENCH_REPORT_SAMPLE") {
             std::fs::write(format!("{dir}/report.html"), &page).unwrap();
         }
-        // Rate and latency for burst, sustained and lookups, the freshness scatter, the CPU split.
-        assert_eq!(page.matches("<svg").count(), 8);
-        for text in
-            ["burst: latency per second (ms)", "freshness lag at 350 orders/s (ms)", "p99", "postgres analytics_write"]
-        {
+        // Rate and latency for burst, sustained, lookups and the freshness orders, the freshness scatter,
+        // each twice but burst and sustained (small and large tables), and the CPU split.
+        assert_eq!(page.matches("<svg").count(), 15);
+        for text in [
+            "burst: latency per second (ms)",
+            "freshness lag at 350 orders/s (ms)",
+            "large tables: freshness lag at 350 orders/s (ms)",
+            "large tables: lookups: latency per second (ms)",
+            "p99",
+            "postgres analytics_write",
+            "large: lookups",
+            "/api/analytics/sync-status",
+            "<td>outbox</td>",
+        ] {
             assert!(page.contains(text), "the report lacks {text:?}");
         }
         assert!(page.contains("<code>select 1 where 2 &lt; 3</code>"), "statements are escaped");
+        assert!(page.contains("<pre>Index Scan using product_sales_view_pkey (rows&lt;2)</pre>"), "plans are escaped");
         assert!(page.contains("0.35"), "the ratio to the bare transaction is in the table");
         assert!(!page.contains("postgres postgres"), "accounts that used nothing stay out of the CPU plot");
     }
