@@ -370,7 +370,6 @@ mod tests {
             large: Some(Large {
                 products: 100_000,
                 orders: 1_000_000,
-                customers: 1_000_000,
                 load_seconds: 70.0,
                 applied_events_per_s: 9000.0,
                 freshness: freshness(latency),
