@@ -44,7 +44,7 @@ impl App {
         let router = ops_router(registry, readiness);
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-        Ok(Self { listener, router, consumer, retention: config.processed_events_retention })
+        Ok(Self { listener, router, consumer, retention: config.retention.processed_events_retention })
     }
 
     pub fn port(&self) -> u16 {

@@ -22,6 +22,59 @@ pub enum Command {
     Serve(ServeConfig),
     /// Apply the read database's migrations and exit. Safe to run concurrently.
     Migrate(DatabaseConfig),
+    /// Compare every view, key by key, with the write database's history, at a consistent cut.
+    /// Exit status: 0 when they are equal, 1 on drift, 2 when the comparison could not be made.
+    Verify(VerifyConfig),
+    /// Build every view afresh from the write database into shadow tables, catch up on the orders
+    /// applied meanwhile, and swap them in atomically, while orders flow and consumers apply them.
+    Rebuild(MaintenanceConfig),
+}
+
+/// What `verify` and `rebuild` read: both databases, and the consumers' hash retention.
+#[derive(Debug, Clone, Args)]
+pub struct MaintenanceConfig {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// PostgreSQL URL of the write database, whose history is read (never written).
+    #[arg(long = "write-database-url", env = "WRITE_DATABASE_URL", hide_env_values = true)]
+    pub write_url: SecretString,
+
+    #[command(flatten)]
+    pub retention: Retention,
+
+    /// `json`, `text` (a summary for people), or `auto`: text on a terminal, JSON elsewhere.
+    #[arg(long, value_enum, default_value_t = Output::Auto)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyConfig {
+    #[command(flatten)]
+    pub maintenance: MaintenanceConfig,
+
+    /// How long a product that the catalog replica has at an older version may take to catch up
+    /// before it counts as drift (product events are not covered by the cut that orders are).
+    #[arg(long, env = "VERIFY_SETTLE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
+
+    /// How many differences the report lists; the rest are counted.
+    #[arg(long, env = "VERIFY_MAX_DIFFERENCES", default_value_t = 100)]
+    pub max_differences: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Retention {
+    /// How long applied-message hashes are kept for idempotency.
+    #[arg(long, env = "PROCESSED_EVENTS_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub processed_events_retention: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -60,7 +113,6 @@ pub struct ServeConfig {
     #[arg(long, env = "CONSUMER_BATCH_SIZE", default_value_t = 250)]
     pub batch_size: usize,
 
-    /// How long applied-message hashes are kept for idempotency.
-    #[arg(long, env = "PROCESSED_EVENTS_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
-    pub processed_events_retention: Duration,
+    #[command(flatten)]
+    pub retention: Retention,
 }

@@ -1,10 +1,16 @@
 //! The consumer service: it applies order and product events from RabbitMQ to the read database's
-//! analytics views, exactly once per event, and records how far it has come for sync-status.
+//! analytics views, exactly once per event, and records how far it has come for sync-status. Its
+//! `verify` and `rebuild` commands compare the views with the write database's history and build them
+//! afresh from it, online.
 
 pub mod app;
 pub mod config;
 pub mod consume;
+pub mod cut;
 pub mod projection;
+pub mod rebuild;
+pub mod verify;
+pub mod views;
 
 pub use app::App;
 

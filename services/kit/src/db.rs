@@ -251,6 +251,16 @@ fn has_root_cert(url: &str) -> bool {
     in_url || std::env::var_os("PGSSLROOTCERT").is_some()
 }
 
+/// A pool for maintenance (migrations, verifying and rebuilding the read model): without the services'
+/// statement timeout, since building an index or reading a view of millions of rows takes longer.
+pub fn maintenance_pool(
+    url: &SecretString,
+    max_connections: u32,
+    application_name: &str,
+) -> Result<PgPool, sqlx::Error> {
+    Ok(lazy_pool(connect_options(url)?.application_name(application_name), max_connections))
+}
+
 /// Applies `migrator`'s migrations to the database at `url` over one connection. Safe to run
 /// concurrently: sqlx takes an advisory lock, so a second runner waits and then finds nothing to do.
 pub async fn migrate(
@@ -258,8 +268,7 @@ pub async fn migrate(
     migrator: &sqlx::migrate::Migrator,
     application_name: &str,
 ) -> Result<(), sqlx::migrate::MigrateError> {
-    // Without the services' statement timeout: building an index on a large table may take longer.
-    let pool = lazy_pool(connect_options(url)?.application_name(application_name), 1);
+    let pool = maintenance_pool(url, 1, application_name)?;
     let migrated = migrator.run(&pool).await;
     pool.close().await;
     migrated

@@ -4,14 +4,27 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
 
-/// Installs the global subscriber. `RUST_LOG` filters; the default is `info`.
+/// Installs the global subscriber, logging to stdout. `RUST_LOG` filters; the default is `info`.
 pub fn init() {
+    install(std::io::stdout().is_terminal(), std::io::stdout);
+}
+
+/// The same, logging to stderr: for commands whose stdout is their result.
+pub fn init_on_stderr() {
+    install(std::io::stderr().is_terminal(), std::io::stderr);
+}
+
+fn install<W>(terminal: bool, writer: fn() -> W)
+where
+    W: std::io::Write + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
-    let result = if std::io::stdout().is_terminal() {
-        registry.with(tracing_subscriber::fmt::layer()).try_init()
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    let result = if terminal {
+        registry.with(layer).try_init()
     } else {
-        registry.with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false)).try_init()
+        registry.with(layer.json().flatten_event(true).with_current_span(false)).try_init()
     };
     // A second call (several apps in one test binary) keeps the first subscriber.
     drop(result);

@@ -91,6 +91,25 @@ pub async fn customer(pool: &PgPool, customer_id: i64) -> sqlx::Result<CustomerV
 }
 
 #[derive(FromRow)]
+pub struct CustomerCategoryRow {
+    pub category: String,
+    pub total_revenue: Decimal,
+    pub total_quantity: i64,
+    pub order_count: i64,
+}
+
+/// A customer's purchases per category, by revenue, largest first; empty for a customer without orders.
+pub async fn customer_categories(pool: &PgPool, customer_id: i64) -> sqlx::Result<Vec<CustomerCategoryRow>> {
+    sqlx::query_as(
+        "select category, total_revenue, total_quantity, order_count from customer_category_view
+          where customer_id = $1 order by total_revenue desc, category",
+    )
+    .bind(customer_id)
+    .fetch_all(pool)
+    .await
+}
+
+#[derive(FromRow)]
 pub struct HourRow {
     pub hour: DateTime<Utc>,
     pub order_count: i64,

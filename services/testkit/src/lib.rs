@@ -239,7 +239,7 @@ where
     }
 }
 
-/// Every product, category, customer and hour of the read model, through the query API at `query_url`
+/// Every product, category, customer, customer's category and hour of the read model, through the query API at `query_url`
 /// (called with `http`, which carries a read token) and the hourly view in `read`, against SQL over the
 /// write database. Returns how many customers it compared, so that a caller can insist the comparison
 /// was not vacuous.
@@ -296,6 +296,18 @@ pub async fn assert_read_model_matches_write_side(
     .fetch_all(write)
     .await
     .unwrap();
+    let bought: Vec<(i64, String, Decimal, i64, i64)> = sqlx::query_as(
+        "select o.customer_id, p.category, sum(i.quantity * i.unit_price), sum(i.quantity)::bigint, count(distinct o.id)
+           from orders o join order_items i on i.order_id = o.id join products p on p.id = i.product_id
+          group by 1, 2",
+    )
+    .fetch_all(write)
+    .await
+    .unwrap();
+    let mut per_customer = std::collections::BTreeMap::<i64, Vec<(String, Decimal, i64, i64)>>::new();
+    for (customer, category, revenue, quantity, orders) in bought {
+        per_customer.entry(customer).or_default().push((category, revenue.normalize(), quantity, orders));
+    }
     let compared = customers.len();
     for (customer, spent, orders, last) in customers {
         let value = query(format!("/api/analytics/customers/{customer}/lifetime-value")).await;
@@ -304,6 +316,21 @@ pub async fn assert_read_model_matches_write_side(
             (spent.normalize(), Some(orders), Some(last.as_str())),
             "customer {customer}"
         );
+        let listed = query(format!("/api/analytics/customers/{customer}/categories")).await;
+        let mut categories: Vec<(String, Decimal, i64, i64)> = listed["categories"]
+            .as_array()
+            .unwrap_or_else(|| panic!("customer {customer}: no categories in {listed}"))
+            .iter()
+            .map(|c| {
+                let text = |field: &str| c[field].as_str().unwrap_or_default().to_owned();
+                let int = |field: &str| c[field].as_i64().unwrap_or(-1);
+                (text("category"), money(&c["totalRevenue"]), int("totalQuantity"), int("orderCount"))
+            })
+            .collect();
+        categories.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut expected = per_customer.remove(&customer).unwrap_or_default();
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(categories, expected, "customer {customer}'s categories");
     }
 
     let expected_hours: Vec<(DateTime<Utc>, i64, i64, Decimal)> = sqlx::query_as(

@@ -5,8 +5,12 @@
 //! and applies only the messages whose hash was new, so a redelivered message changes nothing. All rows
 //! are written in key order, so concurrent consumers never deadlock on each other (and if the database
 //! reports one anyway, the caller retries: only a [`is_refusal`] is the message's fault).
+//!
+//! Every batch first takes [`APPLY_LOCK`] in shared mode, for the length of its transaction. A rebuild
+//! takes it exclusively for the instant of its swap: no batch is then half-applied, and none starts
+//! until the new views are in place (see [`crate::rebuild`]).
 
-mod orders;
+pub(crate) mod orders;
 mod products;
 
 use std::collections::HashSet;
@@ -17,6 +21,26 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
+
+/// Which tables a change goes to: the views that queries read, or a rebuild's shadows of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tables {
+    Live,
+    Shadow,
+}
+
+impl Tables {
+    /// The name of `view`'s table of this set.
+    pub fn of(self, view: &str) -> String {
+        match self {
+            Self::Live => view.to_owned(),
+            Self::Shadow => format!("{view}{SHADOW_SUFFIX}"),
+        }
+    }
+}
+
+/// A shadow table is named after its view with this suffix.
+pub const SHADOW_SUFFIX: &str = "__rebuild";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -151,6 +175,9 @@ pub enum Outcome {
     Watermark,
 }
 
+/// The advisory lock key (of the read database) that batches share and a rebuild's swap takes alone.
+pub const APPLY_LOCK: i64 = 0x616e_616c_7974_6963; // "analytic"
+
 /// Applies a batch from one stream in one transaction, and says what became of each message.
 pub async fn apply<'a>(
     pool: &PgPool,
@@ -165,6 +192,7 @@ pub async fn apply<'a>(
 }
 
 async fn apply_in(conn: &mut PgConnection, stream: Stream, batch: &[&Incoming]) -> sqlx::Result<Vec<Outcome>> {
+    sqlx::query("select pg_advisory_xact_lock_shared($1)").bind(APPLY_LOCK).execute(&mut *conn).await?;
     // Hashes in sorted order, so two consumers holding overlapping batches lock them in the same order.
     let mut hashes: Vec<&[u8]> = batch
         .iter()
@@ -173,18 +201,24 @@ async fn apply_in(conn: &mut PgConnection, stream: Stream, batch: &[&Incoming]) 
         .collect();
     hashes.sort_unstable();
     hashes.dedup();
-    let types: Vec<&str> = hashes
+    let messages: Vec<&Message> = hashes
         .iter()
-        .map(|hash| batch.iter().find(|i| i.hash.as_slice() == *hash).map_or("", |i| i.message.event_type().as_str()))
+        .filter_map(|hash| batch.iter().find(|i| i.hash.as_slice() == *hash).map(|i| &i.message))
+        .collect();
+    let types: Vec<&str> = messages.iter().map(|m| m.event_type().as_str()).collect();
+    let order_ids: Vec<Option<i64>> = messages
+        .iter()
+        .map(|m| if let Message::OrderCreated(e) = m { Some(e.payload.order_id) } else { None })
         .collect();
     let fresh: Vec<Vec<u8>> = sqlx::query_scalar(
-        "insert into processed_events (hash, event_type)
-         select * from unnest($1::bytea[], $2::text[]) order by 1
+        "insert into processed_events (hash, event_type, order_id)
+         select * from unnest($1::bytea[], $2::text[], $3::bigint[]) order by 1
          on conflict (hash) do nothing
          returning hash",
     )
     .bind(&hashes)
     .bind(&types)
+    .bind(&order_ids)
     .fetch_all(&mut *conn)
     .await?;
     let mut fresh: HashSet<Vec<u8>> = fresh.into_iter().collect();
@@ -205,7 +239,7 @@ async fn apply_in(conn: &mut PgConnection, stream: Stream, batch: &[&Incoming]) 
             let orders: Vec<&OrderCreated> = applied()
                 .filter_map(|m| if let Message::OrderCreated(e) = m { Some(&e.payload) } else { None })
                 .collect();
-            orders::apply(conn, &orders).await?;
+            orders::apply(conn, &orders, Tables::Live).await?;
         }
         Stream::Products => products::apply(conn, applied()).await?,
     }

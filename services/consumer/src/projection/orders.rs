@@ -1,4 +1,4 @@
-//! OrderCreated into the four analytics views. [`fold`] turns a batch into one delta per key of each
+//! OrderCreated into the five analytics views. [`fold`] turns a batch into one delta per key of each
 //! view (the counting rules, with no I/O); then each view gets one `insert … on conflict do update`
 //! with its keys in sorted order.
 
@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use analytics_events::{Money, OrderCreated};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use sqlx::{PgConnection, Postgres, postgres::PgArguments, query::Query};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, postgres::PgArguments, query::Query};
+
+use super::Tables;
 
 /// What a batch adds to one product's row of `product_sales_view`.
 #[derive(Debug, Default, PartialEq)]
@@ -46,6 +48,15 @@ pub struct HourDelta {
     pub revenue: Money,
 }
 
+/// What a batch adds to one row of `customer_category_view`.
+#[derive(Debug, Default, PartialEq)]
+pub struct CustomerCategoryDelta {
+    pub revenue: Money,
+    pub quantity: i64,
+    /// The customer's orders with at least one line in the category, each counted once.
+    pub orders: i64,
+}
+
 /// A batch folded into one delta per key of each view. The maps are sorted, so every upsert writes its
 /// keys in the same order and concurrent consumers cannot deadlock on them.
 #[derive(Debug, Default, PartialEq)]
@@ -55,9 +66,10 @@ pub struct Deltas<'a> {
     pub customers: BTreeMap<i64, CustomerDelta>,
     /// By the start of the UTC hour of each order's `orderedAt`.
     pub hours: BTreeMap<DateTime<Utc>, HourDelta>,
+    pub customer_categories: BTreeMap<(i64, &'a str), CustomerCategoryDelta>,
 }
 
-/// The counting rules of the four views, applied to a batch of new orders.
+/// The counting rules of the five views, applied to a batch of new orders.
 pub fn fold<'a>(orders: &[&'a OrderCreated]) -> Deltas<'a> {
     let mut deltas = Deltas::default();
     for order in orders {
@@ -74,11 +86,15 @@ pub fn fold<'a>(orders: &[&'a OrderCreated]) -> Deltas<'a> {
             let category = deltas.categories.entry(&item.category).or_default();
             category.revenue = category.revenue + line;
             category.quantity += item.quantity;
+            let bought = deltas.customer_categories.entry((order.customer_id, &item.category)).or_default();
+            bought.revenue = bought.revenue + line;
+            bought.quantity += item.quantity;
             order_categories.insert(item.category.as_str());
             order_items += item.quantity;
         }
         for category in order_categories {
             deltas.categories.entry(category).or_default().orders += 1;
+            deltas.customer_categories.entry((order.customer_id, category)).or_default().orders += 1;
         }
         let customer = deltas.customers.entry(order.customer_id).or_insert(CustomerDelta {
             spent: Money::ZERO,
@@ -98,17 +114,19 @@ pub fn fold<'a>(orders: &[&'a OrderCreated]) -> Deltas<'a> {
     deltas
 }
 
-/// Adds a batch of new orders to the four views.
-pub async fn apply(conn: &mut PgConnection, orders: &[&OrderCreated]) -> sqlx::Result<()> {
+/// Adds a batch of new orders to the five views of `tables`.
+pub async fn apply(conn: &mut PgConnection, orders: &[&OrderCreated], tables: Tables) -> sqlx::Result<()> {
     if orders.is_empty() {
         return Ok(());
     }
     let deltas = fold(orders);
+    let sql = |template: &str, view: &str| template.replacen("{view}", &tables.of(view), 1);
     for upsert in [
-        add_product_sales(&deltas.products),
-        add_category_metrics(&deltas.categories),
-        add_customer_ltv(&deltas.customers),
-        add_hourly_sales(&deltas.hours),
+        add_product_sales(sql(ADD_PRODUCT_SALES, "product_sales_view"), &deltas.products),
+        add_category_metrics(sql(ADD_CATEGORY_METRICS, "category_metrics_view"), &deltas.categories),
+        add_customer_ltv(sql(ADD_CUSTOMER_LTV, "customer_ltv_view"), &deltas.customers),
+        add_hourly_sales(sql(ADD_HOURLY_SALES, "hourly_sales_view"), &deltas.hours),
+        add_customer_categories(sql(ADD_CUSTOMER_CATEGORIES, "customer_category_view"), &deltas.customer_categories),
     ] {
         upsert.execute(&mut *conn).await?;
     }
@@ -118,8 +136,9 @@ pub async fn apply(conn: &mut PgConnection, orders: &[&OrderCreated]) -> sqlx::R
 /// One view's `insert … on conflict do update`, with its rows bound as arrays.
 type Upsert<'a> = Query<'a, Postgres, PgArguments>;
 
+// Each statement names its table `{view}`: the live view, or a rebuild's shadow of it.
 const ADD_PRODUCT_SALES: &str = "
-    insert into product_sales_view as v (product_id, product_name, category, total_quantity_sold, total_revenue, order_count)
+    insert into {view} as v (product_id, product_name, category, total_quantity_sold, total_revenue, order_count)
     select * from unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::numeric[], $6::bigint[]) order by 1
     on conflict (product_id) do update set
         product_name = excluded.product_name,
@@ -129,8 +148,8 @@ const ADD_PRODUCT_SALES: &str = "
         order_count = v.order_count + excluded.order_count,
         updated_at = now()";
 
-fn add_product_sales<'a>(products: &'a BTreeMap<i64, ProductDelta<'a>>) -> Upsert<'a> {
-    sqlx::query(ADD_PRODUCT_SALES)
+fn add_product_sales<'a>(sql: String, products: &'a BTreeMap<i64, ProductDelta<'a>>) -> Upsert<'a> {
+    sqlx::query(AssertSqlSafe(sql))
         .bind(keys(products))
         .bind(column(products, |p| p.name))
         .bind(column(products, |p| p.category))
@@ -140,7 +159,7 @@ fn add_product_sales<'a>(products: &'a BTreeMap<i64, ProductDelta<'a>>) -> Upser
 }
 
 const ADD_CATEGORY_METRICS: &str = "
-    insert into category_metrics_view as v (category, total_revenue, total_quantity, total_orders)
+    insert into {view} as v (category, total_revenue, total_quantity, total_orders)
     select * from unnest($1::text[], $2::numeric[], $3::bigint[], $4::bigint[]) order by 1
     on conflict (category) do update set
         total_revenue = v.total_revenue + excluded.total_revenue,
@@ -148,8 +167,8 @@ const ADD_CATEGORY_METRICS: &str = "
         total_orders = v.total_orders + excluded.total_orders,
         updated_at = now()";
 
-fn add_category_metrics<'a>(categories: &'a BTreeMap<&'a str, CategoryDelta>) -> Upsert<'a> {
-    sqlx::query(ADD_CATEGORY_METRICS)
+fn add_category_metrics<'a>(sql: String, categories: &'a BTreeMap<&'a str, CategoryDelta>) -> Upsert<'a> {
+    sqlx::query(AssertSqlSafe(sql))
         .bind(keys(categories))
         .bind(column(categories, |c| c.revenue.amount()))
         .bind(column(categories, |c| c.quantity))
@@ -157,7 +176,7 @@ fn add_category_metrics<'a>(categories: &'a BTreeMap<&'a str, CategoryDelta>) ->
 }
 
 const ADD_CUSTOMER_LTV: &str = "
-    insert into customer_ltv_view as v (customer_id, total_spent, order_count, first_order_at, last_order_at)
+    insert into {view} as v (customer_id, total_spent, order_count, first_order_at, last_order_at)
     select * from unnest($1::bigint[], $2::numeric[], $3::bigint[], $4::timestamptz[], $5::timestamptz[]) order by 1
     on conflict (customer_id) do update set
         total_spent = v.total_spent + excluded.total_spent,
@@ -166,8 +185,8 @@ const ADD_CUSTOMER_LTV: &str = "
         last_order_at = greatest(v.last_order_at, excluded.last_order_at),
         updated_at = now()";
 
-fn add_customer_ltv<'a>(customers: &'a BTreeMap<i64, CustomerDelta>) -> Upsert<'a> {
-    sqlx::query(ADD_CUSTOMER_LTV)
+fn add_customer_ltv<'a>(sql: String, customers: &'a BTreeMap<i64, CustomerDelta>) -> Upsert<'a> {
+    sqlx::query(AssertSqlSafe(sql))
         .bind(keys(customers))
         .bind(column(customers, |c| c.spent.amount()))
         .bind(column(customers, |c| c.orders))
@@ -176,7 +195,7 @@ fn add_customer_ltv<'a>(customers: &'a BTreeMap<i64, CustomerDelta>) -> Upsert<'
 }
 
 const ADD_HOURLY_SALES: &str = "
-    insert into hourly_sales_view as v (hour, order_count, items_sold, revenue)
+    insert into {view} as v (hour, order_count, items_sold, revenue)
     select * from unnest($1::timestamptz[], $2::bigint[], $3::bigint[], $4::numeric[]) order by 1
     on conflict (hour) do update set
         order_count = v.order_count + excluded.order_count,
@@ -184,12 +203,30 @@ const ADD_HOURLY_SALES: &str = "
         revenue = v.revenue + excluded.revenue,
         updated_at = now()";
 
-fn add_hourly_sales<'a>(hours: &'a BTreeMap<DateTime<Utc>, HourDelta>) -> Upsert<'a> {
-    sqlx::query(ADD_HOURLY_SALES)
+fn add_hourly_sales<'a>(sql: String, hours: &'a BTreeMap<DateTime<Utc>, HourDelta>) -> Upsert<'a> {
+    sqlx::query(AssertSqlSafe(sql))
         .bind(keys(hours))
         .bind(column(hours, |h| h.orders))
         .bind(column(hours, |h| h.items))
         .bind(column(hours, |h| h.revenue.amount()))
+}
+
+const ADD_CUSTOMER_CATEGORIES: &str = "
+    insert into {view} as v (customer_id, category, total_revenue, total_quantity, order_count)
+    select * from unnest($1::bigint[], $2::text[], $3::numeric[], $4::bigint[], $5::bigint[]) order by 1, 2
+    on conflict (customer_id, category) do update set
+        total_revenue = v.total_revenue + excluded.total_revenue,
+        total_quantity = v.total_quantity + excluded.total_quantity,
+        order_count = v.order_count + excluded.order_count,
+        updated_at = now()";
+
+fn add_customer_categories<'a>(sql: String, bought: &'a BTreeMap<(i64, &'a str), CustomerCategoryDelta>) -> Upsert<'a> {
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(bought.keys().map(|(customer, _)| *customer).collect::<Vec<_>>())
+        .bind(bought.keys().map(|(_, category)| *category).collect::<Vec<_>>())
+        .bind(column(bought, |b| b.revenue.amount()))
+        .bind(column(bought, |b| b.quantity))
+        .bind(column(bought, |b| b.orders))
 }
 
 /// A map's keys as one array parameter, in key order.
@@ -278,6 +315,23 @@ mod tests {
         assert_eq!(
             deltas.customers[&7],
             CustomerDelta { spent: money("5"), orders: 2, first: at(9, 30), last: at(12, 0) }
+        );
+    }
+
+    #[test]
+    fn a_customer_counts_an_order_once_per_category_with_its_revenue_there() {
+        let first = order(1, 7, at(9, 0), vec![line(1, "Books", "10", 2), line(2, "Books", "5", 1)]);
+        let second = order(2, 7, at(9, 5), vec![line(3, "Books", "1", 1), line(4, "Toys", "2", 3)]);
+        let other = order(3, 8, at(9, 9), vec![line(1, "Books", "10", 1)]);
+        let deltas = fold(&[&first, &second, &other]);
+        let bought: Vec<_> = deltas
+            .customer_categories
+            .iter()
+            .map(|((c, cat), d)| (*c, *cat, d.revenue, d.quantity, d.orders))
+            .collect();
+        assert_eq!(
+            bought,
+            [(7, "Books", money("26"), 4, 2), (7, "Toys", money("6"), 3, 1), (8, "Books", money("10"), 1, 1)]
         );
     }
 

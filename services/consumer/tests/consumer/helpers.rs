@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Pipeline {
     pub write: PgPool,
     pub read: PgPool,
+    pub write_url: String,
     pub read_url: String,
     pub amqp_url: String,
     pub prefix: String,
@@ -88,6 +89,7 @@ impl Pipeline {
         let mut pipeline = Self {
             write: PgPool::connect(&write_url).await.unwrap(),
             read: PgPool::connect(&read_url).await.unwrap(),
+            write_url,
             read_url,
             amqp_url: amqp_url.to_owned(),
             prefix,
@@ -183,6 +185,28 @@ impl Pipeline {
             (status["status"] == "in_sync").then_some(())
         })
         .await;
+    }
+
+    /// Runs `consumer-service <command> <args>` (verify or rebuild) against both databases, and returns its
+    /// exit status and the JSON report it prints.
+    pub async fn maintenance(&self, command: &str, args: &[&str]) -> (i32, Value) {
+        let mut process = tokio::process::Command::new(env!("CARGO_BIN_EXE_consumer-service"));
+        process
+            .arg(command)
+            .args(["--output", "json"])
+            .args(args)
+            .env("READ_DATABASE_URL", &self.read_url)
+            .env("WRITE_DATABASE_URL", &self.write_url)
+            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::piped() });
+        let output = process.output().await.expect("the consumer binary runs");
+        let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{command} printed no JSON report ({e}): {}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        (output.status.code().unwrap_or(-1), report)
     }
 
     /// Waits until every domain event ever written has been applied to the read model.

@@ -6,6 +6,7 @@
 
 mod helpers;
 mod infrastructure;
+mod maintenance;
 mod pipeline;
 mod poison;
 mod projection;

@@ -197,6 +197,50 @@ pub async fn customer_lifetime_value(
     }))
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerCategories {
+    customer_id: i64,
+    /// The categories the customer bought in, by revenue, largest first.
+    categories: Vec<CustomerCategory>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerCategory {
+    category: String,
+    total_revenue: Money,
+    total_quantity: i64,
+    /// The customer's orders with at least one item in the category.
+    order_count: i64,
+}
+
+/// What a customer has bought, per category.
+#[utoipa::path(get, path = "/api/analytics/customers/{id}/categories", tag = "analytics", operation_id = "getCustomerCategories",
+    params(("id" = i64, Path, minimum = 1, description = "Customer id")), responses(
+    (status = 200, description = "An empty list for a customer without orders", body = CustomerCategories),
+    (status = 400, description = "The id is not a positive integer", body = ErrorBody),
+))]
+#[tracing::instrument(name = "customer_categories", skip_all, fields(customer_id = id))]
+pub async fn customer_categories(
+    State(state): State<AppState>,
+    PositiveId(id): PositiveId,
+) -> Result<Json<CustomerCategories>> {
+    let rows = state.db.read(|| read_model::customer_categories(&state.db, id)).await?;
+    Ok(Json(CustomerCategories {
+        customer_id: id,
+        categories: rows
+            .into_iter()
+            .map(|row| CustomerCategory {
+                category: row.category,
+                total_revenue: row.total_revenue.into(),
+                total_quantity: row.total_quantity,
+                order_count: row.order_count,
+            })
+            .collect(),
+    }))
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HourlyParams {

@@ -41,6 +41,7 @@ pub fn router(state: AppState, auth: Auth, registry: Registry) -> Router {
         .routes(routes!(analytics::category_revenue))
         .routes(routes!(analytics::categories))
         .routes(routes!(analytics::customer_lifetime_value))
+        .routes(routes!(analytics::customer_categories))
         .routes(routes!(analytics::hourly_sales))
         .routes(routes!(analytics::sync_status));
     let readiness = Ready { db: state.db.clone() };
