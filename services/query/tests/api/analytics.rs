@@ -83,6 +83,56 @@ async fn the_figures_follow_their_definitions() {
     );
 }
 
+/// A customer's categories: revenue and quantity summed over the customer's items in each, an order counted
+/// once per category it touches, largest revenue first (ties by name); nothing bought is an empty list.
+#[tokio::test]
+async fn a_customers_categories_are_by_revenue_with_an_order_counted_once_in_each() {
+    let app = spawn_app().await;
+    app.apply(
+        Stream::Products,
+        &[
+            product(1, "Lamp", "Home", "10.00"),
+            product(2, "Rug", "Home", "5.00"),
+            product(3, "Sticker", "Paper", "0.10"),
+            product(4, "Pen", "Office", "0.30"),
+        ],
+    )
+    .await;
+    let line = |(id, name, category, price): (i64, &'static str, &'static str, &'static str), quantity| {
+        (id, name, category, price, quantity)
+    };
+    const PEN: (i64, &str, &str, &str) = (4, "Pen", "Office", "0.30");
+    app.apply(
+        Stream::Orders,
+        &[
+            order(100, 7, "2026-11-24T10:15:00.000Z", &[line(LAMP, 2), line(RUG, 1), line(STICKER, 3)]),
+            order(101, 7, "2026-11-24T11:45:30.250Z", &[line(STICKER, 2), line(PEN, 1)]),
+            order(102, 8, "2026-11-24T11:50:00.000Z", &[line(RUG, 4)]),
+        ],
+    )
+    .await;
+
+    let (status, body) = app.get("/api/analytics/customers/7/categories").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"customerId": 7, "categories": [
+            {"category": "Home", "totalRevenue": 25, "totalQuantity": 3, "orderCount": 1},
+            {"category": "Paper", "totalRevenue": 0.5, "totalQuantity": 5, "orderCount": 2},
+            {"category": "Office", "totalRevenue": 0.3, "totalQuantity": 1, "orderCount": 1},
+        ]})
+    );
+    let (_, body) = app.get("/api/analytics/customers/8/categories").await;
+    assert_eq!(
+        body,
+        json!({"customerId": 8, "categories": [
+            {"category": "Home", "totalRevenue": 20, "totalQuantity": 4, "orderCount": 1},
+        ]})
+    );
+    let (status, body) = app.get("/api/analytics/customers/12345/categories").await;
+    assert_eq!((status, body), (200, json!({"customerId": 12345, "categories": []})));
+}
+
 #[tokio::test]
 async fn known_things_without_sales_are_zeros_and_unknown_ones_404() {
     let app = spawn_app().await;
@@ -126,6 +176,9 @@ async fn malformed_ids_and_parameters_are_400_in_the_common_error_shape() {
         "/api/analytics/products/-2/sales",
         "/api/analytics/customers/x/lifetime-value",
         "/api/analytics/customers/0/lifetime-value",
+        "/api/analytics/customers/x/categories",
+        "/api/analytics/customers/-1/categories",
+        "/api/analytics/customers/99999999999999999999/categories",
     ] {
         let (status, body) = app.get(path).await;
         assert_error(status, &body, 400, "invalid_path");
@@ -163,6 +216,7 @@ async fn the_openapi_document_lists_every_analytics_route() {
         "/api/analytics/categories/{category}/revenue",
         "/api/analytics/categories",
         "/api/analytics/customers/{id}/lifetime-value",
+        "/api/analytics/customers/{id}/categories",
         "/api/analytics/sales/hourly",
         "/api/analytics/sync-status",
     ] {
@@ -184,6 +238,7 @@ async fn every_analytics_route_needs_a_read_token() {
         "/api/analytics/categories/Home/revenue",
         "/api/analytics/categories",
         "/api/analytics/customers/1/lifetime-value",
+        "/api/analytics/customers/1/categories",
         "/api/analytics/sales/hourly",
         "/api/analytics/sync-status",
     ] {
