@@ -32,6 +32,11 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Lag", type_ = "number", json_path = ".status.lagSeconds"),
     printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pendingEvents"),
     printcolumn(name = "Consumers", type_ = "integer", json_path = ".status.consumerReplicas"),
+    printcolumn(
+        name = "Consistent",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"ReadModelConsistent\")].status"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -69,6 +74,40 @@ pub struct AnalyticsPipelineSpec {
     /// TLS to external backends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// Checks of the read model against the write side, and its rebuilds.
+    #[serde(default)]
+    pub read_model: ReadModelSpec,
+}
+
+/// `consumer-service verify` on a schedule, as a CronJob; `consumer-service rebuild` on request, as a
+/// Job. Both run the consumer image as the databases' administrator (a rebuild creates and swaps
+/// tables; neither needs the broker).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadModelSpec {
+    /// When the read model is compared with the write side: a CronJob schedule, `@hourly` or five cron
+    /// fields, in the time zone of the cluster's controller manager.
+    #[serde(default = "hourly")]
+    #[x_kube(validation = Rule::new("self.size() > 0").message("verifySchedule must not be empty"))]
+    pub verify_schedule: String,
+    /// Pauses the scheduled verify; a run under way finishes.
+    #[serde(default)]
+    pub suspend_verify: bool,
+    /// A new value asks for one online rebuild of every view, e.g. the time of asking
+    /// (`kubectl patch ap shop --type merge -p '{"spec":{"readModel":{"rebuildRequestedAt":"2026-12-04T10:00:00Z"}}}'`).
+    /// The rebuild of a value runs once; `status.readModel.rebuild` follows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild_requested_at: Option<Time>,
+}
+
+impl Default for ReadModelSpec {
+    fn default() -> Self {
+        Self { verify_schedule: hourly(), suspend_verify: false, rebuild_requested_at: None }
+    }
+}
+
+fn hourly() -> String {
+    "@hourly".to_owned()
 }
 
 /// Trust for external backends that use TLS. The URLs ask for it: `sslmode=verify-full` for
@@ -460,6 +499,72 @@ pub struct AnalyticsPipelineStatus {
     pub pending_events: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
+    /// The last verify that finished, and the rebuild asked for last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_model: Option<ReadModelStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadModelStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verify: Option<VerifyRun>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<RebuildStatus>,
+}
+
+/// A verify Job that finished.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyRun {
+    pub job: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    pub outcome: VerifyOutcome,
+    /// Its one-line outcome: the keys that differ per view, or what was equal, or the error.
+    pub message: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum VerifyOutcome {
+    /// Every view equals the write side's history.
+    Consistent,
+    /// Some keys differ.
+    Drift,
+    /// The comparison could not be made.
+    Failed,
+}
+
+/// The rebuild of one `rebuildRequestedAt`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebuildStatus {
+    pub requested_at: Time,
+    pub job: String,
+    pub phase: RebuildPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// The rows built, the rate, the orders caught up and the consumers' pause; or the error.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RebuildPhase {
+    /// The Job exists; its pod has not started.
+    Pending,
+    /// Building the shadow tables, catching up, or swapping.
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl RebuildPhase {
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -48,6 +48,11 @@ impl FakeApi {
         self.objects.lock().unwrap().insert(path.to_owned(), object);
     }
 
+    /// Removes a stored object, as a controller that deletes it would.
+    pub fn remove(&self, path: &str) {
+        self.objects.lock().unwrap().remove(path);
+    }
+
     /// Changes a stored object in place, e.g. to mark a child ready.
     pub fn edit(&self, path: &str, change: impl FnOnce(&mut Value)) {
         let mut objects = self.objects.lock().unwrap();
@@ -58,6 +63,7 @@ impl FakeApi {
         while let Some((request, respond)) = handle.next_request().await {
             let method = request.method().clone();
             let path = request.uri().path().to_owned();
+            let query = request.uri().query().unwrap_or_default().to_owned();
             self.log.lock().unwrap().push(format!("{method} {path}"));
             let body = request.into_body().collect_bytes().await.unwrap();
             let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap() };
@@ -66,12 +72,35 @@ impl FakeApi {
                 Some(prefix) if format!("{method} {path}").starts_with(&prefix) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, status(500, "InternalError", &path))
                 }
+                _ if method == Method::GET && is_collection(&path) => (StatusCode::OK, self.list(&path, &query)),
                 _ => self.answer(&method, &path, body),
             };
             respond.send_response(
                 Response::builder().status(status).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
             );
         }
+    }
+
+    /// The objects stored directly under a collection's path that match the `labelSelector` of `query`
+    /// (equality terms only, as the reconciler sends).
+    fn list(&self, path: &str, query: &str) -> Value {
+        let selector = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("labelSelector="))
+            .map(|s| s.replace("%3D", "=").replace("%2C", ",").replace("%2F", "/"))
+            .unwrap_or_default();
+        let terms: Vec<(&str, &str)> = selector.split(',').filter_map(|term| term.split_once('=')).collect();
+        let prefix = format!("{path}/");
+        let items: Vec<Value> = self
+            .objects
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(key, _)| key.strip_prefix(&prefix).is_some_and(|name| !name.contains('/')))
+            .filter(|(_, object)| terms.iter().all(|(k, v)| object["metadata"]["labels"][*k].as_str() == Some(*v)))
+            .map(|(_, object)| object.clone())
+            .collect();
+        json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items})
     }
 
     fn answer(&self, method: &Method, path: &str, body: Value) -> (StatusCode, Value) {
@@ -163,6 +192,12 @@ fn fold_string_data(object: &mut Value) {
         let bytes = k8s_openapi::ByteString(value.as_str().unwrap_or_default().as_bytes().to_vec());
         object["data"][key] = serde_json::to_value(bytes).unwrap();
     }
+}
+
+/// Whether `path` names a namespaced collection (`…/namespaces/NS/RESOURCE`), not an object in it.
+fn is_collection(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    segments.len() >= 3 && segments[segments.len() - 3] == "namespaces"
 }
 
 fn status(code: u16, reason: &str, path: &str) -> Value {

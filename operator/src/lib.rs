@@ -110,7 +110,7 @@ mod tests {
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(columns, ["Phase", "Ready", "Lag", "Pending", "Consumers", "Age"]);
+        assert_eq!(columns, ["Phase", "Ready", "Lag", "Pending", "Consumers", "Consistent", "Age"]);
         assert_eq!(version["subresources"]["status"], json!({}));
         let root = &version["schema"]["openAPIV3Schema"];
         assert!(!root["required"].as_array().is_some_and(|r| r.contains(&json!("spec"))), "spec is optional");

@@ -5,7 +5,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use analytics_kit::http::{Check, Readiness, ops_router};
 use analytics_operator::{
-    children::MANAGED_BY,
+    children::{INSTANCE_LABEL, MANAGED_BY},
     controller::{self, Context},
     crd::{AnalyticsPipeline, Image, ImageSet, Images},
     metrics::Metrics,
@@ -16,13 +16,15 @@ use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
+    batch::v1::{CronJob, Job},
     core::v1::{ConfigMap, Service},
 };
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     runtime::{
         Controller,
         events::{Recorder, Reporter},
+        reflector::ObjectRef,
         watcher,
     },
 };
@@ -211,7 +213,13 @@ async fn run_controller(
         .owns(api::<Deployment>(client, namespace), children.clone())
         .owns(api::<StatefulSet>(client, namespace), children.clone())
         .owns(api::<Service>(client, namespace), children.clone())
-        .owns(api::<ConfigMap>(client, namespace), children)
+        .owns(api::<ConfigMap>(client, namespace), children.clone())
+        .owns(api::<CronJob>(client, namespace), children.clone())
+        // Rebuild Jobs are the pipeline's; verify Jobs are their CronJob's: both map by instance label.
+        .watches(api::<Job>(client, namespace), children, |job| {
+            let pipeline = job.labels().get(INSTANCE_LABEL)?;
+            Some(ObjectRef::new(pipeline).within(&job.namespace()?))
+        })
         .graceful_shutdown_on(stop)
         .run(controller::reconcile, controller::error_policy, ctx)
         .for_each(|result| async move {

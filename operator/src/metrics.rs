@@ -4,7 +4,7 @@
 
 use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use crate::crd::AnalyticsPipelineStatus;
+use crate::crd::{AnalyticsPipelineStatus, VerifyOutcome};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -16,6 +16,7 @@ pub struct Metrics {
     depth: IntGaugeVec,
     consumers: IntGaugeVec,
     max_consumers: IntGaugeVec,
+    consistent: IntGaugeVec,
 }
 
 impl Metrics {
@@ -49,6 +50,13 @@ impl Metrics {
                 ),
                 pipeline,
             )?,
+            consistent: IntGaugeVec::new(
+                Opts::new(
+                    "pipeline_read_model_consistent",
+                    "1 when the last verify found the read model equal to the write side, 0 on drift; absent before a verify finished, or when the last one failed.",
+                ),
+                pipeline,
+            )?,
         };
         for kind in error_kinds {
             metrics.failures.with_label_values(&[*kind]);
@@ -61,6 +69,7 @@ impl Metrics {
         registry.register(Box::new(metrics.depth.clone()))?;
         registry.register(Box::new(metrics.consumers.clone()))?;
         registry.register(Box::new(metrics.max_consumers.clone()))?;
+        registry.register(Box::new(metrics.consistent.clone()))?;
         Ok(metrics)
     }
 
@@ -84,6 +93,11 @@ impl Metrics {
         if let Some(consumers) = status.consumer_replicas {
             self.consumers.with_label_values(&labels).set(i64::from(consumers));
         }
+        match status.read_model.as_ref().and_then(|r| r.last_verify.as_ref()).map(|run| run.outcome) {
+            Some(VerifyOutcome::Consistent) => self.consistent.with_label_values(&labels).set(1),
+            Some(VerifyOutcome::Drift) => self.consistent.with_label_values(&labels).set(0),
+            Some(VerifyOutcome::Failed) | None => drop(self.consistent.remove_label_values(&labels)),
+        }
     }
 
     /// Drops a deleted pipeline's series.
@@ -94,6 +108,7 @@ impl Metrics {
         drop(self.depth.remove_label_values(&labels));
         drop(self.consumers.remove_label_values(&labels));
         drop(self.max_consumers.remove_label_values(&labels));
+        drop(self.consistent.remove_label_values(&labels));
     }
 }
 
@@ -102,7 +117,7 @@ mod tests {
     use prometheus::{Encoder, Registry, TextEncoder};
 
     use super::Metrics;
-    use crate::crd::AnalyticsPipelineStatus;
+    use crate::crd::{AnalyticsPipelineStatus, ReadModelStatus, VerifyOutcome, VerifyRun};
 
     #[test]
     fn every_documented_series_is_exported_and_a_deleted_pipeline_is_forgotten() {
@@ -116,6 +131,15 @@ mod tests {
             pending_events: Some(7),
             queue_depth: Some(3),
             consumer_replicas: Some(2),
+            read_model: Some(ReadModelStatus {
+                last_verify: Some(VerifyRun {
+                    job: "shop-verify-1".into(),
+                    finished_at: None,
+                    outcome: VerifyOutcome::Drift,
+                    message: "drift: 1 keys differ".into(),
+                }),
+                rebuild: None,
+            }),
             ..AnalyticsPipelineStatus::default()
         };
         metrics.observe("prod", "shop", &status, 10);
@@ -135,6 +159,7 @@ mod tests {
             "pipeline_queue_depth{name=\"shop\",namespace=\"prod\"} 3",
             "pipeline_consumer_replicas{name=\"shop\",namespace=\"prod\"} 2",
             "pipeline_consumer_max_replicas{name=\"shop\",namespace=\"prod\"} 10",
+            "pipeline_read_model_consistent{name=\"shop\",namespace=\"prod\"} 0",
         ] {
             assert!(exported.contains(series), "missing {series}:\n{exported}");
         }

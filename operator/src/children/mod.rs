@@ -9,6 +9,7 @@
 
 pub mod broker;
 pub mod databases;
+pub mod maintenance;
 pub mod network;
 pub mod services;
 
@@ -17,6 +18,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
+        batch::v1::CronJob,
         core::v1::{
             Capabilities, ConfigMap, PodSecurityContext, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
             Service, ServicePort, ServiceSpec,
@@ -46,6 +48,7 @@ pub struct Children {
     pub services: Vec<Service>,
     pub stateful_sets: Vec<StatefulSet>,
     pub deployments: Vec<Deployment>,
+    pub cron_jobs: Vec<CronJob>,
 }
 
 /// Facts the reconciler decides or observes, which the spec alone does not give.
@@ -58,8 +61,13 @@ pub struct Observed {
 /// The desired children of `pipeline`, with the operator's default `images` unless the spec overrides them.
 pub fn desired(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Observed) -> Children {
     let images = images.with_overrides(&pipeline.spec.images);
-    let mut children =
-        Children { config_maps: Vec::new(), services: Vec::new(), stateful_sets: Vec::new(), deployments: Vec::new() };
+    let mut children = Children {
+        config_maps: Vec::new(),
+        services: Vec::new(),
+        stateful_sets: Vec::new(),
+        deployments: Vec::new(),
+        cron_jobs: Vec::new(),
+    };
     if let Some(managed) = databases::managed(pipeline) {
         children.config_maps.push(databases::init_script(pipeline));
         children.services.push(databases::service(pipeline));
@@ -71,6 +79,7 @@ pub fn desired(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Observ
     }
     children.services.extend(services::services(pipeline));
     children.deployments.extend(services::deployments(pipeline, &images, observed));
+    children.cron_jobs.push(maintenance::verify_cron_job(pipeline, &images.consumer));
     children
 }
 

@@ -34,11 +34,11 @@ pub const COMMAND_PORT: i32 = 8080;
 pub const QUERY_PORT: i32 = 8081;
 pub const CONSUMER_PORT: i32 = 8082;
 /// The distroless `nonroot` user.
-const NONROOT_UID: i64 = 65532;
+pub(super) const NONROOT_UID: i64 = 65532;
 
 /// Which databases a service reads or writes.
 #[derive(Clone, Copy)]
-enum Database {
+pub(super) enum Database {
     Write,
     Read,
 }
@@ -151,7 +151,7 @@ const API_TOKENS_DIR: &str = "/var/run/secrets/analytics/api";
 const DEREGISTRATION_SECONDS: i64 = 5;
 
 fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deployment {
-    let env = environment(pipeline, workload.database, Identity::Service(workload.component));
+    let env = environment(pipeline, &[workload.database], Identity::Service(workload.component));
     let (api_env, api_tokens) = api_authentication(pipeline, workload.api_tokens);
     let ca = ca_bundle(pipeline);
     let mounts = |with_tokens: bool| {
@@ -198,7 +198,7 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
         image: Some(workload.migrate.reference()),
         image_pull_policy: Some(workload.migrate.pull_policy.as_str().to_owned()),
         args: Some(vec!["migrate".into()]),
-        env: Some(environment(pipeline, workload.database, Identity::Administrator)),
+        env: Some(environment(pipeline, &[workload.database], Identity::Administrator)),
         volume_mounts: mounts(false),
         security_context: Some(container_security(ReadOnlyRoot::Yes)),
         ..Container::default()
@@ -294,7 +294,7 @@ fn api_authentication(pipeline: &AnalyticsPipeline, key: Option<&str>) -> (Vec<E
 pub const CA_BUNDLE_DIR: &str = "/var/run/secrets/analytics/tls";
 
 /// The CA bundle as `ca.crt` in [`CA_BUNDLE_DIR`], if the spec names one.
-fn ca_bundle(pipeline: &AnalyticsPipeline) -> Option<(Volume, VolumeMount)> {
+pub(super) fn ca_bundle(pipeline: &AnalyticsPipeline) -> Option<(Volume, VolumeMount)> {
     let reference = pipeline.spec.tls.as_ref()?.ca_bundle.as_ref()?;
     let items = vec![KeyToPath { key: reference.key.clone(), path: "ca.crt".to_owned(), mode: None }];
     Some(secret_volume("ca-bundle", reference.name.clone(), items, CA_BUNDLE_DIR))
@@ -302,16 +302,17 @@ fn ca_bundle(pipeline: &AnalyticsPipeline) -> Option<(Volume, VolumeMount)> {
 
 /// Whom a container connects to the managed backends as.
 #[derive(Clone, Copy)]
-enum Identity {
+pub(super) enum Identity {
     /// The service's own database role and broker user.
     Service(&'static str),
     /// The database's administrator, who owns the schema: for the migrations, which need no broker.
     Administrator,
 }
 
-/// The connection settings a container needs: its database URL and, for a service, the AMQP URL. With
-/// managed backends they carry `identity`'s user and password; external backends are the user's URLs.
-fn environment(pipeline: &AnalyticsPipeline, database: Database, identity: Identity) -> Vec<EnvVar> {
+/// The connection settings a container needs: the URL of each database it `uses` and, for a service,
+/// the AMQP URL. With managed backends they carry `identity`'s user and password; external backends are
+/// the user's URLs.
+pub(super) fn environment(pipeline: &AnalyticsPipeline, uses: &[Database], identity: Identity) -> Vec<EnvVar> {
     let from_secret = |name: &str, selector: SecretKeySelector| EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource { secret_key_ref: Some(selector), ..EnvVarSource::default() }),
@@ -324,36 +325,36 @@ fn environment(pipeline: &AnalyticsPipeline, database: Database, identity: Ident
         optional: Some(false),
     };
     let mut env = vec![value("RUST_LOG", "info".into())];
-    let url_variable = match database {
-        Database::Write => "WRITE_DATABASE_URL",
-        Database::Read => "READ_DATABASE_URL",
-    };
     match &pipeline.spec.postgres.external {
         Some(external) => {
-            let reference = match database {
-                Database::Write => &external.write_url,
-                Database::Read => &external.read_url,
-            };
-            env.push(from_secret(url_variable, user_secret(reference)));
+            for database in uses {
+                let (variable, reference) = match database {
+                    Database::Write => ("WRITE_DATABASE_URL", &external.write_url),
+                    Database::Read => ("READ_DATABASE_URL", &external.read_url),
+                };
+                env.push(from_secret(variable, user_secret(reference)));
+            }
         }
         None => {
-            let name = match database {
-                Database::Write => databases::WRITE_DATABASE,
-                Database::Read => databases::READ_DATABASE,
-            };
             let (user, key) = match identity {
                 Identity::Service(service) => (service, database_password_key(service)),
                 Identity::Administrator => (databases::USER, POSTGRES_PASSWORD_KEY.to_owned()),
             };
             env.push(from_secret("POSTGRES_PASSWORD", credential(pipeline, &key)));
-            env.push(value(
-                url_variable,
-                format!(
-                    "postgres://{user}:$(POSTGRES_PASSWORD)@{}:{}/{name}",
-                    databases::host(pipeline),
-                    databases::PORT
-                ),
-            ));
+            for database in uses {
+                let (variable, name) = match database {
+                    Database::Write => ("WRITE_DATABASE_URL", databases::WRITE_DATABASE),
+                    Database::Read => ("READ_DATABASE_URL", databases::READ_DATABASE),
+                };
+                env.push(value(
+                    variable,
+                    format!(
+                        "postgres://{user}:$(POSTGRES_PASSWORD)@{}:{}/{name}",
+                        databases::host(pipeline),
+                        databases::PORT
+                    ),
+                ));
+            }
         }
     }
     let Identity::Service(service) = identity else { return env };

@@ -20,6 +20,7 @@ use std::{
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
+        batch::v1::CronJob,
         core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service},
         networking::v1::NetworkPolicy,
     },
@@ -38,6 +39,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+pub mod read_model;
 pub mod status;
 
 use self::status::{Observation, Verdict};
@@ -226,6 +228,7 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
         consumer_replicas,
         queue_depth,
         sync: ctx.observer.sync_status(pipeline).await,
+        read_model: read_model::observe(pipeline, ctx, &namespace).await?,
     };
     let status = status::derive(pipeline.status.as_ref(), observation, Timestamp::now());
     let consumers = &pipeline.spec.consumers;
@@ -263,9 +266,13 @@ async fn apply_all(ctx: &Context, namespace: &str, desired: children::Children) 
             .stateful_sets
             .push(apply_child_keeping(&stateful_sets, stateful_set, keep_claim_template_labels).await?);
     }
-    let deployments = Api::<Deployment>::namespaced(client, namespace);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
     for deployment in desired.deployments {
         applied.deployments.push(apply_child(&deployments, deployment).await?);
+    }
+    let cron_jobs = Api::<CronJob>::namespaced(client, namespace);
+    for cron_job in desired.cron_jobs {
+        apply_child(&cron_jobs, cron_job).await?;
     }
     Ok(applied)
 }

@@ -12,9 +12,12 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 
 use crate::{
-    crd::{AnalyticsPipelineStatus, Endpoints, Phase},
+    crd::{AnalyticsPipelineStatus, Endpoints, Phase, ReadModelStatus, VerifyOutcome},
     observe::SyncStatus,
 };
+
+/// The condition that the last verify sets.
+pub const READ_MODEL_CONSISTENT: &str = "ReadModelConsistent";
 
 /// One condition's verdict: its status, a CamelCase reason and a sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +90,8 @@ pub struct Observation {
     /// `None` when the query service did not answer, or not with a sync-status: the lag stays as last
     /// seen.
     pub sync: Option<SyncStatus>,
+    /// The last verify and the rebuild asked for; `None` before either.
+    pub read_model: Option<ReadModelStatus>,
 }
 
 /// The status after a pass that applied every child. Conditions keep their transition time unless their
@@ -113,6 +118,24 @@ pub fn derive(
     ] {
         set_condition(&mut status.conditions, type_, verdict, observed.generation, now);
     }
+    let (consistent, reason, message) = match observed.read_model.as_ref().and_then(|r| r.last_verify.as_ref()) {
+        None => ("Unknown", "NotVerified", "no verify has finished yet".to_owned()),
+        Some(run) => match run.outcome {
+            VerifyOutcome::Consistent => ("True", "Consistent", run.message.clone()),
+            VerifyOutcome::Drift => ("False", "Drift", run.message.clone()),
+            VerifyOutcome::Failed => ("Unknown", "VerifyFailed", run.message.clone()),
+        },
+    };
+    put_condition(
+        &mut status.conditions,
+        READ_MODEL_CONSISTENT,
+        consistent,
+        reason,
+        &message,
+        observed.generation,
+        now,
+    );
+    status.read_model = observed.read_model;
     status.phase = Some(match (ready, was) {
         (true, _) => Phase::Ready,
         (false, Some(Phase::Ready | Phase::Degraded)) => Phase::Degraded,
@@ -159,7 +182,7 @@ pub fn failed(
     status
 }
 
-/// Sets a condition; its transition time moves only when its status changes.
+/// Sets a condition from a verdict.
 fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
@@ -168,6 +191,20 @@ fn set_condition(
     now: Timestamp,
 ) {
     let status = if verdict.ready { "True" } else { "False" };
+    put_condition(conditions, type_, status, verdict.reason, &verdict.message, generation, now);
+}
+
+/// Sets a condition (`status` True, False or Unknown); its transition time moves only when its status
+/// changes.
+fn put_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
     let previous = conditions.iter().position(|c| c.type_ == type_);
     let transition = previous
         .map(|i| &conditions[i])
@@ -176,8 +213,8 @@ fn set_condition(
     let condition = Condition {
         type_: type_.to_owned(),
         status: status.to_owned(),
-        reason: verdict.reason.to_owned(),
-        message: verdict.message.clone(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
         observed_generation: generation,
         last_transition_time: transition,
     };
@@ -230,6 +267,7 @@ mod tests {
             consumer_replicas: 2,
             queue_depth: Some(1_500),
             sync: None,
+            read_model: None,
         }
     }
 
@@ -244,8 +282,15 @@ mod tests {
         let types: Vec<_> = status.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
         assert_eq!(
             types,
-            [("DatabasesReady", "True"), ("BrokerReady", "False"), ("ServicesReady", "False"), ("Ready", "False")]
+            [
+                ("DatabasesReady", "True"),
+                ("BrokerReady", "False"),
+                ("ServicesReady", "False"),
+                ("Ready", "False"),
+                ("ReadModelConsistent", "Unknown")
+            ]
         );
+        assert_eq!(condition(&status, READ_MODEL_CONSISTENT).reason, "NotVerified");
         assert_eq!(condition(&status, "Ready").reason, "ChildrenNotReady");
         assert_eq!(
             (status.observed_generation, status.consumer_replicas, status.queue_depth),
@@ -299,6 +344,38 @@ mod tests {
         let broken = failed(Some(&ready), Some(3), "Kubernetes API error: boom", at(5));
         assert_eq!(broken.phase, Some(Phase::Degraded));
         assert_eq!(condition(&broken, "Ready").message, "Kubernetes API error: boom");
+    }
+
+    #[test]
+    fn the_last_verify_decides_read_model_consistent_and_the_status_keeps_it() {
+        let verified = |outcome, message: &str| {
+            let mut observed = observation(true, true, true);
+            observed.read_model = Some(ReadModelStatus {
+                last_verify: Some(crate::crd::VerifyRun {
+                    job: "shop-verify-29417160".into(),
+                    finished_at: Some(Time(at(0))),
+                    outcome,
+                    message: message.into(),
+                }),
+                rebuild: None,
+            });
+            observed
+        };
+        let consistent = derive(None, verified(VerifyOutcome::Consistent, "consistent: 6 views, 40 keys"), at(0));
+        let read_model = condition(&consistent, READ_MODEL_CONSISTENT);
+        assert_eq!(
+            (read_model.status.as_str(), read_model.reason.as_str(), read_model.message.as_str()),
+            ("True", "Consistent", "consistent: 6 views, 40 keys")
+        );
+        assert_eq!(consistent.read_model.as_ref().unwrap().last_verify.as_ref().unwrap().job, "shop-verify-29417160");
+        let drift = derive(Some(&consistent), verified(VerifyOutcome::Drift, "drift: 2 keys differ"), at(60));
+        let read_model = condition(&drift, READ_MODEL_CONSISTENT);
+        assert_eq!((read_model.status.as_str(), read_model.reason.as_str()), ("False", "Drift"));
+        assert_eq!(read_model.last_transition_time, Time(at(60)));
+        assert_eq!(drift.phase, Some(Phase::Ready), "drift is not an outage: the services serve");
+        let failed = derive(Some(&drift), verified(VerifyOutcome::Failed, "failed: connection refused"), at(90));
+        let read_model = condition(&failed, READ_MODEL_CONSISTENT);
+        assert_eq!((read_model.status.as_str(), read_model.reason.as_str()), ("Unknown", "VerifyFailed"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 
@@ -21,6 +22,8 @@ use crate::{
 const PIPELINE: &str = "/apis/analytics.example.com/v1alpha1/namespaces/prod/analyticspipelines/shop";
 const APPS: &str = "/apis/apps/v1/namespaces/prod";
 const CORE: &str = "/api/v1/namespaces/prod";
+const BATCH: &str = "/apis/batch/v1/namespaces/prod";
+const EVENTS: &str = "POST /apis/events.k8s.io/v1/namespaces/prod/events";
 
 /// Scripted answers for what the reconciler observes inside the pipeline.
 #[derive(Default)]
@@ -137,6 +140,7 @@ fn every_child_applied() -> Vec<String> {
         format!("PATCH {APPS}/deployments/shop-command"),
         format!("PATCH {APPS}/deployments/shop-consumer"),
         format!("PATCH {APPS}/deployments/shop-query"),
+        format!("PATCH {BATCH}/cronjobs/shop-verify"),
         format!("PATCH {PIPELINE}/status"),
     ]
     .into()
@@ -366,4 +370,83 @@ async fn deletion_keeps_the_claims_under_retain_and_removes_them_under_delete() 
             }
         }
     }
+}
+
+/// A Job of the read model as the Job controller leaves it, and its pod's container as the kubelet
+/// reports it after exiting with `exit_code` and `message` in its termination log.
+fn finished_job(h: &Harness, name: &str, component: &str, succeeded: bool, exit_code: i32, message: &str) {
+    let condition = if succeeded { "Complete" } else { "Failed" };
+    h.fake.put(
+        &format!("{BATCH}/jobs/{name}"),
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": "prod",
+                         "labels": {"app.kubernetes.io/instance": "shop", "app.kubernetes.io/component": component}},
+            "status": {"startTime": "2026-12-04T10:00:00Z",
+                       "conditions": [{"type": condition, "status": "True", "lastTransitionTime": "2026-12-04T10:01:00Z"}]},
+        }),
+    );
+    h.fake.put(
+        &format!("{CORE}/pods/{name}-x7k2p"),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("{name}-x7k2p"), "namespace": "prod", "labels": {"batch.kubernetes.io/job-name": name}},
+            "status": {"containerStatuses": [{
+                "name": component, "image": "consumer", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": exit_code, "message": message, "finishedAt": "2026-12-04T10:01:00Z"}},
+            }]},
+        }),
+    );
+}
+
+#[tokio::test]
+async fn a_verify_that_finds_drift_sets_the_condition_false_once_with_a_warning() {
+    let h = Harness::new(AnalyticsPipelineSpec::default());
+    h.pass().await;
+    assert_eq!(h.condition("ReadModelConsistent")["status"], "Unknown");
+    let cron = h.fake.get(&format!("{BATCH}/cronjobs/shop-verify")).unwrap();
+    assert_eq!(cron["spec"]["schedule"], "@hourly");
+
+    finished_job(&h, "shop-verify-29417160", "verify", true, 0, "consistent: 6 views, 40 keys");
+    assert_eq!(h.pass().await, [format!("PATCH {PIPELINE}/status")], "consistent is no news");
+    let condition = h.condition("ReadModelConsistent");
+    assert_eq!((condition["status"].clone(), condition["reason"].clone()), (json!("True"), json!("Consistent")));
+
+    finished_job(&h, "shop-verify-29417220", "verify", false, 1, "drift: 2 keys differ (customer_ltv_view 2)");
+    h.fake.edit(&format!("{BATCH}/jobs/shop-verify-29417220"), |job| {
+        job["status"]["conditions"][0]["lastTransitionTime"] = json!("2026-12-04T11:01:00Z");
+    });
+    assert_eq!(h.pass().await, [EVENTS.to_owned(), format!("PATCH {PIPELINE}/status")]);
+    let condition = h.condition("ReadModelConsistent");
+    assert_eq!(
+        (condition["status"].clone(), condition["reason"].clone(), condition["message"].clone()),
+        (json!("False"), json!("Drift"), json!("drift: 2 keys differ (customer_ltv_view 2)"))
+    );
+    assert_eq!(h.status()["readModel"]["lastVerify"]["job"], "shop-verify-29417220");
+    assert_eq!(h.pass().await, Vec::<String>::new(), "the same verify is reported once");
+}
+
+#[tokio::test]
+async fn a_rebuild_request_starts_one_job_and_its_outcome_shows_in_the_status() {
+    let h = Harness::new(AnalyticsPipelineSpec::default());
+    h.pass().await;
+    h.set_spec(|spec| spec.read_model.rebuild_requested_at = Some(Time("2026-12-04T10:00:00Z".parse().unwrap())));
+    let writes = h.pass().await;
+    let job_name =
+        crate::children::maintenance::rebuild_job_name(&h.pipeline(), &Time("2026-12-04T10:00:00Z".parse().unwrap()));
+    assert_eq!(writes, [format!("POST {BATCH}/jobs"), EVENTS.to_owned(), format!("PATCH {PIPELINE}/status")]);
+    let rebuild = &h.status()["readModel"]["rebuild"];
+    assert_eq!((rebuild["job"].as_str(), rebuild["phase"].as_str()), (Some(job_name.as_str()), Some("Pending")));
+    assert_eq!(h.pass().await, Vec::<String>::new(), "one Job per request");
+
+    finished_job(&h, &job_name, "rebuild", true, 0, "rebuilt: 1200 rows in 0.4 s (3000 rows/s)");
+    assert_eq!(h.pass().await, [EVENTS.to_owned(), format!("PATCH {PIPELINE}/status")]);
+    let rebuild = &h.status()["readModel"]["rebuild"];
+    assert_eq!(
+        (rebuild["phase"].clone(), rebuild["message"].clone(), rebuild["completionTime"].clone()),
+        (json!("Succeeded"), json!("rebuilt: 1200 rows in 0.4 s (3000 rows/s)"), json!("2026-12-04T10:01:00Z"))
+    );
+    // Done is done: the Job's TTL may remove it, and the request does not run again.
+    h.fake.remove(&format!("{BATCH}/jobs/{job_name}"));
+    assert_eq!(h.pass().await, Vec::<String>::new());
 }

@@ -46,6 +46,11 @@ pub struct MaintenanceConfig {
     /// `json`, `text` (a summary for people), or `auto`: text on a terminal, JSON elsewhere.
     #[arg(long, value_enum, default_value_t = Output::Auto)]
     pub output: Output,
+
+    /// A file that gets the outcome in one line when the command ends (the report's headline, or the
+    /// error), for an orchestrator: Kubernetes shows `/dev/termination-log` in the pod's status.
+    #[arg(long, env = "OUTCOME_FILE")]
+    pub outcome_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -17,17 +17,29 @@ const FAILURE: u8 = 2;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command).await {
-        Ok(code) => code,
+    let outcome_file = match &cli.command {
+        Command::Verify(config) => config.maintenance.outcome_file.clone(),
+        Command::Rebuild(config) => config.outcome_file.clone(),
+        Command::Serve(_) | Command::Migrate(_) => None,
+    };
+    let (code, outcome) = match run(cli.command).await {
+        Ok(done) => done,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "failed");
             eprintln!("consumer-service: {error:#}");
-            ExitCode::from(FAILURE)
+            (ExitCode::from(FAILURE), format!("failed: {error:#}"))
         }
+    };
+    if let Some(path) = outcome_file
+        && let Err(error) = std::fs::write(&path, outcome)
+    {
+        eprintln!("consumer-service: cannot write the outcome to {}: {error}", path.display());
     }
+    code
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+/// The exit status, and the outcome in one line (for `--outcome-file`).
+async fn run(command: Command) -> anyhow::Result<(ExitCode, String)> {
     match command {
         Command::Serve(config) => {
             analytics_kit::telemetry::init();
@@ -53,9 +65,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let report = verify::verify(&read, &write, &settings).await.context("cannot verify the read model")?;
             print(&report, config.maintenance.output, || report.summary())?;
-            if !report.consistent() {
-                return Ok(ExitCode::from(DRIFT));
-            }
+            let code = if report.consistent() { ExitCode::SUCCESS } else { ExitCode::from(DRIFT) };
+            return Ok((code, report.headline()));
         }
         Command::Rebuild(config) => {
             analytics_kit::telemetry::init_on_stderr();
@@ -64,9 +75,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .await
                 .context("cannot rebuild the read model")?;
             print(&report, config.output, || report.summary())?;
+            return Ok((ExitCode::SUCCESS, report.headline()));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok((ExitCode::SUCCESS, String::new()))
 }
 
 /// The read and the write database, without the services' statement timeout.

@@ -80,11 +80,15 @@ impl Report {
         for v in &self.views {
             text += &format!("{:<24} {:>10} rows\n", v.view, v.rows);
         }
-        text += &format!(
-            "rebuilt: {} rows in {:.1} s ({:.0} rows/s), {} orders caught up, consumers paused {:.0} ms\n",
+        text + &self.headline() + "\n"
+    }
+
+    /// The outcome in one line.
+    pub fn headline(&self) -> String {
+        format!(
+            "rebuilt: {} rows in {:.1} s ({:.0} rows/s), {} orders caught up, consumers paused {:.0} ms",
             self.rows, self.build_seconds, self.rows_per_second, self.caught_up_orders, self.swap_milliseconds
-        );
-        text
+        )
     }
 }
 

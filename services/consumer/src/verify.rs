@@ -75,11 +75,28 @@ impl Report {
         if self.differences_omitted > 0 {
             text += &format!("… and {} more differences\n", self.differences_omitted);
         }
-        text += &format!(
-            "{}: {} orders in flight at the cut, {:.1} s\n",
-            self.status, self.cut.in_flight_orders, self.seconds
-        );
-        text
+        text + &self.headline() + "\n"
+    }
+
+    /// The outcome in one line: the status, how many differences in which views, or how much was equal.
+    pub fn headline(&self) -> String {
+        let keys: u64 = self.views.iter().map(|v| v.keys).sum();
+        if self.consistent() {
+            return format!(
+                "consistent: {} views, {keys} keys, {} orders in flight at the cut, {:.1} s",
+                self.views.len(),
+                self.cut.in_flight_orders,
+                self.seconds
+            );
+        }
+        let drifted: Vec<String> = self
+            .views
+            .iter()
+            .filter(|v| v.missing + v.unexpected + v.different > 0)
+            .map(|v| format!("{} {}", v.view, v.missing + v.unexpected + v.different))
+            .collect();
+        let total: u64 = self.views.iter().map(|v| v.missing + v.unexpected + v.different).sum();
+        format!("drift: {total} keys differ ({}), {keys} keys compared, {:.1} s", drifted.join(", "), self.seconds)
     }
 }
 

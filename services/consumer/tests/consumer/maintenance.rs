@@ -118,10 +118,24 @@ async fn verify_finds_exactly_the_corrupted_keys_and_a_rebuild_under_a_burst_fix
             json!({"customerId": customer, "category": category}).to_string(),
         ));
     }
-    let (code, report) = pipeline.maintenance("verify", &["--max-differences", "100000"]).await;
+    let outcome = std::env::temp_dir().join(format!("verify-outcome-{}", uuid::Uuid::new_v4().simple()));
+    let outcome_arg = outcome.to_str().unwrap();
+    let (code, report) =
+        pipeline.maintenance("verify", &["--max-differences", "100000", "--outcome-file", outcome_arg]).await;
     assert_eq!((code, report["status"].as_str()), (1, Some("drift")), "{report:#}");
     assert_eq!(differences(&report), expected, "{report:#}");
     assert_eq!(report["differencesOmitted"], 0);
+    // The one-line outcome an orchestrator shows: how many keys differ, per view.
+    let headline = std::fs::read_to_string(&outcome).unwrap();
+    std::fs::remove_file(&outcome).unwrap();
+    assert!(headline.starts_with(&format!("drift: {} keys differ (", expected.len())), "{headline}");
+    let mut per_view = std::collections::BTreeMap::<&str, usize>::new();
+    for (view, _, _) in &expected {
+        *per_view.entry(view.as_str()).or_default() += 1;
+    }
+    for (view, count) in per_view {
+        assert!(headline.contains(&format!("{view} {count}")), "{view} {count} in {headline}");
+    }
 
     // A burst from new customers over the busy products, from before the rebuild starts until after
     // it ends: each client places five more orders once it has seen the rebuild done.
