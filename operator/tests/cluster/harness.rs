@@ -184,15 +184,20 @@ impl Operator {
     /// Reconciles this replica has finished (`operator_reconcile_duration_seconds_count` on its /metrics).
     /// Panics if the replica does not answer within 10 s: a dead replica must not pass for an idle one.
     pub async fn reconciles(&self) -> u64 {
-        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
-        let text = eventually(Duration::from_secs(10), &format!("/metrics of {}", self.identity), || async {
-            reqwest::get(&url).await.ok()?.error_for_status().ok()?.text().await.ok()
-        })
-        .await;
+        let text = self.metrics().await;
         text.lines()
             .find_map(|line| line.strip_prefix("operator_reconcile_duration_seconds_count "))
             .and_then(|value| value.trim().parse::<u64>().ok())
             .unwrap_or_else(|| panic!("no reconcile count in the metrics of {}:\n{text}", self.identity))
+    }
+
+    /// This replica's /metrics; panics if it does not answer within 10 s.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        eventually(Duration::from_secs(10), &format!("/metrics of {}", self.identity), || async {
+            reqwest::get(&url).await.ok()?.error_for_status().ok()?.text().await.ok()
+        })
+        .await
     }
 
     /// SIGTERM, as Kubernetes stops a pod; waits for the process to exit and returns whether it exited 0.

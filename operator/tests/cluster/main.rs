@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod harness;
+mod read_model;
 
 use std::{collections::BTreeSet, time::Duration};
 
