@@ -286,3 +286,59 @@ pub async fn plans(write: &PgPool, read: &PgPool, products: &[i64], first_custom
     }
     Ok(plans)
 }
+
+/// `consumer-service verify` and then `rebuild` over the large tables, with nothing else loading.
+#[derive(Debug, serde::Serialize)]
+pub struct Maintenance {
+    /// Orders in the write database.
+    pub orders: i64,
+    pub verify_status: String,
+    pub verify_keys: u64,
+    pub verify_seconds: f64,
+    pub verify_keys_per_s: f64,
+    pub verify_orders_per_s: f64,
+    pub rebuild_rows: u64,
+    /// The build of the shadow tables alone, and rows per second of it.
+    pub rebuild_build_seconds: f64,
+    pub rebuild_rows_per_s: f64,
+    /// The whole rebuild: cut, build, catch-up and swap.
+    pub rebuild_seconds: f64,
+    pub rebuild_swap_ms: f64,
+}
+
+/// Runs `binary verify` and `binary rebuild` (the databases' URLs from this process's environment) and
+/// reads their JSON reports.
+pub async fn maintenance(binary: &std::path::Path, write: &PgPool) -> anyhow::Result<Maintenance> {
+    let orders: i64 = sqlx::query_scalar("select count(*) from orders").fetch_one(write).await?;
+    let run = |command: &'static str| async move {
+        let output = tokio::process::Command::new(binary)
+            .args([command, "--output", "json"])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .await
+            .with_context(|| format!("cannot run {}", binary.display()))?;
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .with_context(|| format!("{command} printed no JSON report (exit {:?})", output.status.code()))?;
+        anyhow::Ok(report)
+    };
+    let verify = run("verify").await?;
+    let rebuild = run("rebuild").await?;
+    anyhow::ensure!(rebuild["status"] == "rebuilt", "the rebuild failed: {rebuild}");
+    let number = |report: &serde_json::Value, field: &str| report[field].as_f64().unwrap_or_default();
+    let keys: u64 = verify["views"].as_array().into_iter().flatten().filter_map(|v| v["keys"].as_u64()).sum();
+    let verify_seconds = number(&verify, "seconds");
+    let round = |x: f64| (x * 10.0).round() / 10.0;
+    Ok(Maintenance {
+        orders,
+        verify_status: verify["status"].as_str().unwrap_or("unknown").to_owned(),
+        verify_keys: keys,
+        verify_seconds: round(verify_seconds),
+        verify_keys_per_s: round(keys as f64 / verify_seconds.max(0.001)),
+        verify_orders_per_s: round(orders as f64 / verify_seconds.max(0.001)),
+        rebuild_rows: rebuild["rows"].as_u64().unwrap_or_default(),
+        rebuild_build_seconds: round(number(&rebuild, "buildSeconds")),
+        rebuild_rows_per_s: round(number(&rebuild, "rowsPerSecond")),
+        rebuild_seconds: round(number(&rebuild, "seconds")),
+        rebuild_swap_ms: round(number(&rebuild, "swapMilliseconds")),
+    })
+}

@@ -140,6 +140,9 @@ struct Measure {
     /// The PostgreSQL server's superuser URL, for pg_stat_statements (optional).
     #[arg(long, env = "POSTGRES_ADMIN_URL", hide_env_values = true)]
     postgres_url: Option<String>,
+    /// The consumer binary, whose `verify` and `rebuild` the large-tables phase measures.
+    #[arg(long, default_value = "target/release/consumer-service")]
+    consumer_binary: PathBuf,
     /// Where to write the JSON report.
     #[arg(long, default_value = ".run/bench/bench.json")]
     json: PathBuf,
@@ -205,6 +208,8 @@ pub struct Large {
     pub claim: Option<[(f64, f64); 2]>,
     pub tables: Vec<large::Table>,
     pub plans: Vec<large::Plan>,
+    /// `consumer-service verify` and `rebuild` over the large tables.
+    pub maintenance: large::Maintenance,
 }
 
 #[derive(Debug, Serialize)]
@@ -529,6 +534,21 @@ fn large_rows<'a>(r: &'a Report, large: &'a Large) -> Vec<(&'static str, String)
             format!("{large_ms} ms for {large_rows} rows; small tables {small_ms} ms for {small_rows} rows"),
         ));
     }
+    let m = &large.maintenance;
+    rows.push((
+        "large: verify (consumer-service)",
+        format!(
+            "{}: {} keys against {} orders in {} s, {:.0} keys/s, {:.0} orders/s",
+            m.verify_status, m.verify_keys, m.orders, m.verify_seconds, m.verify_keys_per_s, m.verify_orders_per_s
+        ),
+    ));
+    rows.push((
+        "large: rebuild (consumer-service)",
+        format!(
+            "{} rows built in {} s, {:.0} rows/s; {} s in all, consumers paused {} ms",
+            m.rebuild_rows, m.rebuild_build_seconds, m.rebuild_rows_per_s, m.rebuild_seconds, m.rebuild_swap_ms
+        ),
+    ));
     for (small, large) in r.endpoints.iter().zip(&large.endpoints) {
         rows.push((
             "endpoint p50 / p99, small -> large",
@@ -797,6 +817,8 @@ impl Pipeline {
         };
         let tables = large::tables(&write, &read).await?;
         let plans = large::plans(&write, &read, &loaded.products, first_customer).await?;
+        eprintln!("large tables: consumer-service verify, then rebuild...");
+        let maintenance = large::maintenance(&measure.consumer_binary, &write).await?;
         let p99_ratio = |large: Latency, small: Latency| round(large.p99_ms / small.p99_ms.max(0.01));
         Ok(Large {
             products: loaded.products.len(),
@@ -811,6 +833,7 @@ impl Pipeline {
             endpoints,
             tables,
             plans,
+            maintenance,
         })
     }
 

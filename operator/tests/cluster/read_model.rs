@@ -30,7 +30,8 @@ const FIRST_RUN: std::time::Duration = std::time::Duration::from_secs(150);
 async fn end_pod(client: &Client, namespace: &str, job: &str, container: &str, exit_code: i32, message: &str) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let pod = eventually(TIMEOUT, &format!("the pod of {job}"), || async {
-        let list = pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))).await.ok()?;
+        let list =
+            pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))).await.ok()?;
         list.items.into_iter().next()
     })
     .await;
