@@ -391,6 +391,19 @@ mod tests {
                     what: "product sales",
                     plan: "Index Scan using product_sales_view_pkey (rows<2)".into(),
                 }],
+                maintenance: large::Maintenance {
+                    orders: 1_050_000,
+                    verify_status: "consistent".into(),
+                    verify_keys: 3_200_000,
+                    verify_seconds: 40.0,
+                    verify_keys_per_s: 80_000.0,
+                    verify_orders_per_s: 26_250.0,
+                    rebuild_rows: 3_200_000,
+                    rebuild_build_seconds: 50.0,
+                    rebuild_rows_per_s: 64_000.0,
+                    rebuild_seconds: 52.0,
+                    rebuild_swap_ms: 80.0,
+                },
             }),
         }
     }
@@ -420,6 +433,7 @@ mod tests {
         assert!(page.contains("<code>select 1 where 2 &lt; 3</code>"), "statements are escaped");
         assert!(page.contains("<pre>Index Scan using product_sales_view_pkey (rows&lt;2)</pre>"), "plans are escaped");
         assert!(page.contains("0.35"), "the ratio to the bare transaction is in the table");
+        assert!(page.contains("64000 rows/s") && page.contains("80000 keys/s"), "rebuild and verify rates");
         assert!(!page.contains("postgres postgres"), "accounts that used nothing stay out of the CPU plot");
     }
 }
