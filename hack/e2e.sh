@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make e2e`: the user's path on a real node (operator/tests/e2e): `make cluster` (idempotent), then helm
-# install, the example pipeline, the walkthrough, scaling, chaos, a rollout under load and Retain. With
+# install, the example pipeline, the walkthrough, scaling, chaos, a rollout under load, the read model's
+# verify and rebuild, and Retain. With
 # MONITORING=1, the Prometheus stack too, and the checks of the chart's monitors, dashboard and alerts on it.
 # A node this script started is stopped again at the end, pass or fail; one that was running is left running
 # (its e2e namespaces are removed at the start of the next run).

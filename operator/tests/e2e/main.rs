@@ -5,7 +5,7 @@
 //!
 //! Two tests, run one after the other (`--test-threads=1`), each in its own namespaces:
 //! - the user's path, in the order a user meets things: install, the README walkthrough, autoscaling,
-//!   chaos, a rollout under load, and Retain;
+//!   chaos, a rollout under load, the read model's verify and rebuild, and Retain;
 //! - with `make e2e MONITORING=1` only, Prometheus on the pipeline ([`monitoring`]): scrape targets, the
 //!   dashboard's queries, and the alerts going pending, firing and resolved.
 //!
@@ -125,9 +125,13 @@ impl Node {
             let pipeline = pipelines.get(PIPELINE).await.ok()?;
             let status = pipeline.status.as_ref()?;
             let current = status.observed_generation == pipeline.metadata.generation;
-            let conditions = status.conditions.len() == 4 && status.conditions.iter().all(|c| c.status == "True");
+            let conditions = ["DatabasesReady", "BrokerReady", "ServicesReady", "Ready"]
+                .iter()
+                .all(|type_| status.conditions.iter().any(|c| c.type_ == *type_ && c.status == "True"));
+            // The services' and backends' pods; the read model's Jobs leave pods that ran to completion.
             let pods = pods.list(&ListParams::default()).await.ok()?;
-            let pods_ready = !pods.items.is_empty() && pods.items.iter().all(pod_ready);
+            let serving: Vec<&Pod> = pods.items.iter().filter(|pod| !is_job_pod(pod)).collect();
+            let pods_ready = !serving.is_empty() && serving.into_iter().all(pod_ready);
             (current && conditions && pods_ready).then_some(pipeline)
         })
         .await
@@ -166,6 +170,11 @@ impl Node {
         let status = deployment.status.unwrap_or_default();
         (deployment.spec.unwrap().replicas.unwrap_or(1), status.ready_replicas.unwrap_or(0))
     }
+}
+
+/// A pod of a verify or rebuild Job.
+fn is_job_pod(pod: &Pod) -> bool {
+    pod.labels().contains_key("batch.kubernetes.io/job-name")
 }
 
 fn pod_ready(pod: &Pod) -> bool {
@@ -261,6 +270,7 @@ async fn the_users_path_from_helm_install_to_a_retained_pipeline() {
     scaling(&node, &shop, &products).await;
     chaos(&node, &shop, &products).await;
     rollout(&node, &shop, &products).await;
+    read_model(&node, &shop).await;
     retain(&node, &shop).await;
 }
 
@@ -614,7 +624,64 @@ async fn rollout(node: &Node, shop: &Shop, products: &[i64]) {
     );
 }
 
-/// Step 6: Deleting the pipeline keeps its data (Retain); applying it again comes back with the same data.
+/// Step 7: Deleting the pipeline keeps its data (Retain); applying it again comes back with the same data.
+/// Step 6: a view corrupted by hand; the operator's scheduled verify (a real CronJob's pod) finds it, a
+/// requested rebuild (a real Job's pod) fixes it online, and the next verify finds the read model clean.
+async fn read_model(node: &Node, shop: &Shop) {
+    let (write, read) = node.databases(NAMESPACE).await;
+    let customer = shop.get_query("/api/analytics/customers/42/lifetime-value").await;
+    sqlx::query("update customer_ltv_view set total_spent = total_spent + 1000 where customer_id = 42")
+        .execute(&read)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    node.patch_pipeline(NAMESPACE, json!({"spec": {"readModel": {"verifySchedule": "* * * * *"}}})).await;
+    let consistent = |status: &analytics_operator::crd::AnalyticsPipelineStatus| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ReadModelConsistent")
+            .map(|c| (c.status.clone(), c.message.clone()))
+    };
+    let (_, drift) = eventually(STARTUP, "the scheduled verify to find the drift", || async {
+        consistent(&node.status(NAMESPACE).await).filter(|(status, _)| status == "False")
+    })
+    .await;
+    assert!(drift.starts_with("drift: 1 keys differ (customer_ltv_view 1)"), "{drift}");
+    let events: Api<k8s_openapi::api::core::v1::Event> = node.api(NAMESPACE);
+    let warned = events.list(&ListParams::default()).await.unwrap().items;
+    assert!(warned.iter().any(|e| e.reason.as_deref() == Some("ReadModelDrift")), "a ReadModelDrift Event");
+    say(&format!(
+        "read model: the scheduled verify found the drift {:.0} s after the corruption: {drift}",
+        started.elapsed().as_secs_f64()
+    ));
+
+    let requested = Instant::now();
+    let at = k8s_openapi::jiff::Timestamp::now().round(k8s_openapi::jiff::Unit::Second).unwrap().to_string();
+    node.patch_pipeline(NAMESPACE, json!({"spec": {"readModel": {"rebuildRequestedAt": at}}})).await;
+    let rebuild = eventually(STARTUP, "the rebuild to finish", || async {
+        let rebuild = node.status(NAMESPACE).await.read_model?.rebuild?;
+        rebuild.phase.is_finished().then_some(rebuild)
+    })
+    .await;
+    assert_eq!(rebuild.phase, analytics_operator::crd::RebuildPhase::Succeeded, "{rebuild:?}");
+    assert!(rebuild.message.starts_with("rebuilt: "), "{rebuild:?}");
+    assert_eq!(shop.get_query("/api/analytics/customers/42/lifetime-value").await, customer);
+    say(&format!(
+        "read model: rebuilt {:.0} s after the request: {}",
+        requested.elapsed().as_secs_f64(),
+        rebuild.message
+    ));
+
+    let (_, clean) = eventually(STARTUP, "a verify to find the read model clean", || async {
+        consistent(&node.status(NAMESPACE).await).filter(|(status, _)| status == "True")
+    })
+    .await;
+    assert_read_model_matches_write_side(&shop.read, &write, &read, &shop.query).await;
+    node.patch_pipeline(NAMESPACE, json!({"spec": {"readModel": {"verifySchedule": "@hourly"}}})).await;
+    say(&format!("read model: consistent again: {clean}"));
+}
+
 async fn retain(node: &Node, shop: &Shop) {
     let (write, _) = node.databases(NAMESPACE).await;
     let (orders,): (i64,) = sqlx::query_as("select count(*) from orders").fetch_one(&write).await.unwrap();
