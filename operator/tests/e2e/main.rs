@@ -624,7 +624,6 @@ async fn rollout(node: &Node, shop: &Shop, products: &[i64]) {
     );
 }
 
-/// Step 7: Deleting the pipeline keeps its data (Retain); applying it again comes back with the same data.
 /// Step 6: a view corrupted by hand; the operator's scheduled verify (a real CronJob's pod) finds it, a
 /// requested rebuild (a real Job's pod) fixes it online, and the next verify finds the read model clean.
 async fn read_model(node: &Node, shop: &Shop) {
@@ -682,6 +681,7 @@ async fn read_model(node: &Node, shop: &Shop) {
     say(&format!("read model: consistent again: {clean}"));
 }
 
+/// Step 7: Deleting the pipeline keeps its data (Retain); applying it again comes back with the same data.
 async fn retain(node: &Node, shop: &Shop) {
     let (write, _) = node.databases(NAMESPACE).await;
     let (orders,): (i64,) = sqlx::query_as("select count(*) from orders").fetch_one(&write).await.unwrap();
