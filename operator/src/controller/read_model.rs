@@ -133,7 +133,9 @@ async fn rebuild(
         return Ok(previous.cloned());
     };
     let name = maintenance::rebuild_job_name(pipeline, &requested_at);
-    let previous = previous.filter(|p| p.requested_at == requested_at);
+    // By the Job's name, which is made from the spec's value: the status keeps `requestedAt` to the second,
+    // so a value with a fraction of a second would never equal it.
+    let previous = previous.filter(|p| p.job == name);
     // Done once: a finished rebuild's Job may be gone (its TTL), and it is never run again.
     if let Some(done) = previous.filter(|p| p.phase.is_finished()) {
         return Ok(Some(done.clone()));
@@ -141,6 +143,21 @@ async fn rebuild(
     let job = match jobs.get_opt(&name).await? {
         Some(job) => job,
         None => {
+            // One rebuild at a time: a second would only fail on the rebuild's lock. The new request
+            // waits, Pending, until the running one ends.
+            let selector =
+                format!("{INSTANCE_LABEL}={},{COMPONENT_LABEL}={}", pipeline.name_any(), maintenance::REBUILD);
+            let running = jobs.list(&ListParams::default().labels(&selector)).await?.items;
+            if let Some(other) = running.iter().find(|job| finished(job).is_none()) {
+                return Ok(Some(RebuildStatus {
+                    requested_at,
+                    job: name,
+                    phase: RebuildPhase::Pending,
+                    start_time: None,
+                    completion_time: None,
+                    message: format!("waiting for the running rebuild (Job {}) to end", other.name_any()),
+                }));
+            }
             let image = ctx.images.with_overrides(&pipeline.spec.images).consumer;
             let job = maintenance::rebuild_job(pipeline, &image, &requested_at);
             let created = match jobs.create(&PostParams::default(), &job).await {

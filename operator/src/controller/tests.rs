@@ -450,3 +450,49 @@ async fn a_rebuild_request_starts_one_job_and_its_outcome_shows_in_the_status() 
     h.fake.remove(&format!("{BATCH}/jobs/{job_name}"));
     assert_eq!(h.pass().await, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_request_with_a_fraction_of_a_second_runs_once_and_a_new_one_waits_for_the_running_rebuild() {
+    use crate::children::maintenance::rebuild_job_name;
+    // A Job, its RebuildStarted Event (new, or the recorder's next in a series), and the status.
+    let assert_started = |writes: Vec<String>| {
+        assert_eq!(writes.len(), 3, "{writes:?}");
+        assert_eq!(writes[0], format!("POST {BATCH}/jobs"));
+        assert!(writes[1].contains("/events"), "{writes:?}");
+        assert_eq!(writes[2], format!("PATCH {PIPELINE}/status"));
+    };
+    let h = Harness::new(AnalyticsPipelineSpec::default());
+    h.pass().await;
+    // The status keeps times to the second; the request is matched by its Job, not by its time.
+    // (written as a client would: a Time serializes to the second, so set_spec cannot say it).
+    let first = Time("2026-12-04T10:00:00.123Z".parse().unwrap());
+    let mut stored = h.fake.get(PIPELINE).unwrap();
+    stored["spec"]["readModel"] = json!({"rebuildRequestedAt": "2026-12-04T10:00:00.123Z"});
+    stored["metadata"]["generation"] = json!(2);
+    h.fake.put(PIPELINE, stored);
+    assert_started(h.pass().await);
+    let first_job = rebuild_job_name(&h.pipeline(), &first);
+    finished_job(&h, &first_job, "rebuild", true, 0, "rebuilt: 10 rows in 0.1 s (100 rows/s)");
+    assert_eq!(h.pass().await, [EVENTS.to_owned(), format!("PATCH {PIPELINE}/status")]);
+    assert_eq!(h.pass().await, Vec::<String>::new(), "one Rebuilt Event, not one a reconcile");
+    h.fake.remove(&format!("{BATCH}/jobs/{first_job}"));
+    assert_eq!(h.pass().await, Vec::<String>::new(), "the request does not run again when its Job is gone");
+
+    let second = Time("2026-12-04T11:00:00Z".parse().unwrap());
+    h.set_spec(|spec| spec.read_model.rebuild_requested_at = Some(second.clone()));
+    assert_started(h.pass().await);
+    let second_job = rebuild_job_name(&h.pipeline(), &second);
+    // A third request while the second's Job runs: no Job yet, the request is Pending and says why.
+    let third = Time("2026-12-04T12:00:00Z".parse().unwrap());
+    h.set_spec(|spec| spec.read_model.rebuild_requested_at = Some(third.clone()));
+    assert_eq!(h.pass().await, [format!("PATCH {PIPELINE}/status")]);
+    let rebuild = &h.status()["readModel"]["rebuild"];
+    assert_eq!(rebuild["phase"], json!("Pending"));
+    assert_eq!(rebuild["message"], json!(format!("waiting for the running rebuild (Job {second_job}) to end")));
+    assert_eq!(h.pass().await, Vec::<String>::new(), "still waiting");
+    finished_job(&h, &second_job, "rebuild", true, 0, "rebuilt: 10 rows in 0.1 s (100 rows/s)");
+    assert_started(h.pass().await);
+    let rebuild = &h.status()["readModel"]["rebuild"];
+    let third_job = rebuild_job_name(&h.pipeline(), &third);
+    assert_eq!((rebuild["job"].as_str(), rebuild["phase"].as_str()), (Some(third_job.as_str()), Some("Pending")));
+}

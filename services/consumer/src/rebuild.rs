@@ -34,7 +34,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::TryStreamExt;
 use rust_decimal::Decimal;
 use serde::Serialize;
-use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
 
 use crate::{
     cut::{Cut, CutReport},
@@ -44,6 +44,23 @@ use crate::{
 
 /// The advisory lock key (of the read database) that makes one rebuild run at a time.
 const REBUILD_LOCK: i64 = APPLY_LOCK + 1;
+
+/// Held shared by every verify and exclusively by a rebuild, each for its whole run: a swap committed
+/// after a verify's snapshot would leave that verify tables whose rows it cannot see (every key
+/// `missing`), and a verify's reads would hold the swap's `drop table` off. A rebuild waits for the
+/// verifies that run; a verify does not start while a rebuild runs.
+const MAINTENANCE_LOCK: i64 = APPLY_LOCK + 2;
+
+/// A session of the read database's own that holds the maintenance lock shared while it lives, or
+/// `None` while a rebuild runs. Dropping it closes the session, which releases the lock on every path.
+pub async fn verify_lock(read: &PgPool) -> sqlx::Result<Option<PgConnection>> {
+    let mut session = read.acquire().await?.detach();
+    let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock_shared($1)")
+        .bind(MAINTENANCE_LOCK)
+        .fetch_one(&mut session)
+        .await?;
+    Ok(locked.then_some(session))
+}
 
 /// Hashes written this long before the cut are searched for orders applied after it: a batch's hash
 /// insert and its commit are never that far apart.
@@ -101,11 +118,18 @@ pub struct BuiltView {
 
 pub async fn rebuild(read: &PgPool, write: &PgPool, retention: Duration) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let mut guard = read.acquire().await?;
+    // The locks are this session's: it closes when `guard` is dropped, on every path.
+    let mut guard = read.acquire().await?.detach();
     let alone: bool =
-        sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(REBUILD_LOCK).fetch_one(&mut *guard).await?;
+        sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(REBUILD_LOCK).fetch_one(&mut guard).await?;
     if !alone {
         bail!("another rebuild of this read database is running");
+    }
+    let no_verify: bool =
+        sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(MAINTENANCE_LOCK).fetch_one(&mut guard).await?;
+    if !no_verify {
+        tracing::info!("rebuild: waiting for the verifies that run to end");
+        sqlx::query("select pg_advisory_lock($1)").bind(MAINTENANCE_LOCK).execute(&mut guard).await?;
     }
 
     let mut cut = Cut::take(read, write, retention).await?;
@@ -163,6 +187,8 @@ pub async fn rebuild(read: &PgPool, write: &PgPool, retention: Duration) -> anyh
     let mut attempt = 0;
     let swap_milliseconds = loop {
         attempt += 1;
+        // A swap that is rolled back takes its catch-up round with it: those orders must be folded again.
+        let folded_before = folded.clone();
         sqlx::query("savepoint swap").execute(&mut *tx).await?;
         let paused = Instant::now();
         match swap(&mut tx, write, since, horizon, &mut folded).await {
@@ -172,6 +198,7 @@ pub async fn rebuild(read: &PgPool, write: &PgPool, retention: Duration) -> anyh
             }
             Err(error) if attempt < SWAP_ATTEMPTS && lock_timed_out(&error) => {
                 sqlx::query("rollback to savepoint swap").execute(&mut *tx).await?;
+                folded = folded_before;
                 tracing::info!(attempt, "rebuild: a query held a view; catching up and trying again");
                 caught_up += catch_up(&mut tx, write, since, horizon, &mut folded).await?;
             }
@@ -179,7 +206,7 @@ pub async fn rebuild(read: &PgPool, write: &PgPool, retention: Duration) -> anyh
         }
     };
     tx.commit().await?;
-    sqlx::query("select pg_advisory_unlock($1)").bind(REBUILD_LOCK).execute(&mut *guard).await?;
+    guard.close().await?;
 
     let rows = views.iter().map(|v| v.rows).sum();
     tracing::info!(rows, caught_up, swap_milliseconds, "rebuild: done");

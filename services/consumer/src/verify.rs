@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::bail;
 use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
@@ -20,6 +21,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::{
     cut::{Cut, CutReport},
+    rebuild,
     views::{VIEWS, Value, View},
 };
 
@@ -142,6 +144,9 @@ const MAX_SETTLING: usize = 10_000;
 
 pub async fn verify(read: &PgPool, write: &PgPool, settings: &Settings) -> anyhow::Result<Report> {
     let started = Instant::now();
+    let Some(_lock) = rebuild::verify_lock(read).await? else {
+        bail!("a rebuild of this read database is running: verify after it ends");
+    };
     let mut cut = Cut::take(read, write, settings.retention).await?;
     let cut_report = cut.report();
     tracing::info!(

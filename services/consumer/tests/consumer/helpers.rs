@@ -190,15 +190,7 @@ impl Pipeline {
     /// Runs `consumer-service <command> <args>` (verify or rebuild) against both databases, and returns its
     /// exit status and the JSON report it prints.
     pub async fn maintenance(&self, command: &str, args: &[&str]) -> (i32, Value) {
-        let mut process = tokio::process::Command::new(env!("CARGO_BIN_EXE_consumer-service"));
-        process
-            .arg(command)
-            .args(["--output", "json"])
-            .args(args)
-            .env("READ_DATABASE_URL", &self.read_url)
-            .env("WRITE_DATABASE_URL", &self.write_url)
-            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::piped() });
-        let output = process.output().await.expect("the consumer binary runs");
+        let output = self.maintenance_command(command, args).output().await.expect("the consumer binary runs");
         let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
             panic!(
                 "{command} printed no JSON report ({e}): {}\n{}",
@@ -207,6 +199,27 @@ impl Pipeline {
             )
         });
         (output.status.code().unwrap_or(-1), report)
+    }
+
+    /// Runs `consumer-service <command>` expecting no report: its exit status and what it said on stderr.
+    pub async fn maintenance_refused(&self, command: &str) -> (i32, String) {
+        let mut process = self.maintenance_command(command, &[]);
+        process.stderr(Stdio::piped());
+        let output = process.output().await.expect("the consumer binary runs");
+        assert!(output.stdout.is_empty(), "{command} printed a report: {}", String::from_utf8_lossy(&output.stdout));
+        (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+
+    fn maintenance_command(&self, command: &str, args: &[&str]) -> tokio::process::Command {
+        let mut process = tokio::process::Command::new(env!("CARGO_BIN_EXE_consumer-service"));
+        process
+            .arg(command)
+            .args(["--output", "json"])
+            .args(args)
+            .env("READ_DATABASE_URL", &self.read_url)
+            .env("WRITE_DATABASE_URL", &self.write_url)
+            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::piped() });
+        process
     }
 
     /// Waits until every domain event ever written has been applied to the read model.

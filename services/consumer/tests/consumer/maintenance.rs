@@ -161,7 +161,38 @@ async fn verify_finds_exactly_the_corrupted_keys_and_a_rebuild_under_a_burst_fix
         (accepted.load(Ordering::SeqCst) >= 60).then_some(())
     })
     .await;
-    let (code, report) = pipeline.maintenance("rebuild", &[]).await;
+    // A dashboard's query holds product_sales_view for 4 s: the swap times out on it (2 s) at least once
+    // and tries again, and the orders its rolled-back catch-up round had folded are folded again.
+    let holder = {
+        let read = pipeline.read.clone();
+        let mut tx = read.begin().await.unwrap();
+        sqlx::query("lock table product_sales_view in access share mode").execute(&mut *tx).await.unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            tx.commit().await.unwrap();
+        })
+    };
+    let rebuild = {
+        let pipeline = pipeline.clone();
+        tokio::spawn(async move { pipeline.maintenance("rebuild", &[]).await })
+    };
+    // While it runs, a verify does not start: a swap after its snapshot would show it empty tables.
+    eventually(Duration::from_secs(30), "the rebuild to hold its locks", || async {
+        let held: i64 = sqlx::query_scalar(
+            "select count(*) from pg_locks l join pg_stat_activity a using (pid)
+              where l.locktype = 'advisory' and l.mode = 'ExclusiveLock' and a.application_name = 'consumer-service-rebuild'",
+        )
+        .fetch_one(&pipeline.read)
+        .await
+        .unwrap();
+        (held >= 2).then_some(())
+    })
+    .await;
+    let (code, said) = pipeline.maintenance_refused("verify").await;
+    assert_eq!(code, 2, "{said}");
+    assert!(said.contains("a rebuild of this read database is running"), "{said}");
+    let (code, report) = rebuild.await.unwrap();
+    holder.await.unwrap();
     assert_eq!((code, report["status"].as_str()), (0, Some("rebuilt")), "{report:#}");
     rebuilt.store(true, Ordering::SeqCst);
     println!("rebuild under the burst: {report}");
