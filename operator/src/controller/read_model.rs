@@ -64,6 +64,12 @@ fn finished(job: &Job) -> Option<(bool, Option<Time>)> {
     holds("Failed").map(|failed| (false, failed.last_transition_time.clone()))
 }
 
+/// The pipeline's Jobs of one maintenance component (verify or rebuild).
+async fn jobs_of(jobs: &Api<Job>, pipeline: &AnalyticsPipeline, component: &str) -> Result<Vec<Job>, Error> {
+    let selector = format!("{INSTANCE_LABEL}={},{COMPONENT_LABEL}={component}", pipeline.name_any());
+    Ok(jobs.list(&ListParams::default().labels(&selector)).await?.items)
+}
+
 /// The terminated state of the Job's container, from its newest pod that has one.
 async fn terminated(pods: &Api<Pod>, job: &str, container: &str) -> Result<Option<ContainerStateTerminated>, Error> {
     let list = pods.list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={job}"))).await?;
@@ -95,11 +101,8 @@ async fn last_verify(
     pods: &Api<Pod>,
     previous: Option<&VerifyRun>,
 ) -> Result<Option<VerifyRun>, Error> {
-    let selector = format!("{INSTANCE_LABEL}={},{COMPONENT_LABEL}={}", pipeline.name_any(), maintenance::VERIFY);
-    let newest = jobs
-        .list(&ListParams::default().labels(&selector))
+    let newest = jobs_of(jobs, pipeline, maintenance::VERIFY)
         .await?
-        .items
         .into_iter()
         .filter_map(|job| finished(&job).map(|(succeeded, at)| (job.name_any(), succeeded, at)))
         .max_by_key(|(_, _, at)| at.as_ref().map(|t| t.0));
@@ -145,9 +148,7 @@ async fn rebuild(
         None => {
             // One rebuild at a time: a second would only fail on the rebuild's lock. The new request
             // waits, Pending, until the running one ends.
-            let selector =
-                format!("{INSTANCE_LABEL}={},{COMPONENT_LABEL}={}", pipeline.name_any(), maintenance::REBUILD);
-            let running = jobs.list(&ListParams::default().labels(&selector)).await?.items;
+            let running = jobs_of(jobs, pipeline, maintenance::REBUILD).await?;
             if let Some(other) = running.iter().find(|job| finished(job).is_none()) {
                 return Ok(Some(RebuildStatus {
                     requested_at,

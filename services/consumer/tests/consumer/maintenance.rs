@@ -164,8 +164,7 @@ async fn verify_finds_exactly_the_corrupted_keys_and_a_rebuild_under_a_burst_fix
     // A dashboard's query holds product_sales_view for 4 s: the swap times out on it (2 s) at least once
     // and tries again, and the orders its rolled-back catch-up round had folded are folded again.
     let holder = {
-        let read = pipeline.read.clone();
-        let mut tx = read.begin().await.unwrap();
+        let mut tx = pipeline.read.begin().await.unwrap();
         sqlx::query("lock table product_sales_view in access share mode").execute(&mut *tx).await.unwrap();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(4)).await;
