@@ -22,7 +22,7 @@ crds: ## Regenerate the CRD (crds/ and the chart's copy) from the operator's typ
 	@cp crds/analyticspipeline.yaml charts/analytics-pipeline/crds/analyticspipeline.yaml
 	@echo "wrote crds/analyticspipeline.yaml and its copy in charts/analytics-pipeline/crds/"
 
-cluster: ## A real single-node Kubernetes here (kubelet, containerd), images built from this tree; idempotent; MONITORING=1 adds Prometheus
+cluster: ## A real single-node Kubernetes here (kubelet, containerd), images built from this tree; idempotent; MONITORING=1 adds Prometheus, HA=1 CloudNativePG
 	@hack/cluster.sh up
 
 cluster-down: ## Stop the node: processes, mounts, iptables chains, bridge

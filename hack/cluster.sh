@@ -442,6 +442,10 @@ EOF
   if [ "${MONITORING:-}" = 1 ]; then
     hack/monitoring.sh up
   fi
+  # With HA=1, the operators of the highly available modes: CloudNativePG.
+  if [ "${HA:-}" = 1 ]; then
+    hack/ha.sh up
+  fi
   log "ready in $(since "$started"). Use it with:"
   cat >&2 <<EOF
   . .run/cluster/env

@@ -41,6 +41,7 @@ export HELM; HELM=$(hack/tools.sh helm)
 export KUBECTL; KUBECTL=$(hack/tools.sh kubectl)
 export TEST_KUBECONFIG="$dir/kube/admin.kubeconfig" TEST_KUBE_AUDIT_LOG="$dir/kube/audit.log"
 export PROMETHEUS_OPERATOR_CRDS; PROMETHEUS_OPERATOR_CRDS=$(hack/tools.sh prometheus-crds)
+export CLOUDNATIVE_PG_CRDS; CLOUDNATIVE_PG_CRDS=$(hack/tools.sh cloudnative-pg-crds)
 export PROMTOOL; PROMTOOL=$(hack/tools.sh promtool)
 export HADOLINT; HADOLINT=$(hack/tools.sh hadolint)
 # The API contract check: openapi-spec-validator and schemathesis over each service's OpenAPI document.

@@ -13,6 +13,9 @@
 #   hack/tools.sh prometheus-crds
 #                            a directory with the Prometheus operator's ServiceMonitor, PodMonitor and
 #                            PrometheusRule CRDs, from its Go module (the module proxy), cached like helm
+#   hack/tools.sh cloudnative-pg-crds
+#                            a file with CloudNativePG's CRDs, from the release manifest in its Go module
+#                            (pinned in hack/cnpg), cached like helm
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -112,5 +115,19 @@ prometheus-crds)
   fi
   echo "$dir"
   ;;
-*) echo "usage: tools.sh helm|kubectl|promtool|hadolint|cargo-deny|api-contract|prometheus-crds" >&2; exit 2 ;;
+cloudnative-pg-crds)
+  version=$(awk '$1 == "github.com/cloudnative-pg/cloudnative-pg" { print $2; exit }' hack/cnpg/go.mod)
+  file="$CACHE/cloudnative-pg-crds-$version.yaml"
+  if [ ! -f "$file" ]; then
+    command -v go >/dev/null || { echo "tools.sh: Go is needed to fetch CloudNativePG's CRDs" >&2; exit 1; }
+    echo "tools.sh: extracting the CRDs of CloudNativePG $version from its Go module into $file" >&2
+    hack/ha.sh manifest | python3 -c 'import re, sys
+documents = re.split(r"^---\s*$", sys.stdin.read(), flags=re.M)
+print("\n---\n".join(d.strip() for d in documents if re.search(r"^kind: CustomResourceDefinition$", d, flags=re.M)))' \
+      >"$file.part"
+    mv "$file.part" "$file"
+  fi
+  echo "$file"
+  ;;
+*) echo "usage: tools.sh helm|kubectl|promtool|hadolint|cargo-deny|api-contract|prometheus-crds|cloudnative-pg-crds" >&2; exit 2 ;;
 esac

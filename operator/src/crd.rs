@@ -37,7 +37,9 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"ReadModelConsistent\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Primary", type_ = "string", json_path = ".status.postgres.primary", priority = 1),
+    printcolumn(name = "Timeline", type_ = "integer", json_path = ".status.postgres.timeline", priority = 1)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AnalyticsPipelineSpec {
@@ -389,15 +391,151 @@ fn five_minutes() -> i64 {
     300
 }
 
-/// The write and read databases: run by the operator (`managed`, the default) or provided (`external`).
+/// The write and read databases, in one of three ways: `managed`, one PostgreSQL pod that the operator
+/// runs (the default, for development); `cloudNativePG`, a replicated cluster with automatic failover
+/// that the operator asks CloudNativePG for (for production); or `external`, databases that someone
+/// else runs. At most one of them is given; none means `managed`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!(has(self.managed) && has(self.external))").message("postgres is either managed or external, not both"))]
+#[x_kube(validation = Rule::new("[has(self.managed), has(self.cloudNativePG), has(self.external)].filter(x, x).size() <= 1").message("postgres is one of managed, cloudNativePG or external"))]
 pub struct PostgresSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<Managed>,
+    #[serde(default, rename = "cloudNativePG", skip_serializing_if = "Option::is_none")]
+    pub cloud_native_pg: Option<CloudNativePg>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalPostgres>,
+}
+
+/// Both databases in one CloudNativePG `Cluster` (`<pipeline>-postgres`): a primary and streaming
+/// standbys, with automatic failover. CloudNativePG (1.30) must be installed in the cluster. The image is
+/// `images.postgres`; its tag must begin with the PostgreSQL major version (`15`, `16.4`…). The writers
+/// connect through `<pipeline>-postgres-rw`, which follows the primary.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.synchronous.number < self.instances").message("synchronous.number must be less than instances: only standbys acknowledge a commit (set synchronous.number to 0 for a single instance)"))]
+#[x_kube(validation = Rule::new("self.queryReadsFrom != 'Standbys' || self.instances >= 2").message("queryReadsFrom Standbys needs at least 2 instances (use Primary for a single instance)"))]
+pub struct CloudNativePg {
+    /// PostgreSQL instances: one primary and the rest streaming standbys.
+    #[serde(default = "three")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 9").message("instances must be from 1 to 9"))]
+    pub instances: i32,
+    /// Each instance's volume.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Each instance's resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// How many standbys must have a commit on disk before it is acknowledged.
+    #[serde(default)]
+    pub synchronous: Synchronous,
+    /// Where the query service reads the read database.
+    #[serde(default)]
+    pub query_reads_from: ReadsFrom,
+    /// Seconds a stopping primary waits for its clients before it stops fast (CloudNativePG's default,
+    /// 180, if unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("smartShutdownTimeout must not be negative"))]
+    pub smart_shutdown_timeout: Option<i32>,
+    /// Seconds a primary that is being switched over may take to shut down and archive its WAL before
+    /// the standby is promoted (CloudNativePG's default, 3600, if unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("switchoverDelay must not be negative"))]
+    pub switchover_delay: Option<i32>,
+    /// Seconds to wait after a primary is found unhealthy before failing over (CloudNativePG's default,
+    /// 0, if unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("failoverDelay must not be negative"))]
+    pub failover_delay: Option<i32>,
+    /// Whether the instances must run on different nodes (`Required`), or should (`Preferred`, the
+    /// default, as CloudNativePG's).
+    #[serde(default)]
+    pub pod_anti_affinity: AntiAffinity,
+    /// Continuous WAL archiving and base backups through CloudNativePG's Barman Cloud plugin, to the
+    /// plugin's `ObjectStore` of this name (in the pipeline's namespace; the plugin and the object store
+    /// are installed and configured apart). Point-in-time recovery is CloudNativePG's: a new cluster
+    /// bootstrapped from that object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BarmanBackup>,
+}
+
+impl Default for CloudNativePg {
+    fn default() -> Self {
+        Self {
+            instances: three(),
+            storage: Storage::default(),
+            resources: None,
+            synchronous: Synchronous::default(),
+            query_reads_from: ReadsFrom::default(),
+            smart_shutdown_timeout: None,
+            switchover_delay: None,
+            failover_delay: None,
+            pod_anti_affinity: AntiAffinity::default(),
+            backup: None,
+        }
+    }
+}
+
+fn three() -> i32 {
+    3
+}
+
+/// Synchronous replication: a commit, and so an accepted order, is acknowledged once `number` standbys
+/// have it on disk, so that it survives the loss of the primary.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Synchronous {
+    /// Standbys that must confirm each commit; 0 replicates asynchronously, and then a failover can lose
+    /// the last acknowledged orders.
+    #[serde(default = "one")]
+    #[x_kube(validation = Rule::new("self >= 0").message("synchronous.number must not be negative"))]
+    pub number: i32,
+    /// `Required` (the default): with fewer than `number` standbys up, commits wait. `Preferred`:
+    /// commits go on without them, unprotected, until they are back.
+    #[serde(default)]
+    pub data_durability: DataDurability,
+}
+
+impl Default for Synchronous {
+    fn default() -> Self {
+        Self { number: one(), data_durability: DataDurability::default() }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DataDurability {
+    #[default]
+    Required,
+    Preferred,
+}
+
+/// Which instances the query service reads. Every answer, sync-status included, is about the instance
+/// that gave it: a standby that lags reports its lag.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ReadsFrom {
+    /// The standbys (`<pipeline>-postgres-ro`): queries do not load the primary that the consumers
+    /// write. The default.
+    #[default]
+    Standbys,
+    /// Every instance (`<pipeline>-postgres-r`).
+    AnyInstance,
+    /// The primary (`<pipeline>-postgres-rw`), as the writers.
+    Primary,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum AntiAffinity {
+    #[default]
+    Preferred,
+    Required,
+}
+
+/// Where WAL and base backups go.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BarmanBackup {
+    /// The name of the Barman Cloud plugin's `ObjectStore`.
+    pub barman_object_name: String,
 }
 
 /// A database or broker the operator runs as a StatefulSet: its volume and its resources.
@@ -502,6 +640,26 @@ pub struct AnalyticsPipelineStatus {
     /// The last verify that finished, and the rebuild asked for last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_model: Option<ReadModelStatus>,
+    /// The CloudNativePG cluster, in `cloudNativePG` mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresStatus>,
+}
+
+/// What CloudNativePG reports of the pipeline's PostgreSQL cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresStatus {
+    /// The instance (pod) that is the primary now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+    /// The PostgreSQL timeline: every promotion of a standby, by failover or switchover, starts a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<i64>,
+    pub instances: i32,
+    pub ready_instances: i32,
+    /// CloudNativePG's phase, e.g. `Cluster in healthy state` or `Failing over`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phase: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]

@@ -110,7 +110,18 @@ mod tests {
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(columns, ["Phase", "Ready", "Lag", "Pending", "Consumers", "Consistent", "Age"]);
+        assert_eq!(
+            columns,
+            ["Phase", "Ready", "Lag", "Pending", "Consumers", "Consistent", "Age", "Primary", "Timeline"]
+        );
+        // The CloudNativePG columns are for `-o wide`.
+        let priorities: Vec<i64> = version["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["priority"].as_i64().unwrap_or(0))
+            .collect();
+        assert_eq!(priorities, [0, 0, 0, 0, 0, 0, 0, 1, 1]);
         assert_eq!(version["subresources"]["status"], json!({}));
         let root = &version["schema"]["openAPIV3Schema"];
         assert!(!root["required"].as_array().is_some_and(|r| r.contains(&json!("spec"))), "spec is optional");
@@ -118,7 +129,10 @@ mod tests {
         let consumers = &root["properties"]["spec"]["properties"]["consumers"];
         assert_eq!(consumers["x-kubernetes-validations"][0]["rule"], "self.minReplicas <= self.maxReplicas");
         let postgres = &root["properties"]["spec"]["properties"]["postgres"];
-        assert_eq!(postgres["x-kubernetes-validations"][0]["rule"], "!(has(self.managed) && has(self.external))");
+        assert_eq!(
+            postgres["x-kubernetes-validations"][0]["rule"],
+            "[has(self.managed), has(self.cloudNativePG), has(self.external)].filter(x, x).size() <= 1"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use analytics_kit::http::{Check, Readiness, ops_router};
 use analytics_operator::{
-    children::{INSTANCE_LABEL, MANAGED_BY},
+    children::{INSTANCE_LABEL, MANAGED_BY, cloudnative_pg},
     controller::{self, Context},
     crd::{AnalyticsPipeline, Image, ImageSet, Images},
     metrics::Metrics,
@@ -209,7 +209,20 @@ async fn run_controller(
         }
     }
     let children = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
-    Controller::new(api::<AnalyticsPipeline>(client, namespace), watcher::Config::default())
+    // CloudNativePG's clusters are watched where CloudNativePG is installed; elsewhere a pipeline in that
+    // mode reports the missing CRD in its status, and is read again on the resync.
+    let cloudnative_pg = client
+        .list_api_group_resources("postgresql.cnpg.io/v1")
+        .await
+        .is_ok_and(|resources| resources.resources.iter().any(|resource| resource.name == "clusters"));
+    tracing::info!(cloudnative_pg, "CloudNativePG clusters watched: {cloudnative_pg}");
+    let controller = Controller::new(api::<AnalyticsPipeline>(client, namespace), watcher::Config::default());
+    let controller = if cloudnative_pg {
+        controller.owns(api::<cloudnative_pg::Cluster>(client, namespace), children.clone())
+    } else {
+        controller
+    };
+    controller
         .owns(api::<Deployment>(client, namespace), children.clone())
         .owns(api::<StatefulSet>(client, namespace), children.clone())
         .owns(api::<Service>(client, namespace), children.clone())

@@ -25,7 +25,9 @@ use super::{
     POSTGRES_PASSWORD_KEY, ReadOnlyRoot, SERVICES, container_security, credential, data_labels, database_password_key,
     headless_service, labels, metadata, name, pod_security, selector,
 };
-use crate::crd::{AnalyticsPipeline, DeletionPolicy, Image, Managed, Storage};
+use crate::crd::{
+    AnalyticsPipeline, CloudNativePg, DeletionPolicy, ExternalPostgres, Image, Managed, ReadsFrom, Storage,
+};
 
 pub const COMPONENT: &str = "postgres";
 pub const PORT: i32 = 5432;
@@ -33,17 +35,56 @@ pub const USER: &str = "analytics";
 pub const WRITE_DATABASE: &str = "analytics_write";
 pub const READ_DATABASE: &str = "analytics_read";
 /// The uid of the `postgres` user in the official image.
-const POSTGRES_UID: i64 = 999;
+pub(super) const POSTGRES_UID: i64 = 999;
 
-/// The managed settings, or `None` when the databases are external.
-pub fn managed(pipeline: &AnalyticsPipeline) -> Option<Managed> {
-    let postgres = &pipeline.spec.postgres;
-    if postgres.external.is_some() { None } else { Some(postgres.managed.clone().unwrap_or_default()) }
+/// How a pipeline's databases are run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// One pod the operator runs (also when the spec names no mode).
+    Managed(Managed),
+    /// A CloudNativePG cluster the operator asks for.
+    CloudNativePg(CloudNativePg),
+    /// Someone else's.
+    External(ExternalPostgres),
 }
 
-/// The Service (and host name) of the managed PostgreSQL.
-pub fn host(pipeline: &AnalyticsPipeline) -> String {
-    name(pipeline, COMPONENT)
+impl Mode {
+    /// Whether the operator makes the databases (and so their credentials and roles).
+    pub fn is_in_cluster(&self) -> bool {
+        !matches!(self, Self::External(_))
+    }
+}
+
+pub fn mode(pipeline: &AnalyticsPipeline) -> Mode {
+    let postgres = &pipeline.spec.postgres;
+    match (&postgres.external, &postgres.cloud_native_pg) {
+        (Some(external), _) => Mode::External(external.clone()),
+        (None, Some(cluster)) => Mode::CloudNativePg(cluster.clone()),
+        (None, None) => Mode::Managed(postgres.managed.clone().unwrap_or_default()),
+    }
+}
+
+/// Who connects: a writer (the command service, the consumers, migrations and maintenance) or the query
+/// service, which may read from standbys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Write,
+    Query,
+}
+
+/// The host name of the databases for `access`, in the two in-cluster modes: the managed pod's Service,
+/// or one of the CloudNativePG cluster's Services.
+pub fn host(pipeline: &AnalyticsPipeline, access: Access) -> String {
+    let cluster = name(pipeline, COMPONENT);
+    match (mode(pipeline), access) {
+        (Mode::CloudNativePg(spec), Access::Query) => match spec.query_reads_from {
+            ReadsFrom::Standbys => format!("{cluster}-ro"),
+            ReadsFrom::AnyInstance => format!("{cluster}-r"),
+            ReadsFrom::Primary => format!("{cluster}-rw"),
+        },
+        (Mode::CloudNativePg(_), Access::Write) => format!("{cluster}-rw"),
+        _ => cluster,
+    }
 }
 
 /// The key of the init ConfigMap that creates the read database on a new cluster (the image's
@@ -52,44 +93,68 @@ pub fn host(pipeline: &AnalyticsPipeline) -> String {
 const READ_DATABASE_SCRIPT: &str = "10-read-database.sql";
 const ROLES_SCRIPT: &str = "roles.sql";
 
+/// The scripts, for the managed pod; CloudNativePG creates the read database itself (see
+/// [`super::cloudnative_pg`]), so there the ConfigMap has only the roles.
 pub fn init_script(pipeline: &AnalyticsPipeline) -> ConfigMap {
-    ConfigMap {
-        metadata: metadata(pipeline, "postgres-init", COMPONENT),
-        data: Some(BTreeMap::from([
-            (
-                READ_DATABASE_SCRIPT.to_owned(),
-                format!(
-                    "-- The read side's database; the image creates {WRITE_DATABASE} itself.\ncreate database {READ_DATABASE};\n"
-                ),
+    let mut data = BTreeMap::from([(ROLES_SCRIPT.to_owned(), include_str!("postgres-roles.sql").to_owned())]);
+    if matches!(mode(pipeline), Mode::Managed(_)) {
+        data.insert(
+            READ_DATABASE_SCRIPT.to_owned(),
+            format!(
+                "-- The read side's database; the image creates {WRITE_DATABASE} itself.\ncreate database {READ_DATABASE};\n"
             ),
-            (ROLES_SCRIPT.to_owned(), include_str!("postgres-roles.sql").to_owned()),
-        ])),
-        ..ConfigMap::default()
+        );
     }
+    ConfigMap { metadata: metadata(pipeline, INIT_SCRIPTS, COMPONENT), data: Some(data), ..ConfigMap::default() }
 }
 
-/// The `roles` container's program: wait for the server on the pod's loopback, apply the roles script as
-/// the administrator, then stay (a container that exits is restarted); a failure exits, and so retries.
+/// The ConfigMap of [`init_script`], `<pipeline>-postgres-init`.
+pub(super) const INIT_SCRIPTS: &str = "postgres-init";
+
+/// The `roles` program: wait for the server at `$PGHOST`, apply the roles script as the administrator.
 /// It stops at once on SIGINT, the postgres image's stop signal (which the runtime sends to every
-/// container of the image), and on SIGTERM.
+/// container of the image), and on SIGTERM. psql exits 2 when it cannot connect or loses the connection (the server is still starting, the
+/// administrator's password is not set yet, a failover), which is tried again; any other failure, an
+/// error in the script, is not.
 const APPLY_ROLES: &str = r#"set -eu
 trap 'exit 0' INT TERM
-until pg_isready -q -h 127.0.0.1 -p 5432 -U "$PGUSER" -d analytics_write; do sleep 1; done
-psql -X -q -h 127.0.0.1 -p 5432 -d analytics_write -f /etc/analytics/roles.sql
+until pg_isready -q -p 5432 -U "$PGUSER" -d analytics_write; do sleep 1; done
+until psql -X -q -p 5432 -d analytics_write -f /etc/analytics/roles.sql; do
+  status=$?
+  [ "$status" -eq 2 ] || exit "$status"
+  sleep 2
+done
 echo "the services' roles are in place"
-sleep infinity &
-wait
 "#;
 
+/// In the managed pod, the roles container then stays (a container that exits is restarted); a failure
+/// exits, and so retries.
+const STAY: &str = "sleep infinity &\nwait\n";
+
+/// How long the roles program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Roles {
+    /// Beside the managed server, on its loopback, for as long as the pod runs.
+    Sidecar,
+    /// Once, as a Job, against the CloudNativePG primary.
+    Once,
+}
+
 /// The container that gives each service its own role (see `postgres-roles.sql`).
-fn roles_container(pipeline: &AnalyticsPipeline, image: &Image) -> Container {
+pub(super) fn roles_container(pipeline: &AnalyticsPipeline, image: &Image, roles: Roles) -> Container {
     let secret = |name: &str, key: &str| EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource { secret_key_ref: Some(credential(pipeline, key)), ..EnvVarSource::default() }),
         ..EnvVar::default()
     };
+    let (pg_host, program) = match roles {
+        Roles::Sidecar => ("127.0.0.1".to_owned(), format!("{APPLY_ROLES}{STAY}")),
+        Roles::Once => (host(pipeline, Access::Write), APPLY_ROLES.to_owned()),
+    };
     let mut env = vec![
+        EnvVar { name: "PGHOST".into(), value: Some(pg_host), ..EnvVar::default() },
         EnvVar { name: "PGUSER".into(), value: Some(USER.into()), ..EnvVar::default() },
+        EnvVar { name: "PGCONNECT_TIMEOUT".into(), value: Some("5".into()), ..EnvVar::default() },
         secret("PGPASSWORD", POSTGRES_PASSWORD_KEY),
     ];
     env.extend(
@@ -100,7 +165,7 @@ fn roles_container(pipeline: &AnalyticsPipeline, image: &Image) -> Container {
         name: "roles".to_owned(),
         image: Some(image.reference()),
         image_pull_policy: Some(image.pull_policy.as_str().to_owned()),
-        command: Some(vec!["bash".into(), "-c".into(), APPLY_ROLES.into()]),
+        command: Some(vec!["bash".into(), "-c".into(), program]),
         env: Some(env),
         security_context: Some(container_security(ReadOnlyRoot::Yes)),
         volume_mounts: Some(vec![VolumeMount {
@@ -170,26 +235,35 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Ima
         ]),
         ..Container::default()
     };
-    let script = |volume: &str, key: &str| Volume {
-        name: volume.into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: name(pipeline, "postgres-init"),
-            items: Some(vec![KeyToPath { key: key.into(), path: key.into(), mode: None }]),
-            ..ConfigMapVolumeSource::default()
-        }),
-        ..Volume::default()
-    };
     stateful(
         pipeline,
         COMPONENT,
         &managed.storage,
         Pod {
-            containers: vec![container, roles_container(pipeline, image)],
+            containers: vec![container, roles_container(pipeline, image, Roles::Sidecar)],
             init_containers: Vec::new(),
-            volumes: vec![script("init", READ_DATABASE_SCRIPT), script("roles", ROLES_SCRIPT)],
+            volumes: vec![script_volume(pipeline, "init", READ_DATABASE_SCRIPT), roles_volume(pipeline)],
         },
         POSTGRES_UID,
     )
+}
+
+/// The volume `roles` that [`roles_container`] mounts.
+pub(super) fn roles_volume(pipeline: &AnalyticsPipeline) -> Volume {
+    script_volume(pipeline, "roles", ROLES_SCRIPT)
+}
+
+/// A volume of one key of the init ConfigMap.
+fn script_volume(pipeline: &AnalyticsPipeline, volume: &str, key: &str) -> Volume {
+    Volume {
+        name: volume.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: name(pipeline, INIT_SCRIPTS),
+            items: Some(vec![KeyToPath { key: key.into(), path: key.into(), mode: None }]),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
 }
 
 /// The containers and volumes of a backend's pod, beside its `data` claim.

@@ -8,6 +8,7 @@
 //! of the StatefulSets follow the deletion policy (see [`databases`]).
 
 pub mod broker;
+pub mod cloudnative_pg;
 pub mod databases;
 pub mod maintenance;
 pub mod network;
@@ -18,7 +19,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
-        batch::v1::CronJob,
+        batch::v1::{CronJob, Job},
         core::v1::{
             Capabilities, ConfigMap, PodSecurityContext, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
             Service, ServicePort, ServiceSpec,
@@ -49,6 +50,10 @@ pub struct Children {
     pub stateful_sets: Vec<StatefulSet>,
     pub deployments: Vec<Deployment>,
     pub cron_jobs: Vec<CronJob>,
+    /// Jobs that run once for a form of the pipeline (the roles on a CloudNativePG cluster).
+    pub jobs: Vec<Job>,
+    /// CloudNativePG clusters.
+    pub postgres_clusters: Vec<cloudnative_pg::Cluster>,
 }
 
 /// Facts the reconciler decides or observes, which the spec alone does not give.
@@ -67,11 +72,21 @@ pub fn desired(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Observ
         stateful_sets: Vec::new(),
         deployments: Vec::new(),
         cron_jobs: Vec::new(),
+        jobs: Vec::new(),
+        postgres_clusters: Vec::new(),
     };
-    if let Some(managed) = databases::managed(pipeline) {
-        children.config_maps.push(databases::init_script(pipeline));
-        children.services.push(databases::service(pipeline));
-        children.stateful_sets.push(databases::stateful_set(pipeline, &managed, &images.postgres));
+    match databases::mode(pipeline) {
+        databases::Mode::Managed(managed) => {
+            children.config_maps.push(databases::init_script(pipeline));
+            children.services.push(databases::service(pipeline));
+            children.stateful_sets.push(databases::stateful_set(pipeline, &managed, &images.postgres));
+        }
+        databases::Mode::CloudNativePg(spec) => {
+            children.config_maps.push(databases::init_script(pipeline));
+            children.postgres_clusters.push(cloudnative_pg::cluster(pipeline, &spec, &images.postgres));
+            children.jobs.push(cloudnative_pg::roles_job(pipeline, &images.postgres));
+        }
+        databases::Mode::External(_) => {}
     }
     if let Some(managed) = broker::managed(pipeline) {
         children.services.push(broker::service(pipeline));

@@ -1,5 +1,8 @@
 //! NetworkPolicies for the managed backends. PostgreSQL accepts only the pipeline's own pods, on its
-//! port. RabbitMQ accepts the pipeline's own pods and the operator's namespace (the operator reads the
+//! port. A CloudNativePG cluster's instances are the pipeline's pods too (they carry its labels), so they
+//! replicate among themselves under the same rule; they also accept CloudNativePG's operator, from any
+//! namespace, on the instance manager's status port, and they keep their egress: each instance manager
+//! talks to the Kubernetes API and to the other instances. RabbitMQ accepts the pipeline's own pods and the operator's namespace (the operator reads the
 //! queue depth), on AMQP only. Nothing reaches the management UI (15672) or the Erlang ports (4369,
 //! 25672): a single node needs neither from outside its pod. Neither backend opens a connection (their
 //! pods reach themselves over loopback and find their names in /etc/hosts), so all their egress is
@@ -17,7 +20,7 @@ use k8s_openapi::{
 };
 use kube::ResourceExt;
 
-use super::{INSTANCE_LABEL, broker, databases, metadata, selector};
+use super::{INSTANCE_LABEL, broker, cloudnative_pg, databases, metadata, name, selector};
 use crate::crd::AnalyticsPipeline;
 
 /// The policies of `pipeline`'s managed backends; `operator_namespace` is where the operator runs.
@@ -40,13 +43,59 @@ pub fn policies(pipeline: &AnalyticsPipeline, operator_namespace: &str) -> Vec<N
         ..NetworkPolicyPeer::default()
     };
     let mut policies = Vec::new();
-    if databases::managed(pipeline).is_some() {
-        policies.push(policy(pipeline, databases::COMPONENT, vec![own_pods.clone()], databases::PORT));
+    match databases::mode(pipeline) {
+        databases::Mode::Managed(_) => {
+            policies.push(policy(pipeline, databases::COMPONENT, vec![own_pods.clone()], databases::PORT));
+        }
+        databases::Mode::CloudNativePg(_) => policies.push(cloudnative_pg_policy(pipeline, own_pods.clone())),
+        databases::Mode::External(_) => {}
     }
     if broker::managed(pipeline).is_some() {
         policies.push(policy(pipeline, broker::COMPONENT, vec![own_pods, operator], broker::PORT));
     }
     policies
+}
+
+/// The port of CloudNativePG's instance manager, which its operator polls for each instance's status.
+const INSTANCE_STATUS_PORT: i32 = 8000;
+
+/// The CloudNativePG instances accept the pipeline's pods on PostgreSQL's port and CloudNativePG's
+/// operator on the status port; their egress stays open.
+fn cloudnative_pg_policy(pipeline: &AnalyticsPipeline, own_pods: NetworkPolicyPeer) -> NetworkPolicy {
+    let tcp = |port: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".to_owned()),
+        ..NetworkPolicyPort::default()
+    };
+    let cloudnative_pg_operator = NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector::default()),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([("app.kubernetes.io/name".to_owned(), "cloudnative-pg".to_owned())])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    NetworkPolicy {
+        metadata: metadata(pipeline, databases::COMPONENT, databases::COMPONENT),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    cloudnative_pg::CLUSTER_LABEL.to_owned(),
+                    name(pipeline, databases::COMPONENT),
+                )])),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule { from: Some(vec![own_pods]), ports: Some(vec![tcp(databases::PORT)]) },
+                NetworkPolicyIngressRule {
+                    from: Some(vec![cloudnative_pg_operator]),
+                    ports: Some(vec![tcp(INSTANCE_STATUS_PORT)]),
+                },
+            ]),
+            ..NetworkPolicySpec::default()
+        }),
+    }
 }
 
 /// Only `from`, only on `port`, into the pods of `component`, and nothing out of them.
@@ -115,6 +164,7 @@ mod tests {
                     write_url: SecretKeyRef { name: "db".into(), key: "write".into() },
                     read_url: SecretKeyRef { name: "db".into(), key: "read".into() },
                 }),
+                ..PostgresSpec::default()
             },
             ..AnalyticsPipelineSpec::default()
         });

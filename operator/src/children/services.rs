@@ -23,6 +23,7 @@ use k8s_openapi::{
     },
 };
 
+use super::databases::Access;
 use super::{
     API_TOKENS, Observed, POSTGRES_PASSWORD_KEY, READ_TOKENS_KEY, ReadOnlyRoot, WRITE_TOKENS_KEY, broker,
     broker_password_key, container_security, credential, database_password_key, databases, labels, metadata, name,
@@ -341,6 +342,11 @@ pub(super) fn environment(pipeline: &AnalyticsPipeline, uses: &[Database], ident
                 Identity::Administrator => (databases::USER, POSTGRES_PASSWORD_KEY.to_owned()),
             };
             env.push(from_secret("POSTGRES_PASSWORD", credential(pipeline, &key)));
+            // Only the query service reads where the spec says; the rest, its migrations too, write.
+            let access = match identity {
+                Identity::Service("query") => Access::Query,
+                _ => Access::Write,
+            };
             for database in uses {
                 let (variable, name) = match database {
                     Database::Write => ("WRITE_DATABASE_URL", databases::WRITE_DATABASE),
@@ -350,7 +356,7 @@ pub(super) fn environment(pipeline: &AnalyticsPipeline, uses: &[Database], ident
                     variable,
                     format!(
                         "postgres://{user}:$(POSTGRES_PASSWORD)@{}:{}/{name}",
-                        databases::host(pipeline),
+                        databases::host(pipeline, access),
                         databases::PORT
                     ),
                 ));

@@ -1,5 +1,7 @@
 //! The builders, from spec to child objects, without a cluster.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{EnvVar, Toleration};
 use kube::ResourceExt;
 use serde_json::json;
@@ -9,9 +11,9 @@ use super::{
     is_data_of_name,
 };
 use crate::crd::{
-    AnalyticsPipelineSpec, ApiAuthentication, ApiSpec, ConsumerSpec, DeletionPolicy, ExternalPostgres,
-    ExternalRabbitmq, Image, ImageSet, Images, PostgresSpec, PullPolicy, RabbitmqSpec, SecretKeyRef, ServiceType,
-    TlsSpec,
+    AnalyticsPipelineSpec, AntiAffinity, ApiAuthentication, ApiSpec, BarmanBackup, CloudNativePg, ConsumerSpec,
+    DataDurability, DeletionPolicy, ExternalPostgres, ExternalRabbitmq, Image, ImageSet, Images, PostgresSpec,
+    PullPolicy, RabbitmqSpec, ReadsFrom, SecretKeyRef, ServiceType, Storage, Synchronous, TlsSpec,
 };
 
 fn children(spec: AnalyticsPipelineSpec) -> Children {
@@ -256,6 +258,7 @@ fn external_backends_come_from_the_users_secrets_and_nothing_is_run_for_them() {
         postgres: PostgresSpec {
             managed: None,
             external: Some(ExternalPostgres { write_url: secret("db", "write"), read_url: secret("db", "read") }),
+            ..PostgresSpec::default()
         },
         rabbitmq: RabbitmqSpec { managed: None, external: Some(ExternalRabbitmq { url: secret("mq", "url") }) },
         ..AnalyticsPipelineSpec::default()
@@ -496,4 +499,187 @@ fn the_claims_and_the_credentials_carry_the_pipeline_uid_and_only_they_count_as_
         (PIPELINE_UID_LABEL, &uid),
     ]);
     assert!(!is_data_of(&shop, &helm) && !is_data_of_name(&shop, &helm), "someone else's: never touched");
+}
+
+fn cloudnative_pg(cluster: CloudNativePg) -> AnalyticsPipelineSpec {
+    AnalyticsPipelineSpec {
+        postgres: PostgresSpec { cloud_native_pg: Some(cluster), ..PostgresSpec::default() },
+        ..AnalyticsPipelineSpec::default()
+    }
+}
+
+/// In the `cloudNativePG` mode the operator runs no PostgreSQL of its own: it asks CloudNativePG for one
+/// cluster with both databases, three instances and one synchronous standby by default, made of the
+/// operator's PostgreSQL image as uid 999, whose administrator is the managed mode's, and whose pods and
+/// claims carry the pipeline's labels and UID.
+#[test]
+fn cloudnative_pg_is_asked_for_one_replicated_cluster_with_both_databases() {
+    let c = children(cloudnative_pg(CloudNativePg::default()));
+    assert_eq!(names(&c.stateful_sets), ["shop-rabbitmq"]);
+    assert_eq!(names(&c.services), ["shop-rabbitmq", "shop-command", "shop-query"]);
+    assert_eq!(names(&c.postgres_clusters), ["shop-postgres"]);
+    let cluster = &c.postgres_clusters[0];
+    let owner = &cluster.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.controller), ("AnalyticsPipeline", Some(true)));
+    let spec = serde_json::to_value(&cluster.spec).unwrap();
+    let labels = json!({
+        "app.kubernetes.io/name": "analytics-pipeline", "app.kubernetes.io/instance": "shop",
+        "app.kubernetes.io/component": "postgres", "app.kubernetes.io/managed-by": "analytics-operator",
+        "analytics.example.com/pipeline-uid": "0f8fad5b-d9cb-469f-a165-70867728950e"});
+    assert_eq!(
+        spec,
+        json!({
+            "instances": 3,
+            "imageName": "postgres:16",
+            "imagePullPolicy": "IfNotPresent",
+            "postgresUID": 999,
+            "postgresGID": 999,
+            "storage": {"size": "10Gi"},
+            "postgresql": {"synchronous": {"method": "any", "number": 1, "dataDurability": "required"}},
+            "bootstrap": {"initdb": {
+                "database": "analytics_write",
+                "owner": "analytics",
+                "secret": {"name": "shop-postgres-admin"},
+                "postInitSQL": ["create database analytics_read owner analytics", "alter role analytics createrole"],
+            }},
+            "enableSuperuserAccess": false,
+            "affinity": {"enablePodAntiAffinity": true, "podAntiAffinityType": "preferred",
+                         "topologyKey": "kubernetes.io/hostname"},
+            "inheritedMetadata": {"labels": labels},
+        })
+    );
+    assert_eq!(names(&c.config_maps), ["shop-postgres-init"]);
+    let scripts = c.config_maps[0].data.as_ref().unwrap();
+    assert_eq!(scripts.keys().collect::<Vec<_>>(), ["roles.sql"], "CloudNativePG creates the read database");
+}
+
+/// The writers (and every migration) reach the primary through `-rw`; the query service reads where the
+/// spec says, the standbys (`-ro`) by default.
+#[test]
+fn writers_reach_the_primary_and_the_query_service_reads_where_the_spec_says() {
+    let url = |c: &Children, service: &str, variable: &str| {
+        var(env(c, &format!("shop-{service}")), variable).value.clone().unwrap()
+    };
+    let migrate_url = |c: &Children, service: &str, variable: &str| {
+        let deployment = c.deployments.iter().find(|d| d.name_any() == format!("shop-{service}")).unwrap();
+        let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        var(pod.init_containers.as_ref().unwrap()[0].env.as_deref().unwrap(), variable).value.clone().unwrap()
+    };
+    for (reads_from, host) in [
+        (ReadsFrom::Standbys, "shop-postgres-ro"),
+        (ReadsFrom::AnyInstance, "shop-postgres-r"),
+        (ReadsFrom::Primary, "shop-postgres-rw"),
+    ] {
+        let c = children(cloudnative_pg(CloudNativePg { query_reads_from: reads_from, ..CloudNativePg::default() }));
+        assert_eq!(
+            url(&c, "query", "READ_DATABASE_URL"),
+            format!("postgres://query:$(POSTGRES_PASSWORD)@{host}:5432/analytics_read")
+        );
+        assert_eq!(
+            url(&c, "command", "WRITE_DATABASE_URL"),
+            "postgres://command:$(POSTGRES_PASSWORD)@shop-postgres-rw:5432/analytics_write"
+        );
+        assert_eq!(
+            url(&c, "consumer", "READ_DATABASE_URL"),
+            "postgres://consumer:$(POSTGRES_PASSWORD)@shop-postgres-rw:5432/analytics_read"
+        );
+        for (service, variable) in
+            [("query", "READ_DATABASE_URL"), ("consumer", "READ_DATABASE_URL"), ("command", "WRITE_DATABASE_URL")]
+        {
+            assert!(migrate_url(&c, service, variable).contains("@shop-postgres-rw:5432/"), "{service} migrates");
+        }
+    }
+}
+
+/// Asynchronous replication, preferred durability, the failover knobs, required anti-affinity, the
+/// pipeline's placement and a backup object store all reach the cluster as CloudNativePG names them.
+#[test]
+fn the_cluster_options_reach_cloudnative_pg() {
+    let spec = |cluster: CloudNativePg| {
+        let mut pipeline = cloudnative_pg(cluster);
+        pipeline.node_selector = BTreeMap::from([("pool".to_owned(), "db".to_owned())]);
+        serde_json::to_value(&children(pipeline).postgres_clusters[0].spec).unwrap()
+    };
+    let asynchronous = spec(CloudNativePg {
+        synchronous: Synchronous { number: 0, data_durability: DataDurability::Required },
+        ..CloudNativePg::default()
+    });
+    assert_eq!(asynchronous["postgresql"], json!({}), "no synchronous standby");
+    let tuned = spec(CloudNativePg {
+        instances: 5,
+        storage: Storage { size: "50Gi".into(), storage_class_name: Some("fast".into()) },
+        synchronous: Synchronous { number: 2, data_durability: DataDurability::Preferred },
+        smart_shutdown_timeout: Some(15),
+        switchover_delay: Some(60),
+        failover_delay: Some(5),
+        pod_anti_affinity: AntiAffinity::Required,
+        backup: Some(BarmanBackup { barman_object_name: "shop-backups".into() }),
+        ..CloudNativePg::default()
+    });
+    assert_eq!(tuned["instances"], 5);
+    assert_eq!(tuned["storage"], json!({"size": "50Gi", "storageClass": "fast"}));
+    assert_eq!(
+        tuned["postgresql"]["synchronous"],
+        json!({"method": "any", "number": 2, "dataDurability": "preferred"})
+    );
+    assert_eq!(
+        (&tuned["smartShutdownTimeout"], &tuned["switchoverDelay"], &tuned["failoverDelay"]),
+        (&json!(15), &json!(60), &json!(5))
+    );
+    assert_eq!(
+        tuned["affinity"],
+        json!({"enablePodAntiAffinity": true, "podAntiAffinityType": "required", "topologyKey": "kubernetes.io/hostname",
+               "nodeSelector": {"pool": "db"}})
+    );
+    assert_eq!(
+        tuned["plugins"],
+        json!([{"name": "barman-cloud.cloudnative-pg.io", "isWALArchiver": true,
+                "parameters": {"barmanObjectName": "shop-backups"}}])
+    );
+}
+
+/// The services' roles come from the managed mode's script, applied once by a Job against the primary as
+/// the administrator; the Job's name changes with its form, so a new image or script runs it again.
+#[test]
+fn a_job_applies_the_roles_script_on_the_primary() {
+    let c = children(cloudnative_pg(CloudNativePg::default()));
+    assert_eq!(c.jobs.len(), 1);
+    let job = &c.jobs[0];
+    assert!(job.name_any().starts_with("shop-postgres-roles-"), "{}", job.name_any());
+    let pod = serde_json::to_value(job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()).unwrap();
+    assert_eq!(pod["restartPolicy"], "Never");
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "postgres:16");
+    let env = container["env"].as_array().unwrap();
+    let value = |name: &str| env.iter().find(|v| v["name"] == name).unwrap().clone();
+    assert_eq!(value("PGHOST")["value"], "shop-postgres-rw");
+    assert_eq!(value("PGUSER")["value"], "analytics");
+    assert_eq!(value("PGPASSWORD")["valueFrom"]["secretKeyRef"]["key"], "postgres-password");
+    for service in ["COMMAND", "CONSUMER", "QUERY"] {
+        assert!(value(&format!("{service}_PASSWORD"))["valueFrom"]["secretKeyRef"].is_object());
+    }
+    let program = container["command"][2].as_str().unwrap();
+    assert!(program.contains("-f /etc/analytics/roles.sql") && !program.contains("sleep infinity"), "{program}");
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "shop-postgres-init");
+
+    let other = desired(
+        &pipeline(cloudnative_pg(CloudNativePg::default())),
+        &ImageSet { postgres: "postgres:17".parse().unwrap(), ..ImageSet::default() },
+        Observed { consumer_replicas: 3 },
+    );
+    assert_ne!(other.jobs[0].name_any(), job.name_any(), "a new image runs the roles again");
+    assert_eq!(children(cloudnative_pg(CloudNativePg::default())).jobs[0].name_any(), job.name_any());
+}
+
+/// The administrator's Secret carries the credentials' password as basic auth, the pipeline's UID, and
+/// no owner: like the claims, it outlives a pipeline deleted under Retain.
+#[test]
+fn the_administrators_secret_is_basic_auth_and_outlives_the_pipeline() {
+    let secret = super::cloudnative_pg::admin_secret(&pipeline(cloudnative_pg(CloudNativePg::default())), "s3cret");
+    assert_eq!(secret.name_any(), "shop-postgres-admin");
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+    let data = secret.string_data.unwrap();
+    assert_eq!((data["username"].as_str(), data["password"].as_str()), ("analytics", "s3cret"));
+    assert!(secret.metadata.owner_references.is_none());
+    assert!(is_data_of(&pipeline(AnalyticsPipelineSpec::default()), secret.metadata.labels.as_ref().unwrap()));
 }

@@ -20,7 +20,7 @@ use std::{
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
-        batch::v1::CronJob,
+        batch::v1::{CronJob, Job},
         core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service},
         networking::v1::NetworkPolicy,
     },
@@ -39,6 +39,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+pub mod cloudnative_pg;
 pub mod read_model;
 pub mod status;
 
@@ -64,12 +65,15 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("finalizer error: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// Something the pass waits for has not happened yet; it is tried again.
+    #[error("{0}")]
+    Pending(String),
 }
 
 impl Error {
     /// Every value [`Error::kind`] returns: the error metric starts each at 0, so a dashboard's rate of
     /// errors is 0, not absent, while nothing fails.
-    pub const KINDS: [&'static str; 3] = ["api", "client", "finalizer"];
+    pub const KINDS: [&'static str; 4] = ["api", "client", "finalizer", "pending"];
 
     /// A bounded label for the error metric; one of [`Error::KINDS`].
     pub fn kind(&self) -> &'static str {
@@ -77,6 +81,7 @@ impl Error {
             Self::Kube(kube::Error::Api(_)) => "api",
             Self::Kube(_) => "client",
             Self::Finalizer(_) => "finalizer",
+            Self::Pending(_) => "pending",
         }
     }
 }
@@ -193,8 +198,12 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
     }
     let namespace = pipeline.namespace().unwrap_or_else(|| "default".to_owned());
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
-    if children::databases::managed(pipeline).is_some() || children::broker::managed(pipeline).is_some() {
+    let databases = children::databases::mode(pipeline);
+    if databases.is_in_cluster() || children::broker::managed(pipeline).is_some() {
         ensure_credentials(pipeline, &secrets).await?;
+    }
+    if matches!(databases, children::databases::Mode::CloudNativePg(_)) {
+        cloudnative_pg::ensure_admin_secret(pipeline, &secrets).await?;
     }
     if pipeline.spec.api_authentication == ApiAuthentication::BearerToken {
         ensure_api_tokens(pipeline, &secrets).await?;
@@ -213,12 +222,17 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
         let name = children::name(pipeline, part);
         Verdict::stateful_set(applied.stateful_sets.iter().find(|s| s.name_any() == name), &name)
     };
+    let (databases, postgres) = match databases {
+        children::databases::Mode::External(_) => (Verdict::external("external databases are not checked"), None),
+        children::databases::Mode::Managed(_) => (live_set("postgres"), None),
+        children::databases::Mode::CloudNativePg(_) => {
+            cloudnative_pg::observe(pipeline, ctx, &namespace, applied.postgres_clusters.first(), applied.jobs.first())
+                .await?
+        }
+    };
     let observation = Observation {
         generation: pipeline.metadata.generation,
-        databases: match children::databases::managed(pipeline) {
-            None => Verdict::external("external databases are not checked"),
-            Some(_) => live_set("postgres"),
-        },
+        databases,
         broker: match children::broker::managed(pipeline) {
             None => Verdict::external("an external broker is not checked"),
             Some(_) => live_set("rabbitmq"),
@@ -229,6 +243,7 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
         queue_depth,
         sync: ctx.observer.sync_status(pipeline).await,
         read_model: read_model::observe(pipeline, ctx, &namespace).await?,
+        postgres,
     };
     let status = status::derive(pipeline.status.as_ref(), observation, Timestamp::now());
     let consumers = &pipeline.spec.consumers;
@@ -244,10 +259,12 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
     Ok(Action::requeue(RESYNC))
 }
 
-/// The live StatefulSets and Deployments after a pass applied every child.
+/// The live workloads after a pass applied every child.
 struct Applied {
     stateful_sets: Vec<StatefulSet>,
     deployments: Vec<Deployment>,
+    postgres_clusters: Vec<children::cloudnative_pg::Cluster>,
+    jobs: Vec<Job>,
 }
 
 /// Applies every child, config first and workloads last.
@@ -259,7 +276,24 @@ async fn apply_all(ctx: &Context, namespace: &str, desired: children::Children) 
     for service in desired.services {
         apply_child(&Api::<Service>::namespaced(client.clone(), namespace), service).await?;
     }
-    let mut applied = Applied { stateful_sets: Vec::new(), deployments: Vec::new() };
+    let mut applied =
+        Applied { stateful_sets: Vec::new(), deployments: Vec::new(), postgres_clusters: Vec::new(), jobs: Vec::new() };
+    let clusters = Api::<children::cloudnative_pg::Cluster>::namespaced(client.clone(), namespace);
+    for cluster in desired.postgres_clusters {
+        let cluster = apply_child(&clusters, cluster).await.map_err(|error| match error {
+            Error::Kube(kube::Error::Api(status)) if status.is_not_found() => Error::Pending(
+                "postgres.cloudNativePG needs CloudNativePG, and this cluster serves no postgresql.cnpg.io/v1 \
+                 Cluster: install CloudNativePG 1.30"
+                    .to_owned(),
+            ),
+            error => error,
+        })?;
+        applied.postgres_clusters.push(cluster);
+    }
+    let jobs = Api::<Job>::namespaced(client.clone(), namespace);
+    for job in desired.jobs {
+        applied.jobs.push(apply_child(&jobs, job).await?);
+    }
     let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), namespace);
     for stateful_set in desired.stateful_sets {
         applied
@@ -363,8 +397,21 @@ pub fn validate(pipeline: &AnalyticsPipeline) -> Result<(), String> {
             consumers.min_replicas, consumers.max_replicas
         ));
     }
-    if spec.postgres.managed.is_some() && spec.postgres.external.is_some() {
-        return Err("postgres is either managed or external, not both".to_owned());
+    let postgres = &spec.postgres;
+    let modes = [postgres.managed.is_some(), postgres.cloud_native_pg.is_some(), postgres.external.is_some()];
+    if modes.into_iter().filter(|given| *given).count() > 1 {
+        return Err("postgres is one of managed, cloudNativePG or external".to_owned());
+    }
+    if let Some(cluster) = &postgres.cloud_native_pg {
+        if cluster.synchronous.number >= cluster.instances {
+            return Err(format!(
+                "postgres.cloudNativePG.synchronous.number ({}) must be less than instances ({})",
+                cluster.synchronous.number, cluster.instances
+            ));
+        }
+        if cluster.query_reads_from == crate::crd::ReadsFrom::Standbys && cluster.instances < 2 {
+            return Err("postgres.cloudNativePG.queryReadsFrom Standbys needs at least 2 instances".to_owned());
+        }
     }
     if spec.rabbitmq.managed.is_some() && spec.rabbitmq.external.is_some() {
         return Err("rabbitmq is either managed or external, not both".to_owned());
@@ -521,27 +568,33 @@ async fn publish(ctx: &Context, pipeline: &AnalyticsPipeline, type_: EventType, 
 async fn cleanup(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<Action, Error> {
     ctx.scalers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key(pipeline));
     ctx.metrics.forget(&pipeline.namespace().unwrap_or_default(), &pipeline.name_any());
+    let namespace = pipeline.namespace().unwrap_or_else(|| "default".to_owned());
+    let cloudnative_pg = matches!(children::databases::mode(pipeline), children::databases::Mode::CloudNativePg(_));
+    if cloudnative_pg && pipeline.spec.deletion_policy == DeletionPolicy::Retain {
+        cloudnative_pg::delete_keeping_volumes(pipeline, ctx, &namespace).await?;
+    }
     if pipeline.spec.deletion_policy == DeletionPolicy::Delete {
-        let namespace = pipeline.namespace().unwrap_or_else(|| "default".to_owned());
         // Only what carries the operator's label and this pipeline's UID: a claim or Secret that merely
         // shares the instance label or the name belongs to someone else.
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
         let selector = children::data_selector(pipeline);
         claims.delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector)).await?;
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        let name = children::name(pipeline, children::CREDENTIALS);
-        if let Some(secret) = secrets.get_opt(&name).await?
-            && children::is_data_of(pipeline, secret.labels())
-        {
-            // The precondition makes sure it is still the Secret that was checked.
-            let preconditions = Preconditions { uid: secret.uid(), resource_version: None };
-            match secrets
-                .delete(&name, &DeleteParams { preconditions: Some(preconditions), ..DeleteParams::default() })
-                .await
+        for part in [children::CREDENTIALS, children::cloudnative_pg::ADMIN_SECRET] {
+            let name = children::name(pipeline, part);
+            if let Some(secret) = secrets.get_opt(&name).await?
+                && children::is_data_of(pipeline, secret.labels())
             {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.is_not_found() => {}
-                Err(error) => return Err(error.into()),
+                // The precondition makes sure it is still the Secret that was checked.
+                let preconditions = Preconditions { uid: secret.uid(), resource_version: None };
+                match secrets
+                    .delete(&name, &DeleteParams { preconditions: Some(preconditions), ..DeleteParams::default() })
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                    Err(error) => return Err(error.into()),
+                }
             }
         }
         publish(

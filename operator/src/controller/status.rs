@@ -5,14 +5,18 @@
 //! [`invalid`] and [`failed`] give the status of a spec that cannot be applied and of a pass that failed.
 
 use k8s_openapi::{
-    api::apps::v1::{Deployment, StatefulSet},
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        batch::v1::Job,
+    },
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
 use kube::{Resource, ResourceExt};
 
 use crate::{
-    crd::{AnalyticsPipelineStatus, Endpoints, Phase, ReadModelStatus, VerifyOutcome},
+    children::cloudnative_pg::{self, Cluster},
+    crd::{AnalyticsPipelineStatus, Endpoints, Phase, PostgresStatus, ReadModelStatus, VerifyOutcome},
     observe::SyncStatus,
 };
 
@@ -54,6 +58,31 @@ impl Verdict {
         }
     }
 
+    /// A CloudNativePG cluster: ready when CloudNativePG reports it healthy with every instance ready and
+    /// a primary, and the roles Job has applied the services' roles. During a failover or switchover it
+    /// is not ready, with CloudNativePG's phase as the message.
+    pub fn cloudnative_pg(cluster: Option<&Cluster>, name: &str, roles: Option<&Job>) -> Self {
+        let Some(cluster) = cluster else { return Self::not_ready("Missing", format!("{name} does not exist")) };
+        if cluster.meta().deletion_timestamp.is_some() {
+            return Self::not_ready("Terminating", format!("{name} is being deleted"));
+        }
+        let status = cluster.status.clone().unwrap_or_default();
+        let wanted = cluster.spec.instances;
+        let figures = format!("{} of {wanted} instances ready", status.ready_instances);
+        if status.phase != cloudnative_pg::HEALTHY
+            || status.ready_instances < wanted
+            || status.current_primary.is_empty()
+        {
+            let phase = if status.phase.is_empty() { "not reported yet" } else { status.phase.as_str() };
+            return Self::not_ready("ClusterNotHealthy", format!("{name}: {phase}; {figures}"));
+        }
+        let roles_done = roles.and_then(|job| job.status.as_ref()).and_then(|s| s.succeeded).unwrap_or(0) >= 1;
+        if !roles_done {
+            return Self::not_ready("RolesPending", format!("{name}: waiting for the services' roles (the roles Job)"));
+        }
+        Self::ready("Healthy", format!("{name}: {figures}, primary {}", status.current_primary))
+    }
+
     /// The services' Deployments: available when each has rolled out and has every replica available.
     pub fn deployments(deployments: &[Deployment]) -> Self {
         for deployment in deployments {
@@ -92,6 +121,8 @@ pub struct Observation {
     pub sync: Option<SyncStatus>,
     /// The last verify and the rebuild asked for; `None` before either.
     pub read_model: Option<ReadModelStatus>,
+    /// The CloudNativePG cluster, in that mode.
+    pub postgres: Option<PostgresStatus>,
 }
 
 /// The status after a pass that applied every child. Conditions keep their transition time unless their
@@ -136,6 +167,7 @@ pub fn derive(
         now,
     );
     status.read_model = observed.read_model;
+    status.postgres = observed.postgres;
     status.phase = Some(match (ready, was) {
         (true, _) => Phase::Ready,
         (false, Some(Phase::Ready | Phase::Degraded)) => Phase::Degraded,
@@ -268,6 +300,7 @@ mod tests {
             queue_depth: Some(1_500),
             sync: None,
             read_model: None,
+            postgres: None,
         }
     }
 

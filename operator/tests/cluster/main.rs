@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod cloudnative_pg;
 mod harness;
 mod read_model;
 
@@ -141,8 +142,23 @@ async fn the_api_server_rejects_an_invalid_spec() {
         (json!({"consumers": {"scaleDownStabilizationSeconds": 7200}}), "scaleDownStabilizationSeconds"),
         (
             json!({"postgres": {"managed": {}, "external": {"writeUrl": secret, "readUrl": secret}}}),
-            "postgres is either managed or external, not both",
+            "postgres is one of managed, cloudNativePG or external",
         ),
+        (
+            json!({"postgres": {"managed": {}, "cloudNativePG": {}}}),
+            "postgres is one of managed, cloudNativePG or external",
+        ),
+        (
+            json!({"postgres": {"cloudNativePG": {}, "external": {"writeUrl": secret, "readUrl": secret}}}),
+            "postgres is one of managed, cloudNativePG or external",
+        ),
+        (json!({"postgres": {"cloudNativePG": {"instances": 1}}}), "synchronous.number must be less than instances"),
+        (
+            json!({"postgres": {"cloudNativePG": {"instances": 1, "synchronous": {"number": 0}}}}),
+            "queryReadsFrom Standbys needs at least 2 instances",
+        ),
+        (json!({"postgres": {"cloudNativePG": {"instances": 12}}}), "instances must be from 1 to 9"),
+        (json!({"postgres": {"cloudNativePG": {"synchronous": {"dataDurability": "Sometimes"}}}}), "dataDurability"),
         (json!({"rabbitmq": {"managed": {}, "external": {"url": secret}}}), "rabbitmq is either managed or external"),
         (json!({"deletionPolicy": "Sometimes"}), "deletionPolicy"),
         (json!({"command": {"replicas": "two"}}), "command.replicas"),
@@ -166,6 +182,17 @@ async fn the_api_server_rejects_an_invalid_spec() {
         assert!(dry_run.is_err_and(|e| e.contains(expected)), "{spec}: kubectl accepted it");
     }
     assert!(api.list(&ListParams::default()).await.unwrap().items.is_empty(), "nothing was stored");
+
+    // A single CloudNativePG instance is valid once it asks for no synchronous standby and reads the
+    // primary; the API server fills in the mode's defaults.
+    let single = json!({"postgres": {"cloudNativePG": {"instances": 1, "synchronous": {"number": 0}, "queryReadsFrom": "Primary"}}});
+    let created =
+        api.create(&Default::default(), &serde_json::from_value(pipeline("single", single)).unwrap()).await.unwrap();
+    assert_eq!(
+        created.data["spec"]["postgres"]["cloudNativePG"],
+        json!({"instances": 1, "synchronous": {"number": 0, "dataDurability": "Required"}, "queryReadsFrom": "Primary",
+               "storage": {"size": "10Gi"}, "podAntiAffinity": "Preferred"})
+    );
 }
 
 #[tokio::test]

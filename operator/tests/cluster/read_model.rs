@@ -27,7 +27,7 @@ const FIRST_RUN: std::time::Duration = std::time::Duration::from_secs(150);
 
 /// The pod of `job` (made by the Job controller), ended as a kubelet reports a container that exited
 /// with `exit_code` after writing `message` to its termination log.
-async fn end_pod(client: &Client, namespace: &str, job: &str, container: &str, exit_code: i32, message: &str) {
+pub async fn end_pod(client: &Client, namespace: &str, job: &str, container: &str, exit_code: i32, message: &str) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let pod = eventually(TIMEOUT, &format!("the pod of {job}"), || async {
         let list =

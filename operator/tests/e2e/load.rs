@@ -25,13 +25,23 @@ pub struct Report {
     pub elapsed: Duration,
     /// When each order was accepted, since the start.
     accepted_at: Vec<Duration>,
+    /// Keyed load: orders whose outcome was unknown at first and that a retry with the same
+    /// Idempotency-Key settled, and how many of those the API answered as replays (the first attempt had
+    /// committed after all).
+    pub retried: usize,
+    pub replayed: usize,
 }
 
 impl Report {
     /// "N accepted (R/s), M failed: K× kind …, between a s and b s".
     pub fn summary(&self) -> String {
         let rate = self.accepted.len() as f64 / self.elapsed.as_secs_f64().max(0.001);
-        format!("{} orders accepted ({rate:.0}/s), {}", self.accepted.len(), describe(&self.failures))
+        let retried = if self.retried > 0 {
+            format!(", {} settled by a keyed retry ({} of them replays)", self.retried, self.replayed)
+        } else {
+            String::new()
+        };
+        format!("{} orders accepted ({rate:.0}/s){retried}, {}", self.accepted.len(), describe(&self.failures))
     }
 
     /// Every accepted order is in the write database.
@@ -73,6 +83,30 @@ impl Load {
     /// `workers` clients, each placing one order after another with `pause` between them, round-robin
     /// over `products`, for 500 customers.
     pub fn start(http: &reqwest::Client, command_url: &str, products: &[i64], workers: usize, pause: Duration) -> Self {
+        Self::spawn(http, command_url, products, workers, pause, false)
+    }
+
+    /// [`Load::start`], as a careful client does it: every order has its own Idempotency-Key, and an order
+    /// whose outcome is unknown (a timeout, a dropped connection, a 5xx) is sent again with the same key
+    /// every 200 ms until the API answers it. Each failed attempt is still counted as a failure.
+    pub fn start_keyed(
+        http: &reqwest::Client,
+        command_url: &str,
+        products: &[i64],
+        workers: usize,
+        pause: Duration,
+    ) -> Self {
+        Self::spawn(http, command_url, products, workers, pause, true)
+    }
+
+    fn spawn(
+        http: &reqwest::Client,
+        command_url: &str,
+        products: &[i64],
+        workers: usize,
+        pause: Duration,
+        keyed: bool,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let report = Arc::new(Mutex::new(Report::default()));
         let started = Instant::now();
@@ -80,22 +114,42 @@ impl Load {
             .map(|worker| {
                 let (http, url, products) = (http.clone(), format!("{command_url}/api/orders"), products.to_vec());
                 let (stop, report) = (stop.clone(), report.clone());
+                let run = uuid::Uuid::new_v4().simple().to_string();
                 tokio::spawn(async move {
                     let mut n = worker;
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
                         let order = json!({"customerId": 1000 + (n * 7919) % 500,
                                            "items": [{"productId": products[n % products.len()], "quantity": 1}]});
-                        let outcome = place(&http, &url, &order).await;
-                        {
-                            let mut report = report.lock().unwrap();
-                            match outcome {
-                                Ok(id) => {
-                                    report.accepted.push(id);
-                                    report.accepted_at.push(started.elapsed());
+                        let key = keyed.then(|| format!("e2e-{run}-{n}"));
+                        let mut attempts = 0;
+                        loop {
+                            attempts += 1;
+                            let outcome = place(&http, &url, &order, key.as_deref()).await;
+                            let settled = {
+                                let mut report = report.lock().unwrap();
+                                match outcome {
+                                    Ok((id, replayed)) => {
+                                        report.accepted.push(id);
+                                        report.accepted_at.push(started.elapsed());
+                                        if attempts > 1 {
+                                            report.retried += 1;
+                                            report.replayed += usize::from(replayed);
+                                        }
+                                        true
+                                    }
+                                    Err(kind) => {
+                                        // A 4xx is an answer; anything else leaves the outcome unknown.
+                                        let unknown = !kind.starts_with('4');
+                                        report.failures.push((started.elapsed(), kind));
+                                        !(keyed && unknown) || attempts >= KEYED_ATTEMPTS
+                                    }
                                 }
-                                Err(kind) => report.failures.push((started.elapsed(), kind)),
+                            };
+                            if settled {
+                                break;
                             }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                         tokio::time::sleep(pause).await;
                     }
@@ -152,9 +206,17 @@ impl Load {
     }
 }
 
-/// The new order's id, or what went wrong, in a few words of bounded variety.
-async fn place(http: &reqwest::Client, url: &str, order: &Value) -> Result<i64, String> {
-    let response = http.post(url).json(order).send().await.map_err(|e| {
+/// A keyed order is tried this often (about 2 minutes) before its outcome is given up as unknown.
+const KEYED_ATTEMPTS: usize = 600;
+
+/// The new order's id and whether the API replayed it, or what went wrong, in a few words of bounded
+/// variety.
+async fn place(http: &reqwest::Client, url: &str, order: &Value, key: Option<&str>) -> Result<(i64, bool), String> {
+    let mut request = http.post(url).json(order);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.map_err(|e| {
         if e.is_timeout() {
             "timeout".to_owned()
         } else if e.is_connect() {
@@ -164,9 +226,10 @@ async fn place(http: &reqwest::Client, url: &str, order: &Value) -> Result<i64, 
         }
     })?;
     let status = response.status().as_u16();
+    let replayed = response.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
     let body: Value = response.json().await.map_err(|_| format!("{status} without a JSON body"))?;
     match (status, body["orderId"].as_i64()) {
-        (201, Some(id)) => Ok(id),
+        (201, Some(id)) => Ok((id, replayed)),
         _ => Err(format!("{status} {}", body["error"].as_str().unwrap_or("?"))),
     }
 }

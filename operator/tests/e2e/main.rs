@@ -7,12 +7,15 @@
 //! - the user's path, in the order a user meets things: install, the README walkthrough, autoscaling,
 //!   chaos, a rollout under load, the read model's verify and rebuild, and Retain;
 //! - with `make e2e MONITORING=1` only, Prometheus on the pipeline ([`monitoring`]): scrape targets, the
-//!   dashboard's queries, and the alerts going pending, firing and resolved.
+//!   dashboard's queries, and the alerts going pending, firing and resolved;
+//! - with `make e2e HA=1` only, the highly available pipeline ([`ha`], CloudNativePG): switchover,
+//!   failovers and a killed postmaster under keyed load, standby reads, and Retain.
 //!
 //! Each step prints its figures (`e2e: …` lines).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod ha;
 mod load;
 mod monitoring;
 
@@ -102,7 +105,7 @@ impl Node {
     /// operator watches every namespace, so only one may run at a time.
     async fn reset(&self) {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        for namespace in [RESTRICTED_NAMESPACE, NAMESPACE, monitoring::NAMESPACE] {
+        for namespace in [RESTRICTED_NAMESPACE, NAMESPACE, monitoring::NAMESPACE, ha::NAMESPACE] {
             if namespaces.get_opt(namespace).await.unwrap().is_none() {
                 continue;
             }
@@ -144,10 +147,16 @@ impl Node {
         format!("http://{}:{}", spec.cluster_ip.unwrap(), spec.ports.unwrap()[0].port)
     }
 
-    /// The write and read databases of the managed PostgreSQL, reached at its pod's address.
+    /// The write and read databases, as the administrator: of the managed PostgreSQL at its pod's address,
+    /// or of a CloudNativePG cluster's primary at its `-rw` Service.
     async fn databases(&self, namespace: &str) -> (PgPool, PgPool) {
-        let pod: Pod = self.api(namespace).get(&format!("{PIPELINE}-postgres-0")).await.unwrap();
-        let ip = pod.status.unwrap().pod_ip.unwrap();
+        let ip = match self.api::<Service>(namespace).get_opt(&format!("{PIPELINE}-postgres-rw")).await.unwrap() {
+            Some(primary) => primary.spec.unwrap().cluster_ip.unwrap(),
+            None => {
+                let pod: Pod = self.api(namespace).get(&format!("{PIPELINE}-postgres-0")).await.unwrap();
+                pod.status.unwrap().pod_ip.unwrap()
+            }
+        };
         let secret: Secret = self.api(namespace).get(&format!("{PIPELINE}-credentials")).await.unwrap();
         let password = String::from_utf8(secret.data.unwrap()["postgres-password"].0.clone()).unwrap();
         let options = PgConnectOptions::new().host(&ip).port(5432).username("analytics").password(&password);

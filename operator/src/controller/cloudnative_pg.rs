@@ -1,0 +1,250 @@
+//! The reconciler's part of the `cloudNativePG` mode: the administrator's Secret, the roles Jobs, the
+//! cluster's condition and status, and an Event on every change of primary.
+
+use std::{
+    fmt::Debug,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::{
+        batch::v1::Job,
+        core::v1::{Pod, Secret, Service},
+        policy::v1::PodDisruptionBudget,
+    },
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy},
+    runtime::events::EventType,
+};
+use serde::de::DeserializeOwned;
+
+use super::{Context, Error, create_once, publish, status::Verdict, uid_label};
+use crate::{
+    children::{
+        self, COMPONENT_LABEL, INSTANCE_LABEL, POSTGRES_PASSWORD_KEY,
+        cloudnative_pg::{self, ADMIN_SECRET, CLUSTER_LABEL, Cluster, ROLES},
+        databases,
+    },
+    crd::{AnalyticsPipeline, PostgresStatus},
+};
+
+/// Creates the administrator's basic-auth Secret from the credentials if it does not exist; marks one
+/// made for an earlier pipeline of this name as this one's. The credentials exist already.
+pub async fn ensure_admin_secret(pipeline: &AnalyticsPipeline, secrets: &Api<Secret>) -> Result<(), Error> {
+    let name = children::name(pipeline, ADMIN_SECRET);
+    if let Some(secret) = secrets.get_opt(&name).await? {
+        if children::is_data_of_name(pipeline, secret.labels()) && !children::is_data_of(pipeline, secret.labels()) {
+            secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&uid_label(pipeline))).await?;
+        }
+        return Ok(());
+    }
+    let credentials = secrets.get(&children::name(pipeline, children::CREDENTIALS)).await?;
+    let password = credentials
+        .data
+        .as_ref()
+        .and_then(|data| data.get(POSTGRES_PASSWORD_KEY))
+        .map(|value| String::from_utf8_lossy(&value.0).into_owned())
+        .unwrap_or_default();
+    create_once(secrets, cloudnative_pg::admin_secret(pipeline, &password)).await
+}
+
+/// The cluster's condition and status after a pass applied `cluster` and `roles` (the current roles
+/// Job). Roles Jobs of an earlier form are deleted, and so is a current one that failed, so that the next
+/// pass makes it again. A new timeline is announced with a Warning Event.
+pub async fn observe(
+    pipeline: &AnalyticsPipeline,
+    ctx: &Context,
+    namespace: &str,
+    cluster: Option<&Cluster>,
+    roles: Option<&Job>,
+) -> Result<(Verdict, Option<PostgresStatus>), Error> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("{INSTANCE_LABEL}={},{COMPONENT_LABEL}={ROLES}", pipeline.name_any());
+    let current = roles.map(ResourceExt::name_any);
+    let background =
+        DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+    for job in jobs.list(&ListParams::default().labels(&selector)).await? {
+        let failed = job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Failed" && c.status == "True"));
+        if Some(job.name_any()) != current || failed {
+            if failed {
+                tracing::warn!(job = %job.name_any(), "the roles Job failed; it runs again");
+            }
+            ignore_not_found(jobs.delete(&job.name_any(), &background).await.map(drop))?;
+        }
+    }
+    let name = children::name(pipeline, databases::COMPONENT);
+    let verdict = Verdict::cloudnative_pg(cluster, &name, roles);
+    let status = cluster.and_then(|cluster| cluster.status.as_ref()).map(postgres_status);
+    let previous = pipeline.status.as_ref().and_then(|status| status.postgres.as_ref());
+    if let Some(note) = status.as_ref().and_then(|now| primary_changed(previous, now)) {
+        publish(ctx, pipeline, EventType::Warning, "Failover", &note).await;
+    }
+    Ok((verdict, status))
+}
+
+/// The pipeline's view of CloudNativePG's status.
+pub fn postgres_status(cluster: &cloudnative_pg::ClusterStatus) -> PostgresStatus {
+    PostgresStatus {
+        primary: (!cluster.current_primary.is_empty()).then(|| cluster.current_primary.clone()),
+        timeline: (cluster.timeline_id > 0).then_some(cluster.timeline_id),
+        instances: cluster.instances,
+        ready_instances: cluster.ready_instances,
+        phase: cluster.phase.clone(),
+    }
+}
+
+/// The Event's note when `now` is on a later timeline than `previous`: a standby was promoted, by a
+/// failover or a switchover.
+pub fn primary_changed(previous: Option<&PostgresStatus>, now: &PostgresStatus) -> Option<String> {
+    let (before, after) = (previous?.timeline?, now.timeline?);
+    (after > before).then(|| {
+        let old = previous.and_then(|p| p.primary.as_deref()).unwrap_or("unknown");
+        let new = now.primary.as_deref().unwrap_or("unknown");
+        format!("the primary moved from {old} to {new} (timeline {before} → {after})")
+    })
+}
+
+/// How long the finalizer waits, in one pass, for the API server to orphan and delete the cluster.
+const ORPHANING: Duration = Duration::from_secs(60);
+
+/// Under `Retain`: deletes the pipeline's cluster with propagation `Orphan`, so that the garbage
+/// collector takes the cluster's owner reference off its volume claims (and everything else it made)
+/// instead of deleting them; then deletes what ran or routed for it: its pods, Services, Secrets and
+/// PodDisruptionBudgets, by CloudNativePG's cluster label. The claims stay, with their data and
+/// CloudNativePG's labels and annotations: a `Cluster` of the same name made later finds them without an
+/// owner and starts its instances on them (no initdb), which is how re-applying the pipeline comes back
+/// with the same orders.
+pub async fn delete_keeping_volumes(pipeline: &AnalyticsPipeline, ctx: &Context, namespace: &str) -> Result<(), Error> {
+    let name = children::name(pipeline, databases::COMPONENT);
+    let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), namespace);
+    if clusters.get_opt(&name).await?.is_some() {
+        let orphan = DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..DeleteParams::default() };
+        ignore_not_found(clusters.delete(&name, &orphan).await.map(drop))?;
+        let started = Instant::now();
+        while clusters.get_opt(&name).await?.is_some() {
+            if started.elapsed() > ORPHANING {
+                return Err(Error::Pending(format!("waiting for CloudNativePG cluster {name} to be deleted")));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let selector = format!("{CLUSTER_LABEL}={name}");
+    delete_labelled::<Pod>(ctx, namespace, &selector).await?;
+    delete_labelled::<Service>(ctx, namespace, &selector).await?;
+    delete_labelled::<Secret>(ctx, namespace, &selector).await?;
+    delete_labelled::<PodDisruptionBudget>(ctx, namespace, &selector).await?;
+    Ok(())
+}
+
+/// Deletes, one by one, the objects of kind `K` that match `selector`.
+async fn delete_labelled<K>(ctx: &Context, namespace: &str, selector: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    for object in api.list(&ListParams::default().labels(selector)).await? {
+        ignore_not_found(api.delete(&object.name_any(), &DeleteParams::default()).await.map(drop))?;
+    }
+    Ok(())
+}
+
+fn ignore_not_found(result: Result<(), kube::Error>) -> Result<(), Error> {
+    match result {
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::batch::v1::JobStatus;
+
+    use super::*;
+    use crate::children::cloudnative_pg::{ClusterSpec, ClusterStatus};
+
+    fn cluster(instances: i32, status: ClusterStatus) -> Cluster {
+        let mut cluster = Cluster::new("shop-postgres", ClusterSpec { instances, ..ClusterSpec::default() });
+        cluster.status = Some(status);
+        cluster
+    }
+
+    fn healthy(ready: i32) -> ClusterStatus {
+        ClusterStatus {
+            instances: 3,
+            ready_instances: ready,
+            current_primary: "shop-postgres-1".into(),
+            target_primary: "shop-postgres-1".into(),
+            timeline_id: 1,
+            phase: cloudnative_pg::HEALTHY.into(),
+            ..ClusterStatus::default()
+        }
+    }
+
+    fn roles(succeeded: i32) -> Job {
+        Job { status: Some(JobStatus { succeeded: Some(succeeded), ..JobStatus::default() }), ..Job::default() }
+    }
+
+    #[test]
+    fn the_databases_are_ready_when_cloudnative_pg_reports_every_instance_healthy_and_the_roles_are_applied() {
+        let done = roles(1);
+        let verdict =
+            |cluster: Option<&Cluster>, roles: Option<&Job>| Verdict::cloudnative_pg(cluster, "shop-postgres", roles);
+        let ready = verdict(Some(&cluster(3, healthy(3))), Some(&done));
+        assert!(ready.ready, "{ready:?}");
+        assert_eq!(ready.message, "shop-postgres: 3 of 3 instances ready, primary shop-postgres-1");
+
+        let missing = verdict(None, Some(&done));
+        assert_eq!((missing.ready, missing.reason), (false, "Missing"));
+        let one_down = verdict(Some(&cluster(3, healthy(2))), Some(&done));
+        assert_eq!((one_down.ready, one_down.reason), (false, "ClusterNotHealthy"));
+        let failing_over = ClusterStatus { phase: "Failing over".into(), ..healthy(2) };
+        let failing_over = verdict(Some(&cluster(3, failing_over)), Some(&done));
+        assert_eq!(failing_over.message, "shop-postgres: Failing over; 2 of 3 instances ready");
+        let new = verdict(Some(&cluster(3, ClusterStatus::default())), None);
+        assert_eq!(new.message, "shop-postgres: not reported yet; 0 of 3 instances ready");
+        let no_roles = verdict(Some(&cluster(3, healthy(3))), Some(&roles(0)));
+        assert_eq!((no_roles.ready, no_roles.reason), (false, "RolesPending"));
+    }
+
+    #[test]
+    fn a_new_timeline_is_a_change_of_primary() {
+        let at = |primary: &str, timeline: i64| PostgresStatus {
+            primary: Some(primary.into()),
+            timeline: Some(timeline),
+            instances: 3,
+            ready_instances: 3,
+            phase: cloudnative_pg::HEALTHY.into(),
+        };
+        assert_eq!(
+            primary_changed(Some(&at("shop-postgres-1", 1)), &at("shop-postgres-2", 2)).as_deref(),
+            Some("the primary moved from shop-postgres-1 to shop-postgres-2 (timeline 1 → 2)")
+        );
+        assert_eq!(primary_changed(Some(&at("shop-postgres-1", 1)), &at("shop-postgres-1", 1)), None);
+        assert_eq!(primary_changed(None, &at("shop-postgres-1", 1)), None, "the first status announces nothing");
+        let unknown = PostgresStatus { timeline: None, ..at("shop-postgres-2", 0) };
+        assert_eq!(primary_changed(Some(&at("shop-postgres-1", 1)), &unknown), None);
+    }
+
+    #[test]
+    fn cloudnative_pgs_status_is_shown_as_it_reports_it() {
+        let shown = postgres_status(&healthy(3));
+        assert_eq!(
+            shown,
+            PostgresStatus {
+                primary: Some("shop-postgres-1".into()),
+                timeline: Some(1),
+                instances: 3,
+                ready_instances: 3,
+                phase: cloudnative_pg::HEALTHY.into(),
+            }
+        );
+        assert_eq!(postgres_status(&ClusterStatus::default()).primary, None);
+    }
+}
