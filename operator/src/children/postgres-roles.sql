@@ -1,5 +1,7 @@
--- The services' own roles in the managed PostgreSQL, applied by its `roles` container with psql on every
--- start, as the administrator (the image's POSTGRES_USER, who owns everything and runs the migrations).
+-- The services' own roles, applied with psql as the administrator `analytics`, who owns everything and
+-- runs the migrations: in the managed PostgreSQL by its `roles` container on every start (there the
+-- administrator is the image's POSTGRES_USER, a superuser); on a CloudNativePG cluster by the roles Job,
+-- against the primary (there the administrator owns both databases and may create roles, nothing more).
 -- Idempotent: it creates what is missing and sets every password and privilege again, so it also upgrades
 -- a cluster made before the roles existed, and a changed password takes effect on the next start.
 --
@@ -22,9 +24,19 @@ select format('create role %I', name)
  where not exists (select from pg_roles where rolname = name)
 \gexec
 
-alter role command with login nosuperuser nocreatedb nocreaterole noinherit password :'command_password';
-alter role consumer with login nosuperuser nocreatedb nocreaterole noinherit password :'consumer_password';
-alter role query with login nosuperuser nocreatedb nocreaterole noinherit password :'query_password';
+alter role command with login nocreatedb nocreaterole noinherit password :'command_password';
+alter role consumer with login nocreatedb nocreaterole noinherit password :'consumer_password';
+alter role query with login nocreatedb nocreaterole noinherit password :'query_password';
+
+-- A superuser administrator (the managed mode's) also makes sure that none of them is one. Under
+-- CloudNativePG the administrator only has CREATEROLE, which may not name the attribute at all; a role it
+-- created is not a superuser, and only a superuser could have made it one.
+select rolsuper as administrator_is_superuser from pg_roles where rolname = current_user \gset
+\if :administrator_is_superuser
+alter role command nosuperuser;
+alter role consumer nosuperuser;
+alter role query nosuperuser;
+\endif
 
 revoke all on database analytics_write from public;
 revoke all on database analytics_read from public;

@@ -130,6 +130,13 @@ async fn the_chart_installs_and_the_api_server_accepts_every_manifest_and_exampl
 #[tokio::test]
 async fn the_api_server_rejects_an_invalid_spec() {
     let cluster = Cluster::connect().await;
+    // The CRD as `make crds` wrote it, whichever test runs first (the others install it with the chart).
+    let crd = repo().join("crds/analyticspipeline.yaml");
+    cluster.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd.to_str().unwrap()], None);
+    cluster.kubectl(
+        &["wait", "--for=condition=Established", "--timeout=60s", "crd/analyticspipelines.analytics.example.com"],
+        None,
+    );
     let namespace = format!("invalid-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     cluster.kubectl(&["create", "namespace", &namespace], None);
     // Untyped, so that a test can send what the typed struct cannot hold.
