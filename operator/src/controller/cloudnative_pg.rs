@@ -21,7 +21,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
-use super::{Context, Error, create_once, publish, status::Verdict, uid_label};
+use super::{Context, Error, create_once, publish_related, status::Verdict, uid_label};
 use crate::{
     children::{
         self, COMPONENT_LABEL, INSTANCE_LABEL, POSTGRES_PASSWORD_KEY,
@@ -81,33 +81,42 @@ pub async fn observe(
     }
     let name = children::name(pipeline, databases::COMPONENT);
     let verdict = Verdict::cloudnative_pg(cluster, &name, roles);
-    let status = cluster.and_then(|cluster| cluster.status.as_ref()).map(postgres_status);
     let previous = pipeline.status.as_ref().and_then(|status| status.postgres.as_ref());
-    if let Some(note) = status.as_ref().and_then(|now| primary_changed(previous, now)) {
-        publish(ctx, pipeline, EventType::Warning, "Failover", &note).await;
+    let status = cluster.and_then(|cluster| cluster.status.as_ref()).map(|now| postgres_status(previous, now));
+    if let (Some(cluster), Some(note)) = (cluster, status.as_ref().and_then(|now| primary_changed(previous, now))) {
+        // The Cluster at this resourceVersion: each change of primary is an Event of its own.
+        let related = Some(cluster.object_ref(&()));
+        publish_related(ctx, pipeline, EventType::Warning, "Failover", &note, related).await;
     }
     Ok((verdict, status))
 }
 
-/// The pipeline's view of CloudNativePG's status.
-pub fn postgres_status(cluster: &cloudnative_pg::ClusterStatus) -> PostgresStatus {
+/// The pipeline's view of CloudNativePG's status. While CloudNativePG names no primary or timeline (in
+/// the middle of a failover), the last ones it named stay.
+pub fn postgres_status(previous: Option<&PostgresStatus>, cluster: &cloudnative_pg::ClusterStatus) -> PostgresStatus {
+    let primary = Some(cluster.current_primary.clone()).filter(|primary| !primary.is_empty());
+    let timeline = Some(cluster.timeline_id).filter(|timeline| *timeline > 0);
     PostgresStatus {
-        primary: (!cluster.current_primary.is_empty()).then(|| cluster.current_primary.clone()),
-        timeline: (cluster.timeline_id > 0).then_some(cluster.timeline_id),
+        primary: primary.or_else(|| previous.and_then(|p| p.primary.clone())),
+        timeline: timeline.or_else(|| previous.and_then(|p| p.timeline)),
         instances: cluster.instances,
         ready_instances: cluster.ready_instances,
         phase: cluster.phase.clone(),
     }
 }
 
-/// The Event's note when `now` is on a later timeline than `previous`: a standby was promoted, by a
-/// failover or a switchover.
+/// The Event's note when `now` names another primary than `previous`: a standby was promoted, by a
+/// failover or a switchover. CloudNativePG names the new primary first and its timeline a moment later,
+/// so the note gives the new timeline when it is known already.
 pub fn primary_changed(previous: Option<&PostgresStatus>, now: &PostgresStatus) -> Option<String> {
-    let (before, after) = (previous?.timeline?, now.timeline?);
-    (after > before).then(|| {
-        let old = previous.and_then(|p| p.primary.as_deref()).unwrap_or("unknown");
-        let new = now.primary.as_deref().unwrap_or("unknown");
-        format!("the primary moved from {old} to {new} (timeline {before} → {after})")
+    let (old, new) = (previous?.primary.as_deref()?, now.primary.as_deref()?);
+    (old != new).then(|| {
+        let timeline = match (previous.and_then(|p| p.timeline), now.timeline) {
+            (Some(before), Some(after)) if after > before => format!("timeline {before} → {after}"),
+            (Some(before), _) => format!("from timeline {before}"),
+            (None, _) => "timeline unknown".to_owned(),
+        };
+        format!("the primary moved from {old} to {new} ({timeline})")
     })
 }
 
@@ -214,7 +223,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_timeline_is_a_change_of_primary() {
+    fn a_new_primary_is_announced_with_its_timeline_once_it_is_known() {
         let at = |primary: &str, timeline: i64| PostgresStatus {
             primary: Some(primary.into()),
             timeline: Some(timeline),
@@ -226,15 +235,23 @@ mod tests {
             primary_changed(Some(&at("shop-postgres-1", 1)), &at("shop-postgres-2", 2)).as_deref(),
             Some("the primary moved from shop-postgres-1 to shop-postgres-2 (timeline 1 → 2)")
         );
+        // CloudNativePG names the new primary before its timeline.
+        assert_eq!(
+            primary_changed(Some(&at("shop-postgres-1", 1)), &at("shop-postgres-2", 1)).as_deref(),
+            Some("the primary moved from shop-postgres-1 to shop-postgres-2 (from timeline 1)")
+        );
+        assert_eq!(
+            primary_changed(Some(&at("shop-postgres-2", 1)), &at("shop-postgres-2", 2)),
+            None,
+            "announced already"
+        );
         assert_eq!(primary_changed(Some(&at("shop-postgres-1", 1)), &at("shop-postgres-1", 1)), None);
         assert_eq!(primary_changed(None, &at("shop-postgres-1", 1)), None, "the first status announces nothing");
-        let unknown = PostgresStatus { timeline: None, ..at("shop-postgres-2", 0) };
-        assert_eq!(primary_changed(Some(&at("shop-postgres-1", 1)), &unknown), None);
     }
 
     #[test]
     fn cloudnative_pgs_status_is_shown_as_it_reports_it() {
-        let shown = postgres_status(&healthy(3));
+        let shown = postgres_status(None, &healthy(3));
         assert_eq!(
             shown,
             PostgresStatus {
@@ -245,6 +262,13 @@ mod tests {
                 phase: cloudnative_pg::HEALTHY.into(),
             }
         );
-        assert_eq!(postgres_status(&ClusterStatus::default()).primary, None);
+        assert_eq!(postgres_status(None, &ClusterStatus::default()).primary, None);
+        // In the middle of a failover CloudNativePG may name no primary: the last one stays.
+        let failing_over = ClusterStatus { phase: "Failing over".into(), ..ClusterStatus::default() };
+        let kept = postgres_status(Some(&shown), &failing_over);
+        assert_eq!(
+            (kept.primary.as_deref(), kept.timeline, kept.phase.as_str()),
+            (Some("shop-postgres-1"), Some(1), "Failing over")
+        );
     }
 }

@@ -552,12 +552,26 @@ async fn patch_status(
 }
 
 async fn publish(ctx: &Context, pipeline: &AnalyticsPipeline, type_: EventType, reason: &str, note: &str) {
+    publish_related(ctx, pipeline, type_, reason, note, None).await;
+}
+
+/// [`publish`], naming a `related` object too. The recorder folds Events with the same reason and
+/// related object into one series for a few minutes, keeping the first note; a related object at a new
+/// resourceVersion makes an Event of its own.
+async fn publish_related(
+    ctx: &Context,
+    pipeline: &AnalyticsPipeline,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+    related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
         note: Some(note.to_owned()),
         action: "Reconcile".to_owned(),
-        secondary: None,
+        secondary: related,
     };
     if let Err(error) = ctx.recorder.publish(&event, &pipeline.object_ref(&())).await {
         tracing::warn!(%error, reason, "cannot publish an event");

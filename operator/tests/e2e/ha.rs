@@ -183,15 +183,13 @@ async fn under_load<F, Fut>(
         report.summary(),
         synced.as_secs_f64()
     ));
-    if after.timeline_id > before.timeline_id {
+    if after.current_primary != before.current_primary {
         let events: Api<k8s_openapi::api::core::v1::Event> = node.api(NAMESPACE);
+        let moved = format!("the primary moved from {} to {}", before.current_primary, after.current_primary);
         let failover = eventually(Duration::from_secs(60), "a Failover Event", || async {
             let events = events.list(&ListParams::default()).await.ok()?.items;
             events.into_iter().find(|e| {
-                e.reason.as_deref() == Some("Failover")
-                    && e.message.as_deref().is_some_and(|n| {
-                        n.contains(&format!("timeline {} → {}", before.timeline_id, after.timeline_id))
-                    })
+                e.reason.as_deref() == Some("Failover") && e.message.as_deref().is_some_and(|m| m.starts_with(&moved))
             })
         })
         .await;
