@@ -85,8 +85,9 @@ pub async fn observe(
     let status = cluster.and_then(|cluster| cluster.status.as_ref()).map(|now| postgres_status(previous, now));
     if let (Some(cluster), Some(note)) = (cluster, status.as_ref().and_then(|now| primary_changed(previous, now))) {
         // The Cluster at this resourceVersion: each change of primary is an Event of its own.
-        let related = Some(cluster.object_ref(&()));
-        publish_related(ctx, pipeline, EventType::Warning, "Failover", &note, related).await;
+        let mut related = cluster.object_ref(&());
+        related.resource_version = cluster.resource_version();
+        publish_related(ctx, pipeline, EventType::Warning, "Failover", &note, Some(related)).await;
     }
     Ok((verdict, status))
 }
