@@ -185,11 +185,15 @@ async fn under_load<F, Fut>(
     ));
     if after.current_primary != before.current_primary {
         let events: Api<k8s_openapi::api::core::v1::Event> = node.api(NAMESPACE);
-        let moved = format!("the primary moved from {} to {}", before.current_primary, after.current_primary);
+        // This failover's Event (the same two instances may have swapped before): it names the timeline
+        // the old primary was on.
+        let moved = format!("the primary moved from {} to {} (", before.current_primary, after.current_primary);
+        let timeline = format!("timeline {}", before.timeline_id);
         let failover = eventually(Duration::from_secs(60), "a Failover Event", || async {
             let events = events.list(&ListParams::default()).await.ok()?.items;
             events.into_iter().find(|e| {
-                e.reason.as_deref() == Some("Failover") && e.message.as_deref().is_some_and(|m| m.starts_with(&moved))
+                e.reason.as_deref() == Some("Failover")
+                    && e.message.as_deref().is_some_and(|m| m.starts_with(&moved) && m.contains(&timeline))
             })
         })
         .await;
@@ -250,24 +254,10 @@ async fn postmaster_killed(node: &Node, shop: &Shop, products: &[i64]) {
         "postmaster killed",
         |_, _| true,
         |old| async move {
-            let pid = node.kubectl(
-                &[
-                    "exec",
-                    "-n",
-                    NAMESPACE,
-                    &old,
-                    "-c",
-                    "postgres",
-                    "--",
-                    "head",
-                    "-n",
-                    "1",
-                    "/var/lib/postgresql/data/pgdata/postmaster.pid",
-                ],
-                None,
-            );
+            // `kill` is the shell's; the first line of postmaster.pid is the postmaster's pid.
+            let kill = r#"pid=$(head -n 1 /var/lib/postgresql/data/pgdata/postmaster.pid) && kill -KILL "$pid" && echo "$pid""#;
+            let pid = node.kubectl(&["exec", "-n", NAMESPACE, &old, "-c", "postgres", "--", "sh", "-c", kill], None);
             let pid = pid.trim().to_owned();
-            node.kubectl(&["exec", "-n", NAMESPACE, &old, "-c", "postgres", "--", "kill", "-KILL", &pid], None);
             // The instance manager notices and starts PostgreSQL again, or CloudNativePG fails over.
             tokio::time::sleep(Duration::from_secs(3)).await;
             format!("postmaster (pid {pid}) of {old} killed")
