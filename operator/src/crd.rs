@@ -432,6 +432,13 @@ pub struct CloudNativePg {
     /// Where the query service reads the read database.
     #[serde(default)]
     pub query_reads_from: ReadsFrom,
+    /// A standby is ready, and so serves reads through `-ro` and `-r`, only while it streams from the
+    /// primary with at most this much WAL received and not yet replayed (CloudNativePG's `streaming`
+    /// readiness probe). A standby that rejoins after a failover, or falls behind, serves no reads until
+    /// it has caught up.
+    #[serde(default = "sixteen_mebibytes")]
+    #[x_kube(validation = Rule::new("isQuantity(self)").message("standbyMaximumLag must be a quantity of bytes, e.g. 16Mi"))]
+    pub standby_maximum_lag: String,
     /// Seconds a stopping primary waits for its clients before it stops fast (CloudNativePG's default,
     /// 180, if unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -467,6 +474,7 @@ impl Default for CloudNativePg {
             resources: None,
             synchronous: Synchronous::default(),
             query_reads_from: ReadsFrom::default(),
+            standby_maximum_lag: sixteen_mebibytes(),
             smart_shutdown_timeout: None,
             switchover_delay: None,
             failover_delay: None,
@@ -478,6 +486,10 @@ impl Default for CloudNativePg {
 
 fn three() -> i32 {
     3
+}
+
+fn sixteen_mebibytes() -> String {
+    "16Mi".to_owned()
 }
 
 /// Synchronous replication: a commit, and so an accepted order, is acknowledged once `number` standbys

@@ -77,6 +77,7 @@ pub struct ClusterSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover_delay: Option<i32>,
     pub affinity: Affinity,
+    pub probes: Probes,
     pub inherited_metadata: InheritedMetadata,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<Plugin>,
@@ -140,6 +141,21 @@ pub struct Affinity {
     pub node_selector: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(default)]
+pub struct Probes {
+    pub readiness: ReadinessProbe,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ReadinessProbe {
+    /// `pg_isready`, `streaming` or `query`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub maximum_lag: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -254,6 +270,13 @@ pub fn cluster(pipeline: &AnalyticsPipeline, spec: &CloudNativePg, image: &Image
                 topology_key: "kubernetes.io/hostname".to_owned(),
                 node_selector: pipeline.spec.node_selector.clone(),
                 tolerations: pipeline.spec.tolerations.clone(),
+            },
+            // Reads go to standbys that stream and have caught up, not to one that has only started.
+            probes: Probes {
+                readiness: ReadinessProbe {
+                    type_: "streaming".to_owned(),
+                    maximum_lag: spec.standby_maximum_lag.clone(),
+                },
             },
             inherited_metadata: InheritedMetadata { labels: data_labels(pipeline, COMPONENT) },
             plugins,

@@ -545,6 +545,7 @@ fn cloudnative_pg_is_asked_for_one_replicated_cluster_with_both_databases() {
             "enableSuperuserAccess": false,
             "affinity": {"enablePodAntiAffinity": true, "podAntiAffinityType": "preferred",
                          "topologyKey": "kubernetes.io/hostname"},
+            "probes": {"readiness": {"type": "streaming", "maximumLag": "16Mi"}},
             "inheritedMetadata": {"labels": labels},
         })
     );

@@ -165,6 +165,10 @@ async fn the_api_server_rejects_an_invalid_spec() {
             "queryReadsFrom Standbys needs at least 2 instances",
         ),
         (json!({"postgres": {"cloudNativePG": {"instances": 12}}}), "instances must be from 1 to 9"),
+        (
+            json!({"postgres": {"cloudNativePG": {"standbyMaximumLag": "a lot"}}}),
+            "standbyMaximumLag must be a quantity of bytes",
+        ),
         (json!({"postgres": {"cloudNativePG": {"synchronous": {"dataDurability": "Sometimes"}}}}), "dataDurability"),
         (json!({"rabbitmq": {"managed": {}, "external": {"url": secret}}}), "rabbitmq is either managed or external"),
         (json!({"deletionPolicy": "Sometimes"}), "deletionPolicy"),
@@ -198,7 +202,7 @@ async fn the_api_server_rejects_an_invalid_spec() {
     assert_eq!(
         created.data["spec"]["postgres"]["cloudNativePG"],
         json!({"instances": 1, "synchronous": {"number": 0, "dataDurability": "Required"}, "queryReadsFrom": "Primary",
-               "storage": {"size": "10Gi"}, "podAntiAffinity": "Preferred"})
+               "storage": {"size": "10Gi"}, "podAntiAffinity": "Preferred", "standbyMaximumLag": "16Mi"})
     );
 }
 

@@ -68,6 +68,27 @@ fn psql(node: &Node, pod: &str, sql: &str) -> String {
     node.kubectl(&args, None).trim().to_owned()
 }
 
+/// [`psql`], or `None` when the pod cannot be reached (it is restarting, say).
+fn try_psql(node: &Node, pod: &str, sql: &str) -> Option<String> {
+    let args = ["exec", "-n", NAMESPACE, pod, "-c", "postgres", "--", "psql", "-U", "postgres", "-XAtc", sql];
+    analytics_testkit::try_run(&mut node.command("KUBECTL", &args), None).ok().map(|out| out.trim().to_owned())
+}
+
+/// Waits until every standby has replayed all the WAL the primary had written when it was called, so that
+/// any of them answers with every order accepted before; returns how long that took.
+async fn standbys_caught_up(node: &Node) -> Duration {
+    let started = Instant::now();
+    let primary = cluster_primary(node).await;
+    let lsn = psql(node, &primary, "select pg_current_wal_lsn()");
+    let standbys: Vec<String> = instances(node).await.into_iter().filter(|pod| *pod != primary).collect();
+    let check = format!("select pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
+    eventually(STARTUP, "every standby to replay the primary's WAL", || async {
+        standbys.iter().all(|standby| try_psql(node, standby, &check).as_deref() == Some("t")).then_some(())
+    })
+    .await;
+    started.elapsed()
+}
+
 async fn instances(node: &Node) -> Vec<String> {
     let pods: Api<Pod> = node.api(NAMESPACE);
     let selector = format!("{}={CLUSTER},cnpg.io/podRole=instance", cloudnative_pg::CLUSTER_LABEL);
@@ -164,6 +185,7 @@ async fn under_load<F, Fut>(
     let report = load.stop().await;
     let stopped = Instant::now();
     let synced = shop.in_sync_after(stopped, STARTUP).await;
+    let replayed = standbys_caught_up(node).await;
     let (write, read) = node.databases(NAMESPACE).await;
     report.assert_all_recorded(&write).await;
     let customers = assert_read_model_matches_write_side(&shop.read, &write, &read, &shop.query).await;
@@ -178,10 +200,11 @@ async fn under_load<F, Fut>(
         gap.as_secs_f64(),
     ));
     say(&format!(
-        "ha {name}: whole load {}; no accepted order lost; in_sync {:.1} s after the load; read model equals SQL over \
-         the write DB ({customers} customers)",
+        "ha {name}: whole load {}; no accepted order lost; in_sync {:.1} s after the load, every standby replayed \
+         {:.1} s later; read model equals SQL over the write DB ({customers} customers)",
         report.summary(),
-        synced.as_secs_f64()
+        synced.as_secs_f64(),
+        replayed.as_secs_f64()
     ));
     if after.current_primary != before.current_primary {
         let events: Api<k8s_openapi::api::core::v1::Event> = node.api(NAMESPACE);
@@ -349,6 +372,7 @@ async fn retain(node: &Node, shop: &Shop) {
     let status = healthy(node, "the re-created cluster to be healthy", |_| true).await;
     let shop = Shop::of(node, NAMESPACE).await;
     shop.in_sync_after(Instant::now(), STARTUP).await;
+    standbys_caught_up(node).await;
     assert_eq!(claim_names().await, before, "the same claims, no new ones");
     assert_eq!(shop.get_query("/api/analytics/customers/42/lifetime-value").await, customer);
     let (write, read) = node.databases(NAMESPACE).await;
