@@ -28,7 +28,7 @@ cluster: ## A real single-node Kubernetes here (kubelet, containerd), images bui
 cluster-down: ## Stop the node: processes, mounts, iptables chains, bridge
 	@hack/cluster.sh down
 
-e2e: ## The user's path on `make cluster`: helm install, the example pipeline, scaling, chaos, rollout, retain; MONITORING=1 adds Prometheus and its checks
+e2e: ## The user's path on `make cluster`: helm install, the example pipeline, scaling, chaos, rollout, retain; MONITORING=1 adds Prometheus and its checks, HA=1 the CloudNativePG pipeline's failovers
 	@hack/e2e.sh
 
 kind-up: ## Create the kind cluster (kind-config.yaml) and deploy everything with skaffold

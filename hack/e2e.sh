@@ -3,7 +3,7 @@
 # install, the example pipeline, the walkthrough, scaling, chaos, a rollout under load, the read model's
 # verify and rebuild, and Retain. With
 # MONITORING=1, the Prometheus stack too, and the checks of the chart's monitors, dashboard and alerts on it.
-# With HA=1 (`make cluster HA=1`: CloudNativePG), the highly available pipeline instead: examples/ha.yaml
+# With HA=1 (`make cluster HA=1`: CloudNativePG), the highly available pipeline too: examples/ha.yaml
 # through a switchover, failovers and a killed postmaster under keyed load, standby reads, and Retain.
 # A node this script started is stopped again at the end, pass or fail; one that was running is left running
 # (its e2e namespaces are removed at the start of the next run).
@@ -26,15 +26,17 @@ echo "e2e: make cluster took $(($(date +%s) - started)) s"
 . .run/cluster/env
 
 # The Prometheus checks (operator/tests/e2e/monitoring.rs) need the stack that MONITORING=1 brings up, and
-# the highly available pipeline (operator/tests/e2e/ha.rs) the CloudNativePG that HA=1 brings up; HA=1 runs
-# that test alone. The tests run one at a time: each installs an operator that watches every namespace.
-filter=(--skip monitoring:: --skip ha::)
-if [ "${HA:-}" = 1 ]; then
-  filter=(ha::)
-elif [ "${MONITORING:-}" = 1 ]; then
-  filter=(--skip ha::)
-else
-  echo "e2e: without the Prometheus checks (make e2e MONITORING=1 runs them) and the highly available pipeline (make e2e HA=1)"
+# the highly available pipeline (operator/tests/e2e/ha.rs) the CloudNativePG that HA=1 brings up. The tests
+# run one at a time: each installs an operator that watches every namespace. One test alone, on a node that
+# runs already: cargo test -p analytics-operator --test e2e -- --nocapture ha::
+filter=()
+if [ "${MONITORING:-}" != 1 ]; then
+  filter+=(--skip monitoring::)
+  echo "e2e: without the Prometheus checks (make e2e MONITORING=1 runs them)"
+fi
+if [ "${HA:-}" != 1 ]; then
+  filter+=(--skip ha::)
+  echo "e2e: without the highly available pipeline (make e2e HA=1 runs it)"
 fi
 log=$(mktemp "${TMPDIR:-/tmp}/analytics-e2e.XXXXXX")
 status=0

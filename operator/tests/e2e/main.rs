@@ -112,10 +112,14 @@ impl Node {
             self.kubectl(&["delete", "analyticspipelines", "--all", "-n", namespace, "--wait=true"], None);
             drop(self.command("HELM", &["uninstall", RELEASE, "-n", namespace, "--wait"]).output());
             namespaces.delete(namespace, &DeleteParams::default()).await.unwrap();
-            eventually(STARTUP, &format!("namespace {namespace} to go"), || async {
+            let deleting = Instant::now();
+            // Twice the startup bound: a namespace goes only after every pod's graceful stop, and an
+            // orphaned CloudNativePG instance (Retain) stops with CloudNativePG's default smart shutdown.
+            eventually(2 * STARTUP, &format!("namespace {namespace} to go"), || async {
                 namespaces.get_opt(namespace).await.unwrap().is_none().then_some(())
             })
             .await;
+            say(&format!("reset: namespace {namespace} deleted in {:.0} s", deleting.elapsed().as_secs_f64()));
         }
     }
 
