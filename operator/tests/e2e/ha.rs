@@ -89,11 +89,13 @@ async fn standbys_caught_up(node: &Node) -> Duration {
     started.elapsed()
 }
 
-async fn instances(node: &Node) -> Vec<String> {
-    let pods: Api<Pod> = node.api(NAMESPACE);
-    let selector = format!("{}={CLUSTER},cnpg.io/podRole=instance", cloudnative_pg::CLUSTER_LABEL);
-    let mut names: Vec<String> = pods
-        .list(&ListParams::default().labels(&selector))
+/// The names of the objects `api` lists with `selector`, sorted.
+async fn names<K>(api: &Api<K>, selector: &str) -> Vec<String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut names: Vec<String> = api
+        .list(&ListParams::default().labels(selector))
         .await
         .unwrap()
         .items
@@ -102,6 +104,12 @@ async fn instances(node: &Node) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The cluster's instance pods.
+async fn instances(node: &Node) -> Vec<String> {
+    let selector = format!("{}={CLUSTER},cnpg.io/podRole=instance", cloudnative_pg::CLUSTER_LABEL);
+    names(&node.api::<Pod>(NAMESPACE), &selector).await
 }
 
 /// Step 1: the chart, then `kubectl apply -f examples/ha.yaml`, exactly as for the minimal pipeline.
@@ -333,18 +341,7 @@ async fn retain(node: &Node, shop: &Shop) {
     let customer = shop.get_query("/api/analytics/customers/42/lifetime-value").await;
     let claims: Api<PersistentVolumeClaim> = node.api(NAMESPACE);
     let selector = format!("{}={CLUSTER}", cloudnative_pg::CLUSTER_LABEL);
-    let claim_names = || async {
-        let mut names: Vec<String> = claims
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(ResourceExt::name_any)
-            .collect();
-        names.sort();
-        names
-    };
+    let claim_names = || names(&claims, &selector);
     let before = claim_names().await;
     assert_eq!(before.len(), 3, "{before:?}");
 
