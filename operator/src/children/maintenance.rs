@@ -18,7 +18,9 @@ use k8s_openapi::{
 use sha2::{Digest, Sha256};
 
 use super::{
-    ReadOnlyRoot, container_security, labels, metadata, name, pod_security,
+    ReadOnlyRoot, container_security,
+    databases::Access,
+    labels, metadata, name, pod_security,
     services::{Database, Identity, NONROOT_UID, ca_bundle, environment},
 };
 use crate::crd::{AnalyticsPipeline, Image};
@@ -94,7 +96,7 @@ fn job_spec(pipeline: &AnalyticsPipeline, image: &Image, command: &str, retries:
             "--outcome-file".into(),
             TERMINATION_LOG.into(),
         ]),
-        env: Some(environment(pipeline, &[Database::Read, Database::Write], Identity::Administrator)),
+        env: Some(environment(pipeline, &[Database::Read, Database::Write], Identity::Administrator, Access::Write)),
         volume_mounts: ca.as_ref().map(|(_, mount)| vec![mount.clone()]),
         resources: pipeline.spec.consumers.resources.clone(),
         security_context: Some(container_security(ReadOnlyRoot::Yes)),

@@ -56,6 +56,7 @@ pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Ob
                 port: COMMAND_PORT,
                 replicas: spec.command.replicas,
                 database: Database::Write,
+                access: Access::Write,
                 migrate: &images.command,
                 resources: spec.command.resources.clone(),
                 behind_service: true,
@@ -71,6 +72,7 @@ pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Ob
                 port: CONSUMER_PORT,
                 replicas: observed.consumer_replicas,
                 database: Database::Read,
+                access: Access::Write,
                 migrate: &images.consumer,
                 resources: spec.consumers.resources.clone(),
                 behind_service: false,
@@ -86,6 +88,7 @@ pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Ob
                 port: QUERY_PORT,
                 replicas: spec.query.replicas,
                 database: Database::Read,
+                access: Access::Query,
                 // The consumer owns the read schema; the query service waits for it the same way.
                 migrate: &images.consumer,
                 resources: spec.query.resources.clone(),
@@ -133,6 +136,8 @@ struct Workload<'a> {
     port: i32,
     replicas: i32,
     database: Database,
+    /// Which of the databases' hosts it connects to: only the query service reads where the spec says.
+    access: Access,
     /// The image whose `migrate` runs before the service starts.
     migrate: &'a Image,
     resources: Option<ResourceRequirements>,
@@ -152,7 +157,7 @@ const API_TOKENS_DIR: &str = "/var/run/secrets/analytics/api";
 const DEREGISTRATION_SECONDS: i64 = 5;
 
 fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deployment {
-    let env = environment(pipeline, &[workload.database], Identity::Service(workload.component));
+    let env = environment(pipeline, &[workload.database], Identity::Service(workload.component), workload.access);
     let (api_env, api_tokens) = api_authentication(pipeline, workload.api_tokens);
     let ca = ca_bundle(pipeline);
     let mounts = |with_tokens: bool| {
@@ -199,7 +204,8 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
         image: Some(workload.migrate.reference()),
         image_pull_policy: Some(workload.migrate.pull_policy.as_str().to_owned()),
         args: Some(vec!["migrate".into()]),
-        env: Some(environment(pipeline, &[workload.database], Identity::Administrator)),
+        // Migrations write, the query service's too.
+        env: Some(environment(pipeline, &[workload.database], Identity::Administrator, Access::Write)),
         volume_mounts: mounts(false),
         security_context: Some(container_security(ReadOnlyRoot::Yes)),
         ..Container::default()
@@ -313,7 +319,12 @@ pub(super) enum Identity {
 /// The connection settings a container needs: the URL of each database it `uses` and, for a service,
 /// the AMQP URL. With managed backends they carry `identity`'s user and password; external backends are
 /// the user's URLs.
-pub(super) fn environment(pipeline: &AnalyticsPipeline, uses: &[Database], identity: Identity) -> Vec<EnvVar> {
+pub(super) fn environment(
+    pipeline: &AnalyticsPipeline,
+    uses: &[Database],
+    identity: Identity,
+    access: Access,
+) -> Vec<EnvVar> {
     let from_secret = |name: &str, selector: SecretKeySelector| EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource { secret_key_ref: Some(selector), ..EnvVarSource::default() }),
@@ -342,11 +353,6 @@ pub(super) fn environment(pipeline: &AnalyticsPipeline, uses: &[Database], ident
                 Identity::Administrator => (databases::USER, POSTGRES_PASSWORD_KEY.to_owned()),
             };
             env.push(from_secret("POSTGRES_PASSWORD", credential(pipeline, &key)));
-            // Only the query service reads where the spec says; the rest, its migrations too, write.
-            let access = match identity {
-                Identity::Service("query") => Access::Query,
-                _ => Access::Write,
-            };
             for database in uses {
                 let (variable, name) = match database {
                     Database::Write => ("WRITE_DATABASE_URL", databases::WRITE_DATABASE),
