@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: formatting, lints, then every test against a private PostgreSQL, RabbitMQ and Kubernetes
 # control plane (etcd, kube-apiserver, kube-controller-manager) that live only for this run, on free
-# ports, and are stopped afterwards whatever happens; then `make e2e` on a real node (hack/e2e.sh).
+# ports, and are stopped afterwards whatever happens; then `make e2e HA=1` on a real node (hack/e2e.sh:
+# the user's path and the highly available pipeline on CloudNativePG).
 # Arguments go to cargo test instead of --workspace, e.g. `hack/test.sh -p consumer-service pipeline`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,9 +55,8 @@ cargo test --locked --no-fail-fast "${@:---workspace}" 2>&1 | tee "$log" || stat
 # The user's path on a real node (`make e2e`), for the whole suite only: it needs root (containerd, iptables).
 if [ $# -eq 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    # The highly available pipeline (CloudNativePG) is `make e2e HA=1`, not run here yet: on a fresh clone
-    # its walkthrough read an order back from a standby that had not replayed it (see the README).
-    hack/e2e.sh 2>&1 | tee -a "$log" || status=$?
+    # With the highly available pipeline (CloudNativePG) too.
+    HA=1 hack/e2e.sh 2>&1 | tee -a "$log" || status=$?
   else
     echo "make test: the end-to-end test needs root (containerd, iptables, mounts) and did not run: sudo make e2e" >&2
   fi

@@ -33,7 +33,10 @@ async fn a_cloudnative_pg_pipeline_loses_no_order_through_switchover_failover_an
     let node = Node::connect().await;
     node.reset().await;
     let shop = install(&node).await;
-    walkthrough(&node, &shop).await;
+    walkthrough(&node, &shop, async || {
+        standbys_caught_up(&node).await;
+    })
+    .await;
     let products = stock_up(&shop).await;
     switchover(&node, &shop, &products).await;
     primary_deleted(&node, &shop, &products, false).await;
