@@ -675,12 +675,16 @@ async fn consumers_follow_a_real_queue_and_the_status_follows_a_real_query_servi
     let replicas = || async { deployments.get("shop-consumer").await.ok()?.spec?.replicas };
     eventually(TIMEOUT, "4 consumers for 35 waiting orders", || async { (replicas().await == Some(4)).then_some(()) })
         .await;
-    let behind = pipeline_until(client, namespace, "shop", "the lag and backlog of sync-status", |p| {
-        p.status.as_ref().is_some_and(|s| s.pending_events == Some(42) && s.lag_seconds.is_some_and(|lag| lag >= 40.0))
+    // One pass's status: a pass that read the queue before the orders were published can read sync-status
+    // after the backlog was reported, and its status is still the newest until the next pass writes its own.
+    let behind = pipeline_until(client, namespace, "shop", "the queue depth, lag and backlog in one status", |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.queue_depth == Some(35) && s.pending_events == Some(42) && s.lag_seconds.is_some_and(|lag| lag >= 40.0)
+        })
     })
     .await;
     let status = behind.status.unwrap();
-    assert_eq!((status.queue_depth, status.consumer_replicas), (Some(35), Some(4)));
+    assert_eq!(status.consumer_replicas, Some(4));
     assert!(status.lag_seconds.unwrap() < 120.0, "{status:?}");
 
     // The backlog drains: the status catches up at once, the consumers stay for the 30 s window, then go.
