@@ -36,7 +36,7 @@ hack/down.sh --services >/dev/null
 PGOPTIONS="-c client_min_messages=warning" psql -q -v ON_ERROR_STOP=1 "$(cat .run/postgres/url)/postgres" \
   -c "drop database if exists analytics_write with (force)" -c "drop database if exists analytics_read with (force)"
 for queue in order-events product-events analytics-dead-letter; do
-  hack/rabbitmqctl.sh .run/rabbitmq purge_queue "$queue" >/dev/null 2>&1 || true # absent on a new broker
+  hack/rabbitmq.sh ctl .run/rabbitmq purge_queue "$queue" >/dev/null 2>&1 || true # absent on a new broker
 done
 hack/up.sh >/dev/null
 # shellcheck source=/dev/null

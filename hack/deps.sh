@@ -2,15 +2,17 @@
 # Makes sure the programs `make up` and `make test` run are installed. As root on Debian or Ubuntu it
 # installs what is missing with apt-get (without starting the distribution's own services); otherwise it
 # says exactly what to install and fails.
-#   hack/deps.sh           what `make up` and `make test` need
-#   hack/deps.sh cluster   and what `make cluster` needs: containerd, runc, the CNI plugins, iptables, and
-#                          buildah and mmdebstrap for the images
+#   hack/deps.sh           what `make up` and `make test` need; the broker is the rabbitmq image's RabbitMQ
+#                          (hack/rabbitmq.sh), which mmdebstrap and buildah build
+#   hack/deps.sh cluster   and what `make cluster` needs: containerd, runc, the CNI plugins and iptables
 set -euo pipefail
 
 missing_pkgs=()
 have_initdb() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
 have_initdb || missing_pkgs+=(postgresql)
-[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing_pkgs+=(rabbitmq-server)
+command -v mmdebstrap >/dev/null || missing_pkgs+=(mmdebstrap)
+command -v buildah >/dev/null || missing_pkgs+=(buildah)
+command -v unshare >/dev/null || missing_pkgs+=(util-linux)
 command -v psql >/dev/null || missing_pkgs+=(postgresql-client)
 command -v curl >/dev/null || missing_pkgs+=(curl)
 command -v python3 >/dev/null || missing_pkgs+=(python3)
@@ -21,8 +23,6 @@ if [ "${1:-}" = cluster ]; then
   command -v runc >/dev/null || missing_pkgs+=(runc)
   [ -x /usr/lib/cni/bridge ] || missing_pkgs+=(containernetworking-plugins)
   command -v iptables >/dev/null || missing_pkgs+=(iptables)
-  command -v buildah >/dev/null || missing_pkgs+=(buildah)
-  command -v mmdebstrap >/dev/null || missing_pkgs+=(mmdebstrap)
   command -v ip >/dev/null || missing_pkgs+=(iproute2)
 fi
 
@@ -40,8 +40,8 @@ if [ ${#missing_pkgs[@]} -gt 0 ]; then
   else
     echo "deps: missing ${missing_pkgs[*]}." >&2
     echo "      On Debian or Ubuntu: sudo apt-get install ${missing_pkgs[*]}" >&2
-    echo "      Elsewhere: install PostgreSQL 15+ server binaries, RabbitMQ 3.10+ (with Erlang) and promtool;" >&2
-    echo "      for make cluster also containerd 1.6+, runc, the CNI plugins, iptables, buildah and mmdebstrap." >&2
+    echo "      Elsewhere: install PostgreSQL 15+ server binaries, mmdebstrap and buildah (they build the broker's" >&2
+    echo "      Debian root) and promtool; for make cluster also containerd 1.6+, runc, the CNI plugins and iptables." >&2
     exit 1
   fi
 fi

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Every container image the local single-node cluster runs, built on this machine from Debian 12 packages
-# (nothing is pulled from a container registry) and kept as OCI archives outside the repo:
+# Every container image the local single-node cluster runs, built on this machine from Debian packages
+# (bookworm; the broker's from forky) or Go modules, nothing pulled from a container registry, and kept as OCI
+# archives outside the repo:
 #
 #   hack/images.sh bases                  builds the base images that are not cached yet and prints their
 #                                         archives, one a line:
 #       localhost/analytics-runtime:bookworm         stands in for gcr.io/distroless/cc-debian12:nonroot,
 #                                                    the Dockerfile's RUNTIME_IMAGE
 #       localhost/postgres:15                        stands in for postgres:15, the managed PostgreSQL
-#       localhost/rabbitmq:3.10-management           stands in for rabbitmq:3.10-management, the managed broker
+#       localhost/rabbitmq:4.3-management            stands in for rabbitmq:4.3-management, the managed broker
 #       registry.k8s.io/pause:3.10                   the pod sandbox, built from hack/pause
 #   hack/images.sh monitoring             builds the Prometheus stack of `make cluster MONITORING=1` (from the
 #                                         Go modules pinned in hack/prometheus-operator and hack/prometheus)
@@ -16,8 +17,14 @@
 #       localhost/prometheus-config-reloader:v0.85.0 stands in for quay.io/prometheus-operator/prometheus-config-reloader
 #       localhost/prometheus:v3.5.0                  stands in for quay.io/prometheus/prometheus
 #   hack/images.sh ha                     builds the operators of `make cluster HA=1` (from the Go modules pinned
-#                                         in hack/cnpg) unless cached, and prints the archives:
+#                                         in hack/cnpg and hack/rabbitmq-cluster-operator) unless cached, and
+#                                         prints the archives:
 #       localhost/cloudnative-pg:1.30.0              stands in for ghcr.io/cloudnative-pg/cloudnative-pg:1.30.0
+#       localhost/rabbitmq-cluster-operator:2.22.1   stands in for ghcr.io/rabbitmq/cluster-operator:2.22.1
+#                                                    (from the module pinned in hack/rabbitmq-cluster-operator)
+#   hack/images.sh rabbitmq-root          builds the rabbitmq image unless cached, unpacks it into
+#                                         $CACHE/roots/ once, and prints the directory: the broker that
+#                                         hack/rabbitmq.sh runs for `make up` and `make test`
 #   hack/images.sh services BINDIR TAG    builds ghcr.io/analytics-pipeline/analytics-{command,consumer,query,
 #                                         operator}:TAG from the repo's Dockerfile with the release binaries
 #                                         in BINDIR (command-service, consumer-service, query-service,
@@ -38,8 +45,8 @@
 # and built images are removed again) and, for pause, Go; they need root.
 #
 # The chart's images values point the operator at them (hack/cluster.sh writes those from `ref`); Debian 12
-# has PostgreSQL 15 and RabbitMQ 3.10, not the chart's defaults (16, 4.3). Pods must not pull these images:
-# imagePullPolicy IfNotPresent (the default) or Never.
+# has PostgreSQL 15, not the chart's default 16. Pods must not pull these images: imagePullPolicy
+# IfNotPresent (the default) or Never.
 #
 # Where these images differ from the ones they stand in for:
 #   runtime   Debian 12's libc6, libgcc-s1, libgomp1, libstdc++6, libssl3, tzdata, netbase, base-files and a
@@ -60,17 +67,18 @@
 #             listen_addresses = '*' from the sample config; root drops to postgres (uid 999) with setpriv,
 #             not gosu. It lacks: nss_wrapper for uids that have no passwd entry, POSTGRES_INITDB_WALDIR,
 #             *.sql.xz and *.sql.zst init files, the password-length warning, docker-ensure-initdb.sh, less.
-#   rabbitmq  Debian's rabbitmq-server 3.10.8 on Debian's Erlang 25.2, not 3.10.x on the official image's
-#             own Erlang/OpenSSL build. Enabled plugins: rabbitmq_management and rabbitmq_prometheus, as in
-#             the -management image; logs go to stdout only (log.file = false; only the upgrade log still goes
-#             to /var/log/rabbitmq). RabbitMQ lives in /usr/lib/rabbitmq (first on PATH), not /opt/rabbitmq;
-#             there is no /plugins symlink and no /root/.erlang.cookie. RABBITMQ_DEFAULT_USER/PASS/VHOST and
-#             RABBITMQ_ERLANG_COOKIE are read by RabbitMQ itself, as with the official image; the entrypoint
-#             also writes the cookie to $HOME/.erlang.cookie (HOME=/var/lib/rabbitmq, mode 0400, replacing a
-#             different one), where the CLI tools, and the probes that run them, find it even without the
-#             variable. Root drops to rabbitmq (uid 999) with setpriv, not gosu. It does not refuse the
-#             deprecated RABBITMQ_SSL_* and RABBITMQ_VM_MEMORY_HIGH_WATERMARK variables (they are ignored),
-#             and it has no rabbitmqadmin on PATH (it is in the management plugin's priv/www/cli/).
+#   rabbitmq  Debian's rabbitmq-server 4.3 on Debian's Erlang (forky, Debian's testing suite: bookworm has
+#             3.10 and trixie 4.0, both out of support), not 4.3.x on the official image's own Erlang/OpenSSL
+#             build. Enabled plugins: rabbitmq_management and rabbitmq_prometheus, as in the -management
+#             image; logs go to stdout only (log.file = false). RabbitMQ lives in /usr/lib/rabbitmq (first on
+#             PATH), not /opt/rabbitmq; there is no /plugins symlink and no /root/.erlang.cookie.
+#             RABBITMQ_DEFAULT_USER/PASS/VHOST and RABBITMQ_ERLANG_COOKIE are read by RabbitMQ itself, as with
+#             the official image; the entrypoint also writes the cookie to $HOME/.erlang.cookie
+#             (HOME=/var/lib/rabbitmq, mode 0400, replacing a different one), where the CLI tools, and the
+#             probes that run them, find it even without the variable. Root drops to rabbitmq (uid 999) with
+#             setpriv, not gosu. It does not refuse the deprecated RABBITMQ_SSL_* and
+#             RABBITMQ_VM_MEMORY_HIGH_WATERMARK variables (they are ignored); rabbitmqadmin is Debian's
+#             rabbitmqadmin-ng.
 #   pause     hack/pause/main.go: the same behaviour (reap children, exit 0 on SIGINT/SIGTERM, USER
 #             65535:65535), no `-v` flag.
 set -euo pipefail
@@ -95,12 +103,13 @@ SOURCES=("deb $MIRROR/debian $SUITE main" "deb $MIRROR/debian $SUITE-updates mai
 declare -A REF=(
   [runtime]=localhost/analytics-runtime:bookworm
   [postgres]=localhost/postgres:15
-  [rabbitmq]=localhost/rabbitmq:3.10-management
+  [rabbitmq]=localhost/rabbitmq:4.3-management
   [pause]=registry.k8s.io/pause:3.10
   [prometheus-operator]=localhost/prometheus-operator:v0.85.0
   [config-reloader]=localhost/prometheus-config-reloader:v0.85.0
   [prometheus]=localhost/prometheus:v3.5.0
   [cloudnative-pg]=localhost/cloudnative-pg:1.30.0
+  [rabbitmq-cluster-operator]=localhost/rabbitmq-cluster-operator:2.22.1
 )
 SERVICE_REGISTRY=ghcr.io/analytics-pipeline # the operator's default (crd.rs IMAGE_REGISTRY)
 declare -A SERVICE_BINARY=([command]=command-service [consumer]=consumer-service [query]=query-service
@@ -314,12 +323,23 @@ ENTRYPOINT
 }
 
 rabbitmq_image() {
-  local root=$1
-  # The official image's uid and gid, as for postgres.
+  local root=$1 version
+  # RabbitMQ 4.3 from Debian's testing suite (forky), with its Erlang: bookworm has 3.10, long out of support,
+  # and trixie 4.0. Testing moves, so the series is checked: a suite that has moved on fails the build here
+  # rather than ship another series under this tag. The mirror's forky Release file may be past its
+  # Valid-Until (it is a snapshot); its signature is still checked.
+  local SUITE=forky SOURCES=("deb $MIRROR/debian forky main")
+  # The official image's uid and gid, as for postgres. netbase for /etc/hosts, /etc/services.
   # shellcheck disable=SC2016
-  debian "$root" minbase rabbitmq-server --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+  debian "$root" minbase rabbitmq-server,netbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+    --aptopt='Acquire::Check-Valid-Until "false"' \
     --essential-hook='echo "rabbitmq:x:999:999:RabbitMQ messaging server:/var/lib/rabbitmq:/usr/sbin/nologin" >>"$1/etc/passwd"' \
     --essential-hook='echo "rabbitmq:x:999:" >>"$1/etc/group"'
+  version=$(dpkg-query --admindir="$root/var/lib/dpkg" -W -f '${Version}' rabbitmq-server)
+  case $version in
+  4.3.*) echo "images: rabbitmq-server $version" >&2 ;;
+  *) echo "images: $SUITE has rabbitmq-server $version, not 4.3: update the rabbitmq image's tag and recipe" >&2; exit 1 ;;
+  esac
   (
     cd "$root"
     install -d -o 999 -g 999 -m 1777 var/lib/rabbitmq var/log/rabbitmq etc/rabbitmq etc/rabbitmq/conf.d
@@ -443,6 +463,13 @@ cloudnative_pg_image() {
   config=(--user 10001:10001 --workingdir / --entrypoint '["/manager"]')
 }
 
+# The RabbitMQ cluster operator v2.22.1 (commit 940bc7a6 of rabbitmq/cluster-operator), as its release image
+# lays it out: /manager, run as uid 1000. It has no version stamp to set.
+rabbitmq_cluster_operator_image() {
+  go_image "$1" hack/rabbitmq-cluster-operator github.com/rabbitmq/cluster-operator/v2/cmd /manager
+  config=(--user 1000:1000 --workingdir / --entrypoint '["/manager"]')
+}
+
 # Sets `archive` to the archive of image $1 (runtime, postgres, rabbitmq or pause), built first unless it is
 # cached. Not in a subshell, so that the EXIT trap sees what a failed build leaves.
 base() {
@@ -456,6 +483,7 @@ base() {
       prometheus-operator | config-reloader) declare -f go_image prometheus_stamp && cat hack/prometheus-operator/go.{mod,sum} && go env GOVERSION ;;
       prometheus) declare -f go_image prometheus_stamp && cat hack/prometheus/go.{mod,sum} && go env GOVERSION ;;
       cloudnative-pg) declare -f go_image && cat hack/cnpg/go.{mod,sum} && go env GOVERSION ;;
+      rabbitmq-cluster-operator) declare -f go_image && cat hack/rabbitmq-cluster-operator/go.{mod,sum} && go env GOVERSION ;;
       esac
     } | sha256sum | cut -c1-10
   )
@@ -573,6 +601,26 @@ load() {
   done
 }
 
+# Unpacks the one-layer image ARCHIVE into $CACHE/roots/ (once) and prints the directory.
+root_of() {
+  local out
+  out="$CACHE/roots/$(basename "$1" .tar)"
+  if [ ! -d "$out" ]; then
+    mkdir -p "$CACHE/roots"
+    work=$(mktemp -d "$CACHE/roots/.root.XXXXXX")
+    tar -xOf "$1" "$(tar -xOf "$1" index.json | python3 -c 'import json, sys
+print("blobs/" + json.load(sys.stdin)["manifests"][0]["digest"].replace(":", "/"))')" |
+      python3 -c 'import json, sys
+[layer] = json.load(sys.stdin)["layers"]
+print("blobs/" + layer["digest"].replace(":", "/"))' | xargs -I{} tar -xOf "$1" {} |
+      tar -xz --numeric-owner -C "$work"
+    chmod 0755 "$work"
+    mv "$work" "$out"
+    work=''
+  fi
+  echo "$out"
+}
+
 reference() {
   if [ -n "${REF[$1]:-}" ]; then
     echo "${REF[$1]}"
@@ -598,11 +646,17 @@ monitoring)
   done
   ;;
 ha)
-  base cloudnative-pg
-  echo "$archive"
+  for name in cloudnative-pg rabbitmq-cluster-operator; do
+    base "$name"
+    echo "$archive"
+  done
+  ;;
+rabbitmq-root)
+  base rabbitmq
+  root_of "$archive"
   ;;
 services) services "${2:?usage: images.sh services BINDIR TAG}" "${3:?usage: images.sh services BINDIR TAG}" ;;
 load) [ $# -ge 3 ] || { echo "usage: images.sh load SOCKET ARCHIVE..." >&2; exit 2; }; load "${@:2}" ;;
 ref) reference "${2:?usage: images.sh ref NAME}" ;;
-*) echo "usage: images.sh bases | monitoring | ha | services BINDIR TAG | load SOCKET ARCHIVE... | ref NAME" >&2; exit 2 ;;
+*) echo "usage: images.sh bases | monitoring | ha | rabbitmq-root | services BINDIR TAG | load SOCKET ARCHIVE... | ref NAME" >&2; exit 2 ;;
 esac

@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 hack/deps.sh
+# The broker of every test: the rabbitmq image's RabbitMQ 4.3, built once (about a minute), unpacked, cached.
+export RABBITMQ_ROOT; RABBITMQ_ROOT=$(hack/images.sh rabbitmq-root)
 # Built once per pin (about 6 minutes the first time), then reused from the cache.
 hack/control-plane.sh build >/dev/null
 cargo fmt --all -- --check
@@ -42,7 +44,7 @@ export HELM; HELM=$(hack/tools.sh helm)
 export KUBECTL; KUBECTL=$(hack/tools.sh kubectl)
 export TEST_KUBECONFIG="$dir/kube/admin.kubeconfig" TEST_KUBE_AUDIT_LOG="$dir/kube/audit.log"
 export PROMETHEUS_OPERATOR_CRDS; PROMETHEUS_OPERATOR_CRDS=$(hack/tools.sh prometheus-crds)
-export CLOUDNATIVE_PG_CRDS; CLOUDNATIVE_PG_CRDS=$(hack/tools.sh cloudnative-pg-crds)
+export HA_CRDS; HA_CRDS=$(hack/tools.sh ha-crds)
 export PROMTOOL; PROMTOOL=$(hack/tools.sh promtool)
 export HADOLINT; HADOLINT=$(hack/tools.sh hadolint)
 # The API contract check: openapi-spec-validator and schemathesis over each service's OpenAPI document.
