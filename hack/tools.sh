@@ -13,9 +13,9 @@
 #   hack/tools.sh prometheus-crds
 #                            a directory with the Prometheus operator's ServiceMonitor, PodMonitor and
 #                            PrometheusRule CRDs, from its Go module (the module proxy), cached like helm
-#   hack/tools.sh cloudnative-pg-crds
-#                            a file with CloudNativePG's CRDs, from the release manifest in its Go module
-#                            (pinned in hack/cnpg), cached like helm
+#   hack/tools.sh ha-crds    a file with the CRDs of the operators of `make cluster HA=1`, CloudNativePG's and
+#                            the RabbitMQ cluster operator's, from their Go modules (pinned in hack/cnpg and
+#                            hack/rabbitmq-cluster-operator, manifests as hack/ha.sh installs them), cached like helm
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -115,12 +115,12 @@ prometheus-crds)
   fi
   echo "$dir"
   ;;
-cloudnative-pg-crds)
-  version=$(awk '$1 == "github.com/cloudnative-pg/cloudnative-pg" { print $2; exit }' hack/cnpg/go.mod)
-  file="$CACHE/cloudnative-pg-crds-$version.yaml"
+ha-crds)
+  key=$(cat hack/ha.sh hack/cnpg/go.mod hack/rabbitmq-cluster-operator/go.mod | sha256sum | cut -c1-10)
+  file="$CACHE/ha-crds-$key.yaml"
   if [ ! -f "$file" ]; then
-    command -v go >/dev/null || { echo "tools.sh: Go is needed to fetch CloudNativePG's CRDs" >&2; exit 1; }
-    echo "tools.sh: extracting the CRDs of CloudNativePG $version from its Go module into $file" >&2
+    command -v go >/dev/null || { echo "tools.sh: Go is needed to fetch the CRDs of CloudNativePG and the RabbitMQ cluster operator" >&2; exit 1; }
+    echo "tools.sh: extracting the CRDs of CloudNativePG and the RabbitMQ cluster operator from their Go modules into $file" >&2
     hack/ha.sh manifest | python3 -c 'import re, sys
 documents = re.split(r"^---\s*$", sys.stdin.read(), flags=re.M)
 print("\n---\n".join(d.strip() for d in documents if re.search(r"^kind: CustomResourceDefinition$", d, flags=re.M)))' \
@@ -129,5 +129,5 @@ print("\n---\n".join(d.strip() for d in documents if re.search(r"^kind: CustomRe
   fi
   echo "$file"
   ;;
-*) echo "usage: tools.sh helm|kubectl|promtool|hadolint|cargo-deny|api-contract|prometheus-crds|cloudnative-pg-crds" >&2; exit 2 ;;
+*) echo "usage: tools.sh helm|kubectl|promtool|hadolint|cargo-deny|api-contract|prometheus-crds|ha-crds" >&2; exit 2 ;;
 esac

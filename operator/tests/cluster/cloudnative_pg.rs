@@ -1,5 +1,5 @@
 //! The `cloudNativePG` mode on a real control plane with CloudNativePG's CRDs (from its release manifest,
-//! `hack/tools.sh cloudnative-pg-crds`) and no CloudNativePG operator: the test plays CloudNativePG's part
+//! `hack/tools.sh ha-crds`) and no CloudNativePG operator: the test plays CloudNativePG's part
 //! by writing the `Cluster`'s status, and a kubelet's by ending the roles Job's pod. The API server checks
 //! the operator's `Cluster` against CloudNativePG's own schema, and the real garbage collector carries out
 //! the deletion under Retain.
@@ -24,7 +24,7 @@ use crate::{
 
 /// CloudNativePG's CRDs, once for the whole run (they are cluster-scoped; applying them again is a no-op).
 fn install_crds(cluster: &Cluster) {
-    cluster.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &env("CLOUDNATIVE_PG_CRDS")], None);
+    cluster.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &env("HA_CRDS")], None);
     cluster.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/clusters.postgresql.cnpg.io"], None);
 }
 
