@@ -568,15 +568,60 @@ pub struct ExternalPostgres {
     pub read_url: SecretKeyRef,
 }
 
-/// The broker: run by the operator (`managed`, the default) or provided (`external`).
+/// The broker, in one of three ways: `managed`, one RabbitMQ node that the operator runs (the default, for
+/// development); `clusterOperator`, a cluster of nodes that the operator asks the RabbitMQ cluster operator
+/// for (for production); or `external`, a broker that someone else runs. At most one of them is given;
+/// none means `managed`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!(has(self.managed) && has(self.external))").message("rabbitmq is either managed or external, not both"))]
+#[x_kube(validation = Rule::new("[has(self.managed), has(self.clusterOperator), has(self.external)].filter(x, x).size() <= 1").message("rabbitmq is one of managed, clusterOperator or external"))]
 pub struct RabbitmqSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<Managed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_operator: Option<RabbitmqClusterOperator>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalRabbitmq>,
+}
+
+/// A RabbitMQ cluster (`<pipeline>-rabbitmq`) that the RabbitMQ cluster operator (2.22) runs: nodes that
+/// form one cluster, each queue a quorum queue with a member on every node, rolling restarts that wait for
+/// quorum. The cluster operator must be installed in the cluster. The image is `images.rabbitmq`
+/// (RabbitMQ 4.2.4 or later: the cluster operator's startup probe asks its health API).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RabbitmqClusterOperator {
+    /// Broker nodes: an odd number, so that a quorum outlives a minority (3 survive the loss of 1, 5 of 2).
+    #[serde(default = "three")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 9 && self % 2 == 1").message("replicas must be odd, from 1 to 9: a quorum queue needs a majority of its members"))]
+    pub replicas: i32,
+    /// Each node's volume.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Each node's resources (the cluster operator's defaults, 1 CPU and 2Gi, if unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Whether the nodes must run on different nodes of the cluster (`Required`), or should (`Preferred`,
+    /// the default).
+    #[serde(default)]
+    pub pod_anti_affinity: AntiAffinity,
+    /// Seconds a stopping node may take to hand its queue leaders over and drain (the cluster operator's
+    /// default, 604800, if unset: it waits until the other nodes have every quorum queue in quorum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("terminationGracePeriodSeconds must not be negative"))]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+impl Default for RabbitmqClusterOperator {
+    fn default() -> Self {
+        Self {
+            replicas: three(),
+            storage: Storage::default(),
+            resources: None,
+            pod_anti_affinity: AntiAffinity::default(),
+            termination_grace_period_seconds: None,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -5,7 +5,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use analytics_kit::http::{Check, Readiness, ops_router};
 use analytics_operator::{
-    children::{INSTANCE_LABEL, MANAGED_BY, cloudnative_pg},
+    children::{INSTANCE_LABEL, MANAGED_BY, cloudnative_pg, rabbitmq_cluster::RabbitmqCluster},
     controller::{self, Context},
     crd::{AnalyticsPipeline, Image, ImageSet, Images},
     metrics::Metrics,
@@ -209,19 +209,25 @@ async fn run_controller(
         }
     }
     let children = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
-    // CloudNativePG's clusters are watched where CloudNativePG is installed; elsewhere a pipeline in that
-    // mode reports the missing CRD in its status, and is read again on the resync.
-    let cloudnative_pg = client
-        .list_api_group_resources("postgresql.cnpg.io/v1")
-        .await
-        .is_ok_and(|resources| resources.resources.iter().any(|resource| resource.name == "clusters"));
-    tracing::info!(cloudnative_pg, "CloudNativePG clusters watched: {cloudnative_pg}");
-    let controller = Controller::new(api::<AnalyticsPipeline>(client, namespace), watcher::Config::default());
-    let controller = if cloudnative_pg {
-        controller.owns(api::<cloudnative_pg::Cluster>(client, namespace), children.clone())
-    } else {
-        controller
+    // The clusters of CloudNativePG and of the RabbitMQ cluster operator are watched where those are
+    // installed; elsewhere a pipeline in such a mode reports the missing CRD in its status, and is read
+    // again on the resync.
+    let serves = |group_version: &'static str, resource: &'static str| async move {
+        client
+            .list_api_group_resources(group_version)
+            .await
+            .is_ok_and(|resources| resources.resources.iter().any(|served| served.name == resource))
     };
+    let cloudnative_pg = serves("postgresql.cnpg.io/v1", "clusters").await;
+    let rabbitmq_cluster_operator = serves("rabbitmq.com/v1beta1", "rabbitmqclusters").await;
+    tracing::info!(cloudnative_pg, rabbitmq_cluster_operator, "clusters of other operators watched");
+    let mut controller = Controller::new(api::<AnalyticsPipeline>(client, namespace), watcher::Config::default());
+    if cloudnative_pg {
+        controller = controller.owns(api::<cloudnative_pg::Cluster>(client, namespace), children.clone());
+    }
+    if rabbitmq_cluster_operator {
+        controller = controller.owns(api::<RabbitmqCluster>(client, namespace), children.clone());
+    }
     controller
         .owns(api::<Deployment>(client, namespace), children.clone())
         .owns(api::<StatefulSet>(client, namespace), children.clone())

@@ -228,8 +228,8 @@ mod tests {
 
         let external = pipeline(AnalyticsPipelineSpec {
             rabbitmq: RabbitmqSpec {
-                managed: None,
                 external: Some(ExternalRabbitmq { url: SecretKeyRef { name: "mq".into(), key: "url".into() } }),
+                ..RabbitmqSpec::default()
             },
             ..AnalyticsPipelineSpec::default()
         });
@@ -237,8 +237,8 @@ mod tests {
 
         let missing = pipeline(AnalyticsPipelineSpec {
             rabbitmq: RabbitmqSpec {
-                managed: None,
                 external: Some(ExternalRabbitmq { url: SecretKeyRef { name: "gone".into(), key: "url".into() } }),
+                ..RabbitmqSpec::default()
             },
             ..AnalyticsPipelineSpec::default()
         });

@@ -1,7 +1,8 @@
-//! The managed RabbitMQ: one StatefulSet with a volume claim, and a headless Service. The services
-//! declare the queues themselves (quorum queues with a dead-letter exchange) when they connect. Each
-//! service has a user of its own: the `definitions` init container writes them, with their permissions,
-//! as definitions that the broker imports at boot (`rabbitmq-definitions.sh`).
+//! The broker. `managed`: one StatefulSet with a volume claim, and a headless Service; `clusterOperator`:
+//! a `RabbitmqCluster` ([`super::rabbitmq_cluster`]). The services declare the queues themselves (quorum
+//! queues with a dead-letter exchange) when they connect. Each service has a user of its own: in both
+//! modes the broker pods' `definitions` init container writes them, with their permissions, as
+//! definitions that the broker imports at boot (`rabbitmq-definitions.sh`).
 
 use k8s_openapi::{
     api::{
@@ -20,7 +21,7 @@ use super::{
     databases::{Pod, stateful},
     headless_service, name,
 };
-use crate::crd::{AnalyticsPipeline, Image, Managed};
+use crate::crd::{AnalyticsPipeline, ExternalRabbitmq, Image, Managed, RabbitmqClusterOperator};
 
 pub const COMPONENT: &str = "rabbitmq";
 pub const PORT: i32 = 5672;
@@ -28,13 +29,35 @@ pub const USER: &str = "analytics";
 /// The uid of the `rabbitmq` user in the official image.
 const RABBITMQ_UID: i64 = 999;
 
-/// The managed settings, or `None` when the broker is external.
-pub fn managed(pipeline: &AnalyticsPipeline) -> Option<Managed> {
-    let rabbitmq = &pipeline.spec.rabbitmq;
-    if rabbitmq.external.is_some() { None } else { Some(rabbitmq.managed.clone().unwrap_or_default()) }
+/// How a pipeline's broker is run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// One node the operator runs (also when the spec names no mode).
+    Managed(Managed),
+    /// A cluster the RabbitMQ cluster operator runs.
+    ClusterOperator(RabbitmqClusterOperator),
+    /// Someone else's.
+    External(ExternalRabbitmq),
 }
 
-/// The Service (and host name) of the managed broker.
+impl Mode {
+    /// Whether the operator makes the broker (and so its users and their credentials).
+    pub fn is_in_cluster(&self) -> bool {
+        !matches!(self, Self::External(_))
+    }
+}
+
+pub fn mode(pipeline: &AnalyticsPipeline) -> Mode {
+    let rabbitmq = &pipeline.spec.rabbitmq;
+    match (&rabbitmq.external, &rabbitmq.cluster_operator) {
+        (Some(external), _) => Mode::External(external.clone()),
+        (None, Some(cluster)) => Mode::ClusterOperator(cluster.clone()),
+        (None, None) => Mode::Managed(rabbitmq.managed.clone().unwrap_or_default()),
+    }
+}
+
+/// The Service (and host name) of the broker in both in-cluster modes: the managed node's headless
+/// Service, or the cluster's client Service (the cluster operator names it after the `RabbitmqCluster`).
 pub fn host(pipeline: &AnalyticsPipeline) -> String {
     name(pipeline, COMPONENT)
 }
@@ -84,20 +107,28 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Ima
         }),
         resources: managed.resources.clone(),
         security_context: Some(container_security(ReadOnlyRoot::No)),
-        volume_mounts: Some(vec![
-            VolumeMount { name: "data".into(), mount_path: "/var/lib/rabbitmq".into(), ..VolumeMount::default() },
-            definitions_mount(),
-            // The broker reads every file of conf.d; this one makes it import the definitions.
-            VolumeMount {
-                name: DEFINITIONS.into(),
-                mount_path: "/etc/rabbitmq/conf.d/90-analytics.conf".into(),
-                sub_path: Some("analytics.conf".into()),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(
+            [VolumeMount { name: "data".into(), mount_path: "/var/lib/rabbitmq".into(), ..VolumeMount::default() }]
+                .into_iter()
+                .chain(definitions_mounts())
+                .collect(),
+        ),
         ..Container::default()
     };
+    let (definitions, volume) = definitions(pipeline, image, Vec::new());
+    let pod = Pod { containers: vec![container], init_containers: vec![definitions], volumes: vec![volume] };
+    stateful(pipeline, COMPONENT, &managed.storage, pod, RABBITMQ_UID)
+}
+
+/// The volume the `definitions` init container writes and the broker reads.
+const DEFINITIONS: &str = "definitions";
+const DEFINITIONS_DIR: &str = "/var/run/analytics";
+
+/// The `definitions` init container, which writes the broker's users (from the pipeline's credentials,
+/// and `env`) into the in-memory volume it returns too.
+pub(super) fn definitions(pipeline: &AnalyticsPipeline, image: &Image, env: Vec<EnvVar>) -> (Container, Volume) {
+    let secret =
+        |key: &str| EnvVarSource { secret_key_ref: Some(credential(pipeline, key)), ..EnvVarSource::default() };
     let mut definitions_env = vec![EnvVar {
         name: "RABBITMQ_DEFAULT_PASS".into(),
         value_from: Some(secret(RABBITMQ_PASSWORD_KEY)),
@@ -108,8 +139,9 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Ima
         value_from: Some(secret(&broker_password_key(service))),
         ..EnvVar::default()
     }));
-    let definitions = Container {
-        name: "definitions".to_owned(),
+    definitions_env.extend(env);
+    let container = Container {
+        name: DEFINITIONS.to_owned(),
         image: Some(image.reference()),
         image_pull_policy: Some(image.pull_policy.as_str().to_owned()),
         command: Some(vec![
@@ -121,7 +153,11 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Ima
         ]),
         env: Some(definitions_env),
         security_context: Some(container_security(ReadOnlyRoot::Yes)),
-        volume_mounts: Some(vec![VolumeMount { read_only: None, ..definitions_mount() }]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: DEFINITIONS.into(),
+            mount_path: DEFINITIONS_DIR.into(),
+            ..VolumeMount::default()
+        }]),
         ..Container::default()
     };
     // In memory: the definitions hold the users' passwords.
@@ -133,19 +169,25 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Ima
         }),
         ..Volume::default()
     };
-    let pod = Pod { containers: vec![container], init_containers: vec![definitions], volumes: vec![volume] };
-    stateful(pipeline, COMPONENT, &managed.storage, pod, RABBITMQ_UID)
+    (container, volume)
 }
 
-/// The volume the `definitions` init container writes and the broker reads.
-const DEFINITIONS: &str = "definitions";
-const DEFINITIONS_DIR: &str = "/var/run/analytics";
-
-fn definitions_mount() -> VolumeMount {
-    VolumeMount {
-        name: DEFINITIONS.into(),
-        mount_path: DEFINITIONS_DIR.into(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    }
+/// The broker container's mounts of the definitions: the directory, and in conf.d the file that makes
+/// the broker import them (the broker reads every file of conf.d).
+pub(super) fn definitions_mounts() -> [VolumeMount; 2] {
+    [
+        VolumeMount {
+            name: DEFINITIONS.into(),
+            mount_path: DEFINITIONS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: DEFINITIONS.into(),
+            mount_path: "/etc/rabbitmq/conf.d/90-analytics.conf".into(),
+            sub_path: Some("analytics.conf".into()),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+    ]
 }

@@ -12,6 +12,7 @@ pub mod cloudnative_pg;
 pub mod databases;
 pub mod maintenance;
 pub mod network;
+pub mod rabbitmq_cluster;
 pub mod services;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,8 @@ pub struct Children {
     pub jobs: Vec<Job>,
     /// CloudNativePG clusters.
     pub postgres_clusters: Vec<cloudnative_pg::Cluster>,
+    /// RabbitMQ cluster operator clusters.
+    pub rabbitmq_clusters: Vec<rabbitmq_cluster::RabbitmqCluster>,
 }
 
 /// Facts the reconciler decides or observes, which the spec alone does not give.
@@ -74,6 +77,7 @@ pub fn desired(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Observ
         cron_jobs: Vec::new(),
         jobs: Vec::new(),
         postgres_clusters: Vec::new(),
+        rabbitmq_clusters: Vec::new(),
     };
     match databases::mode(pipeline) {
         databases::Mode::Managed(managed) => {
@@ -88,9 +92,15 @@ pub fn desired(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Observ
         }
         databases::Mode::External(_) => {}
     }
-    if let Some(managed) = broker::managed(pipeline) {
-        children.services.push(broker::service(pipeline));
-        children.stateful_sets.push(broker::stateful_set(pipeline, &managed, &images.rabbitmq));
+    match broker::mode(pipeline) {
+        broker::Mode::Managed(managed) => {
+            children.services.push(broker::service(pipeline));
+            children.stateful_sets.push(broker::stateful_set(pipeline, &managed, &images.rabbitmq));
+        }
+        broker::Mode::ClusterOperator(spec) => {
+            children.rabbitmq_clusters.push(rabbitmq_cluster::cluster(pipeline, &spec, &images.rabbitmq));
+        }
+        broker::Mode::External(_) => {}
     }
     children.services.extend(services::services(pipeline));
     children.deployments.extend(services::deployments(pipeline, &images, observed));

@@ -2,9 +2,11 @@
 //! port. A CloudNativePG cluster's instances are the pipeline's pods too (they carry its labels), so they
 //! replicate among themselves under the same rule; they also accept CloudNativePG's operator, from any
 //! namespace, on the instance manager's status port, and they keep their egress: each instance manager
-//! talks to the Kubernetes API and to the other instances. RabbitMQ accepts the pipeline's own pods and the operator's namespace (the operator reads the
-//! queue depth), on AMQP only. Nothing reaches the management UI (15672) or the Erlang ports (4369,
-//! 25672): a single node needs neither from outside its pod. Neither backend opens a connection (their
+//! talks to the Kubernetes API and to the other instances. RabbitMQ accepts the pipeline's own pods and
+//! the operator's namespace (the operator reads the queue depth), on AMQP only. Nothing reaches the
+//! management UI (15672) or the Erlang ports (4369, 25672) of the managed node: a single node needs
+//! neither from outside its pod. The nodes of a RabbitMQ cluster operator cluster also accept each other
+//! on the Erlang ports and the cluster operator on the management API, and keep their egress. Neither backend opens a connection (their
 //! pods reach themselves over loopback and find their names in /etc/hosts), so all their egress is
 //! denied. The APIs stay open: who may call them is their bearer tokens' business, their Services are how
 //! users reach them, and Prometheus scrapes their /metrics on the same port. Their egress stays open
@@ -20,7 +22,7 @@ use k8s_openapi::{
 };
 use kube::ResourceExt;
 
-use super::{INSTANCE_LABEL, broker, cloudnative_pg, databases, metadata, name, selector};
+use super::{INSTANCE_LABEL, broker, cloudnative_pg, databases, metadata, name, rabbitmq_cluster, selector};
 use crate::crd::AnalyticsPipeline;
 
 /// The policies of `pipeline`'s managed backends; `operator_namespace` is where the operator runs.
@@ -50,10 +52,72 @@ pub fn policies(pipeline: &AnalyticsPipeline, operator_namespace: &str) -> Vec<N
         databases::Mode::CloudNativePg(_) => policies.push(cloudnative_pg_policy(pipeline, own_pods.clone())),
         databases::Mode::External(_) => {}
     }
-    if broker::managed(pipeline).is_some() {
-        policies.push(policy(pipeline, broker::COMPONENT, vec![own_pods, operator], broker::PORT));
+    match broker::mode(pipeline) {
+        broker::Mode::Managed(_) => {
+            policies.push(policy(pipeline, broker::COMPONENT, vec![own_pods, operator], broker::PORT));
+        }
+        broker::Mode::ClusterOperator(_) => policies.push(rabbitmq_cluster_policy(pipeline, own_pods, operator)),
+        broker::Mode::External(_) => {}
     }
     policies
+}
+
+/// The ports RabbitMQ nodes cluster over: epmd, and Erlang distribution (inter-node and CLI traffic).
+const RABBITMQ_CLUSTERING_PORTS: [i32; 2] = [4369, 25672];
+/// The management API, which the cluster operator calls on each node.
+const RABBITMQ_MANAGEMENT_PORT: i32 = 15672;
+
+/// The nodes of a RabbitMQ cluster accept the pipeline's pods and the operator's namespace on AMQP, each
+/// other on the clustering ports, and the cluster operator on the management API; their egress stays
+/// open: peer discovery asks the Kubernetes API, and the nodes call each other.
+fn rabbitmq_cluster_policy(
+    pipeline: &AnalyticsPipeline,
+    own_pods: NetworkPolicyPeer,
+    operator: NetworkPolicyPeer,
+) -> NetworkPolicy {
+    let nodes = BTreeMap::from([(rabbitmq_cluster::CLUSTER_LABEL.to_owned(), name(pipeline, broker::COMPONENT))]);
+    let peer = NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector { match_labels: Some(nodes.clone()), ..LabelSelector::default() }),
+        ..NetworkPolicyPeer::default()
+    };
+    let cluster_operator = NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector::default()),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/name".to_owned(),
+                "rabbitmq-cluster-operator".to_owned(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    NetworkPolicy {
+        metadata: metadata(pipeline, broker::COMPONENT, broker::COMPONENT),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector { match_labels: Some(nodes), ..LabelSelector::default() }),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule { from: Some(vec![own_pods, operator]), ports: Some(vec![tcp(broker::PORT)]) },
+                NetworkPolicyIngressRule {
+                    from: Some(vec![peer]),
+                    ports: Some(RABBITMQ_CLUSTERING_PORTS.map(tcp).to_vec()),
+                },
+                NetworkPolicyIngressRule {
+                    from: Some(vec![cluster_operator]),
+                    ports: Some(vec![tcp(RABBITMQ_MANAGEMENT_PORT)]),
+                },
+            ]),
+            ..NetworkPolicySpec::default()
+        }),
+    }
+}
+
+fn tcp(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".to_owned()),
+        ..NetworkPolicyPort::default()
+    }
 }
 
 /// The port of CloudNativePG's instance manager, which its operator polls for each instance's status.
@@ -62,11 +126,6 @@ const INSTANCE_STATUS_PORT: i32 = 8000;
 /// The CloudNativePG instances accept the pipeline's pods on PostgreSQL's port and CloudNativePG's
 /// operator on the status port; their egress stays open.
 fn cloudnative_pg_policy(pipeline: &AnalyticsPipeline, own_pods: NetworkPolicyPeer) -> NetworkPolicy {
-    let tcp = |port: i32| NetworkPolicyPort {
-        port: Some(IntOrString::Int(port)),
-        protocol: Some("TCP".to_owned()),
-        ..NetworkPolicyPort::default()
-    };
     let cloudnative_pg_operator = NetworkPolicyPeer {
         namespace_selector: Some(LabelSelector::default()),
         pod_selector: Some(LabelSelector {
@@ -109,14 +168,7 @@ fn policy(pipeline: &AnalyticsPipeline, component: &str, from: Vec<NetworkPolicy
             }),
             // Egress with no rule: none is allowed.
             policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(from),
-                ports: Some(vec![NetworkPolicyPort {
-                    port: Some(IntOrString::Int(port)),
-                    protocol: Some("TCP".to_owned()),
-                    ..NetworkPolicyPort::default()
-                }]),
-            }]),
+            ingress: Some(vec![NetworkPolicyIngressRule { from: Some(from), ports: Some(vec![tcp(port)]) }]),
             ..NetworkPolicySpec::default()
         }),
     }
@@ -129,7 +181,9 @@ mod tests {
     use super::*;
     use crate::{
         children::fixtures::pipeline,
-        crd::{AnalyticsPipelineSpec, ExternalPostgres, PostgresSpec, SecretKeyRef},
+        crd::{
+            AnalyticsPipelineSpec, ExternalPostgres, PostgresSpec, RabbitmqClusterOperator, RabbitmqSpec, SecretKeyRef,
+        },
     };
 
     #[test]
@@ -153,6 +207,34 @@ mod tests {
         assert_eq!(view[1]["policyTypes"], json!(["Ingress", "Egress"]));
         assert!(view.iter().all(|spec| spec.get("egress").is_none()), "no egress rule: nothing goes out");
         assert!(policies.iter().all(|p| p.metadata.owner_references.is_some()), "they go with the pipeline");
+    }
+
+    #[test]
+    fn a_rabbitmq_clusters_nodes_accept_amqp_each_other_and_the_cluster_operator_and_keep_their_egress() {
+        let cluster = pipeline(AnalyticsPipelineSpec {
+            rabbitmq: RabbitmqSpec {
+                cluster_operator: Some(RabbitmqClusterOperator::default()),
+                ..RabbitmqSpec::default()
+            },
+            ..AnalyticsPipelineSpec::default()
+        });
+        let policies = policies(&cluster, "analytics-system");
+        assert_eq!(policies.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["shop-postgres", "shop-rabbitmq"]);
+        let nodes = json!({"matchLabels": {"app.kubernetes.io/name": "shop-rabbitmq"}});
+        assert_eq!(
+            serde_json::to_value(policies[1].spec.as_ref().unwrap()).unwrap(),
+            json!({"podSelector": nodes,
+                   "policyTypes": ["Ingress"],
+                   "ingress": [
+                       {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "shop"}}},
+                                 {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "analytics-system"}}}],
+                        "ports": [{"port": 5672, "protocol": "TCP"}]},
+                       {"from": [{"podSelector": nodes}],
+                        "ports": [{"port": 4369, "protocol": "TCP"}, {"port": 25672, "protocol": "TCP"}]},
+                       {"from": [{"namespaceSelector": {},
+                                  "podSelector": {"matchLabels": {"app.kubernetes.io/name": "rabbitmq-cluster-operator"}}}],
+                        "ports": [{"port": 15672, "protocol": "TCP"}]}]})
+        );
     }
 
     #[test]

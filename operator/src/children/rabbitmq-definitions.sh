@@ -8,6 +8,9 @@
 #   command    declares the topology and publishes to the events exchange (the relay)
 #   consumer   declares the topology, consumes the two event queues and publishes to the dead-letter exchange
 #   query      reads queue depths with passive declares, which need no permission
+#   $CLUSTER_OPERATOR_USER, if set: the RabbitMQ cluster operator's default user, an administrator, which
+#              it uses for the management API (its version annotation and quorum status); a broker that
+#              imports definitions at boot does not create it
 #
 # Permissions are regular expressions over the names of kit::amqp::declare_topology. Declaring the topology
 # needs more than its users' own work: a queue.bind needs write on the queue and read on the exchange, and
@@ -34,6 +37,14 @@ permission() { # user, configure, write, read
 
 topology='^(analytics-events|analytics-dead-letter|order-events|product-events)$'
 
+operator_user='' operator_permission=''
+if [ -n "${CLUSTER_OPERATOR_USER:-}" ]; then
+  operator_user=",
+    $(user "$CLUSTER_OPERATOR_USER" "${CLUSTER_OPERATOR_PASSWORD:?}" administrator)"
+  operator_permission=",
+    $(permission "$CLUSTER_OPERATOR_USER" '.*' '.*' '.*')"
+fi
+
 umask 077
 cat >"$out/definitions.json" <<JSON
 {
@@ -42,13 +53,13 @@ cat >"$out/definitions.json" <<JSON
     $(user analytics "${RABBITMQ_DEFAULT_PASS:?}" administrator),
     $(user command "${COMMAND_PASSWORD:?}" ""),
     $(user consumer "${CONSUMER_PASSWORD:?}" ""),
-    $(user query "${QUERY_PASSWORD:?}" "")
+    $(user query "${QUERY_PASSWORD:?}" "")$operator_user
   ],
   "permissions": [
     $(permission analytics '.*' '.*' '.*'),
     $(permission command "$topology" "$topology" "$topology"),
     $(permission consumer "$topology" '^(analytics-dead-letter|order-events|product-events)$' "$topology"),
-    $(permission query '^$' '^$' '^$')
+    $(permission query '^$' '^$' '^$')$operator_permission
   ]
 }
 JSON

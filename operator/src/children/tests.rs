@@ -13,7 +13,8 @@ use super::{
 use crate::crd::{
     AnalyticsPipelineSpec, AntiAffinity, ApiAuthentication, ApiSpec, BarmanBackup, CloudNativePg, ConsumerSpec,
     DataDurability, DeletionPolicy, ExternalPostgres, ExternalRabbitmq, Image, ImageSet, Images, PostgresSpec,
-    PullPolicy, RabbitmqSpec, ReadsFrom, SecretKeyRef, ServiceType, Storage, Synchronous, TlsSpec,
+    PullPolicy, RabbitmqClusterOperator, RabbitmqSpec, ReadsFrom, SecretKeyRef, ServiceType, Storage, Synchronous,
+    TlsSpec,
 };
 
 fn children(spec: AnalyticsPipelineSpec) -> Children {
@@ -260,7 +261,10 @@ fn external_backends_come_from_the_users_secrets_and_nothing_is_run_for_them() {
             external: Some(ExternalPostgres { write_url: secret("db", "write"), read_url: secret("db", "read") }),
             ..PostgresSpec::default()
         },
-        rabbitmq: RabbitmqSpec { managed: None, external: Some(ExternalRabbitmq { url: secret("mq", "url") }) },
+        rabbitmq: RabbitmqSpec {
+            external: Some(ExternalRabbitmq { url: secret("mq", "url") }),
+            ..RabbitmqSpec::default()
+        },
         ..AnalyticsPipelineSpec::default()
     });
     assert!(c.stateful_sets.is_empty() && c.config_maps.is_empty());
@@ -683,4 +687,135 @@ fn the_administrators_secret_is_basic_auth_and_outlives_the_pipeline() {
     assert_eq!((data["username"].as_str(), data["password"].as_str()), ("analytics", "s3cret"));
     assert!(secret.metadata.owner_references.is_none());
     assert!(is_data_of(&pipeline(AnalyticsPipelineSpec::default()), secret.metadata.labels.as_ref().unwrap()));
+}
+
+fn rabbitmq_cluster(cluster: RabbitmqClusterOperator) -> AnalyticsPipelineSpec {
+    AnalyticsPipelineSpec {
+        rabbitmq: RabbitmqSpec { cluster_operator: Some(cluster), ..RabbitmqSpec::default() },
+        ..AnalyticsPipelineSpec::default()
+    }
+}
+
+/// In the `clusterOperator` mode the operator runs no RabbitMQ of its own: it asks the RabbitMQ cluster
+/// operator for a cluster of three nodes named like the managed broker (so the services' URLs are the
+/// same), always with the operator's image, whose pods import the managed mode's users (and the cluster
+/// operator's default user) at boot, carry the pipeline's labels, and whose claims carry its UID.
+#[test]
+fn the_rabbitmq_cluster_operator_is_asked_for_a_cluster_with_the_pipelines_users_and_labels() {
+    let c = children(rabbitmq_cluster(RabbitmqClusterOperator::default()));
+    assert_eq!(names(&c.stateful_sets), ["shop-postgres"]);
+    assert_eq!(names(&c.services), ["shop-postgres", "shop-command", "shop-query"]);
+    assert_eq!(names(&c.rabbitmq_clusters), ["shop-rabbitmq"]);
+    let cluster = &c.rabbitmq_clusters[0];
+    let owner = &cluster.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.controller), ("AnalyticsPipeline", Some(true)));
+    assert_eq!(cluster.labels()[PIPELINE_UID_LABEL], "0f8fad5b-d9cb-469f-a165-70867728950e");
+    let spec = serde_json::to_value(&cluster.spec).unwrap();
+    let selector = json!({"matchLabels": {"app.kubernetes.io/name": "shop-rabbitmq"}});
+    assert_eq!(
+        json!({"replicas": spec["replicas"], "image": spec["image"], "persistence": spec["persistence"],
+               "affinity": spec["affinity"], "rabbitmq": spec["rabbitmq"],
+               "delayStartSeconds": spec["delayStartSeconds"]}),
+        json!({
+            "replicas": 3,
+            "image": "rabbitmq:4.3-management",
+            "persistence": {"storage": "10Gi"},
+            "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "podAffinityTerm": {"labelSelector": selector, "topologyKey": "kubernetes.io/hostname"}}]}},
+            "rabbitmq": {"additionalConfig":
+                "quorum_queue.continuous_membership_reconciliation.enabled = true\n\
+                 quorum_queue.continuous_membership_reconciliation.target_group_size = 3\n"},
+            "delayStartSeconds": 0,
+        })
+    );
+    let set = &spec["override"]["statefulSet"]["spec"];
+    // The pods: the pipeline's labels, except app.kubernetes.io/name, the cluster operator's selector.
+    assert_eq!(
+        set["template"]["metadata"]["labels"],
+        json!({"app.kubernetes.io/instance": "shop", "app.kubernetes.io/component": "rabbitmq",
+               "app.kubernetes.io/managed-by": "analytics-operator"})
+    );
+    let pod = &set["template"]["spec"];
+    let definitions = &pod["initContainers"][0];
+    assert_eq!(definitions["name"], "definitions");
+    assert_eq!(definitions["image"], "rabbitmq:4.3-management");
+    let variables: Vec<(String, String, String)> = definitions["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|var| {
+            let from = &var["valueFrom"]["secretKeyRef"];
+            (
+                var["name"].as_str().unwrap().into(),
+                from["name"].as_str().unwrap().into(),
+                from["key"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let owned = |name: &str, secret: &str, key: &str| (name.to_owned(), secret.to_owned(), key.to_owned());
+    assert_eq!(
+        variables,
+        [
+            owned("RABBITMQ_DEFAULT_PASS", "shop-credentials", "rabbitmq-password"),
+            owned("COMMAND_PASSWORD", "shop-credentials", "command-mq-password"),
+            owned("CONSUMER_PASSWORD", "shop-credentials", "consumer-mq-password"),
+            owned("QUERY_PASSWORD", "shop-credentials", "query-mq-password"),
+            owned("CLUSTER_OPERATOR_USER", "shop-rabbitmq-default-user", "username"),
+            owned("CLUSTER_OPERATOR_PASSWORD", "shop-rabbitmq-default-user", "password"),
+        ]
+    );
+    assert_eq!(
+        pod["containers"],
+        json!([{"name": "rabbitmq", "volumeMounts": [
+            {"name": "definitions", "mountPath": "/var/run/analytics", "readOnly": true},
+            {"name": "definitions", "mountPath": "/etc/rabbitmq/conf.d/90-analytics.conf", "subPath": "analytics.conf",
+             "readOnly": true}]}])
+    );
+    assert_eq!(pod["volumes"], json!([{"name": "definitions", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]));
+    assert_eq!(
+        set["volumeClaimTemplates"],
+        json!([{"metadata": {"name": "persistence", "labels": {
+                    "app.kubernetes.io/name": "analytics-pipeline", "app.kubernetes.io/instance": "shop",
+                    "app.kubernetes.io/component": "rabbitmq", "app.kubernetes.io/managed-by": "analytics-operator",
+                    "analytics.example.com/pipeline-uid": "0f8fad5b-d9cb-469f-a165-70867728950e"}},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}}}])
+    );
+    // The services reach the cluster's client Service, which has the managed broker's name.
+    assert_eq!(
+        var(env(&c, "shop-command"), "AMQP_URL").value.as_deref(),
+        Some("amqp://command:$(RABBITMQ_PASSWORD)@shop-rabbitmq:5672/%2f")
+    );
+    assert_eq!(
+        super::rabbitmq_cluster::claims(cluster).collect::<Vec<_>>(),
+        [
+            "persistence-shop-rabbitmq-server-0",
+            "persistence-shop-rabbitmq-server-1",
+            "persistence-shop-rabbitmq-server-2"
+        ]
+    );
+}
+
+/// Size, storage, resources, required anti-affinity and the grace period reach the cluster operator.
+#[test]
+fn the_cluster_options_reach_the_rabbitmq_cluster_operator() {
+    let c = children(rabbitmq_cluster(RabbitmqClusterOperator {
+        replicas: 5,
+        storage: Storage { size: "2Gi".into(), storage_class_name: Some("fast".into()) },
+        resources: Some(serde_json::from_value(json!({"requests": {"cpu": "500m", "memory": "1Gi"}})).unwrap()),
+        pod_anti_affinity: AntiAffinity::Required,
+        termination_grace_period_seconds: Some(120),
+    }));
+    let spec = serde_json::to_value(&c.rabbitmq_clusters[0].spec).unwrap();
+    assert_eq!(spec["replicas"], 5);
+    assert_eq!(spec["persistence"], json!({"storageClassName": "fast", "storage": "2Gi"}));
+    assert_eq!(spec["resources"], json!({"requests": {"cpu": "500m", "memory": "1Gi"}}));
+    assert_eq!(spec["terminationGracePeriodSeconds"], 120);
+    assert_eq!(
+        spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert!(spec["rabbitmq"]["additionalConfig"].as_str().unwrap().contains("target_group_size = 5\n"));
+    let claim = &spec["override"]["statefulSet"]["spec"]["volumeClaimTemplates"][0]["spec"];
+    assert_eq!(claim["storageClassName"], "fast");
+    assert_eq!(claim["resources"]["requests"]["storage"], "2Gi");
 }

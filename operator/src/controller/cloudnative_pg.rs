@@ -1,27 +1,18 @@
 //! The reconciler's part of the `cloudNativePG` mode: the administrator's Secret, the roles Jobs, the
 //! cluster's condition and status, and an Event on every change of primary.
 
-use std::{
-    fmt::Debug,
-    time::{Duration, Instant},
-};
-
-use k8s_openapi::{
-    NamespaceResourceScope,
-    api::{
-        batch::v1::Job,
-        core::v1::{Pod, Secret, Service},
-        policy::v1::PodDisruptionBudget,
-    },
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{Pod, Secret, Service},
+    policy::v1::PodDisruptionBudget,
 };
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy},
     runtime::events::EventType,
 };
-use serde::de::DeserializeOwned;
 
-use super::{Context, Error, create_once, publish_related, status::Verdict, uid_label};
+use super::{Context, Error, create_once, publish_related, retain, status::Verdict, uid_label};
 use crate::{
     children::{
         self, COMPONENT_LABEL, INSTANCE_LABEL, POSTGRES_PASSWORD_KEY,
@@ -76,7 +67,7 @@ pub async fn observe(
             if failed {
                 tracing::warn!(job = %job.name_any(), "the roles Job failed; it runs again");
             }
-            ignore_not_found(jobs.delete(&job.name_any(), &background).await.map(drop))?;
+            retain::ignore_not_found(jobs.delete(&job.name_any(), &background).await.map(drop))?;
         }
     }
     let name = children::name(pipeline, databases::COMPONENT);
@@ -121,55 +112,19 @@ pub fn primary_changed(previous: Option<&PostgresStatus>, now: &PostgresStatus) 
     })
 }
 
-/// How long the finalizer waits, in one pass, for the API server to orphan and delete the cluster.
-const ORPHANING: Duration = Duration::from_secs(60);
-
-/// Under `Retain`: deletes the pipeline's cluster with propagation `Orphan`, so that the garbage
-/// collector takes the cluster's owner reference off its volume claims (and everything else it made)
-/// instead of deleting them; then deletes what ran or routed for it: its pods, Services, Secrets and
-/// PodDisruptionBudgets, by CloudNativePG's cluster label. The claims stay, with their data and
-/// CloudNativePG's labels and annotations: a `Cluster` of the same name made later finds them without an
-/// owner and starts its instances on them (no initdb), which is how re-applying the pipeline comes back
-/// with the same orders.
+/// Under `Retain` ([`retain`]): the cluster goes with propagation `Orphan`, then its pods, Services,
+/// Secrets and PodDisruptionBudgets, by CloudNativePG's cluster label. The claims keep CloudNativePG's
+/// labels and annotations: a `Cluster` of the same name made later finds them without an owner and starts
+/// its instances on them, primary first, without initdb.
 pub async fn delete_keeping_volumes(pipeline: &AnalyticsPipeline, ctx: &Context, namespace: &str) -> Result<(), Error> {
     let name = children::name(pipeline, databases::COMPONENT);
-    let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), namespace);
-    if clusters.get_opt(&name).await?.is_some() {
-        let orphan = DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..DeleteParams::default() };
-        ignore_not_found(clusters.delete(&name, &orphan).await.map(drop))?;
-        let started = Instant::now();
-        while clusters.get_opt(&name).await?.is_some() {
-            if started.elapsed() > ORPHANING {
-                return Err(Error::Pending(format!("waiting for CloudNativePG cluster {name} to be deleted")));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+    retain::orphan::<Cluster>(ctx, namespace, &name, "CloudNativePG cluster").await?;
     let selector = format!("{CLUSTER_LABEL}={name}");
-    delete_labelled::<Pod>(ctx, namespace, &selector).await?;
-    delete_labelled::<Service>(ctx, namespace, &selector).await?;
-    delete_labelled::<Secret>(ctx, namespace, &selector).await?;
-    delete_labelled::<PodDisruptionBudget>(ctx, namespace, &selector).await?;
+    retain::delete_labelled::<Pod>(ctx, namespace, &selector).await?;
+    retain::delete_labelled::<Service>(ctx, namespace, &selector).await?;
+    retain::delete_labelled::<Secret>(ctx, namespace, &selector).await?;
+    retain::delete_labelled::<PodDisruptionBudget>(ctx, namespace, &selector).await?;
     Ok(())
-}
-
-/// Deletes, one by one, the objects of kind `K` that match `selector`.
-async fn delete_labelled<K>(ctx: &Context, namespace: &str, selector: &str) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    for object in api.list(&ListParams::default().labels(selector)).await? {
-        ignore_not_found(api.delete(&object.name_any(), &DeleteParams::default()).await.map(drop))?;
-    }
-    Ok(())
-}
-
-fn ignore_not_found(result: Result<(), kube::Error>) -> Result<(), Error> {
-    match result {
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-        other => Ok(other?),
-    }
 }
 
 #[cfg(test)]

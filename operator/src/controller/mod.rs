@@ -40,7 +40,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 pub mod cloudnative_pg;
+pub mod rabbitmq_cluster;
 pub mod read_model;
+mod retain;
 pub mod status;
 
 use self::status::{Observation, Verdict};
@@ -199,7 +201,8 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
     let namespace = pipeline.namespace().unwrap_or_else(|| "default".to_owned());
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     let databases = children::databases::mode(pipeline);
-    if databases.is_in_cluster() || children::broker::managed(pipeline).is_some() {
+    let broker = children::broker::mode(pipeline);
+    if databases.is_in_cluster() || broker.is_in_cluster() {
         ensure_credentials(pipeline, &secrets).await?;
     }
     if matches!(databases, children::databases::Mode::CloudNativePg(_)) {
@@ -233,9 +236,13 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
     let observation = Observation {
         generation: pipeline.metadata.generation,
         databases,
-        broker: match children::broker::managed(pipeline) {
-            None => Verdict::external("an external broker is not checked"),
-            Some(_) => live_set("rabbitmq"),
+        broker: match broker {
+            children::broker::Mode::External(_) => Verdict::external("an external broker is not checked"),
+            children::broker::Mode::Managed(_) => live_set(children::broker::COMPONENT),
+            children::broker::Mode::ClusterOperator(_) => Verdict::rabbitmq_cluster(
+                applied.rabbitmq_clusters.first(),
+                &children::name(pipeline, children::broker::COMPONENT),
+            ),
         },
         services: Verdict::deployments(&applied.deployments),
         endpoints: endpoints(pipeline, &namespace),
@@ -264,6 +271,7 @@ struct Applied {
     stateful_sets: Vec<StatefulSet>,
     deployments: Vec<Deployment>,
     postgres_clusters: Vec<children::cloudnative_pg::Cluster>,
+    rabbitmq_clusters: Vec<children::rabbitmq_cluster::RabbitmqCluster>,
     jobs: Vec<Job>,
 }
 
@@ -276,8 +284,13 @@ async fn apply_all(ctx: &Context, namespace: &str, desired: children::Children) 
     for service in desired.services {
         apply_child(&Api::<Service>::namespaced(client.clone(), namespace), service).await?;
     }
-    let mut applied =
-        Applied { stateful_sets: Vec::new(), deployments: Vec::new(), postgres_clusters: Vec::new(), jobs: Vec::new() };
+    let mut applied = Applied {
+        stateful_sets: Vec::new(),
+        deployments: Vec::new(),
+        postgres_clusters: Vec::new(),
+        rabbitmq_clusters: Vec::new(),
+        jobs: Vec::new(),
+    };
     let clusters = Api::<children::cloudnative_pg::Cluster>::namespaced(client.clone(), namespace);
     for cluster in desired.postgres_clusters {
         let cluster = apply_child(&clusters, cluster).await.map_err(|error| match error {
@@ -289,6 +302,18 @@ async fn apply_all(ctx: &Context, namespace: &str, desired: children::Children) 
             error => error,
         })?;
         applied.postgres_clusters.push(cluster);
+    }
+    let clusters = Api::<children::rabbitmq_cluster::RabbitmqCluster>::namespaced(client.clone(), namespace);
+    for cluster in desired.rabbitmq_clusters {
+        let cluster = apply_child(&clusters, cluster).await.map_err(|error| match error {
+            Error::Kube(kube::Error::Api(status)) if status.is_not_found() => Error::Pending(
+                "rabbitmq.clusterOperator needs the RabbitMQ cluster operator, and this cluster serves no \
+                 rabbitmq.com/v1beta1 RabbitmqCluster: install the RabbitMQ cluster operator 2.22"
+                    .to_owned(),
+            ),
+            error => error,
+        })?;
+        applied.rabbitmq_clusters.push(cluster);
     }
     let jobs = Api::<Job>::namespaced(client.clone(), namespace);
     for job in desired.jobs {
@@ -337,19 +362,23 @@ async fn adopt_claims(
 ) -> Result<(), Error> {
     let label = uid_label(pipeline);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut names = Vec::new();
     for set in &applied.stateful_sets {
         let spec = set.spec.as_ref();
         let templates = spec.and_then(|spec| spec.volume_claim_templates.as_deref()).unwrap_or_default();
         for ordinal in 0..spec.and_then(|spec| spec.replicas).unwrap_or(1) {
-            for template in templates {
-                let name = format!("{}-{}-{ordinal}", template.name_any(), set.name_any());
-                if let Some(claim) = claims.get_opt(&name).await?
-                    && children::is_data_of_name(pipeline, claim.labels())
-                    && !children::is_data_of(pipeline, claim.labels())
-                {
-                    claims.patch(&name, &PatchParams::default(), &Patch::Merge(&label)).await?;
-                }
-            }
+            names.extend(
+                templates.iter().map(|template| format!("{}-{}-{ordinal}", template.name_any(), set.name_any())),
+            );
+        }
+    }
+    names.extend(applied.rabbitmq_clusters.iter().flat_map(children::rabbitmq_cluster::claims));
+    for name in names {
+        if let Some(claim) = claims.get_opt(&name).await?
+            && children::is_data_of_name(pipeline, claim.labels())
+            && !children::is_data_of(pipeline, claim.labels())
+        {
+            claims.patch(&name, &PatchParams::default(), &Patch::Merge(&label)).await?;
         }
     }
     Ok(())
@@ -413,8 +442,15 @@ pub fn validate(pipeline: &AnalyticsPipeline) -> Result<(), String> {
             return Err("postgres.cloudNativePG.queryReadsFrom Standbys needs at least 2 instances".to_owned());
         }
     }
-    if spec.rabbitmq.managed.is_some() && spec.rabbitmq.external.is_some() {
-        return Err("rabbitmq is either managed or external, not both".to_owned());
+    let rabbitmq = &spec.rabbitmq;
+    let modes = [rabbitmq.managed.is_some(), rabbitmq.cluster_operator.is_some(), rabbitmq.external.is_some()];
+    if modes.into_iter().filter(|given| *given).count() > 1 {
+        return Err("rabbitmq is one of managed, clusterOperator or external".to_owned());
+    }
+    if let Some(cluster) = &rabbitmq.cluster_operator
+        && (cluster.replicas < 1 || cluster.replicas % 2 == 0)
+    {
+        return Err(format!("rabbitmq.clusterOperator.replicas ({}) must be odd", cluster.replicas));
     }
     let images = &spec.images;
     for (name, image) in [
@@ -584,8 +620,14 @@ async fn cleanup(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<Action, 
     ctx.metrics.forget(&pipeline.namespace().unwrap_or_default(), &pipeline.name_any());
     let namespace = pipeline.namespace().unwrap_or_else(|| "default".to_owned());
     let cloudnative_pg = matches!(children::databases::mode(pipeline), children::databases::Mode::CloudNativePg(_));
-    if cloudnative_pg && pipeline.spec.deletion_policy == DeletionPolicy::Retain {
-        cloudnative_pg::delete_keeping_volumes(pipeline, ctx, &namespace).await?;
+    let rabbitmq_cluster = matches!(children::broker::mode(pipeline), children::broker::Mode::ClusterOperator(_));
+    if pipeline.spec.deletion_policy == DeletionPolicy::Retain {
+        if cloudnative_pg {
+            cloudnative_pg::delete_keeping_volumes(pipeline, ctx, &namespace).await?;
+        }
+        if rabbitmq_cluster {
+            rabbitmq_cluster::delete_keeping_volumes(pipeline, ctx, &namespace).await?;
+        }
     }
     if pipeline.spec.deletion_policy == DeletionPolicy::Delete {
         // Only what carries the operator's label and this pipeline's UID: a claim or Secret that merely

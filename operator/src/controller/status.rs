@@ -15,7 +15,10 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 
 use crate::{
-    children::cloudnative_pg::{self, Cluster},
+    children::{
+        cloudnative_pg::{self, Cluster},
+        rabbitmq_cluster::{self, RabbitmqCluster},
+    },
     crd::{AnalyticsPipelineStatus, Endpoints, Phase, PostgresStatus, ReadModelStatus, VerifyOutcome},
     observe::SyncStatus,
 };
@@ -81,6 +84,41 @@ impl Verdict {
             return Self::not_ready("RolesPending", format!("{name}: waiting for the services' roles (the roles Job)"));
         }
         Self::ready("Healthy", format!("{name}: {figures}, primary {}", status.current_primary))
+    }
+
+    /// A RabbitMQ cluster operator cluster: ready when the cluster operator has acted on its spec and
+    /// reports every node ready, an endpoint behind the client Service and a successful pass.
+    pub fn rabbitmq_cluster(cluster: Option<&RabbitmqCluster>, name: &str) -> Self {
+        let Some(cluster) = cluster else { return Self::not_ready("Missing", format!("{name} does not exist")) };
+        if cluster.meta().deletion_timestamp.is_some() {
+            return Self::not_ready("Terminating", format!("{name} is being deleted"));
+        }
+        let status = cluster.status.clone().unwrap_or_default();
+        let nodes = format!("{} nodes", cluster.spec.replicas);
+        for wanted in rabbitmq_cluster::READY_CONDITIONS {
+            let Some(condition) = status.conditions.iter().find(|c| c.type_ == wanted) else {
+                return Self::not_ready("ClusterNotReady", format!("{name}: {wanted} not reported yet; {nodes}"));
+            };
+            if condition.status != "True" {
+                let why = [condition.reason.as_deref(), condition.message.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .filter(|part| !part.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(": ");
+                return Self::not_ready(
+                    "ClusterNotReady",
+                    format!("{name}: {wanted} is {} ({why}); {nodes}", condition.status),
+                );
+            }
+        }
+        if status.observed_generation < cluster.meta().generation {
+            return Self::not_ready(
+                "ClusterNotReady",
+                format!("{name}: the cluster operator is rolling out a change; {nodes}"),
+            );
+        }
+        Self::ready("Ready", format!("{name}: {nodes} ready"))
     }
 
     /// The services' Deployments: available when each has rolled out and has every replica available.
@@ -437,5 +475,50 @@ mod tests {
         );
         deployment.status.as_mut().unwrap().available_replicas = Some(2);
         assert!(Verdict::deployments(&[deployment]).ready);
+    }
+
+    /// The broker of the `clusterOperator` mode is ready once the cluster operator has acted on the spec
+    /// and reports every node ready, an endpoint and a successful pass; otherwise the first condition that
+    /// is not True says why.
+    #[test]
+    fn a_rabbitmq_cluster_is_judged_by_the_cluster_operators_conditions() {
+        use crate::children::rabbitmq_cluster::{ClusterCondition, RabbitmqClusterSpec, RabbitmqClusterStatus};
+        let condition = |type_: &str, status: &str, reason: &str, message: &str| ClusterCondition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+        };
+        let mut cluster =
+            RabbitmqCluster::new("shop-rabbitmq", RabbitmqClusterSpec { replicas: 3, ..Default::default() });
+        cluster.metadata.generation = Some(2);
+        let verdict = |cluster: &RabbitmqCluster| Verdict::rabbitmq_cluster(Some(cluster), "shop-rabbitmq");
+        assert_eq!(Verdict::rabbitmq_cluster(None, "shop-rabbitmq").reason, "Missing");
+        assert_eq!(verdict(&cluster).message, "shop-rabbitmq: AllReplicasReady not reported yet; 3 nodes");
+        cluster.status = Some(RabbitmqClusterStatus {
+            conditions: vec![
+                condition("AllReplicasReady", "False", "NotAllPodsReady", "2/3 Pods ready"),
+                condition("ClusterAvailable", "True", "AtLeastOneEndpointAvailable", ""),
+                condition("NoWarnings", "False", "MemoryRequestAndLimitDifferent", "unsafe"),
+                condition("ReconcileSuccess", "True", "Success", ""),
+            ],
+            observed_generation: Some(2),
+        });
+        let not_ready = verdict(&cluster);
+        assert_eq!(
+            (not_ready.ready, not_ready.message.as_str()),
+            (false, "shop-rabbitmq: AllReplicasReady is False (NotAllPodsReady: 2/3 Pods ready); 3 nodes")
+        );
+        let status = cluster.status.as_mut().unwrap();
+        status.conditions[0] = condition("AllReplicasReady", "True", "AllPodsAreReady", "");
+        let ready = verdict(&cluster);
+        assert_eq!(
+            (ready.ready, ready.message.as_str()),
+            (true, "shop-rabbitmq: 3 nodes ready"),
+            "NoWarnings is not needed"
+        );
+        // A spec the cluster operator has not finished rolling out: its ReconcileSuccess is from before.
+        cluster.metadata.generation = Some(3);
+        assert_eq!(verdict(&cluster).message, "shop-rabbitmq: the cluster operator is rolling out a change; 3 nodes");
     }
 }
