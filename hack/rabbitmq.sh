@@ -100,6 +100,8 @@ stop)
   if [ -f "$dir/epmd_port" ]; then
     (in_root ERL_EPMD_PORT="$(cat "$dir/epmd_port")" -- epmd -kill >/dev/null 2>&1) || true
   fi
+  # The mount point in_root made in the root (empty again now).
+  rmdir "$root$dir" 2>/dev/null || true
   ;;
 ctl)
   port=$(sed -n 's/^listeners.tcp.default = 127.0.0.1:\([0-9]*\)$/\1/p' "$dir/rabbitmq.conf")

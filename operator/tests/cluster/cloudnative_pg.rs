@@ -5,7 +5,7 @@
 //! the deletion under Retain.
 
 use analytics_operator::children::cloudnative_pg;
-use analytics_testkit::{env, eventually};
+use analytics_testkit::eventually;
 use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{Event, PersistentVolumeClaim, Pod, Secret, Service},
@@ -21,12 +21,6 @@ use crate::{
     pipeline,
     read_model::end_pod,
 };
-
-/// CloudNativePG's CRDs, once for the whole run (they are cluster-scoped; applying them again is a no-op).
-fn install_crds(cluster: &Cluster) {
-    cluster.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &env("HA_CRDS")], None);
-    cluster.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/clusters.postgresql.cnpg.io"], None);
-}
 
 /// CloudNativePG's status of the cluster, as its operator writes it.
 async fn report(client: &Client, namespace: &str, status: Value) {
@@ -45,7 +39,7 @@ fn healthy(primary: &str, timeline: i64) -> Value {
 #[tokio::test]
 async fn a_cloudnative_pg_pipeline_asks_for_a_cluster_follows_it_and_keeps_its_volumes_under_retain() {
     let cluster = Cluster::connect().await;
-    install_crds(&cluster);
+    cluster.install_ha_crds().await;
     let tenant = cluster.tenant("cnpg").await;
     let namespace = tenant.namespace.as_str();
     let client = &cluster.client;

@@ -49,6 +49,20 @@ impl Cluster {
         run(&mut command(&tool("KUBECTL"), args, &self.kubeconfig), stdin)
     }
 
+    /// The CRDs of CloudNativePG and the RabbitMQ cluster operator (`hack/tools.sh ha-crds`), once served.
+    /// Cluster-scoped and shared by the tests: applying them again is a no-op.
+    pub async fn install_ha_crds(&self) {
+        self.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &env("HA_CRDS")], None);
+        for crd in ["crd/clusters.postgresql.cnpg.io", "crd/rabbitmqclusters.rabbitmq.com"] {
+            // `kubectl wait` fails at once on a CRD whose status is not written yet.
+            let args = ["wait", "--for=condition=Established", "--timeout=10s", crd];
+            eventually(TIMEOUT, &format!("{crd} established"), || async {
+                analytics_testkit::try_run(&mut command(&tool("KUBECTL"), &args, &self.kubeconfig), None).ok()
+            })
+            .await;
+        }
+    }
+
     /// Runs helm (a real one, `HELM`) as the administrator.
     pub fn helm(&self, args: &[&str]) -> String {
         run(&mut command(&tool("HELM"), args, &self.kubeconfig), None)

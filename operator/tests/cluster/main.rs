@@ -9,6 +9,7 @@
 
 mod cloudnative_pg;
 mod harness;
+mod rabbitmq_cluster;
 mod read_model;
 
 use std::{collections::BTreeSet, time::Duration};
@@ -170,7 +171,20 @@ async fn the_api_server_rejects_an_invalid_spec() {
             "standbyMaximumLag must be a quantity of bytes",
         ),
         (json!({"postgres": {"cloudNativePG": {"synchronous": {"dataDurability": "Sometimes"}}}}), "dataDurability"),
-        (json!({"rabbitmq": {"managed": {}, "external": {"url": secret}}}), "rabbitmq is either managed or external"),
+        (
+            json!({"rabbitmq": {"managed": {}, "external": {"url": secret}}}),
+            "rabbitmq is one of managed, clusterOperator or external",
+        ),
+        (
+            json!({"rabbitmq": {"managed": {}, "clusterOperator": {}}}),
+            "rabbitmq is one of managed, clusterOperator or external",
+        ),
+        (json!({"rabbitmq": {"clusterOperator": {"replicas": 2}}}), "replicas must be odd, from 1 to 9"),
+        (json!({"rabbitmq": {"clusterOperator": {"replicas": 11}}}), "replicas must be odd, from 1 to 9"),
+        (
+            json!({"rabbitmq": {"clusterOperator": {"terminationGracePeriodSeconds": -1}}}),
+            "terminationGracePeriodSeconds must not be negative",
+        ),
         (json!({"deletionPolicy": "Sometimes"}), "deletionPolicy"),
         (json!({"command": {"replicas": "two"}}), "command.replicas"),
     ];

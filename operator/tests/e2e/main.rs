@@ -16,6 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod ha;
+mod ha_broker;
 mod load;
 mod monitoring;
 
