@@ -442,7 +442,7 @@ EOF
   if [ "${MONITORING:-}" = 1 ]; then
     hack/monitoring.sh up
   fi
-  # With HA=1, the operators of the highly available modes: CloudNativePG.
+  # With HA=1, the operators of the highly available modes: CloudNativePG and the RabbitMQ cluster operator.
   if [ "${HA:-}" = 1 ]; then
     hack/ha.sh up
   fi

@@ -43,20 +43,32 @@ revoke all on database analytics_read from public;
 grant connect on database analytics_write to command;
 grant connect on database analytics_read to consumer, query;
 
+-- In each database: default privileges first, then the grants on what exists, after every transaction
+-- that was already running has ended. The services' migrations may run at the same moment (on a
+-- CloudNativePG cluster the roles Job and the migrate init containers start together): a table created
+-- after the default privileges gets them; one created before is in a transaction that had its id by
+-- then, which `wait_for_older_transactions` waits out (as CREATE INDEX CONCURRENTLY does), so that the
+-- grant on all tables sees it. Either way no table is left without its grants.
+-- A transaction left open for a minute (idle in transaction, say) is not waited for longer: the grants
+-- go on, with a warning.
+\set wait_for_older_transactions 'do $$ begin perform set_config(''roles.since'', pg_current_xact_id()::text, false); end $$; do $$ declare waited int := 0; begin while pg_snapshot_xmin(pg_current_snapshot()) <= current_setting(''roles.since'')::xid8 loop if waited >= 600 then raise warning ''a transaction older than the default privileges is still open after 60 s; granting without it''; exit; end if; perform pg_sleep(0.1); waited := waited + 1; end loop; end $$;'
+
 \connect analytics_write
 revoke create on schema public from public;
 grant usage on schema public to command;
-grant select, insert, update, delete on all tables in schema public to command;
-grant usage, select, update on all sequences in schema public to command;
 alter default privileges in schema public grant select, insert, update, delete on tables to command;
 alter default privileges in schema public grant usage, select, update on sequences to command;
+:wait_for_older_transactions
+grant select, insert, update, delete on all tables in schema public to command;
+grant usage, select, update on all sequences in schema public to command;
 
 \connect analytics_read
 revoke create on schema public from public;
 grant usage on schema public to consumer, query;
-grant select, insert, update, delete on all tables in schema public to consumer;
-grant usage, select, update on all sequences in schema public to consumer;
-grant select on all tables in schema public to query;
 alter default privileges in schema public grant select, insert, update, delete on tables to consumer;
 alter default privileges in schema public grant usage, select, update on sequences to consumer;
 alter default privileges in schema public grant select on tables to query;
+:wait_for_older_transactions
+grant select, insert, update, delete on all tables in schema public to consumer;
+grant usage, select, update on all sequences in schema public to consumer;
+grant select on all tables in schema public to query;

@@ -7,7 +7,10 @@
 #   analytics  administrator: the operator's queue-depth reads and people
 #   command    declares the topology and publishes to the events exchange (the relay)
 #   consumer   declares the topology, consumes the two event queues and publishes to the dead-letter exchange
-#   query      reads queue depths with passive declares, which need no permission
+#   query      reads queue depths with passive declares of the two event queues, which RabbitMQ 4.3.1 (and
+#              4.2.7) allows with any permission on the queue: write, which alone lets it do nothing else
+#              to them (a bind also needs read on an exchange, a consume or purge read, a delete configure);
+#              4.3.0 and 4.2.6 asked for configure, and 4.2.5 and earlier for none
 #   $CLUSTER_OPERATOR_USER, if set: the RabbitMQ cluster operator's default user, an administrator, which
 #              it uses for the management API (its version annotation and quorum status); a broker that
 #              imports definitions at boot does not create it
@@ -59,7 +62,7 @@ cat >"$out/definitions.json" <<JSON
     $(permission analytics '.*' '.*' '.*'),
     $(permission command "$topology" "$topology" "$topology"),
     $(permission consumer "$topology" '^(analytics-dead-letter|order-events|product-events)$' "$topology"),
-    $(permission query '^$' '^$' '^$')$operator_permission
+    $(permission query '^$' '^(order-events|product-events)$' '^$')$operator_permission
   ]
 }
 JSON

@@ -144,6 +144,35 @@ async fn each_service_gets_a_postgres_role_that_can_do_its_job_and_nothing_else(
 }
 
 /// What a user may do on the broker: each check on a channel of its own, since a refusal closes it.
+/// The roles script and the migrations run at the same time (on a CloudNativePG cluster the roles Job and
+/// the migrate init containers start together): a table whose migration is still open while the script
+/// runs gets the grants too, once it commits.
+#[tokio::test]
+async fn a_table_a_migration_creates_while_the_roles_are_applied_gets_its_grants() {
+    let guard = Private { script: "postgres.sh", dir: Private::dir("postgres-race") };
+    let port = free_port();
+    hack("postgres.sh", &["start", guard.dir.to_str().unwrap(), &port.to_string()]);
+    let admin_url = std::fs::read_to_string(guard.dir.join("url")).unwrap();
+    let admin = std::fs::read_to_string(guard.dir.join("password")).unwrap();
+    let mut server = PgConnection::connect(&format!("{admin_url}/postgres")).await.unwrap();
+    for database in ["analytics_write", "analytics_read"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {database}"))).execute(&mut server).await.unwrap();
+    }
+    // A migration's transaction: it has created its table, and commits only after the script has begun.
+    let mut migration = PgConnection::connect(&format!("{admin_url}/analytics_read")).await.unwrap();
+    sqlx::raw_sql("begin; create table racing_view (id bigint primary key)").execute(&mut migration).await.unwrap();
+    let roles = std::thread::spawn(move || apply_roles(admin.trim(), port));
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(!roles.is_finished(), "the script waits for the open migration");
+    sqlx::raw_sql("commit").execute(&mut migration).await.unwrap();
+    roles.join().unwrap();
+
+    let mut consumer = connect("consumer", port, "analytics_read").await.unwrap();
+    execute(&mut consumer, "insert into racing_view values (1)").await.unwrap();
+    let mut query = connect("query", port, "analytics_read").await.unwrap();
+    execute(&mut query, "select * from racing_view").await.unwrap();
+}
+
 async fn allowed(connection: &Connection, what: &str, action: impl AsyncFnOnce(&lapin::Channel) -> lapin::Result<()>) {
     let channel = connection.create_channel().await.unwrap();
     action(&channel).await.unwrap_or_else(|error| panic!("{what}: {error}"));
@@ -168,7 +197,9 @@ async fn publish(channel: &lapin::Channel, exchange: &str, routing_key: &str) ->
 #[tokio::test]
 async fn each_service_gets_a_broker_user_that_can_do_its_job_and_nothing_else() {
     let guard = Private { script: "rabbitmq.sh", dir: Private::dir("rabbitmq") };
-    let definitions = guard.dir.join("definitions");
+    // Inside the node's directory: the broker runs in a root of its own, which sees only that directory.
+    let dir = guard.dir.join("node");
+    let definitions = dir.join("definitions");
     std::fs::create_dir_all(&definitions).unwrap();
     run(
         Command::new("bash")
@@ -179,7 +210,6 @@ async fn each_service_gets_a_broker_user_that_can_do_its_job_and_nothing_else() 
         None,
     );
     let ports = [free_port(), free_port(), free_port()].map(|port| port.to_string());
-    let dir = guard.dir.join("node");
     let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/rabbitmq.sh"))
         .args(["start", dir.to_str().unwrap(), &ports[0], &ports[1], &ports[2]])
         .env("RABBITMQ_EXTRA_CONF", definitions.join("analytics.conf"))
@@ -244,4 +274,8 @@ async fn each_service_gets_a_broker_user_that_can_do_its_job_and_nothing_else() 
     refused(&query, "query declares the topology", declare).await;
     refused(&query, "query publishes an event", async |c| publish(c, &topology.exchange, "order.created").await).await;
     refused(&query, "query consumes", consume).await;
+    let purge = async |c: &lapin::Channel| {
+        c.queue_purge(topology.queue(Stream::Orders).into(), Default::default()).await.map(drop)
+    };
+    refused(&query, "query purges a queue", purge).await;
 }
