@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::{
     batch::v1::Job,
-    core::v1::{Pod, Secret, Service},
+    core::v1::{Secret, Service},
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
@@ -112,15 +112,19 @@ pub fn primary_changed(previous: Option<&PostgresStatus>, now: &PostgresStatus) 
     })
 }
 
-/// Under `Retain` ([`retain`]): the cluster goes with propagation `Orphan`, then its pods, Services,
-/// Secrets and PodDisruptionBudgets, by CloudNativePG's cluster label. The claims keep CloudNativePG's
+/// Under `Retain` ([`retain`]): the cluster goes with propagation `Orphan`, then its pods (each given the
+/// spec's `smartShutdownTimeout` and 15 s to stop), Services, Secrets and PodDisruptionBudgets, by
+/// CloudNativePG's cluster label. The claims keep CloudNativePG's
 /// labels and annotations: a `Cluster` of the same name made later finds them without an owner and starts
 /// its instances on them, primary first, without initdb.
 pub async fn delete_keeping_volumes(pipeline: &AnalyticsPipeline, ctx: &Context, namespace: &str) -> Result<(), Error> {
     let name = children::name(pipeline, databases::COMPONENT);
     retain::orphan::<Cluster>(ctx, namespace, &name, "CloudNativePG cluster").await?;
     let selector = format!("{CLUSTER_LABEL}={name}");
-    retain::delete_labelled::<Pod>(ctx, namespace, &selector).await?;
+    // The spec's smart shutdown, then a stop (CloudNativePG's default, 180 s, when the spec sets none).
+    let smart = pipeline.spec.postgres.cloud_native_pg.as_ref().and_then(|spec| spec.smart_shutdown_timeout);
+    let grace = u32::try_from(smart.unwrap_or(180)).unwrap_or(180) + 15;
+    retain::stop_pods(ctx, namespace, &selector, grace).await?;
     retain::delete_labelled::<Service>(ctx, namespace, &selector).await?;
     retain::delete_labelled::<Secret>(ctx, namespace, &selector).await?;
     retain::delete_labelled::<PodDisruptionBudget>(ctx, namespace, &selector).await?;

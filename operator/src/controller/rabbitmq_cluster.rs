@@ -6,7 +6,18 @@ use k8s_openapi::api::{
     rbac::v1::{Role, RoleBinding},
 };
 
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams, PropagationPolicy},
+};
+
 use super::{Context, Error, retain};
+
+/// How long each node of a cluster that goes under `Retain` has to stop. Its preStop hook would wait for
+/// its quorum queues to keep a quorum without it, which the other nodes, leaving too, never give (the
+/// cluster operator's finalizer asks the hook to skip that, but the pods may not see it in time); a
+/// node stopped after this is as safe as one that crashed: quorum queues sync their log to disk.
+const NODE_STOP_SECONDS: u32 = 30;
 use crate::{
     children::{
         self, broker,
@@ -15,16 +26,24 @@ use crate::{
     crd::AnalyticsPipeline,
 };
 
-/// Under `Retain` ([`retain`]): the cluster goes with propagation `Orphan`, then its StatefulSet (and with
-/// it the pods; the claims stay, the StatefulSet retains them), Services, Secrets, ConfigMaps and the
-/// peer discovery's ServiceAccount, Role and RoleBinding, by the cluster operator's label. A
+/// Under `Retain` ([`retain`]): the cluster goes with propagation `Orphan`, then its StatefulSet (the
+/// claims stay, the StatefulSet retains them), its pods, each given [`NODE_STOP_SECONDS`] to stop,
+/// Services, Secrets, ConfigMaps and the peer discovery's ServiceAccount, Role and RoleBinding, by the
+/// cluster operator's label. A
 /// `RabbitmqCluster` of the same name made later gets a StatefulSet of the same name, whose pods start on
 /// the claims of the same names, with their queues and messages.
 pub async fn delete_keeping_volumes(pipeline: &AnalyticsPipeline, ctx: &Context, namespace: &str) -> Result<(), Error> {
     let name = children::name(pipeline, broker::COMPONENT);
     retain::orphan::<RabbitmqCluster>(ctx, namespace, &name, "RabbitMQ cluster").await?;
     let selector = format!("{CLUSTER_LABEL}={name}");
-    retain::delete_labelled::<StatefulSet>(ctx, namespace, &selector).await?;
+    // The StatefulSet without its pods, which then stop in at most 30 s: their preStop hook would wait for
+    // the quorum of peers that leave with them.
+    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
+    let orphan = DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..DeleteParams::default() };
+    for set in statefulsets.list(&ListParams::default().labels(&selector)).await? {
+        retain::ignore_not_found(statefulsets.delete(&set.name_any(), &orphan).await.map(drop))?;
+    }
+    retain::stop_pods(ctx, namespace, &selector, NODE_STOP_SECONDS).await?;
     retain::delete_labelled::<Service>(ctx, namespace, &selector).await?;
     retain::delete_labelled::<Secret>(ctx, namespace, &selector).await?;
     retain::delete_labelled::<ConfigMap>(ctx, namespace, &selector).await?;

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::{NamespaceResourceScope, api::core::v1::Pod};
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, PropagationPolicy},
@@ -54,6 +54,19 @@ where
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     for object in api.list(&ListParams::default().labels(selector)).await? {
         ignore_not_found(api.delete(&object.name_any(), &DeleteParams::default()).await.map(drop))?;
+    }
+    Ok(())
+}
+
+/// Deletes the pods that match `selector`, giving each at most `grace` seconds to stop: once the cluster is
+/// gone, its pods no longer know its settings, and would stop by their defaults (a CloudNativePG instance
+/// waits 180 s for its clients; a RabbitMQ node waits in its preStop hook for a quorum that its leaving
+/// peers will not give).
+pub async fn stop_pods(ctx: &Context, namespace: &str, selector: &str, grace: u32) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = DeleteParams { grace_period_seconds: Some(grace), ..DeleteParams::default() };
+    for pod in pods.list(&ListParams::default().labels(selector)).await? {
+        ignore_not_found(pods.delete(&pod.name_any(), &params).await.map(drop))?;
     }
     Ok(())
 }

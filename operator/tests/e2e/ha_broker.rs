@@ -184,6 +184,12 @@ where
     ));
 }
 
+/// The UID of the pod `name`, or "" while there is none.
+fn uid(node: &Node, name: &str) -> String {
+    let args = ["get", "pod", name, "-n", NAMESPACE, "-o", "jsonpath={.metadata.uid}"];
+    analytics_testkit::try_run(&mut node.command("KUBECTL", &args), None).unwrap_or_default()
+}
+
 /// Step 2: the node that leads `order-events` deleted, then a follower; then both with
 /// `--grace-period=0 --force`.
 pub async fn nodes_deleted(node: &Node, shop: &Shop, products: &[i64]) {
@@ -197,11 +203,18 @@ pub async fn nodes_deleted(node: &Node, shop: &Shop, products: &[i64]) {
             };
             under_load(node, shop, products, name, |pods, order_leader| async move {
                 let pod = if leader { order_leader } else { pods.into_iter().find(|p| *p != order_leader).unwrap() };
+                let deleted = uid(node, &pod);
                 let mut args = vec!["delete", "pod", pod.as_str(), "-n", NAMESPACE, "--wait=false"];
                 if force {
                     args.extend(["--grace-period=0", "--force"]);
                 }
                 node.kubectl(&args, None);
+                // Gone (after its preStop hook, unless forced) and made again by its StatefulSet.
+                eventually(Duration::from_secs(600), &format!("{pod} replaced"), || async {
+                    let now = uid(node, &pod);
+                    (!now.is_empty() && now != deleted).then_some(())
+                })
+                .await;
                 format!("kubectl {}", args.join(" "))
             })
             .await;
@@ -213,10 +226,7 @@ pub async fn nodes_deleted(node: &Node, shop: &Shop, products: &[i64]) {
 /// each node waiting in its preStop hook until its queues are in quorum without it, then draining).
 pub async fn rolling_restart(node: &Node, shop: &Shop, products: &[i64]) {
     under_load(node, shop, products, "rolling restart", |pods, _| async move {
-        let before: Vec<String> = pods
-            .iter()
-            .map(|pod| node.kubectl(&["get", "pod", pod, "-n", NAMESPACE, "-o", "jsonpath={.metadata.uid}"], None))
-            .collect();
+        let before: Vec<String> = pods.iter().map(|pod| uid(node, pod)).collect();
         let patch = json!({"spec": {"rabbitmq": {"clusterOperator": {"resources": {
             "requests": {"cpu": "100m", "memory": "1100Mi"}, "limits": {"memory": "1100Mi"}}}}}});
         node.kubectl(
@@ -225,13 +235,7 @@ pub async fn rolling_restart(node: &Node, shop: &Shop, products: &[i64]) {
         );
         // Every pod replaced: new UIDs under the same names.
         eventually(Duration::from_secs(900), "every broker pod replaced", || async {
-            let now: Vec<String> = pods
-                .iter()
-                .map(|pod| {
-                    let args = ["get", "pod", pod, "-n", NAMESPACE, "-o", "jsonpath={.metadata.uid}"];
-                    analytics_testkit::try_run(&mut node.command("KUBECTL", &args), None).unwrap_or_default()
-                })
-                .collect();
+            let now: Vec<String> = pods.iter().map(|pod| uid(node, pod)).collect();
             now.iter().zip(&before).all(|(now, before)| !now.is_empty() && now != before).then_some(())
         })
         .await;
