@@ -78,9 +78,10 @@ async fn execute(connection: &mut PgConnection, sql: &'static str) -> Result<(),
     sqlx::raw_sql(sql).execute(connection).await.map(drop).map_err(|error| error.to_string())
 }
 
-#[tokio::test]
-async fn each_service_gets_a_postgres_role_that_can_do_its_job_and_nothing_else() {
-    let guard = Private { script: "postgres.sh", dir: Private::dir("postgres") };
+/// A PostgreSQL of the test's own with the two databases, empty: its guard, port, the administrator's URL
+/// (without a database) and password.
+async fn private_postgres(name: &str) -> (Private, u16, String, String) {
+    let guard = Private { script: "postgres.sh", dir: Private::dir(name) };
     let port = free_port();
     hack("postgres.sh", &["start", guard.dir.to_str().unwrap(), &port.to_string()]);
     let admin_url = std::fs::read_to_string(guard.dir.join("url")).unwrap();
@@ -89,6 +90,12 @@ async fn each_service_gets_a_postgres_role_that_can_do_its_job_and_nothing_else(
     for database in ["analytics_write", "analytics_read"] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {database}"))).execute(&mut server).await.unwrap();
     }
+    (guard, port, admin_url, admin)
+}
+
+#[tokio::test]
+async fn each_service_gets_a_postgres_role_that_can_do_its_job_and_nothing_else() {
+    let (_server, port, admin_url, admin) = private_postgres("postgres").await;
     // The migrations run as the administrator, as the init containers run them.
     let write = sqlx::PgPool::connect(&format!("{admin_url}/analytics_write")).await.unwrap();
     command_service::MIGRATOR.run(&write).await.unwrap();
@@ -143,21 +150,12 @@ async fn each_service_gets_a_postgres_role_that_can_do_its_job_and_nothing_else(
     assert!(denied.contains("permission denied"), "{denied}");
 }
 
-/// What a user may do on the broker: each check on a channel of its own, since a refusal closes it.
 /// The roles script and the migrations run at the same time (on a CloudNativePG cluster the roles Job and
 /// the migrate init containers start together): a table whose migration is still open while the script
 /// runs gets the grants too, once it commits.
 #[tokio::test]
 async fn a_table_a_migration_creates_while_the_roles_are_applied_gets_its_grants() {
-    let guard = Private { script: "postgres.sh", dir: Private::dir("postgres-race") };
-    let port = free_port();
-    hack("postgres.sh", &["start", guard.dir.to_str().unwrap(), &port.to_string()]);
-    let admin_url = std::fs::read_to_string(guard.dir.join("url")).unwrap();
-    let admin = std::fs::read_to_string(guard.dir.join("password")).unwrap();
-    let mut server = PgConnection::connect(&format!("{admin_url}/postgres")).await.unwrap();
-    for database in ["analytics_write", "analytics_read"] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {database}"))).execute(&mut server).await.unwrap();
-    }
+    let (_server, port, admin_url, admin) = private_postgres("postgres-race").await;
     // A migration's transaction: it has created its table, and commits only after the script has begun.
     let mut migration = PgConnection::connect(&format!("{admin_url}/analytics_read")).await.unwrap();
     sqlx::raw_sql("begin; create table racing_view (id bigint primary key)").execute(&mut migration).await.unwrap();
@@ -173,6 +171,7 @@ async fn a_table_a_migration_creates_while_the_roles_are_applied_gets_its_grants
     execute(&mut query, "select * from racing_view").await.unwrap();
 }
 
+/// What a user may do on the broker: each check on a channel of its own, since a refusal closes it.
 async fn allowed(connection: &Connection, what: &str, action: impl AsyncFnOnce(&lapin::Channel) -> lapin::Result<()>) {
     let channel = connection.create_channel().await.unwrap();
     action(&channel).await.unwrap_or_else(|error| panic!("{what}: {error}"));
