@@ -3,8 +3,9 @@
 # install, the example pipeline, the walkthrough, scaling, chaos, a rollout under load, the read model's
 # verify and rebuild, and Retain. With
 # MONITORING=1, the Prometheus stack too, and the checks of the chart's monitors, dashboard and alerts on it.
-# With HA=1 (`make cluster HA=1`: CloudNativePG and the RabbitMQ cluster operator), the highly available pipeline too: examples/ha.yaml
-# through a switchover, failovers and a killed postmaster under keyed load, standby reads, and Retain.
+# With HA=1 (`make cluster HA=1`: CloudNativePG and the RabbitMQ cluster operator), the highly available
+# pipeline too: examples/ha.yaml through a switchover, failovers and a killed postmaster under keyed load,
+# standby reads, and Retain.
 # A node this script started is stopped again at the end, pass or fail; one that was running is left running
 # (its e2e namespaces are removed at the start of the next run).
 set -euo pipefail

@@ -16,7 +16,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod ha;
-mod ha_broker;
 mod load;
 mod monitoring;
 
