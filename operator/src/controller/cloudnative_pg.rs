@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::{
     batch::v1::Job,
-    core::v1::{Secret, Service},
+    core::v1::{Pod, Secret, Service},
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
@@ -124,10 +124,11 @@ pub async fn delete_keeping_volumes(pipeline: &AnalyticsPipeline, ctx: &Context,
     // The spec's smart shutdown, then a stop (CloudNativePG's default, 180 s, when the spec sets none).
     let smart = pipeline.spec.postgres.cloud_native_pg.as_ref().and_then(|spec| spec.smart_shutdown_timeout);
     let grace = u32::try_from(smart.unwrap_or(180)).unwrap_or(180) + 15;
-    retain::stop_pods(ctx, namespace, &selector, grace).await?;
-    retain::delete_labelled::<Service>(ctx, namespace, &selector).await?;
-    retain::delete_labelled::<Secret>(ctx, namespace, &selector).await?;
-    retain::delete_labelled::<PodDisruptionBudget>(ctx, namespace, &selector).await?;
+    let plain = DeleteParams::default();
+    retain::delete_labelled::<Pod>(ctx, namespace, &selector, &retain::stopping_within(grace)).await?;
+    retain::delete_labelled::<Service>(ctx, namespace, &selector, &plain).await?;
+    retain::delete_labelled::<Secret>(ctx, namespace, &selector, &plain).await?;
+    retain::delete_labelled::<PodDisruptionBudget>(ctx, namespace, &selector, &plain).await?;
     Ok(())
 }
 

@@ -2,14 +2,11 @@
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{ConfigMap, Secret, Service, ServiceAccount},
+    core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount},
     rbac::v1::{Role, RoleBinding},
 };
 
-use kube::{
-    Api, ResourceExt,
-    api::{DeleteParams, ListParams, PropagationPolicy},
-};
+use kube::api::DeleteParams;
 
 use super::{Context, Error, retain};
 
@@ -29,26 +26,22 @@ use crate::{
 /// Under `Retain` ([`retain`]): the cluster goes with propagation `Orphan`, then its StatefulSet (the
 /// claims stay, the StatefulSet retains them), its pods, each given [`NODE_STOP_SECONDS`] to stop,
 /// Services, Secrets, ConfigMaps and the peer discovery's ServiceAccount, Role and RoleBinding, by the
-/// cluster operator's label. A
-/// `RabbitmqCluster` of the same name made later gets a StatefulSet of the same name, whose pods start on
-/// the claims of the same names, with their queues and messages.
+/// cluster operator's label. A `RabbitmqCluster` of the same name made later gets a StatefulSet of the same
+/// name, whose pods start on the claims of the same names, with their queues and messages.
 pub async fn delete_keeping_volumes(pipeline: &AnalyticsPipeline, ctx: &Context, namespace: &str) -> Result<(), Error> {
     let name = children::name(pipeline, broker::COMPONENT);
     retain::orphan::<RabbitmqCluster>(ctx, namespace, &name, "RabbitMQ cluster").await?;
     let selector = format!("{CLUSTER_LABEL}={name}");
+    let plain = DeleteParams::default();
     // The StatefulSet without its pods, which then stop in at most 30 s: their preStop hook would wait for
     // the quorum of peers that leave with them.
-    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
-    let orphan = DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..DeleteParams::default() };
-    for set in statefulsets.list(&ListParams::default().labels(&selector)).await? {
-        retain::ignore_not_found(statefulsets.delete(&set.name_any(), &orphan).await.map(drop))?;
-    }
-    retain::stop_pods(ctx, namespace, &selector, NODE_STOP_SECONDS).await?;
-    retain::delete_labelled::<Service>(ctx, namespace, &selector).await?;
-    retain::delete_labelled::<Secret>(ctx, namespace, &selector).await?;
-    retain::delete_labelled::<ConfigMap>(ctx, namespace, &selector).await?;
-    retain::delete_labelled::<ServiceAccount>(ctx, namespace, &selector).await?;
-    retain::delete_labelled::<Role>(ctx, namespace, &selector).await?;
-    retain::delete_labelled::<RoleBinding>(ctx, namespace, &selector).await?;
+    retain::delete_labelled::<StatefulSet>(ctx, namespace, &selector, &retain::orphaning()).await?;
+    retain::delete_labelled::<Pod>(ctx, namespace, &selector, &retain::stopping_within(NODE_STOP_SECONDS)).await?;
+    retain::delete_labelled::<Service>(ctx, namespace, &selector, &plain).await?;
+    retain::delete_labelled::<Secret>(ctx, namespace, &selector, &plain).await?;
+    retain::delete_labelled::<ConfigMap>(ctx, namespace, &selector, &plain).await?;
+    retain::delete_labelled::<ServiceAccount>(ctx, namespace, &selector, &plain).await?;
+    retain::delete_labelled::<Role>(ctx, namespace, &selector, &plain).await?;
+    retain::delete_labelled::<RoleBinding>(ctx, namespace, &selector, &plain).await?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::{NamespaceResourceScope, api::core::v1::Pod};
+use k8s_openapi::NamespaceResourceScope;
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, PropagationPolicy},
@@ -34,8 +34,7 @@ where
     if clusters.get_opt(name).await?.is_none() {
         return Ok(());
     }
-    let orphan = DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..DeleteParams::default() };
-    ignore_not_found(clusters.delete(name, &orphan).await.map(drop))?;
+    ignore_not_found(clusters.delete(name, &orphaning()).await.map(drop))?;
     let started = Instant::now();
     while clusters.get_opt(name).await?.is_some() {
         if started.elapsed() > ORPHANING {
@@ -46,29 +45,33 @@ where
     Ok(())
 }
 
-/// Deletes, one by one, the objects of kind `K` that match `selector`.
-pub async fn delete_labelled<K>(ctx: &Context, namespace: &str, selector: &str) -> Result<(), Error>
+/// Deletes, one by one, the objects of kind `K` that match `selector`, as `params` says.
+pub async fn delete_labelled<K>(
+    ctx: &Context,
+    namespace: &str,
+    selector: &str,
+    params: &DeleteParams,
+) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     for object in api.list(&ListParams::default().labels(selector)).await? {
-        ignore_not_found(api.delete(&object.name_any(), &DeleteParams::default()).await.map(drop))?;
+        ignore_not_found(api.delete(&object.name_any(), params).await.map(drop))?;
     }
     Ok(())
 }
 
-/// Deletes the pods that match `selector`, giving each at most `grace` seconds to stop: once the cluster is
-/// gone, its pods no longer know its settings, and would stop by their defaults (a CloudNativePG instance
-/// waits 180 s for its clients; a RabbitMQ node waits in its preStop hook for a quorum that its leaving
-/// peers will not give).
-pub async fn stop_pods(ctx: &Context, namespace: &str, selector: &str, grace: u32) -> Result<(), Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let params = DeleteParams { grace_period_seconds: Some(grace), ..DeleteParams::default() };
-    for pod in pods.list(&ListParams::default().labels(selector)).await? {
-        ignore_not_found(pods.delete(&pod.name_any(), &params).await.map(drop))?;
-    }
-    Ok(())
+/// Propagation `Orphan`: what the deleted object owns stays, without its owner reference.
+pub fn orphaning() -> DeleteParams {
+    DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..DeleteParams::default() }
+}
+
+/// A pod deleted so has at most `seconds` to stop: once its cluster is gone, it no longer knows the
+/// cluster's settings, and would stop by its defaults (a CloudNativePG instance waits 180 s for its
+/// clients; a RabbitMQ node waits in its preStop hook for a quorum that its leaving peers will not give).
+pub fn stopping_within(seconds: u32) -> DeleteParams {
+    DeleteParams { grace_period_seconds: Some(seconds), ..DeleteParams::default() }
 }
 
 /// `result`, with a NotFound (deleted already) as success.
