@@ -7,7 +7,8 @@
 # pipeline too: examples/ha.yaml through a switchover, failovers and a killed postmaster under keyed load,
 # standby reads, and Retain.
 # A node this script started is stopped again at the end, pass or fail; one that was running is left running
-# (its e2e namespaces are removed at the start of the next run).
+# (its e2e namespaces are removed at the start of the next run). A failed run leaves a report in
+# ${TMPDIR:-/tmp}/analytics-e2e-failed-*: the tests' output, the node's objects and events, every log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +42,10 @@ if [ "${HA:-}" != 1 ]; then
 fi
 log=$(mktemp "${TMPDIR:-/tmp}/analytics-e2e.XXXXXX")
 status=0
-cargo test --locked -p analytics-operator --test e2e -- --nocapture --test-threads=1 "${filter[@]}" 2>&1 |
+# Every wait in the tests is bounded; this bounds the whole run too (the user's path and the highly
+# available pipeline take about 15 minutes), so that a hang ends with the report below, not a CI timeout.
+timeout --kill-after=30s "${E2E_TIMEOUT:-40m}" \
+  cargo test --locked -p analytics-operator --test e2e -- --nocapture --test-threads=1 "${filter[@]}" 2>&1 |
   tee "$log" || status=$?
 
 # The whole node's memory: its processes, and the pods' cgroup.
@@ -55,13 +59,26 @@ echo "e2e: memory: node processes $((node_kib / 1024)) MiB RSS, pods $((pods_byt
 
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "e2e: %d passed, %d failed\n", p, f }' "$log"
-rm -f "$log"
 if [ "$status" != 0 ]; then
-  echo "e2e: failed; what the node shows:" >&2
-  "$KUBECTL" get pods,pvc -A -o wide >&2 || true
-  "$KUBECTL" get analyticspipelines -A -o yaml >&2 || true
-  "$KUBECTL" get events -A --sort-by=.lastTimestamp >&2 2>&1 | tail -n 40 >&2 || true
-  "$KUBECTL" logs -n e2e -l app.kubernetes.io/name=analytics-operator --tail=60 --prefix >&2 || true
-  echo "e2e: the node's logs: .run/cluster/logs/ (pods: .run/cluster/pod-logs/)" >&2
+  # Kept after the run (and the checkout) is gone: the test's output, what the node showed, the node's
+  # logs and every pod's (the operators' too).
+  report="${TMPDIR:-/tmp}/analytics-e2e-failed-$(date +%Y%m%dT%H%M%S)"
+  mkdir -p "$report"
+  mv "$log" "$report/e2e.log"
+  {
+    "$KUBECTL" get pods,pvc -A -o wide
+    "$KUBECTL" get analyticspipelines -A -o yaml
+    "$KUBECTL" get clusters.postgresql.cnpg.io,rabbitmqclusters.rabbitmq.com -A -o yaml
+    "$KUBECTL" get events -A --sort-by=.lastTimestamp
+  } >"$report/node.txt" 2>&1 || true
+  cp -r .run/cluster/logs .run/cluster/pod-logs "$report/" 2>/dev/null || true
+  echo "e2e: failed (exit $status); the last events, then each failure:" >&2
+  "$KUBECTL" get events -A --sort-by=.lastTimestamp 2>&1 | tail -n 15 >&2 || true
+  # The panics' messages, without the backtraces: the last lines a truncated log shows.
+  grep -A3 "panicked at" "$report/e2e.log" | grep -v -E '^ +[0-9]+: |^ +at ' >&2 || true
+  [ "$status" != 124 ] || echo "e2e: the run did not end within ${E2E_TIMEOUT:-40m}" >&2
+  echo "e2e: the whole report: $report" >&2
+else
+  rm -f "$log"
 fi
 exit "$status"

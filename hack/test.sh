@@ -22,13 +22,12 @@ cargo clippy --locked -q -p analytics-operator --test e2e -- -D warnings
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/analytics-test.XXXXXX")
 chmod 755 "$dir" # the postgres user must reach its data directory inside
-cleanup() {
+stop_private() {
   hack/control-plane.sh stop "$dir/kube" || true
   hack/rabbitmq.sh stop "$dir/rabbitmq" || true
   hack/postgres.sh stop "$dir/postgres" || true
-  rm -rf "$dir"
 }
-trap cleanup EXIT
+trap 'stop_private; rm -rf "$dir"' EXIT
 trap 'exit 130' INT TERM
 
 mapfile -t ports < <(hack/ports.sh 4)
@@ -54,6 +53,8 @@ log="$dir/cargo-test.log"
 # Every test binary runs even after one fails, so that a run reports all its failures.
 status=0
 cargo test --locked --no-fail-fast "${@:---workspace}" 2>&1 | tee "$log" || status=$?
+# The private instances are done with: the node gets the machine to itself.
+stop_private
 # The user's path on a real node (`make e2e`), for the whole suite only: it needs root (containerd, iptables).
 if [ $# -eq 0 ]; then
   if [ "$(id -u)" = 0 ]; then

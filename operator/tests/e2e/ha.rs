@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use analytics_operator::children::cloudnative_pg::{self, Cluster};
-use analytics_testkit::{assert_read_model_matches_write_side, eventually};
+use analytics_testkit::{assert_read_model_matches_write_side, eventually, eventually_explained};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::{Api, ResourceExt, api::ListParams};
 use serde_json::json;
@@ -53,14 +53,25 @@ async fn cluster(node: &Node) -> Cluster {
 /// The cluster once CloudNativePG reports it healthy, with every instance ready, on a primary that
 /// `accept` accepts.
 async fn healthy(node: &Node, what: &str, accept: impl Fn(&str) -> bool) -> cloudnative_pg::ClusterStatus {
-    eventually(STARTUP, what, || async {
-        let cluster = node.api::<Cluster>(NAMESPACE).get(CLUSTER).await.ok()?;
-        let status = cluster.status?;
+    eventually_explained(STARTUP, what, || async {
+        let cluster = node.api::<Cluster>(NAMESPACE).get(CLUSTER).await.map_err(|e| e.to_string())?;
+        let status = cluster.status.ok_or("no status")?;
         let settled = status.phase == cloudnative_pg::HEALTHY
             && status.ready_instances == cluster.spec.instances
             && status.current_primary == status.target_primary
             && accept(&status.current_primary);
-        settled.then_some(status)
+        if settled {
+            return Ok(status);
+        }
+        Err(format!(
+            "phase {:?} ({}), {} of {} instances ready, primary {:?}, target {:?}",
+            status.phase,
+            status.phase_reason,
+            status.ready_instances,
+            cluster.spec.instances,
+            status.current_primary,
+            status.target_primary
+        ))
     })
     .await
 }
@@ -349,7 +360,7 @@ async fn retain(node: &Node, shop: &Shop) {
     assert_eq!(before.len(), 3, "{before:?}");
 
     let started = Instant::now();
-    node.kubectl(&["delete", "-n", NAMESPACE, "-f", "examples/ha.yaml", "--wait=true"], None);
+    node.kubectl(&["delete", "-n", NAMESPACE, "-f", "examples/ha.yaml", "--wait=true", "--timeout=300s"], None);
     let pods: Api<Pod> = node.api(NAMESPACE);
     eventually(STARTUP, "the pipeline's pods to go", || async {
         let left = pods.list(&ListParams::default().labels("app.kubernetes.io/instance=shop")).await.ok()?;

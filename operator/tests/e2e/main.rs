@@ -26,7 +26,9 @@ use std::{
 };
 
 use analytics_operator::crd::AnalyticsPipeline;
-use analytics_testkit::{assert_read_model_matches_write_side, env, eventually, run, tool};
+use analytics_testkit::{
+    assert_read_model_matches_write_side, env, eventually, eventually_explained, run, tool, try_run,
+};
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service},
@@ -109,8 +111,21 @@ impl Node {
             if namespaces.get_opt(namespace).await.unwrap().is_none() {
                 continue;
             }
-            self.kubectl(&["delete", "analyticspipelines", "--all", "-n", namespace, "--wait=true"], None);
-            drop(self.command("HELM", &["uninstall", RELEASE, "-n", namespace, "--wait"]).output());
+            // A pipeline whose operator cannot finalize it (an earlier test failed before its operator was
+            // up, say) must not hold the run: after the bound, its finalizer goes without the operator.
+            let delete = ["delete", "analyticspipelines", "--all", "-n", namespace, "--wait=true", "--timeout=300s"];
+            if let Err(failure) = try_run(&mut self.command("KUBECTL", &delete), None) {
+                say(&format!(
+                    "reset: the pipelines in {namespace} were not finalized ({failure}); removing their finalizers"
+                ));
+                let pipelines: Api<AnalyticsPipeline> = self.api(namespace);
+                let unfinalized = json!({"metadata": {"finalizers": null}});
+                for pipeline in pipelines.list(&ListParams::default()).await.unwrap() {
+                    let patch = Patch::Merge(&unfinalized);
+                    drop(pipelines.patch(&pipeline.name_any(), &PatchParams::default(), &patch).await);
+                }
+            }
+            drop(self.command("HELM", &["uninstall", RELEASE, "-n", namespace, "--wait", "--timeout=120s"]).output());
             namespaces.delete(namespace, &DeleteParams::default()).await.unwrap();
             let deleting = Instant::now();
             // Twice the startup bound: a namespace goes only after every pod's graceful stop, and an
@@ -124,22 +139,37 @@ impl Node {
     }
 
     /// The pipeline in `namespace` once it is Ready with every condition True at its generation, and every
-    /// pod of the namespace Running and Ready.
+    /// pod of the namespace Running and Ready. On a timeout, the panic says which conditions and pods were
+    /// not, and why.
     async fn ready(&self, namespace: &str) -> AnalyticsPipeline {
         let pipelines: Api<AnalyticsPipeline> = self.api(namespace);
         let pods: Api<Pod> = self.api(namespace);
-        eventually(STARTUP, &format!("pipeline {namespace}/{PIPELINE} Ready with every pod Ready"), || async {
-            let pipeline = pipelines.get(PIPELINE).await.ok()?;
-            let status = pipeline.status.as_ref()?;
-            let current = status.observed_generation == pipeline.metadata.generation;
-            let conditions = ["DatabasesReady", "BrokerReady", "ServicesReady", "Ready"]
-                .iter()
-                .all(|type_| status.conditions.iter().any(|c| c.type_ == *type_ && c.status == "True"));
+        let what = format!("pipeline {namespace}/{PIPELINE} Ready with every pod Ready");
+        eventually_explained(STARTUP, &what, || async {
+            let pipeline = pipelines.get(PIPELINE).await.map_err(|e| format!("get pipeline: {e}"))?;
+            let mut unmet = Vec::new();
+            let status = pipeline.status.clone().unwrap_or_default();
+            if status.observed_generation != pipeline.metadata.generation {
+                unmet.push(format!(
+                    "observed generation {:?} of {:?}",
+                    status.observed_generation, pipeline.metadata.generation
+                ));
+            }
+            for type_ in ["DatabasesReady", "BrokerReady", "ServicesReady", "Ready"] {
+                match status.conditions.iter().find(|c| c.type_ == type_) {
+                    Some(c) if c.status == "True" => {}
+                    Some(c) => unmet.push(format!("{type_}={} {}: {}", c.status, c.reason, c.message)),
+                    None => unmet.push(format!("{type_} not reported")),
+                }
+            }
             // The services' and backends' pods; the read model's Jobs leave pods that ran to completion.
-            let pods = pods.list(&ListParams::default()).await.ok()?;
+            let pods = pods.list(&ListParams::default()).await.map_err(|e| format!("list pods: {e}"))?;
             let serving: Vec<&Pod> = pods.items.iter().filter(|pod| !is_job_pod(pod)).collect();
-            let pods_ready = !serving.is_empty() && serving.into_iter().all(pod_ready);
-            (current && conditions && pods_ready).then_some(pipeline)
+            if serving.is_empty() {
+                unmet.push("no pods".to_owned());
+            }
+            unmet.extend(serving.into_iter().filter(|pod| !pod_ready(pod)).map(pod_state));
+            if unmet.is_empty() { Ok(pipeline) } else { Err(unmet.join("; ")) }
         })
         .await
     }
@@ -188,6 +218,27 @@ impl Node {
 /// A pod of a verify or rebuild Job.
 fn is_job_pod(pod: &Pod) -> bool {
     pod.labels().contains_key("batch.kubernetes.io/job-name")
+}
+
+/// A pod that is not ready, in a line: its phase, and each container's waiting or terminated reason.
+fn pod_state(pod: &Pod) -> String {
+    let status = pod.status.clone().unwrap_or_default();
+    let containers = status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+    let states: Vec<String> = containers
+        .filter(|c| !c.ready)
+        .map(|c| {
+            let state = c.state.clone().unwrap_or_default();
+            let why = match (state.waiting, state.terminated) {
+                (Some(waiting), _) => waiting.reason.unwrap_or_default(),
+                (None, Some(terminated)) => {
+                    format!("exited {} {}", terminated.exit_code, terminated.reason.unwrap_or_default())
+                }
+                (None, None) => "running, not ready".to_owned(),
+            };
+            format!("{} {why} (restarts {})", c.name, c.restart_count)
+        })
+        .collect();
+    format!("pod {} {} [{}]", pod.name_any(), status.phase.unwrap_or_default(), states.join(", "))
 }
 
 fn pod_ready(pod: &Pod) -> bool {
@@ -707,7 +758,7 @@ async fn retain(node: &Node, shop: &Shop) {
     let customer = shop.get_query("/api/analytics/customers/42/lifetime-value").await;
 
     let started = Instant::now();
-    node.kubectl(&["delete", "-n", NAMESPACE, "-f", "examples/minimal.yaml", "--wait=true"], None);
+    node.kubectl(&["delete", "-n", NAMESPACE, "-f", "examples/minimal.yaml", "--wait=true", "--timeout=300s"], None);
     let statefulsets: Api<StatefulSet> = node.api(NAMESPACE);
     let pods: Api<Pod> = node.api(NAMESPACE);
     eventually(STARTUP, "the pipeline's workloads to go", || async {

@@ -229,12 +229,30 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
+    eventually_explained(timeout, what, || {
+        let checked = check();
+        async move { checked.await.ok_or_else(String::new) }
+    })
+    .await
+}
+
+/// [`eventually`] for a `check` that says what it is still waiting for: after `timeout`, the panic names
+/// `what` and the last of those explanations (for a wait on a whole system, the only clue a log keeps).
+pub async fn eventually_explained<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(value) = check().await {
-            return value;
+        let unmet = match check().await {
+            Ok(value) => return value,
+            Err(unmet) => unmet,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            let last = if unmet.is_empty() { String::new() } else { format!("; last seen: {unmet}") };
+            panic!("timed out after {timeout:?} waiting for {what}{last}");
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
