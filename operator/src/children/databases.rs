@@ -87,6 +87,18 @@ pub fn host(pipeline: &AnalyticsPipeline, access: Access) -> String {
     }
 }
 
+/// The query of the databases' URLs for `access`: the query service, when it reads the standbys, asks for
+/// a standby (libpq's `target_session_attrs`), so that its connections to a standby that is promoted, by a
+/// failover or a switchover, are closed rather than go on loading the new primary.
+pub fn url_query(pipeline: &AnalyticsPipeline, access: Access) -> &'static str {
+    match (mode(pipeline), access) {
+        (Mode::CloudNativePg(spec), Access::Query) if spec.query_reads_from == ReadsFrom::Standbys => {
+            "?target_session_attrs=standby"
+        }
+        _ => "",
+    }
+}
+
 /// The key of the init ConfigMap that creates the read database on a new cluster (the image's
 /// entrypoint runs it once), and the one with the services' roles (the `roles` container runs it on
 /// every start).

@@ -361,9 +361,10 @@ pub(super) fn environment(
                 env.push(value(
                     variable,
                     format!(
-                        "postgres://{user}:$(POSTGRES_PASSWORD)@{}:{}/{name}",
+                        "postgres://{user}:$(POSTGRES_PASSWORD)@{}:{}/{name}{}",
                         databases::host(pipeline, access),
-                        databases::PORT
+                        databases::PORT,
+                        databases::url_query(pipeline, access),
                     ),
                 ));
             }

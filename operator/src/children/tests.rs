@@ -559,7 +559,7 @@ fn cloudnative_pg_is_asked_for_one_replicated_cluster_with_both_databases() {
 }
 
 /// The writers (and every migration) reach the primary through `-rw`; the query service reads where the
-/// spec says, the standbys (`-ro`) by default.
+/// spec says, the standbys (`-ro`) by default, and then only from a standby.
 #[test]
 fn writers_reach_the_primary_and_the_query_service_reads_where_the_spec_says() {
     let url = |c: &Children, service: &str, variable: &str| {
@@ -570,15 +570,15 @@ fn writers_reach_the_primary_and_the_query_service_reads_where_the_spec_says() {
         let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         var(pod.init_containers.as_ref().unwrap()[0].env.as_deref().unwrap(), variable).value.clone().unwrap()
     };
-    for (reads_from, host) in [
-        (ReadsFrom::Standbys, "shop-postgres-ro"),
-        (ReadsFrom::AnyInstance, "shop-postgres-r"),
-        (ReadsFrom::Primary, "shop-postgres-rw"),
+    for (reads_from, host, query) in [
+        (ReadsFrom::Standbys, "shop-postgres-ro", "?target_session_attrs=standby"),
+        (ReadsFrom::AnyInstance, "shop-postgres-r", ""),
+        (ReadsFrom::Primary, "shop-postgres-rw", ""),
     ] {
         let c = children(cloudnative_pg(CloudNativePg { query_reads_from: reads_from, ..CloudNativePg::default() }));
         assert_eq!(
             url(&c, "query", "READ_DATABASE_URL"),
-            format!("postgres://query:$(POSTGRES_PASSWORD)@{host}:5432/analytics_read")
+            format!("postgres://query:$(POSTGRES_PASSWORD)@{host}:5432/analytics_read{query}")
         );
         assert_eq!(
             url(&c, "command", "WRITE_DATABASE_URL"),

@@ -29,10 +29,15 @@ use tokio::sync::watch;
 /// Connections are not pinged before each use: that would add a round trip to every transaction, and a
 /// connection that broke meanwhile fails its statement instead, which every caller already treats as a
 /// transient error (retry, or a 500 the client may retry); the pool then replaces it.
+///
+/// The URL may say, as libpq's `target_session_attrs`, which server its connections must be on: `primary`
+/// or `standby` (or `any`, the default). libpq checks once, when it connects; a standby can be promoted
+/// under its open connections (a failover, a switchover), so a pool that must read standbys also checks
+/// a connection each time it hands it out (a round trip), and closes one that is on a primary now.
 pub fn pool(url: &SecretString, max_connections: u32, application_name: &str) -> Result<Database, sqlx::Error> {
-    let options = connect_options(url)?.options([("statement_timeout", STATEMENT_TIMEOUT)]);
-    let options = options.application_name(application_name);
-    let pool = lazy_pool(options.clone(), max_connections);
+    let (options, target) = connect_options(url)?;
+    let options = options.options([("statement_timeout", STATEMENT_TIMEOUT)]).application_name(application_name);
+    let pool = lazy_pool(options.clone(), target, max_connections);
     let (down, _) = watch::channel(false);
     Ok(Database { pool, reachability: Arc::new(Reachability { options, down, probing: AtomicBool::new(false) }) })
 }
@@ -219,15 +224,71 @@ fn is_starting_up(error: &sqlx::Error) -> bool {
 /// stuck (a lock, a runaway plan) and is better cancelled than left holding a connection.
 pub const STATEMENT_TIMEOUT: &str = "20s";
 
-fn connect_options(url: &SecretString) -> Result<PgConnectOptions, sqlx::Error> {
-    let options: PgConnectOptions = url.expose_secret().parse()?;
+/// The server a pool's connections must be on: libpq's `target_session_attrs`, of which the values that
+/// name a server's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetSession {
+    Any,
+    Primary,
+    Standby,
+}
+
+impl TargetSession {
+    const PARAMETER: &str = "target_session_attrs";
+
+    fn parse(value: &str) -> Result<Self, sqlx::Error> {
+        match value {
+            "any" => Ok(Self::Any),
+            "primary" => Ok(Self::Primary),
+            "standby" => Ok(Self::Standby),
+            other => Err(sqlx::Error::Configuration(
+                format!("{}={other} is not supported: use any, primary or standby", Self::PARAMETER).into(),
+            )),
+        }
+    }
+
+    /// What `pg_is_in_recovery()` must answer on the server, if anything.
+    fn in_recovery(self) -> Option<bool> {
+        match self {
+            Self::Any => None,
+            Self::Primary => Some(false),
+            Self::Standby => Some(true),
+        }
+    }
+}
+
+/// The options of `url`, and the server it asks for; `target_session_attrs`, which sqlx does not know,
+/// is taken out of the URL before sqlx reads it.
+fn connect_options(url: &SecretString) -> Result<(PgConnectOptions, TargetSession), sqlx::Error> {
+    let mut text = url.expose_secret().to_owned();
+    let mut target = TargetSession::Any;
+    if let Ok(mut parsed) = url::Url::parse(&text)
+        && let Some((_, value)) = parsed.query_pairs().find(|(name, _)| name == TargetSession::PARAMETER)
+    {
+        target = TargetSession::parse(&value)?;
+        let rest: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter(|(name, _)| name != TargetSession::PARAMETER)
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
+        parsed.set_query(None);
+        if !rest.is_empty() {
+            parsed.query_pairs_mut().extend_pairs(rest);
+        }
+        text = parsed.into();
+    }
+    let options: PgConnectOptions = text.parse()?;
     // A root certificate is given to be checked against: never encrypt without verifying, nor fall back
     // to plaintext, once one is there.
     let weak = matches!(options.get_ssl_mode(), PgSslMode::Prefer | PgSslMode::Allow | PgSslMode::Require);
-    if weak && has_root_cert(url.expose_secret()) {
-        return Ok(options.ssl_mode(PgSslMode::VerifyCa));
+    if weak && has_root_cert(&text) {
+        return Ok((options.ssl_mode(PgSslMode::VerifyCa), target));
     }
-    Ok(options)
+    Ok((options, target))
+}
+
+async fn in_recovery(connection: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select pg_is_in_recovery()").fetch_one(connection).await
 }
 
 /// How long a request waits for a connection before it is answered 503: a burst on two cores can queue
@@ -235,12 +296,25 @@ fn connect_options(url: &SecretString) -> Result<PgConnectOptions, sqlx::Error> 
 /// told apart from a busy one by the pool.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn lazy_pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
-    PgPoolOptions::new()
+/// A lazy pool whose connections are on the server `target` asks for: one made on another is closed (and
+/// another made, until [`ACQUIRE_TIMEOUT`]), and so is an idle one whose server changed role meanwhile.
+fn lazy_pool(options: PgConnectOptions, target: TargetSession, max_connections: u32) -> PgPool {
+    let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .test_before_acquire(false)
-        .connect_lazy_with(options)
+        .test_before_acquire(false);
+    let Some(wanted) = target.in_recovery() else { return pool.connect_lazy_with(options) };
+    pool.after_connect(move |connection, _| {
+        Box::pin(async move {
+            if in_recovery(connection).await? == wanted {
+                return Ok(());
+            }
+            let message = format!("the server is not a {target:?} (target_session_attrs)").to_lowercase();
+            Err(sqlx::Error::Configuration(message.into()))
+        })
+    })
+    .before_acquire(move |connection, _| Box::pin(async move { Ok(in_recovery(connection).await? == wanted) }))
+    .connect_lazy_with(options)
 }
 
 /// Whether a root certificate is given, in the URL (under any name sqlx reads) or the environment.
@@ -258,7 +332,8 @@ pub fn maintenance_pool(
     max_connections: u32,
     application_name: &str,
 ) -> Result<PgPool, sqlx::Error> {
-    Ok(lazy_pool(connect_options(url)?.application_name(application_name), max_connections))
+    let (options, target) = connect_options(url)?;
+    Ok(lazy_pool(options.application_name(application_name), target, max_connections))
 }
 
 /// Applies `migrator`'s migrations to the database at `url` over one connection. Safe to run
@@ -358,9 +433,37 @@ mod tests {
         let service = pool(&url, 1, "test").unwrap();
         let timeout: String = sqlx::query_scalar("show statement_timeout").fetch_one(service.pool()).await.unwrap();
         assert_eq!(timeout, STATEMENT_TIMEOUT);
-        let migrations = lazy_pool(connect_options(&url).unwrap(), 1);
+        let migrations = maintenance_pool(&url, 1, "test").unwrap();
         let timeout: String = sqlx::query_scalar("show statement_timeout").fetch_one(&migrations).await.unwrap();
         assert_eq!(timeout, "0");
+    }
+
+    /// The test database is a primary: a pool that asks for one gets its connections (with the URL's
+    /// other parameters), one that asks for a standby gets none, and says why in its log.
+    #[tokio::test]
+    async fn a_pool_connects_only_to_the_server_its_url_asks_for() {
+        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+            panic!("TEST_DATABASE_URL is not set: run the tests with `make test`")
+        };
+        let asking = |target: &str| {
+            let url = format!("{url}/postgres?application_name=asked&target_session_attrs={target}&sslmode=disable");
+            pool(&url.into(), 2, "test").unwrap()
+        };
+        for target in ["primary", "any"] {
+            let database = asking(target);
+            let name: String = sqlx::query_scalar("show application_name").fetch_one(database.pool()).await.unwrap();
+            assert_eq!(name, "test", "{target}: the other parameters stay (the service's own name wins)");
+            // A connection handed out again is checked again.
+            for _ in 0..3 {
+                let recovering: bool =
+                    sqlx::query_scalar("select pg_is_in_recovery()").fetch_one(database.pool()).await.unwrap();
+                assert!(!recovering);
+            }
+        }
+        let standby = asking("standby");
+        let refused = sqlx::query("select 1").execute(standby.pool()).await.expect_err("no standby here");
+        assert!(matches!(refused, sqlx::Error::PoolTimedOut), "{refused:?}");
+        assert_eq!(standby.pool().size(), 0, "the connection to the primary was not kept");
     }
 
     #[tokio::test]
@@ -368,6 +471,7 @@ mod tests {
         for url in [
             "postgres://analytics:s3cret-pw@db:notaport/write",
             "postgres://analytics:s3cret-pw@db/write?sslmode=sometimes",
+            "postgres://analytics:s3cret-pw@db/write?target_session_attrs=read-write",
         ] {
             let error = pool(&url.into(), 1, "test").expect_err("a bad URL is refused");
             let text = format!("{error} {error:?}");
