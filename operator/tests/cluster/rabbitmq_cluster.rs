@@ -149,8 +149,14 @@ async fn a_rabbitmq_cluster_pipeline_asks_for_a_cluster_follows_it_and_keeps_its
         "subjects": [{"kind": "ServiceAccount", "name": "shop-rabbitmq-server"}]});
     make::<RoleBinding>(client, namespace, binding).await;
 
-    // Deleting the pipeline under Retain: the RabbitmqCluster goes, its claims stay without an owner, and
-    // what ran or routed for it goes.
+    // The cluster operator's finalizer, which it puts on every cluster it runs.
+    let finalized = json!({"metadata": {"finalizers": ["deletion.finalizers.rabbitmqclusters.rabbitmq.com"]}});
+    clusters.patch("shop-rabbitmq", &PatchParams::default(), &Patch::Merge(&finalized)).await.unwrap();
+
+    // Deleting the pipeline under Retain: the RabbitmqCluster, taken out of the cluster operator's hands
+    // first (its reconciliation paused, its finalizer off), goes; its claims stay without an owner, and what
+    // ran or routed for it goes.
+    let mark = cluster.audit_mark();
     let pipelines: Api<AnalyticsPipeline> = Api::namespaced(client.clone(), namespace);
     pipelines.delete("shop", &DeleteParams::default()).await.unwrap();
     eventually(TIMEOUT, "the pipeline and its RabbitmqCluster to go", || async {
@@ -159,6 +165,17 @@ async fn a_rabbitmq_cluster_pipeline_asks_for_a_cluster_follows_it_and_keeps_its
         gone.then_some(())
     })
     .await;
+    let writes: Vec<Value> = cluster
+        .writes_since(mark, &tenant.username)
+        .into_iter()
+        .filter(|write| write["objectRef"]["resource"] == "rabbitmqclusters")
+        .map(|write| json!([write["verb"], write["responseStatus"]["code"]]))
+        .collect();
+    assert_eq!(
+        writes,
+        [json!(["patch", 200]), json!(["patch", 200]), json!(["delete", 200])],
+        "label, finalizer, delete"
+    );
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
     let left = claims.list(&ListParams::default().labels("app.kubernetes.io/name=shop-rabbitmq")).await.unwrap();
     assert_eq!(
