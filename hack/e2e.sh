@@ -5,7 +5,7 @@
 # MONITORING=1, the Prometheus stack too, and the checks of the chart's monitors, dashboard and alerts on it.
 # With HA=1 (`make cluster HA=1`: CloudNativePG and the RabbitMQ cluster operator), the highly available
 # pipeline too: examples/ha.yaml through a switchover, failovers and a killed postmaster under keyed load,
-# standby reads, and Retain.
+# standby reads, the broker's nodes deleted and restarted, and Retain.
 # A node this script started is stopped again at the end, pass or fail; one that was running is left running
 # (its e2e namespaces are removed at the start of the next run). A failed run leaves a report in
 # ${TMPDIR:-/tmp}/analytics-e2e-failed-*: the tests' output, the node's objects and events, every log.

@@ -1,6 +1,7 @@
 //! `make e2e HA=1`: the highly available pipeline of `examples/ha.yaml` (its PostgreSQL a CloudNativePG
-//! cluster of three instances, one synchronous standby, queries on the standbys) on the node with
-//! CloudNativePG installed (`make cluster HA=1`). Under keyed order load (every order with its own
+//! cluster of three instances, one synchronous standby, queries on the standbys; its broker a RabbitMQ
+//! cluster of three nodes, [`super::ha_broker`]) on the node with CloudNativePG and the RabbitMQ cluster
+//! operator installed (`make cluster HA=1`). Under keyed order load (every order with its own
 //! Idempotency-Key, an unknown outcome sent again with it), in the order an operator of a production
 //! database meets them:
 //! 1. install: Ready, the cluster healthy, the README walkthrough's answers, each service on its own
@@ -9,7 +10,9 @@
 //! 3. the primary's pod deleted, then deleted with `--grace-period=0 --force`;
 //! 4. the primary's postmaster killed (SIGKILL) inside its pod;
 //! 5. every standby held behind (WAL replay paused): sync-status on the query service says so;
-//! 6. Retain: the pipeline deleted and applied again, with the same orders.
+//! 6. the consumers scaled on the depth of the clustered `order-events` ([`super::scaling`]);
+//! 7. the broker's nodes deleted and restarted ([`super::ha_broker`]);
+//! 8. Retain: the pipeline deleted and applied again, with the same orders, on the same claims.
 //!
 //! After each disruption: no accepted order is lost (each is in the write database), the read model equals
 //! SQL over the write database, and the figures are printed: the time without an accepted order, when
@@ -17,13 +20,21 @@
 
 use std::time::{Duration, Instant};
 
-use analytics_operator::children::cloudnative_pg::{self, Cluster};
+use analytics_operator::children::{
+    cloudnative_pg::{self, Cluster},
+    rabbitmq_cluster::RabbitmqCluster,
+};
 use analytics_testkit::{assert_read_model_matches_write_side, eventually, eventually_explained};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{PersistentVolumeClaim, Pod},
+};
 use kube::{Api, ResourceExt, api::ListParams};
 use serde_json::json;
 
-use super::{Node, PIPELINE, RELEASE, STARTUP, Shop, load::Load, say, stock_up, values, walkthrough};
+use super::{
+    Node, PIPELINE, RELEASE, STARTUP, Shop, ha_broker, load::Load, say, scaling, stock_up, values, walkthrough,
+};
 
 pub const NAMESPACE: &str = "e2e-ha";
 const CLUSTER: &str = "shop-postgres";
@@ -37,12 +48,16 @@ async fn a_cloudnative_pg_pipeline_loses_no_order_through_switchover_failover_an
         standbys_caught_up(&node).await;
     })
     .await;
+    ha_broker::members(&node).await;
     let products = stock_up(&shop).await;
     switchover(&node, &shop, &products).await;
     primary_deleted(&node, &shop, &products, false).await;
     primary_deleted(&node, &shop, &products, true).await;
     postmaster_killed(&node, &shop, &products).await;
     standby_reads(&node, &shop).await;
+    scaling(&node, NAMESPACE, &shop, &products).await;
+    ha_broker::nodes_deleted(&node, &shop, &products).await;
+    ha_broker::rolling_restart(&node, &shop, &products).await;
     retain(&node, &shop).await;
 }
 
@@ -358,6 +373,10 @@ async fn retain(node: &Node, shop: &Shop) {
     let claim_names = || names(&claims, &selector);
     let before = claim_names().await;
     assert_eq!(before.len(), 3, "{before:?}");
+    let broker_selector = "app.kubernetes.io/name=shop-rabbitmq";
+    let broker_claims = || names(&claims, broker_selector);
+    let broker_before = broker_claims().await;
+    assert_eq!(broker_before.len(), 3, "{broker_before:?}");
 
     let started = Instant::now();
     node.kubectl(&["delete", "-n", NAMESPACE, "-f", "examples/ha.yaml", "--wait=true", "--timeout=300s"], None);
@@ -365,15 +384,34 @@ async fn retain(node: &Node, shop: &Shop) {
     eventually(STARTUP, "the pipeline's pods to go", || async {
         let left = pods.list(&ListParams::default().labels("app.kubernetes.io/instance=shop")).await.ok()?;
         let clusters = node.api::<Cluster>(NAMESPACE).list(&ListParams::default()).await.ok()?;
-        (left.items.is_empty() && clusters.items.is_empty()).then_some(())
+        let brokers = node.api::<RabbitmqCluster>(NAMESPACE).list(&ListParams::default()).await.ok()?;
+        (left.items.is_empty() && clusters.items.is_empty() && brokers.items.is_empty()).then_some(())
     })
     .await;
+    // The cluster operator 2.22, left to run its finalizer, could make the cluster again, empty, seconds
+    // after it went (the operator takes it out of its hands first): it stays gone.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let brokers = node.api::<RabbitmqCluster>(NAMESPACE).list(&ListParams::default()).await.unwrap();
+    assert!(brokers.items.is_empty(), "a RabbitmqCluster came back: {:?}", brokers.items);
+    let sets = node.api::<StatefulSet>(NAMESPACE).list(&ListParams::default()).await.unwrap();
+    assert!(
+        sets.items.is_empty(),
+        "a StatefulSet came back: {:?}",
+        sets.items.iter().map(ResourceExt::name_any).collect::<Vec<_>>()
+    );
     assert_eq!(claim_names().await, before, "the cluster's claims stay");
-    for claim in claims.list(&ListParams::default().labels(&selector)).await.unwrap() {
+    assert_eq!(broker_claims().await, broker_before, "the broker's claims stay");
+    for claim in claims
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .into_iter()
+        .chain(claims.list(&ListParams::default().labels(broker_selector)).await.unwrap())
+    {
         assert!(claim.owner_references().is_empty(), "{} has no owner left", claim.name_any());
     }
     say(&format!(
-        "ha retain: pipeline deleted in {:.1} s; claims {before:?} remain, without an owner",
+        "ha retain: pipeline deleted in {:.1} s; claims {before:?} and {broker_before:?} remain, without an owner",
         started.elapsed().as_secs_f64()
     ));
 
@@ -385,6 +423,8 @@ async fn retain(node: &Node, shop: &Shop) {
     shop.in_sync_after(Instant::now(), STARTUP).await;
     standbys_caught_up(node).await;
     assert_eq!(claim_names().await, before, "the same claims, no new ones");
+    assert_eq!(broker_claims().await, broker_before, "the broker's nodes on the same claims");
+    ha_broker::members(node).await;
     assert_eq!(shop.get_query("/api/analytics/customers/42/lifetime-value").await, customer);
     let (write, read) = node.databases(NAMESPACE).await;
     let (orders_again,): (i64,) = sqlx::query_as("select count(*) from orders").fetch_one(&write).await.unwrap();

@@ -16,6 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod ha;
+mod ha_broker;
 mod load;
 mod monitoring;
 
@@ -331,7 +332,7 @@ async fn the_users_path_from_helm_install_to_a_retained_pipeline() {
     restricted(&node).await;
     walkthrough(&node, &shop, async || {}).await;
     let products = stock_up(&shop).await;
-    scaling(&node, &shop, &products).await;
+    scaling(&node, NAMESPACE, &shop, &products).await;
     chaos(&node, &shop, &products).await;
     rollout(&node, &shop, &products).await;
     read_model(&node, &shop).await;
@@ -511,16 +512,17 @@ async fn stock_up(shop: &Shop) -> Vec<i64> {
 
 /// Step 3: A backlog makes the consumers scale up on the real queue depth; they drain it; the status shows the
 /// lag rise and fall; after the stabilization window they scale back down; the read model equals the SQL.
-async fn scaling(node: &Node, shop: &Shop, products: &[i64]) {
+/// The highly available pipeline ([`ha`]) goes through it too, on its RabbitMQ cluster's quorum queue.
+async fn scaling(node: &Node, namespace: &str, shop: &Shop, products: &[i64]) {
     // Seconds, not the default five minutes, for the window; 300 messages a consumer. While a fixed count of
     // zero holds the consumers off, a burst becomes a backlog, as when consumers fall behind.
     node.patch_pipeline(
-        NAMESPACE,
+        namespace,
         json!({"spec": {"consumers": {"replicas": 0, "targetQueueDepthPerReplica": 300, "scaleDownStabilizationSeconds": 30}}}),
     )
     .await;
     eventually(STARTUP, "the consumers to stop", || async {
-        (node.deployment_replicas(NAMESPACE, "shop-consumer").await == (0, 0)).then_some(())
+        (node.deployment_replicas(namespace, "shop-consumer").await == (0, 0)).then_some(())
     })
     .await;
     let burst = Load::start(&shop.write, &shop.command, products, 8, Duration::ZERO);
@@ -528,12 +530,12 @@ async fn scaling(node: &Node, shop: &Shop, products: &[i64]) {
     let burst = burst.stop().await;
     assert!(burst.failures.is_empty(), "{}", burst.summary());
     let backlog = eventually(STARTUP, "the status to show the backlog", || async {
-        let status = node.status(NAMESPACE).await;
+        let status = node.status(namespace).await;
         (status.queue_depth.unwrap_or(0) >= 600 && status.lag_seconds.unwrap_or(0.0) > 0.0).then_some(status)
     })
     .await;
     say(&format!(
-        "scaling: burst {}; status queueDepth {:?}, pendingEvents {:?}, lagSeconds {:?}",
+        "{namespace}: scaling: burst {}; status queueDepth {:?}, pendingEvents {:?}, lagSeconds {:?}",
         burst.summary(),
         backlog.queue_depth,
         backlog.pending_events,
@@ -545,38 +547,38 @@ async fn scaling(node: &Node, shop: &Shop, products: &[i64]) {
 
     // Autoscaling again: up at once, on the depth.
     let released = Instant::now();
-    node.patch_pipeline(NAMESPACE, json!({"spec": {"consumers": {"replicas": null}}})).await;
+    node.patch_pipeline(namespace, json!({"spec": {"consumers": {"replicas": null}}})).await;
     let peak = eventually(STARTUP, "the consumers to scale up", || async {
-        let (replicas, _) = node.deployment_replicas(NAMESPACE, "shop-consumer").await;
+        let (replicas, _) = node.deployment_replicas(namespace, "shop-consumer").await;
         (replicas >= 2).then_some(replicas)
     })
     .await;
     say(&format!(
-        "scaling: consumers 0 → {peak} (300 messages a consumer, at most 10) {:.1} s after autoscaling resumed",
+        "{namespace}: scaling: consumers 0 → {peak} (300 messages a consumer, at most 10) {:.1} s after autoscaling resumed",
         released.elapsed().as_secs_f64()
     ));
     let drained = shop.in_sync_after(released, STARTUP).await;
     let settled = eventually(STARTUP, "the status to show the drained queue", || async {
-        let status = node.status(NAMESPACE).await;
+        let status = node.status(namespace).await;
         (status.queue_depth == Some(0) && status.pending_events == Some(0) && status.lag_seconds == Some(0.0))
             .then_some(status)
     })
     .await;
-    say(&format!("scaling: drained, in_sync {:.1} s after autoscaling resumed", drained.as_secs_f64()));
+    say(&format!("{namespace}: scaling: drained, in_sync {:.1} s after autoscaling resumed", drained.as_secs_f64()));
     let down = Instant::now();
     eventually(Duration::from_secs(180), "the consumers to scale back down", || async {
-        (node.deployment_replicas(NAMESPACE, "shop-consumer").await == (1, 1)).then_some(())
+        (node.deployment_replicas(namespace, "shop-consumer").await == (1, 1)).then_some(())
     })
     .await;
     say(&format!(
-        "scaling: back to 1 consumer {:.1} s after the drain (window 30 s, status consumers {:?})",
+        "{namespace}: scaling: back to 1 consumer {:.1} s after the drain (window 30 s, status consumers {:?})",
         down.elapsed().as_secs_f64(),
         settled.consumer_replicas
     ));
-    let (write, read) = node.databases(NAMESPACE).await;
+    let (write, read) = node.databases(namespace).await;
     let customers = assert_read_model_matches_write_side(&shop.read, &write, &read, &shop.query).await;
     assert!(customers > 100, "{customers} customers compared");
-    say(&format!("scaling: read model equals SQL over the write DB ({customers} customers)"));
+    say(&format!("{namespace}: scaling: read model equals SQL over the write DB ({customers} customers)"));
 }
 
 /// Step 4: Under load, a consumer pod, the RabbitMQ pod and the PostgreSQL pod are deleted, one at a time.
