@@ -77,6 +77,7 @@ if [ "$status" != 0 ]; then
   # The panics' messages, without the backtraces: the last lines a truncated log shows.
   grep -A3 "panicked at" "$report/e2e.log" | grep -v -E '^ +[0-9]+: |^ +at ' >&2 || true
   [ "$status" != 124 ] || echo "e2e: the run did not end within ${E2E_TIMEOUT:-40m}" >&2
+  df -h . "${TMPDIR:-/tmp}" | sed 's/^/e2e: disk: /' >&2
   echo "e2e: the whole report: $report" >&2
 else
   rm -f "$log"

@@ -8,6 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 hack/deps.sh
+# A fresh run writes about 15 GiB (target/, .run/ and ~/.cache/analytics-pipeline); a full disk fails it in
+# ways that look like anything else (a pod that never starts, a compiler error), so say so first.
+avail=$(df -Pk . | awk 'NR == 2 { print int($4 / 1048576) }')
+[ "$avail" -ge 15 ] || echo "make test: WARNING: only $avail GiB free on $(df -P . | awk 'NR == 2 { print $6 }'); a fresh run needs about 15 GiB" >&2
 # The broker of every test: the rabbitmq image's RabbitMQ 4.3, built once (about a minute), unpacked, cached.
 export RABBITMQ_ROOT; RABBITMQ_ROOT=$(hack/images.sh rabbitmq-root)
 # Built once per pin (about 6 minutes the first time), then reused from the cache.
