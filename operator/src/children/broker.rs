@@ -71,6 +71,7 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Ima
         |key: &str| EnvVarSource { secret_key_ref: Some(credential(pipeline, key)), ..EnvVarSource::default() };
     let diagnostics =
         |check: &str| ExecAction { command: Some(vec!["rabbitmq-diagnostics".into(), "-q".into(), check.into()]) };
+    let data = VolumeMount { name: "data".into(), mount_path: RABBITMQ_HOME.into(), ..VolumeMount::default() };
     let container = Container {
         name: COMPONENT.to_owned(),
         image: Some(image.reference()),
@@ -84,11 +85,6 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Ima
             EnvVar {
                 name: "RABBITMQ_DEFAULT_PASS".into(),
                 value_from: Some(secret(RABBITMQ_PASSWORD_KEY)),
-                ..EnvVar::default()
-            },
-            EnvVar {
-                name: "RABBITMQ_ERLANG_COOKIE".into(),
-                value_from: Some(secret(ERLANG_COOKIE_KEY)),
                 ..EnvVar::default()
             },
         ]),
@@ -107,18 +103,22 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Ima
         }),
         resources: managed.resources.clone(),
         security_context: Some(container_security(ReadOnlyRoot::No)),
-        volume_mounts: Some(
-            [VolumeMount { name: "data".into(), mount_path: "/var/lib/rabbitmq".into(), ..VolumeMount::default() }]
-                .into_iter()
-                .chain(definitions_mounts())
-                .collect(),
-        ),
+        volume_mounts: Some(std::iter::once(data.clone()).chain(definitions_mounts()).collect()),
         ..Container::default()
     };
-    let (definitions, volume) = definitions(pipeline, image, Vec::new());
+    // The node's Erlang cookie, written by the definitions container into the node's home on its volume.
+    let cookie = vec![
+        EnvVar { name: "ERLANG_COOKIE".into(), value_from: Some(secret(ERLANG_COOKIE_KEY)), ..EnvVar::default() },
+        EnvVar { name: "HOME".into(), value: Some(RABBITMQ_HOME.into()), ..EnvVar::default() },
+    ];
+    let (mut definitions, volume) = definitions(pipeline, image, cookie);
+    definitions.volume_mounts.get_or_insert_default().push(data);
     let pod = Pod { containers: vec![container], init_containers: vec![definitions], volumes: vec![volume] };
     stateful(pipeline, COMPONENT, &managed.storage, pod, RABBITMQ_UID)
 }
+
+/// The broker's home (its `HOME`) and data directory, on its volume: the image's, as the official one's.
+const RABBITMQ_HOME: &str = "/var/lib/rabbitmq";
 
 /// The volume the `definitions` init container writes and the broker reads.
 const DEFINITIONS: &str = "definitions";

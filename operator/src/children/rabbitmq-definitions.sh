@@ -20,6 +20,11 @@
 # a queue with a dead-letter exchange needs read on the queue and write on that exchange. The relay declares
 # the queues too, so that no event is published before they exist, and so it may read them.
 # Passwords come from RABBITMQ_DEFAULT_PASS and COMMAND_PASSWORD, CONSUMER_PASSWORD, QUERY_PASSWORD.
+#
+# With ERLANG_COOKIE set (the managed node), it also writes the Erlang cookie to $HOME/.erlang.cookie,
+# readable by its owner only as Erlang insists, where the node and its CLI tools (the probes) read it; the
+# RABBITMQ_ERLANG_COOKIE variable that did this is deprecated since RabbitMQ 3.9. A cookie that differs
+# (the Secret changed) replaces the old one; the cluster operator writes its nodes' cookie itself.
 set -euo pipefail
 out=${1:?usage: rabbitmq-definitions.sh DIR}
 
@@ -67,3 +72,12 @@ cat >"$out/definitions.json" <<JSON
 }
 JSON
 printf 'load_definitions = %s/definitions.json\n' "$out" >"$out/analytics.conf"
+
+if [ -n "${ERLANG_COOKIE:-}" ]; then
+  cookie="${HOME:?}/.erlang.cookie"
+  if [ ! -f "$cookie" ] || [ "$(cat "$cookie")" != "$ERLANG_COOKIE" ]; then
+    rm -f "$cookie"
+    printf '%s' "$ERLANG_COOKIE" >"$cookie"
+    chmod 400 "$cookie"
+  fi
+fi

@@ -243,9 +243,19 @@ fn the_backends_pods_give_every_service_its_own_identity() {
             ("COMMAND_PASSWORD", "command-mq-password"),
             ("CONSUMER_PASSWORD", "consumer-mq-password"),
             ("QUERY_PASSWORD", "query-mq-password"),
+            ("ERLANG_COOKIE", "erlang-cookie"),
         ]
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
     );
+    // The cookie goes into the node's home on its volume, as a file: not RabbitMQ's deprecated variable.
+    assert!(definitions["env"].as_array().unwrap().contains(&json!({"name": "HOME", "value": "/var/lib/rabbitmq"})));
+    assert!(
+        definitions["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "data", "mountPath": "/var/lib/rabbitmq"}))
+    );
+    assert!(secret_keys(&broker["containers"][0]).iter().all(|(name, _)| name != "RABBITMQ_ERLANG_COOKIE"));
     assert_eq!(broker["volumes"][0]["emptyDir"]["medium"], "Memory", "the definitions hold passwords");
     let mounts = broker["containers"][0]["volumeMounts"].as_array().unwrap();
     assert!(mounts.contains(&json!({"name": "definitions", "mountPath": "/etc/rabbitmq/conf.d/90-analytics.conf",

@@ -193,6 +193,32 @@ async fn publish(channel: &lapin::Channel, exchange: &str, routing_key: &str) ->
     Ok(())
 }
 
+/// With `ERLANG_COOKIE`, the definitions container writes the managed node's cookie into its home,
+/// readable by its owner only (Erlang refuses any other), and replaces it when the Secret's changes.
+#[test]
+fn the_definitions_container_writes_the_erlang_cookie_as_erlang_wants_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Private::dir("cookie");
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let cookie = home.join(".erlang.cookie");
+    for value in ["first-cookie", "first-cookie", "second-cookie"] {
+        run(
+            Command::new("bash")
+                .arg(children().join("rabbitmq-definitions.sh"))
+                .arg(&dir)
+                .env("HOME", &home)
+                .env("ERLANG_COOKIE", value)
+                .env("RABBITMQ_DEFAULT_PASS", "pw-admin-1")
+                .envs(PASSWORDS.map(|(user, password)| (format!("{}_PASSWORD", user.to_uppercase()), password))),
+            None,
+        );
+        assert_eq!(std::fs::read_to_string(&cookie).unwrap(), value);
+        assert_eq!(std::fs::metadata(&cookie).unwrap().permissions().mode() & 0o777, 0o400);
+    }
+    drop(std::fs::remove_dir_all(&dir));
+}
+
 #[tokio::test]
 async fn each_service_gets_a_broker_user_that_can_do_its_job_and_nothing_else() {
     let guard = Private { script: "rabbitmq.sh", dir: Private::dir("rabbitmq") };
