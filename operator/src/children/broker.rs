@@ -113,6 +113,8 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Ima
     ];
     let (mut definitions, volume) = definitions(pipeline, image, cookie);
     definitions.volume_mounts.get_or_insert_default().push(data);
+    // The broker's own (see the services' `migrate`).
+    definitions.resources = managed.resources.clone();
     let pod = Pod { containers: vec![container], init_containers: vec![definitions], volumes: vec![volume] };
     stateful(pipeline, COMPONENT, &managed.storage, pod, RABBITMQ_UID)
 }

@@ -14,8 +14,8 @@ use k8s_openapi::{
         apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec},
         core::v1::{
             ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, KeyToPath,
-            PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, Volume,
-            VolumeMount, VolumeResourceRequirements,
+            PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+            Service, Volume, VolumeMount, VolumeResourceRequirements,
         },
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector},
@@ -152,6 +152,20 @@ pub(super) enum Roles {
     Once,
 }
 
+/// What the roles program asks for, whatever the server's resources are (it runs beside the managed server
+/// for as long as it does): bash, then psql applying a script, then sleep. Set always, so that a namespace
+/// whose ResourceQuota demands requests and limits admits its pod.
+fn roles_resources() -> ResourceRequirements {
+    let quantities = |cpu: &str, memory: &str| {
+        BTreeMap::from([("cpu".to_owned(), Quantity(cpu.into())), ("memory".to_owned(), Quantity(memory.into()))])
+    };
+    ResourceRequirements {
+        requests: Some(quantities("10m", "32Mi")),
+        limits: Some(quantities("200m", "64Mi")),
+        ..ResourceRequirements::default()
+    }
+}
+
 /// The container that gives each service its own role (see `postgres-roles.sql`).
 pub(super) fn roles_container(pipeline: &AnalyticsPipeline, image: &Image, roles: Roles) -> Container {
     let secret = |name: &str, key: &str| EnvVar {
@@ -179,6 +193,7 @@ pub(super) fn roles_container(pipeline: &AnalyticsPipeline, image: &Image, roles
         image_pull_policy: Some(image.pull_policy.as_str().to_owned()),
         command: Some(vec!["bash".into(), "-c".into(), program]),
         env: Some(env),
+        resources: Some(roles_resources()),
         security_context: Some(container_security(ReadOnlyRoot::Yes)),
         volume_mounts: Some(vec![VolumeMount {
             name: "roles".into(),

@@ -133,7 +133,7 @@ pub fn cluster(pipeline: &AnalyticsPipeline, spec: &RabbitmqClusterOperator, ima
         }),
         ..EnvVarSource::default()
     };
-    let (definitions, volume) = broker::definitions(
+    let (mut definitions, volume) = broker::definitions(
         pipeline,
         image,
         vec![
@@ -149,6 +149,8 @@ pub fn cluster(pipeline: &AnalyticsPipeline, spec: &RabbitmqClusterOperator, ima
             },
         ],
     );
+    // The nodes' own (see the services' `migrate`).
+    definitions.resources = spec.resources.clone();
     // Not app.kubernetes.io/name: the StatefulSet's selector is that label with the cluster's name.
     let pod_labels: BTreeMap<String, String> = labels(pipeline, component)
         .into_iter()

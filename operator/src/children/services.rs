@@ -208,6 +208,9 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
         env: Some(environment(pipeline, &[workload.database], Identity::Administrator, Access::Write)),
         volume_mounts: mounts(false),
         security_context: Some(container_security(ReadOnlyRoot::Yes)),
+        // The service's own: an init container adds nothing to what the pod asks for, and in a namespace
+        // whose ResourceQuota demands requests and limits, a container without them keeps the pod out.
+        resources: workload.resources.clone(),
         ..Container::default()
     };
     let annotations = BTreeMap::from([

@@ -829,3 +829,96 @@ fn the_cluster_options_reach_the_rabbitmq_cluster_operator() {
     assert_eq!(claim["storageClassName"], "fast");
     assert_eq!(claim["resources"]["requests"]["storage"], "2Gi");
 }
+
+/// Every container the pipeline's pods run, init containers and the cluster operator's override included,
+/// as JSON, by `object/container`.
+fn every_container(c: &Children) -> Vec<(String, serde_json::Value)> {
+    let mut pods: Vec<(String, serde_json::Value)> = Vec::new();
+    let mut add = |name: String, pod: serde_json::Value| pods.push((name, pod));
+    for d in &c.deployments {
+        add(d.name_any(), serde_json::to_value(&d.spec.as_ref().unwrap().template.spec).unwrap());
+    }
+    for s in &c.stateful_sets {
+        add(s.name_any(), serde_json::to_value(&s.spec.as_ref().unwrap().template.spec).unwrap());
+    }
+    for j in &c.cron_jobs {
+        let job = j.spec.as_ref().unwrap().job_template.spec.as_ref().unwrap();
+        add(j.name_any(), serde_json::to_value(&job.template.spec).unwrap());
+    }
+    for j in &c.jobs {
+        add(j.name_any(), serde_json::to_value(&j.spec.as_ref().unwrap().template.spec).unwrap());
+    }
+    for r in &c.rabbitmq_clusters {
+        add(r.name_any(), r.spec.override_["statefulSet"]["spec"]["template"]["spec"].clone());
+    }
+    let mut containers = Vec::new();
+    for (name, pod) in pods {
+        for kind in ["initContainers", "containers"] {
+            for container in pod[kind].as_array().into_iter().flatten() {
+                // The override's `rabbitmq` only adds mounts to the cluster operator's container.
+                if container.get("image").is_none() {
+                    continue;
+                }
+                containers.push((format!("{name}/{}", container["name"].as_str().unwrap()), container.clone()));
+            }
+        }
+    }
+    containers
+}
+
+/// A namespace whose ResourceQuota demands CPU and memory requests and limits admits a pod only if each
+/// of its containers has all four: with resources set for every component in the spec, every container the
+/// operator makes has them, helpers included (`migrate`, `definitions`, `roles`), and so does each cluster
+/// another operator runs for it.
+#[test]
+fn with_resources_in_the_spec_every_container_has_requests_and_limits() {
+    let resources: k8s_openapi::api::core::v1::ResourceRequirements = serde_json::from_value(json!({
+        "requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}))
+    .unwrap();
+    let managed = crate::crd::Managed { resources: Some(resources.clone()), ..crate::crd::Managed::default() };
+    let api = ApiSpec { resources: Some(resources.clone()), ..ApiSpec::default() };
+    let consumers = ConsumerSpec { resources: Some(resources.clone()), ..ConsumerSpec::default() };
+    let everywhere = AnalyticsPipelineSpec {
+        command: api.clone(),
+        query: api,
+        consumers,
+        postgres: PostgresSpec { managed: Some(managed.clone()), ..PostgresSpec::default() },
+        rabbitmq: RabbitmqSpec { managed: Some(managed), ..RabbitmqSpec::default() },
+        ..AnalyticsPipelineSpec::default()
+    };
+    let highly_available = AnalyticsPipelineSpec {
+        postgres: PostgresSpec {
+            cloud_native_pg: Some(CloudNativePg { resources: Some(resources.clone()), ..CloudNativePg::default() }),
+            ..PostgresSpec::default()
+        },
+        rabbitmq: RabbitmqSpec {
+            cluster_operator: Some(RabbitmqClusterOperator {
+                resources: Some(resources.clone()),
+                ..RabbitmqClusterOperator::default()
+            }),
+            ..RabbitmqSpec::default()
+        },
+        ..everywhere.clone()
+    };
+    for spec in [everywhere, highly_available] {
+        let c = children(spec);
+        let containers = every_container(&c);
+        let names: Vec<&String> = containers.iter().map(|(name, _)| name).collect();
+        for helper in ["/migrate", "/definitions", "/roles", "/verify"] {
+            assert!(names.iter().any(|name| name.ends_with(helper)), "{helper} among {names:?}");
+        }
+        for (name, container) in &containers {
+            for (side, resource) in
+                [("requests", "cpu"), ("requests", "memory"), ("limits", "cpu"), ("limits", "memory")]
+            {
+                assert!(container["resources"][side][resource].is_string(), "{name}: no {side}.{resource}");
+            }
+        }
+        for cluster in &c.postgres_clusters {
+            assert_eq!(cluster.spec.resources.as_ref(), Some(&resources));
+        }
+        for cluster in &c.rabbitmq_clusters {
+            assert_eq!(cluster.spec.resources.as_ref(), Some(&resources));
+        }
+    }
+}
