@@ -27,6 +27,11 @@ pub fn crd() -> CustomResourceDefinition {
         if let Some(required) = schema.required.as_mut() {
             required.retain(|field| field != "spec");
         }
+        // An empty list, which the API server accepts, is invalid JSON Schema draft 4 (the one kubeconform
+        // and other validators of users' CI use): there must be none.
+        if schema.required.as_ref().is_some_and(Vec::is_empty) {
+            schema.required = None;
+        }
         if let Some(spec) = schema.properties.as_mut().and_then(|properties| properties.get_mut("spec")) {
             spec.default = Some(JSON(Value::Object(serde_json::Map::new())));
         }
@@ -125,6 +130,25 @@ mod tests {
         assert_eq!(version["subresources"]["status"], json!({}));
         let root = &version["schema"]["openAPIV3Schema"];
         assert!(!root["required"].as_array().is_some_and(|r| r.contains(&json!("spec"))), "spec is optional");
+        // JSON Schema draft 4 wants every `required` list non-empty.
+        fn empty_required(value: &Value, path: &str) -> Vec<String> {
+            match value {
+                Value::Object(map) => map
+                    .iter()
+                    .flat_map(|(key, child)| {
+                        let here = format!("{path}.{key}");
+                        let mut found = empty_required(child, &here);
+                        if key == "required" && child.as_array().is_some_and(Vec::is_empty) {
+                            found.push(here);
+                        }
+                        found
+                    })
+                    .collect(),
+                Value::Array(items) => items.iter().flat_map(|item| empty_required(item, path)).collect(),
+                _ => Vec::new(),
+            }
+        }
+        assert_eq!(empty_required(root, "openAPIV3Schema"), Vec::<String>::new());
         assert_eq!(root["properties"]["spec"]["default"], json!({}));
         let consumers = &root["properties"]["spec"]["properties"]["consumers"];
         assert_eq!(consumers["x-kubernetes-validations"][0]["rule"], "self.minReplicas <= self.maxReplicas");
