@@ -18,3 +18,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "analytics.monitoring" -}}
 {{- .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" -}}
 {{- end -}}
+
+{{/* Where pipelines go: the one namespace the operator watches, or the release's when it watches all. */}}
+{{- define "analytics.pipelineNamespace" -}}
+{{- .Values.operator.watchNamespace | default .Release.Namespace -}}
+{{- end -}}

@@ -159,6 +159,61 @@ fn with_a_watch_namespace_the_operator_gets_roles_in_two_namespaces_and_nothing_
     );
 }
 
+/// The install's notes, as `helm install --dry-run=client` prints them: it asks the test's API server for
+/// its version and its kinds (the CRD, applied as `make crds` wrote it, for the example pipeline), and
+/// creates nothing.
+fn notes(extra: &[&str]) -> String {
+    let kubeconfig = analytics_testkit::env("TEST_KUBECONFIG");
+    let kubectl =
+        |args: &[&str]| run(Command::new(tool("KUBECTL")).args(args).args(["--kubeconfig", &kubeconfig]), None);
+    let crd = repo().join("crds/analyticspipeline.yaml");
+    kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd.to_str().unwrap()]);
+    kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/analyticspipelines.analytics.example.com"]);
+    let chart = chart();
+    let mut args = vec![
+        "install",
+        "analytics",
+        chart.to_str().unwrap(),
+        "-n",
+        "ops",
+        "--dry-run=client",
+        "--kubeconfig",
+        &kubeconfig,
+    ];
+    args.extend_from_slice(extra);
+    let out = helm(&args);
+    out.split_once("NOTES:\n").unwrap_or_else(|| panic!("no notes: {out}")).1.to_owned()
+}
+
+/// The example pipeline goes, and the notes send the user, where the operator looks: the namespace it
+/// watches, or the release's when it watches all; with the example's name.
+#[test]
+fn the_example_pipeline_and_the_notes_use_the_namespace_the_operator_watches() {
+    let watching = ["--set", "operator.watchNamespace=team-a"];
+    let example = ["--set", "examplePipeline.enabled=true", "--set", "examplePipeline.name=orders"];
+    let pipeline = |documents: Vec<Value>| {
+        let found = documents.into_iter().find(|d| d["kind"] == "AnalyticsPipeline").unwrap();
+        (
+            found["metadata"]["namespace"].as_str().unwrap().to_owned(),
+            found["metadata"]["name"].as_str().unwrap().to_owned(),
+        )
+    };
+    assert_eq!(pipeline(render(&[&watching[..], &example[..]].concat())), ("team-a".into(), "orders".into()));
+    assert_eq!(pipeline(render(&example)), ("analytics".into(), "orders".into()));
+
+    let default = notes(&[]);
+    assert!(default.contains("metadata: {name: shop, namespace: ops}"), "{default}");
+    assert!(default.contains("kubectl get analyticspipelines -n ops -w"), "{default}");
+    let watched = notes(&watching);
+    assert!(watched.contains("in team-a, the one namespace the operator watches"), "{watched}");
+    assert!(watched.contains("metadata: {name: shop, namespace: team-a}"), "{watched}");
+    assert!(!watched.contains("-n ops"), "{watched}");
+    let installed = notes(&[&watching[..], &example[..]].concat());
+    assert!(installed.contains("The chart installed the pipeline orders in team-a."), "{installed}");
+    assert!(installed.contains("svc/orders-command") && installed.contains("secret orders-api-tokens"), "{installed}");
+    assert!(!installed.contains("shop"), "{installed}");
+}
+
 #[test]
 fn monitoring_objects_appear_only_where_the_prometheus_operator_api_exists() {
     assert!(!kinds(&render(&[])).iter().any(|k| k.contains("Monitor") || k == "PrometheusRule"));
