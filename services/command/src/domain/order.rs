@@ -40,9 +40,10 @@ impl Quantity {
     }
 }
 
-/// `POST /api/orders`.
+/// `POST /api/orders`. A field it does not know is refused: a misspelled `price` must not place an order
+/// without the check it asked for.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderRequest {
     #[schema(minimum = 1)]
     #[serde(deserialize_with = "super::integer::deserialize")]
@@ -53,7 +54,7 @@ pub struct OrderRequest {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderLineRequest {
     #[schema(minimum = 1)]
     #[serde(deserialize_with = "super::integer::deserialize")]

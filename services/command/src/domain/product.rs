@@ -79,8 +79,9 @@ fn text(raw: String, field: &str) -> Result<String, Invalid> {
     Ok(trimmed.to_owned())
 }
 
-/// `POST /api/products`.
+/// `POST /api/products`; a field it does not know is refused.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProductRequest {
     #[schema(schema_with = name_schema)]
     pub name: String,

@@ -74,6 +74,8 @@ async fn invalid_patches_are_rejected_and_change_nothing() {
         (json!({"addStock": 2_000_000_000}), 422, "validation_failed"),
         (json!({"stock": 100}), 400, "invalid_body"),
         (json!({"price": "9"}), 400, "invalid_body"),
+        // An array is not an object, though serde would read it as the fields in order.
+        (json!([4.44, null]), 400, "invalid_body"),
     ];
     for (body, status, code) in cases {
         let (got, response) = app.patch(&path, body.clone()).await;

@@ -37,6 +37,10 @@ async fn invalid_products_are_rejected_with_precise_codes_and_write_nothing() {
         (with("stock", json!("5")), 400, "invalid_body"),
         (with("name", json!(7)), 400, "invalid_body"),
         (json!([1, 2]), 400, "invalid_body"),
+        // An array is not an object, though serde would read it as the fields in order.
+        (json!(["Array Prod", "ArrCat", 1.5, 3]), 400, "invalid_body"),
+        // A field it does not know is refused, not ignored.
+        (with("colour", json!("red")), 400, "invalid_body"),
         (with("name", json!("")), 422, "validation_failed"),
         // PostgreSQL's text cannot hold NUL; no control character belongs in a name or a category.
         (with("name", json!("La\u{0}mp")), 422, "validation_failed"),
@@ -98,6 +102,16 @@ async fn invalid_orders_are_rejected_with_precise_codes_and_write_nothing() {
         (order(json!(1.5), one.clone()), 400, "invalid_body", None),
         (json!({"items": one.clone()}), 400, "invalid_body", None),
         (json!({"customerId": 1}), 400, "invalid_body", None),
+        // An array is not an object, though serde would read it as the fields in order.
+        (json!([8001, [[lamp, 1, null]]]), 400, "invalid_body", Some("object")),
+        // A misspelled price guard must not place the order without the check it asks for.
+        (
+            order(json!(1), json!([{"productId": lamp, "quantity": 1, "prcie": 0.11}])),
+            400,
+            "invalid_body",
+            Some("prcie"),
+        ),
+        (json!({"customerId": 1, "items": one.clone(), "coupon": "X"}), 400, "invalid_body", Some("coupon")),
         (order(json!(1), json!([])), 422, "validation_failed", Some("items")),
         (order(json!(1), json!([{"productId": lamp, "quantity": 0}])), 422, "validation_failed", Some("quantity")),
         (order(json!(1), json!([{"productId": lamp, "quantity": -1}])), 422, "validation_failed", Some("quantity")),

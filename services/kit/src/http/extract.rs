@@ -12,11 +12,43 @@ use axum::{
 
 use super::error_response;
 
-/// A JSON body. Malformed JSON, a missing field or a wrong type is a 400; a body over the router's
-/// limit is a 413; a request without `Content-Type: application/json` is a 415.
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(Rejection))]
+/// A JSON body, which must be a JSON object. Malformed JSON, another JSON value (an array, which serde
+/// would otherwise read as a struct's fields in order), a missing field or a wrong type is a 400; a body
+/// over the router's limit is a 413; a request without `Content-Type: application/json` is a 415.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = Rejection;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Rejection> {
+        let axum::Json(Object(value)) = axum::Json::<Object<T>>::from_request(request, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// `T` read from a JSON object only.
+struct Object<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Fields<T> {
+            type Value = T;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer.deserialize_map(Fields(std::marker::PhantomData)).map(Object)
+    }
+}
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
