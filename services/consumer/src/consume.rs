@@ -199,7 +199,8 @@ impl Consumer {
             self.consume(Stream::Products, products, &dead_letters, &stop),
             self.watch_dead_letters(&setup, &stop),
         );
-        drop(connection.close(200, "consumer stopping".into()).await);
+        let closing = connection.close(200, "consumer stopping".into());
+        drop(tokio::time::timeout(analytics_kit::shutdown::CLOSE_TIMEOUT, closing).await);
         orders.and(products).and(watched)
     }
 

@@ -1,6 +1,38 @@
-//! One [`CancellationToken`] fans the shutdown signal out to the HTTP server and every background task.
+//! One [`CancellationToken`] fans the shutdown signal out to the HTTP server and every background task,
+//! and [`bounded`] keeps a stop within [`STOP_BUDGET`].
+
+use std::{future::Future, time::Duration};
 
 use tokio_util::sync::CancellationToken;
+
+/// How long a service may take to stop once asked, within Kubernetes' default grace period of 30 s (the
+/// API services' preStop sleep comes out of it too): in-flight requests and batches finish, connections
+/// close. A broker or database that stops answering meanwhile must not hold the process until SIGKILL.
+pub const STOP_BUDGET: Duration = Duration::from_secs(20);
+
+/// How long closing a broker connection may wait for the broker's answer; one that does not answer is
+/// dropped (the broker sees the socket close, and requeues what the connection had unacked).
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs `service` (a whole service's life) to its end, or until [`STOP_BUDGET`] after `shutdown`: then it
+/// says what it gave up on waiting for, and returns `None` (the process exits; whatever was unacked goes
+/// back to its queue, whatever was uncommitted rolls back).
+pub async fn bounded<T>(shutdown: &CancellationToken, service: impl Future<Output = T>) -> Option<T> {
+    let overrun = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(STOP_BUDGET).await;
+    };
+    tokio::select! {
+        done = service => Some(done),
+        () = overrun => {
+            tracing::warn!(
+                budget_seconds = STOP_BUDGET.as_secs(),
+                "did not stop within the budget (a broker or database that no longer answers?); stopping now"
+            );
+            None
+        }
+    }
+}
 
 /// A token that is cancelled on SIGTERM or SIGINT (Ctrl-C). The handlers are in place when it returns,
 /// so a signal that comes while the process is still starting stops it cleanly too, instead of killing

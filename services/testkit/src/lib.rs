@@ -421,3 +421,78 @@ pub async fn check_api_contract(base: &str) {
         Err(failure) => panic!("schemathesis found failures in {base}:\n{failure}"),
     }
 }
+
+/// A TCP proxy on loopback to `upstream` that can hang: after [`HangingProxy::hang`] it forwards nothing
+/// more and closes nothing, in either direction, as a peer behind a dead network path does (no reset, no
+/// answer). Dropped, it stops.
+pub struct HangingProxy {
+    pub port: u16,
+    hung: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HangingProxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (hung, watching) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { continue };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(Self::forward(client_read, server_write, watching.clone()));
+                tokio::spawn(Self::forward(server_read, client_write, watching.clone()));
+            }
+        });
+        Self { port, hung, task }
+    }
+
+    /// A proxy in front of the broker at `amqp_url` (`amqp://user:password@host:port/vhost`), and the URL
+    /// that reaches the broker through it.
+    pub async fn in_front_of(amqp_url: &str) -> (Self, String) {
+        let (user, rest) = amqp_url.rsplit_once('@').expect("amqp://user:password@host:port/vhost");
+        let (address, vhost) = rest.split_once('/').unwrap_or((rest, ""));
+        let upstream = tokio::net::lookup_host(address).await.unwrap().next().unwrap();
+        let proxy = Self::start(upstream).await;
+        let url = format!("{user}@127.0.0.1:{}/{vhost}", proxy.port);
+        (proxy, url)
+    }
+
+    /// From now on nothing goes through, and every connection stays open.
+    pub fn hang(&self) {
+        self.hung.send_replace(true);
+    }
+
+    async fn forward(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut hung: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buffer = vec![0; 16 * 1024];
+        loop {
+            let count = tokio::select! {
+                read = from.read(&mut buffer) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(count) => count,
+                },
+                _ = hung.wait_for(|hung| *hung) => 0,
+            };
+            if *hung.borrow() || count == 0 {
+                // Both halves stay open, forwarding nothing, until the proxy is dropped.
+                drop(hung.wait_for(|_| false).await);
+                return;
+            }
+            if to.write_all(&buffer[..count]).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for HangingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

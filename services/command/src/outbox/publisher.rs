@@ -143,7 +143,8 @@ impl Publisher {
     }
 
     pub async fn close(self) {
-        drop(self.channel.close(200, "relay stopping".into()).await);
-        drop(self.connection.close(200, "relay stopping".into()).await);
+        let timeout = analytics_kit::shutdown::CLOSE_TIMEOUT;
+        drop(tokio::time::timeout(timeout, self.channel.close(200, "relay stopping".into())).await);
+        drop(tokio::time::timeout(timeout, self.connection.close(200, "relay stopping".into())).await);
     }
 }

@@ -116,13 +116,23 @@ impl Pipeline {
     /// Starts one more consumer process that applies at most `batch_size` messages per transaction,
     /// with 200 prefetched.
     pub fn start_consumer_with_batch_size(&mut self, batch_size: usize) {
+        let amqp_url = self.amqp_url.clone();
+        self.spawn_consumer(batch_size, &amqp_url);
+    }
+
+    /// Starts one more consumer process that reaches the broker at `amqp_url` (through a proxy, say).
+    pub fn start_consumer_through(&mut self, amqp_url: &str) {
+        self.spawn_consumer(100, amqp_url);
+    }
+
+    fn spawn_consumer(&mut self, batch_size: usize, amqp_url: &str) {
         let output = || if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_consumer-service"))
             .args(["serve", "--listen", &listen, "--batch-size", &batch_size.to_string(), "--prefetch", "200"])
             .env("READ_DATABASE_URL", &self.read_url)
-            .env("AMQP_URL", &self.amqp_url)
+            .env("AMQP_URL", amqp_url)
             .env("TOPOLOGY_PREFIX", &self.prefix)
             .stdout(output())
             .stderr(output())
@@ -140,13 +150,26 @@ impl Pipeline {
         child.wait().unwrap();
     }
 
-    /// Stops the oldest running consumer as Kubernetes stops a pod: SIGTERM, then waits for it to exit.
+    /// Stops the oldest running consumer as Kubernetes stops a pod: SIGTERM, then waits for it to exit,
+    /// which it must within the pod's default grace period of 30 s (else Kubernetes would SIGKILL it; the
+    /// test waits a minute before it says so, the machine being shared).
     pub fn stop_consumer(&mut self) {
         let mut child = self.consumers.remove(0);
         self.consumer_metrics.remove(0);
         let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
         assert!(status.success(), "kill -TERM failed");
-        let exited = child.wait().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let exited = loop {
+            if let Some(exited) = child.try_wait().unwrap() {
+                break exited;
+            }
+            if std::time::Instant::now() > deadline {
+                drop(child.kill());
+                drop(child.wait());
+                panic!("the consumer did not exit within a minute of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         assert!(exited.success(), "the consumer did not stop cleanly: {exited}");
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use analytics_testkit::{amqp_url, eventually};
+use analytics_testkit::{HangingProxy, amqp_url, eventually};
 use lapin::{options::QueueDeclareOptions, types::FieldTable};
 use serde_json::json;
 
@@ -70,4 +70,20 @@ async fn a_read_only_database_holds_events_back_and_dead_letters_none() {
     })
     .await;
     assert_eq!(dead_letters(&pipeline).await, 0);
+}
+
+/// SIGTERM while the broker has stopped answering (a dead network path: no reset, no reply, so closing
+/// the connection would wait forever): the consumer still exits, within its stop budget, and cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_stops_on_sigterm_even_when_the_broker_hangs() {
+    let mut pipeline = Pipeline::start(&amqp_url(), 0).await;
+    let (proxy, through) = HangingProxy::in_front_of(&pipeline.amqp_url).await;
+    pipeline.start_consumer_through(&through);
+    let product = pipeline.create_product("Lamp", "Home", "2.00", 100).await;
+    let order = json!({"customerId": 1, "items": [{"productId": product, "quantity": 1}]});
+    assert_eq!(pipeline.post("/api/orders", &order).await.0, 201);
+    pipeline.wait_until_applied(Duration::from_secs(30)).await;
+
+    proxy.hang();
+    pipeline.stop_consumer();
 }
