@@ -18,6 +18,8 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// says what it gave up on waiting for, and returns `None` (the process exits; whatever was unacked goes
 /// back to its queue, whatever was uncommitted rolls back).
 pub async fn bounded<T>(shutdown: &CancellationToken, service: impl Future<Output = T>) -> Option<T> {
+    // On the heap: a service's future is deep, and the caller's would be too deep for the compiler.
+    let service = Box::pin(service);
     let overrun = async {
         shutdown.cancelled().await;
         tokio::time::sleep(STOP_BUDGET).await;
