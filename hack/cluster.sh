@@ -469,6 +469,10 @@ kill_pid_file() { # name: stops what DIR/run/name.pid names, by PID: TERM, then 
 
 stop_node() { # [quiet]
   [ -d "$DIR" ] || return 0
+  # Only a node this checkout started (running, or crashed with its pid files left): what follows is
+  # host-wide (the pods' cgroups, the bridge, kube-proxy's rules) and would break another checkout's node,
+  # as `make down` here once broke a test run's.
+  compgen -G "$DIR/run/*.pid" >/dev/null || return 0
   local sock=$DIR/containerd/containerd.sock ipam=$DIR/cni/ipam/analytics kubectl
   kubectl=$(hack/control-plane.sh dir)/kubectl
   export KUBECONFIG=$DIR/admin.kubeconfig
