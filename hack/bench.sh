@@ -42,13 +42,14 @@ hack/up.sh >/dev/null
 # shellcheck source=/dev/null
 . .run/env
 cargo build --release --locked -q -p analytics-bench
+release=${CARGO_TARGET_DIR:-target}/release
 mkdir -p .run/bench
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
 admin=$(cat .run/postgres/url)
 postgres_pid=$(cat .run/postgres.pid)
 export CONSUMER_METRICS_URL="http://127.0.0.1:${CONSUMER_PORT:-8082}/metrics"
 export POSTGRES_ADMIN_URL="$admin/postgres"
-loadgen() { target/release/loadgen --clients "$clients" "$@"; }
+loadgen() { "$release/loadgen" --clients "$clients" "$@"; }
 
 # pgbench DATABASE CLIENTS SCRIPT [ARGS...]: prints "TPS CPU_MS", PostgreSQL's CPU milliseconds per
 # transaction taken from its process tree (the backends pgbench used have exited by then, into the
@@ -69,7 +70,7 @@ echo "ceilings: pgbench of the order transaction, bare and with its outbox row, 
 scratch=analytics_bench_ceiling
 PGOPTIONS="-c client_min_messages=warning" "$pg_bin/psql" -q -v ON_ERROR_STOP=1 "$admin/postgres" \
   -c "drop database if exists $scratch" -c "create database $scratch"
-WRITE_DATABASE_URL="$admin/$scratch" target/release/command-service migrate >/dev/null
+WRITE_DATABASE_URL="$admin/$scratch" "$release/command-service" migrate >/dev/null
 "$pg_bin/psql" -q -v ON_ERROR_STOP=1 "$admin/$scratch" -c "
   insert into products (name, category, price, stock)
   select 'Bench product ' || i, 'Category ' || (i % 20), 10.00, 1000000000 from generate_series(1, 500) as i"

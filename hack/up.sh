@@ -18,6 +18,10 @@ RUN=.run
 
 hack/deps.sh
 mkdir -p "$RUN"
+# The binaries first (about 20 minutes the first time): a build that fails leaves nothing running.
+echo "building the services (release)..."
+cargo build --release --locked -q -p command-service -p consumer-service -p query-service
+release=${CARGO_TARGET_DIR:-target}/release
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
@@ -45,6 +49,8 @@ done
 umask 077
 # One bearer token, accepted by both APIs; kept across runs so that running services and clients agree.
 [ -s "$RUN/api-token" ] || od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$RUN/api-token"
+# The same as a header for `curl -H @file`, which keeps the token out of the process list.
+printf 'Authorization: Bearer %s\n' "$(cat "$RUN/api-token")" > "$RUN/api-auth"
 cat > "$RUN/env" <<ENV
 export WRITE_DATABASE_URL='$admin/analytics_write'
 export READ_DATABASE_URL='$admin/analytics_read'
@@ -52,15 +58,14 @@ export AMQP_URL='amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f'
 export COMMAND_URL='http://127.0.0.1:$COMMAND_PORT'
 export QUERY_URL='http://127.0.0.1:$QUERY_PORT'
 export API_TOKEN='$(cat "$RUN/api-token")'
+export API_AUTH='$PWD/$RUN/api-auth'
 ENV
 umask 022
 # shellcheck source=/dev/null
 . "$RUN/env"
 
-echo "building the services (release)..."
-cargo build --release --locked -q -p command-service -p consumer-service -p query-service
-target/release/command-service migrate >/dev/null
-target/release/consumer-service migrate >/dev/null
+"$release/command-service" migrate >/dev/null
+"$release/consumer-service" migrate >/dev/null
 
 start() { # name url-for-readiness command...
   local name=$1 ready=$2; shift 2
@@ -75,9 +80,9 @@ start() { # name url-for-readiness command...
   echo "$name did not become ready; see $RUN/$name.log" >&2; exit 1
 }
 
-start command "$COMMAND_URL/readyz" target/release/command-service serve --listen "127.0.0.1:$COMMAND_PORT"
-start consumer "http://127.0.0.1:$CONSUMER_PORT/readyz" target/release/consumer-service serve --listen "127.0.0.1:$CONSUMER_PORT"
-start query "$QUERY_URL/readyz" target/release/query-service --listen "127.0.0.1:$QUERY_PORT"
+start command "$COMMAND_URL/readyz" "$release/command-service" serve --listen "127.0.0.1:$COMMAND_PORT"
+start consumer "http://127.0.0.1:$CONSUMER_PORT/readyz" "$release/consumer-service" serve --listen "127.0.0.1:$CONSUMER_PORT"
+start query "$QUERY_URL/readyz" "$release/query-service" --listen "127.0.0.1:$QUERY_PORT"
 
 cat <<MSG
 
@@ -87,7 +92,7 @@ The pipeline is up.
   consumer      http://127.0.0.1:$CONSUMER_PORT/metrics
   PostgreSQL    127.0.0.1:$PG_PORT   databases analytics_write, analytics_read
   RabbitMQ      127.0.0.1:$AMQP_PORT
-Both APIs take the bearer token in \$API_TOKEN:
-  curl -H "Authorization: Bearer \$API_TOKEN" \$QUERY_URL/api/analytics/sync-status
+Both APIs take the bearer token in \$API_TOKEN; \$API_AUTH is a file with its header:
+  curl -H @\$API_AUTH \$QUERY_URL/api/analytics/sync-status
 Connection settings: . $RUN/env      Logs and pids: $RUN/<name>.log, $RUN/<name>.pid      Stop: make down
 MSG

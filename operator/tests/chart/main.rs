@@ -476,3 +476,21 @@ fn kind_maps_the_node_ports_that_skaffolds_example_pipeline_uses() {
     let typed: AnalyticsPipeline = serde_json::from_value(pipeline.clone()).unwrap();
     assert_eq!(typed.spec.query.node_port, Some(30081));
 }
+
+/// `make up`, `make bench` and `make cluster` run release binaries from `CARGO_TARGET_DIR` when it is set:
+/// no script names `target/release` itself (with the variable set, `make up` failed with exit 127 after
+/// its whole build).
+#[test]
+fn the_scripts_find_the_release_binaries_where_cargo_put_them() {
+    for entry in std::fs::read_dir(repo().join("hack")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|extension| extension != "sh") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            let bare = line.replace("${CARGO_TARGET_DIR:-target}/release", "");
+            assert!(!bare.contains("target/release"), "{}:{}: {line}", path.display(), number + 1);
+        }
+    }
+}
