@@ -53,7 +53,9 @@ start)
       -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c max_connections=300 $tls ${PG_OPTS:-}" start >/dev/null
   fi
   head -n1 "$data/postmaster.pid" > "$dir/pid"
-  printf 'postgres://postgres:%s@127.0.0.1:%s' "$(cat "$dir/password")" "$port" > "$dir/url"
+  # It holds the superuser's password: the owner's only, as the password file is.
+  (umask 077 && printf 'postgres://postgres:%s@127.0.0.1:%s' "$(cat "$dir/password")" "$port" >"$dir/url.new")
+  mv "$dir/url.new" "$dir/url"
   ;;
 stop)
   if [ -f "$data/postmaster.pid" ]; then

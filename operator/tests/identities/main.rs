@@ -86,6 +86,12 @@ async fn private_postgres(name: &str) -> (Private, u16, String, String) {
     hack("postgres.sh", &["start", guard.dir.to_str().unwrap(), &port.to_string()]);
     let admin_url = std::fs::read_to_string(guard.dir.join("url")).unwrap();
     let admin = std::fs::read_to_string(guard.dir.join("password")).unwrap();
+    // Both hold the superuser's password: the owner's only.
+    for file in ["url", "password"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(guard.dir.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file} is {mode:o}");
+    }
     let mut server = PgConnection::connect(&format!("{admin_url}/postgres")).await.unwrap();
     for database in ["analytics_write", "analytics_read"] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {database}"))).execute(&mut server).await.unwrap();
