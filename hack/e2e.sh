@@ -73,7 +73,7 @@ if [ "$status" != 0 ]; then
   } >"$report/node.txt" 2>&1 || true
   cp -r .run/cluster/logs .run/cluster/pod-logs "$report/" 2>/dev/null || true
   echo "e2e: failed (exit $status); the last events, then each failure:" >&2
-  "$KUBECTL" get events -A --sort-by=.lastTimestamp 2>&1 | tail -n 15 >&2 || true
+  tail -n 15 "$report/node.txt" >&2 # the events come last
   # The panics' messages, without the backtraces: the last lines a truncated log shows.
   grep -A3 "panicked at" "$report/e2e.log" | grep -v -E '^ +[0-9]+: |^ +at ' >&2 || true
   [ "$status" != 124 ] || echo "e2e: the run did not end within ${E2E_TIMEOUT:-40m}" >&2

@@ -8,8 +8,8 @@ use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
         core::v1::{
-            Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, Probe, Service, Volume,
-            VolumeMount,
+            Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, Probe,
+            ResourceRequirements, Service, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::api::resource::Quantity,
@@ -111,10 +111,8 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Ima
         EnvVar { name: "ERLANG_COOKIE".into(), value_from: Some(secret(ERLANG_COOKIE_KEY)), ..EnvVar::default() },
         EnvVar { name: "HOME".into(), value: Some(RABBITMQ_HOME.into()), ..EnvVar::default() },
     ];
-    let (mut definitions, volume) = definitions(pipeline, image, cookie);
+    let (mut definitions, volume) = definitions(pipeline, image, cookie, managed.resources.clone());
     definitions.volume_mounts.get_or_insert_default().push(data);
-    // The broker's own (see the services' `migrate`).
-    definitions.resources = managed.resources.clone();
     let pod = Pod { containers: vec![container], init_containers: vec![definitions], volumes: vec![volume] };
     stateful(pipeline, COMPONENT, &managed.storage, pod, RABBITMQ_UID)
 }
@@ -127,8 +125,14 @@ const DEFINITIONS: &str = "definitions";
 const DEFINITIONS_DIR: &str = "/var/run/analytics";
 
 /// The `definitions` init container, which writes the broker's users (from the pipeline's credentials,
-/// and `env`) into the in-memory volume it returns too.
-pub(super) fn definitions(pipeline: &AnalyticsPipeline, image: &Image, env: Vec<EnvVar>) -> (Container, Volume) {
+/// and `env`) into the in-memory volume it returns too. It asks for the broker's `resources` (see the
+/// services' `migrate`).
+pub(super) fn definitions(
+    pipeline: &AnalyticsPipeline,
+    image: &Image,
+    env: Vec<EnvVar>,
+    resources: Option<ResourceRequirements>,
+) -> (Container, Volume) {
     let secret =
         |key: &str| EnvVarSource { secret_key_ref: Some(credential(pipeline, key)), ..EnvVarSource::default() };
     let mut definitions_env = vec![EnvVar {
@@ -154,6 +158,7 @@ pub(super) fn definitions(pipeline: &AnalyticsPipeline, image: &Image, env: Vec<
             DEFINITIONS_DIR.into(),
         ]),
         env: Some(definitions_env),
+        resources,
         security_context: Some(container_security(ReadOnlyRoot::Yes)),
         volume_mounts: Some(vec![VolumeMount {
             name: DEFINITIONS.into(),

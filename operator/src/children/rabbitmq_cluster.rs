@@ -133,7 +133,7 @@ pub fn cluster(pipeline: &AnalyticsPipeline, spec: &RabbitmqClusterOperator, ima
         }),
         ..EnvVarSource::default()
     };
-    let (mut definitions, volume) = broker::definitions(
+    let (definitions, volume) = broker::definitions(
         pipeline,
         image,
         vec![
@@ -148,9 +148,8 @@ pub fn cluster(pipeline: &AnalyticsPipeline, spec: &RabbitmqClusterOperator, ima
                 ..EnvVar::default()
             },
         ],
+        spec.resources.clone(),
     );
-    // The nodes' own (see the services' `migrate`).
-    definitions.resources = spec.resources.clone();
     // Not app.kubernetes.io/name: the StatefulSet's selector is that label with the cluster's name.
     let pod_labels: BTreeMap<String, String> = labels(pipeline, component)
         .into_iter()

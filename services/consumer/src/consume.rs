@@ -199,8 +199,7 @@ impl Consumer {
             self.consume(Stream::Products, products, &dead_letters, &stop),
             self.watch_dead_letters(&setup, &stop),
         );
-        let closing = connection.close(200, "consumer stopping".into());
-        drop(tokio::time::timeout(analytics_kit::shutdown::CLOSE_TIMEOUT, closing).await);
+        analytics_kit::amqp::close(&connection, "consumer stopping").await;
         orders.and(products).and(watched)
     }
 

@@ -46,7 +46,7 @@ async fn run(command: Command) -> anyhow::Result<(ExitCode, String)> {
             let shutdown = analytics_kit::shutdown::on_signal();
             let app = App::build(config).await.context("cannot start the consumer")?;
             tracing::info!(port = app.port(), "consumer running");
-            analytics_kit::shutdown::bounded(&shutdown, app.run(shutdown.clone())).await.unwrap_or(Ok(()))?;
+            analytics_kit::shutdown::bounded(&shutdown, app.run(shutdown.clone())).await?;
         }
         Command::Migrate(config) => {
             analytics_kit::telemetry::init();

@@ -10,6 +10,16 @@ use lapin::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+/// How long closing a connection may wait for the broker's answer; one that does not answer is dropped
+/// (the broker sees the socket close, and requeues what the connection had unacked).
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Closes `connection` (and with it its channels), waiting at most [`CLOSE_TIMEOUT`] for the broker: one
+/// that stopped answering must not hold a service's stop.
+pub async fn close(connection: &Connection, reason: &str) {
+    drop(tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await);
+}
+
 /// Opens a connection that names itself in the broker's management views.
 ///
 /// `amqps://` speaks TLS and verifies the broker's certificate and name against the system's roots,

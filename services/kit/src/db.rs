@@ -453,12 +453,6 @@ mod tests {
             let database = asking(target);
             let name: String = sqlx::query_scalar("show application_name").fetch_one(database.pool()).await.unwrap();
             assert_eq!(name, "test", "{target}: the other parameters stay (the service's own name wins)");
-            // A connection handed out again is checked again.
-            for _ in 0..3 {
-                let recovering: bool =
-                    sqlx::query_scalar("select pg_is_in_recovery()").fetch_one(database.pool()).await.unwrap();
-                assert!(!recovering);
-            }
         }
         let standby = asking("standby");
         let refused = sqlx::query("select 1").execute(standby.pool()).await.expect_err("no standby here");

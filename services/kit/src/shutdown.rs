@@ -10,14 +10,10 @@ use tokio_util::sync::CancellationToken;
 /// close. A broker or database that stops answering meanwhile must not hold the process until SIGKILL.
 pub const STOP_BUDGET: Duration = Duration::from_secs(20);
 
-/// How long closing a broker connection may wait for the broker's answer; one that does not answer is
-/// dropped (the broker sees the socket close, and requeues what the connection had unacked).
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// Runs `service` (a whole service's life) to its end, or until [`STOP_BUDGET`] after `shutdown`: then it
-/// says what it gave up on waiting for, and returns `None` (the process exits; whatever was unacked goes
-/// back to its queue, whatever was uncommitted rolls back).
-pub async fn bounded<T>(shutdown: &CancellationToken, service: impl Future<Output = T>) -> Option<T> {
+/// says what it gave up on waiting for, and returns `Ok` (a stop, if a late one: the process exits;
+/// whatever was unacked goes back to its queue, whatever was uncommitted rolls back).
+pub async fn bounded<E>(shutdown: &CancellationToken, service: impl Future<Output = Result<(), E>>) -> Result<(), E> {
     // On the heap: a service's future is deep, and the caller's would be too deep for the compiler.
     let service = Box::pin(service);
     let overrun = async {
@@ -25,13 +21,13 @@ pub async fn bounded<T>(shutdown: &CancellationToken, service: impl Future<Outpu
         tokio::time::sleep(STOP_BUDGET).await;
     };
     tokio::select! {
-        done = service => Some(done),
+        done = service => done,
         () = overrun => {
             tracing::warn!(
                 budget_seconds = STOP_BUDGET.as_secs(),
                 "did not stop within the budget (a broker or database that no longer answers?); stopping now"
             );
-            None
+            Ok(())
         }
     }
 }

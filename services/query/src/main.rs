@@ -9,5 +9,5 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = analytics_kit::shutdown::on_signal();
     let app = App::build(config).await.context("cannot start the query service")?;
     tracing::info!(port = app.port(), "query service listening");
-    analytics_kit::shutdown::bounded(&shutdown, app.run(shutdown.clone())).await.unwrap_or(Ok(()))
+    analytics_kit::shutdown::bounded(&shutdown, app.run(shutdown.clone())).await
 }

@@ -143,8 +143,6 @@ impl Publisher {
     }
 
     pub async fn close(self) {
-        let timeout = analytics_kit::shutdown::CLOSE_TIMEOUT;
-        drop(tokio::time::timeout(timeout, self.channel.close(200, "relay stopping".into())).await);
-        drop(tokio::time::timeout(timeout, self.connection.close(200, "relay stopping".into())).await);
+        analytics_kit::amqp::close(&self.connection, "relay stopping").await;
     }
 }
