@@ -2,7 +2,8 @@
 # `make up`: the whole pipeline on this machine, in .run/. Idempotent: it starts only what is not running.
 #
 # Ports (environment overrides): PG_PORT 55432, AMQP_PORT 5672, RABBITMQ_DIST_PORT 25672,
-# RABBITMQ_EPMD_PORT 24369, COMMAND_PORT 8080, QUERY_PORT 8081, CONSUMER_PORT 8082 (its /metrics).
+# RABBITMQ_EPMD_PORT 24369, COMMAND_PORT 8080, QUERY_PORT 8081, COMMAND_ADMIN_PORT 8090 and
+# QUERY_ADMIN_PORT 8091 (their /healthz, /readyz and /metrics), CONSUMER_PORT 8082 (the consumer's).
 # Everything listens on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ RABBITMQ_EPMD_PORT=${RABBITMQ_EPMD_PORT:-24369}
 COMMAND_PORT=${COMMAND_PORT:-8080}
 QUERY_PORT=${QUERY_PORT:-8081}
 CONSUMER_PORT=${CONSUMER_PORT:-8082}
+COMMAND_ADMIN_PORT=${COMMAND_ADMIN_PORT:-8090}
+QUERY_ADMIN_PORT=${QUERY_ADMIN_PORT:-8091}
 RUN=.run
 
 hack/deps.sh
@@ -80,15 +83,18 @@ start() { # name url-for-readiness command...
   echo "$name did not become ready; see $RUN/$name.log" >&2; exit 1
 }
 
-start command "$COMMAND_URL/readyz" "$release/command-service" serve --listen "127.0.0.1:$COMMAND_PORT"
+start command "http://127.0.0.1:$COMMAND_ADMIN_PORT/readyz" "$release/command-service" serve \
+  --listen "127.0.0.1:$COMMAND_PORT" --admin-listen "127.0.0.1:$COMMAND_ADMIN_PORT"
 start consumer "http://127.0.0.1:$CONSUMER_PORT/readyz" "$release/consumer-service" serve --listen "127.0.0.1:$CONSUMER_PORT"
-start query "$QUERY_URL/readyz" "$release/query-service" --listen "127.0.0.1:$QUERY_PORT"
+start query "http://127.0.0.1:$QUERY_ADMIN_PORT/readyz" "$release/query-service" \
+  --listen "127.0.0.1:$QUERY_PORT" --admin-listen "127.0.0.1:$QUERY_ADMIN_PORT"
 
 cat <<MSG
 
 The pipeline is up.
-  command API   $COMMAND_URL   (OpenAPI: $COMMAND_URL/api/openapi.json, metrics: $COMMAND_URL/metrics)
+  command API   $COMMAND_URL   (OpenAPI: $COMMAND_URL/api/openapi.json, metrics: http://127.0.0.1:$COMMAND_ADMIN_PORT/metrics)
   query API     $QUERY_URL   (OpenAPI: $QUERY_URL/api/openapi.json, sync: $QUERY_URL/api/analytics/sync-status)
+                                         (metrics: http://127.0.0.1:$QUERY_ADMIN_PORT/metrics)
   consumer      http://127.0.0.1:$CONSUMER_PORT/metrics
   PostgreSQL    127.0.0.1:$PG_PORT   databases analytics_write, analytics_read
   RabbitMQ      127.0.0.1:$AMQP_PORT

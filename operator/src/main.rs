@@ -14,10 +14,13 @@ use analytics_operator::{
 use anyhow::Context as _;
 use clap::Parser;
 use futures::StreamExt;
-use k8s_openapi::api::{
-    apps::v1::{Deployment, StatefulSet},
-    batch::v1::{CronJob, Job},
-    core::v1::{ConfigMap, Service},
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        batch::v1::{CronJob, Job},
+        core::v1::{ConfigMap, Service},
+    },
+    apimachinery::pkg::apis::meta::v1::LabelSelector,
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -73,8 +76,17 @@ struct Config {
     #[arg(long = "connect-to", env = "OPERATOR_CONNECT_TO", value_delimiter = ',')]
     connect_to: Vec<ConnectTo>,
 
+    /// The namespaces that may reach the pipelines' metrics ports, as a JSON label selector
+    /// (`{"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}`); `{}` is every namespace.
+    #[arg(long, env = "METRICS_FROM_NAMESPACES", default_value = "{}", value_parser = label_selector)]
+    metrics_from_namespaces: LabelSelector,
+
     #[command(flatten)]
     images: DefaultImages,
+}
+
+fn label_selector(json: &str) -> Result<LabelSelector, String> {
+    serde_json::from_str(json).map_err(|error| format!("not a label selector in JSON: {error}"))
 }
 
 /// The images every pipeline runs unless its `spec.images` names others (REPOSITORY:TAG); the chart sets
@@ -122,9 +134,7 @@ async fn main() -> anyhow::Result<()> {
 
     let registry = Registry::new();
     let metrics = Metrics::register(&registry, &controller::Error::KINDS)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = analytics_kit::http::bind(config.listen).await?;
     let ops = ops_router(registry, Ready { client: client.clone() });
     let server = tokio::spawn(analytics_kit::http::serve(listener, ops, shutdown.clone()));
 
@@ -136,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(ClusterObserver::new(client.clone(), config.connect_to.clone())),
         config.images.image_set(),
         config.lease_namespace.clone(),
+        config.metrics_from_namespaces.clone(),
     ));
 
     if config.no_leader_election {

@@ -8,9 +8,11 @@
 //! neither from outside its pod. The nodes of a RabbitMQ cluster operator cluster also accept each other
 //! on the Erlang ports and the cluster operator on the management API, and keep their egress. Neither backend opens a connection (their
 //! pods reach themselves over loopback and find their names in /etc/hosts), so all their egress is
-//! denied. The APIs stay open: who may call them is their bearer tokens' business, their Services are how
-//! users reach them, and Prometheus scrapes their /metrics on the same port. Their egress stays open
-//! too: external backends may be anywhere.
+//! denied. The services' pods accept anyone on an API's port (who may call it is its bearer tokens'
+//! business, and its Service is how users reach it), and only the monitoring namespaces (the
+//! operator's `--metrics-from-namespaces`) on the admin port: its /metrics tell business figures. The
+//! kubelet's probes come from the node, which a NetworkPolicy never blocks. Their egress stays open:
+//! external backends may be anywhere.
 
 use std::collections::BTreeMap;
 
@@ -22,11 +24,16 @@ use k8s_openapi::{
 };
 use kube::ResourceExt;
 
-use super::{INSTANCE_LABEL, broker, cloudnative_pg, databases, metadata, name, rabbitmq_cluster, selector};
+use super::{INSTANCE_LABEL, broker, cloudnative_pg, databases, metadata, name, rabbitmq_cluster, selector, services};
 use crate::crd::AnalyticsPipeline;
 
-/// The policies of `pipeline`'s managed backends; `operator_namespace` is where the operator runs.
-pub fn policies(pipeline: &AnalyticsPipeline, operator_namespace: &str) -> Vec<NetworkPolicy> {
+/// The policies of `pipeline`'s services and managed backends; `operator_namespace` is where the
+/// operator runs, `monitoring` selects the namespaces that may scrape the services.
+pub fn policies(
+    pipeline: &AnalyticsPipeline,
+    operator_namespace: &str,
+    monitoring: &LabelSelector,
+) -> Vec<NetworkPolicy> {
     let own_pods = NetworkPolicyPeer {
         pod_selector: Some(LabelSelector {
             match_labels: Some(BTreeMap::from([(INSTANCE_LABEL.to_owned(), pipeline.name_any())])),
@@ -44,7 +51,15 @@ pub fn policies(pipeline: &AnalyticsPipeline, operator_namespace: &str) -> Vec<N
         }),
         ..NetworkPolicyPeer::default()
     };
-    let mut policies = Vec::new();
+    let monitoring = NetworkPolicyPeer { namespace_selector: Some(monitoring.clone()), ..NetworkPolicyPeer::default() };
+    let mut policies: Vec<NetworkPolicy> = [
+        ("command", Some(services::COMMAND_PORT), services::COMMAND_ADMIN_PORT),
+        ("query", Some(services::QUERY_PORT), services::QUERY_ADMIN_PORT),
+        ("consumer", None, services::CONSUMER_ADMIN_PORT),
+    ]
+    .into_iter()
+    .map(|(component, api, admin)| service_policy(pipeline, component, api, admin, monitoring.clone()))
+    .collect();
     match databases::mode(pipeline) {
         databases::Mode::Managed(_) => {
             policies.push(policy(pipeline, databases::COMPONENT, vec![own_pods.clone()], databases::PORT));
@@ -107,6 +122,31 @@ fn rabbitmq_cluster_policy(
                     ports: Some(vec![tcp(RABBITMQ_MANAGEMENT_PORT)]),
                 },
             ]),
+            ..NetworkPolicySpec::default()
+        }),
+    }
+}
+
+/// A service's pods accept anyone on the API's port and `monitoring` on the admin port; their egress
+/// stays open.
+fn service_policy(
+    pipeline: &AnalyticsPipeline,
+    component: &str,
+    api: Option<i32>,
+    admin: i32,
+    monitoring: NetworkPolicyPeer,
+) -> NetworkPolicy {
+    let callers = api.map(|port| NetworkPolicyIngressRule { from: None, ports: Some(vec![tcp(port)]) });
+    let scrapers = NetworkPolicyIngressRule { from: Some(vec![monitoring]), ports: Some(vec![tcp(admin)]) };
+    NetworkPolicy {
+        metadata: metadata(pipeline, component, component),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector(pipeline, component)),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(callers.into_iter().chain([scrapers]).collect()),
             ..NetworkPolicySpec::default()
         }),
     }
@@ -186,9 +226,45 @@ mod tests {
         },
     };
 
+    /// The services' policies come first: command, query, consumer.
+    const SERVICES: usize = 3;
+
+    #[test]
+    fn the_apis_accept_anyone_and_only_monitoring_reaches_the_metrics() {
+        let monitoring = LabelSelector {
+            match_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".into(), "monitoring".into())])),
+            ..LabelSelector::default()
+        };
+        let policies = policies(&pipeline(AnalyticsPipelineSpec::default()), "analytics-system", &monitoring);
+        let names: Vec<_> = policies[..SERVICES].iter().map(|p| p.name_any()).collect();
+        assert_eq!(names, ["shop-command", "shop-query", "shop-consumer"]);
+        let from_monitoring =
+            json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]);
+        let ingress = |n: usize| serde_json::to_value(&policies[n].spec.as_ref().unwrap().ingress).unwrap();
+        assert_eq!(
+            ingress(0),
+            json!([{"ports": [{"port": 8080, "protocol": "TCP"}]},
+                   {"from": from_monitoring, "ports": [{"port": 8090, "protocol": "TCP"}]}])
+        );
+        assert_eq!(
+            ingress(1),
+            json!([{"ports": [{"port": 8081, "protocol": "TCP"}]},
+                   {"from": from_monitoring, "ports": [{"port": 8091, "protocol": "TCP"}]}])
+        );
+        assert_eq!(ingress(2), json!([{"from": from_monitoring, "ports": [{"port": 8082, "protocol": "TCP"}]}]));
+        let spec = serde_json::to_value(policies[0].spec.as_ref().unwrap()).unwrap();
+        assert_eq!(spec["policyTypes"], json!(["Ingress"]), "egress stays open: external backends may be anywhere");
+        assert_eq!(
+            spec["podSelector"],
+            json!({"matchLabels": {"app.kubernetes.io/instance": "shop", "app.kubernetes.io/component": "command"}})
+        );
+    }
+
     #[test]
     fn the_backends_accept_only_the_pipelines_pods_and_the_broker_also_the_operators_namespace_and_reach_nothing() {
-        let policies = policies(&pipeline(AnalyticsPipelineSpec::default()), "analytics-system");
+        let policies =
+            policies(&pipeline(AnalyticsPipelineSpec::default()), "analytics-system", &LabelSelector::default());
+        let policies = &policies[SERVICES..];
         let view: Vec<_> = policies.iter().map(|p| serde_json::to_value(p.spec.as_ref().unwrap()).unwrap()).collect();
         assert_eq!(policies.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["shop-postgres", "shop-rabbitmq"]);
         let own = json!({"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "shop"}}});
@@ -218,7 +294,8 @@ mod tests {
             },
             ..AnalyticsPipelineSpec::default()
         });
-        let policies = policies(&cluster, "analytics-system");
+        let policies = policies(&cluster, "analytics-system", &LabelSelector::default());
+        let policies = &policies[SERVICES..];
         assert_eq!(policies.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["shop-postgres", "shop-rabbitmq"]);
         let nodes = json!({"matchLabels": {"app.kubernetes.io/name": "shop-rabbitmq"}});
         assert_eq!(
@@ -250,6 +327,7 @@ mod tests {
             },
             ..AnalyticsPipelineSpec::default()
         });
-        assert_eq!(policies(&external, "ops").iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["shop-rabbitmq"]);
+        let policies = policies(&external, "ops", &LabelSelector::default());
+        assert_eq!(policies[SERVICES..].iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["shop-rabbitmq"]);
     }
 }

@@ -33,7 +33,13 @@ use crate::crd::{AnalyticsPipeline, ApiAuthentication, Image, ImageSet, SecretKe
 
 pub const COMMAND_PORT: i32 = 8080;
 pub const QUERY_PORT: i32 = 8081;
-pub const CONSUMER_PORT: i32 = 8082;
+/// The ports of the services' /healthz, /readyz and /metrics (the consumer serves nothing else).
+pub const COMMAND_ADMIN_PORT: i32 = 8090;
+pub const QUERY_ADMIN_PORT: i32 = 8091;
+pub const CONSUMER_ADMIN_PORT: i32 = 8082;
+/// The names of the API's port and of the admin port, in containers and Services.
+pub const API_PORT_NAME: &str = "http";
+pub const ADMIN_PORT_NAME: &str = "metrics";
 /// The distroless `nonroot` user.
 pub(super) const NONROOT_UID: i64 = 65532;
 
@@ -52,14 +58,20 @@ pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Ob
             Workload {
                 component: "command",
                 image: &images.command,
-                args: vec!["serve".into(), "--listen".into(), format!("0.0.0.0:{COMMAND_PORT}")],
-                port: COMMAND_PORT,
+                args: vec![
+                    "serve".into(),
+                    "--listen".into(),
+                    format!("0.0.0.0:{COMMAND_PORT}"),
+                    "--admin-listen".into(),
+                    format!("0.0.0.0:{COMMAND_ADMIN_PORT}"),
+                ],
+                api_port: Some(COMMAND_PORT),
+                admin_port: COMMAND_ADMIN_PORT,
                 replicas: spec.command.replicas,
                 database: Database::Write,
                 access: Access::Write,
                 migrate: &images.command,
                 resources: spec.command.resources.clone(),
-                behind_service: true,
                 api_tokens: Some(WRITE_TOKENS_KEY),
             },
         ),
@@ -68,14 +80,14 @@ pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Ob
             Workload {
                 component: "consumer",
                 image: &images.consumer,
-                args: vec!["serve".into(), "--listen".into(), format!("0.0.0.0:{CONSUMER_PORT}")],
-                port: CONSUMER_PORT,
+                args: vec!["serve".into(), "--listen".into(), format!("0.0.0.0:{CONSUMER_ADMIN_PORT}")],
+                api_port: None,
+                admin_port: CONSUMER_ADMIN_PORT,
                 replicas: observed.consumer_replicas,
                 database: Database::Read,
                 access: Access::Write,
                 migrate: &images.consumer,
                 resources: spec.consumers.resources.clone(),
-                behind_service: false,
                 api_tokens: None,
             },
         ),
@@ -84,15 +96,20 @@ pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Ob
             Workload {
                 component: "query",
                 image: &images.query,
-                args: vec!["--listen".into(), format!("0.0.0.0:{QUERY_PORT}")],
-                port: QUERY_PORT,
+                args: vec![
+                    "--listen".into(),
+                    format!("0.0.0.0:{QUERY_PORT}"),
+                    "--admin-listen".into(),
+                    format!("0.0.0.0:{QUERY_ADMIN_PORT}"),
+                ],
+                api_port: Some(QUERY_PORT),
+                admin_port: QUERY_ADMIN_PORT,
                 replicas: spec.query.replicas,
                 database: Database::Read,
                 access: Access::Query,
                 // The consumer owns the read schema; the query service waits for it the same way.
                 migrate: &images.consumer,
                 resources: spec.query.resources.clone(),
-                behind_service: true,
                 api_tokens: Some(READ_TOKENS_KEY),
             },
         ),
@@ -115,10 +132,11 @@ pub fn services(pipeline: &AnalyticsPipeline) -> Vec<Service> {
                     .to_owned(),
                 ),
                 selector: Some(selector(pipeline, component)),
+                // The API only: the admin port is for the kubelet and monitoring, which reach pods.
                 ports: Some(vec![ServicePort {
-                    name: Some("http".into()),
+                    name: Some(API_PORT_NAME.into()),
                     port,
-                    target_port: Some(IntOrString::String("http".into())),
+                    target_port: Some(IntOrString::String(API_PORT_NAME.into())),
                     node_port: api.node_port.filter(|_| api.service_type == ServiceType::NodePort),
                     ..ServicePort::default()
                 }]),
@@ -133,7 +151,11 @@ struct Workload<'a> {
     component: &'static str,
     image: &'a Image,
     args: Vec<String>,
-    port: i32,
+    /// An API's port, which a Service sends requests to: then a stopping pod keeps serving until the
+    /// endpoints have dropped it, and a rollout adds the new pod before it removes an old one.
+    api_port: Option<i32>,
+    /// The port of /healthz, /readyz and /metrics.
+    admin_port: i32,
     replicas: i32,
     database: Database,
     /// Which of the databases' hosts it connects to: only the query service reads where the spec says.
@@ -141,9 +163,6 @@ struct Workload<'a> {
     /// The image whose `migrate` runs before the service starts.
     migrate: &'a Image,
     resources: Option<ResourceRequirements>,
-    /// Whether a Service sends it requests: then a stopping pod keeps serving until the endpoints have
-    /// dropped it, and a rollout adds the new pod before it removes an old one.
-    behind_service: bool,
     /// For an API: the key of the API tokens Secret that holds the tokens it accepts.
     api_tokens: Option<&'static str>,
 }
@@ -168,7 +187,7 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
     let http_probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("http".into()),
+            port: IntOrString::String(ADMIN_PORT_NAME.into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -179,18 +198,26 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
         image: Some(workload.image.reference()),
         image_pull_policy: Some(workload.image.pull_policy.as_str().to_owned()),
         args: Some(workload.args),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: workload.port,
-            ..ContainerPort::default()
-        }]),
+        ports: Some(
+            workload
+                .api_port
+                .map(|port| (API_PORT_NAME, port))
+                .into_iter()
+                .chain([(ADMIN_PORT_NAME, workload.admin_port)])
+                .map(|(name, port)| ContainerPort {
+                    name: Some(name.into()),
+                    container_port: port,
+                    ..ContainerPort::default()
+                })
+                .collect(),
+        ),
         env: Some([env.clone(), api_env].concat()),
         volume_mounts: mounts(true),
         liveness_probe: Some(http_probe("/healthz", 10)),
         readiness_probe: Some(http_probe("/readyz", 5)),
         resources: workload.resources.clone(),
         security_context: Some(container_security(ReadOnlyRoot::Yes)),
-        lifecycle: workload.behind_service.then(|| Lifecycle {
+        lifecycle: workload.api_port.map(|_| Lifecycle {
             pre_stop: Some(LifecycleHandler {
                 sleep: Some(SleepAction { seconds: DEREGISTRATION_SECONDS }),
                 ..LifecycleHandler::default()
@@ -215,7 +242,7 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
     };
     let annotations = BTreeMap::from([
         ("prometheus.io/scrape".to_owned(), "true".to_owned()),
-        ("prometheus.io/port".to_owned(), workload.port.to_string()),
+        ("prometheus.io/port".to_owned(), workload.admin_port.to_string()),
         ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
     ]);
     Deployment {
@@ -249,7 +276,7 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
                     ..PodSpec::default()
                 }),
             },
-            strategy: workload.behind_service.then(|| DeploymentStrategy {
+            strategy: workload.api_port.map(|_| DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateDeployment {
                     max_unavailable: Some(IntOrString::Int(0)),

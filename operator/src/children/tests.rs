@@ -304,8 +304,11 @@ fn deployments_migrate_first_probe_health_and_are_scraped() {
         let pod = serde_json::to_value(template).unwrap();
         assert_eq!(pod["metadata"]["annotations"]["prometheus.io/scrape"], "true");
         assert_eq!(pod["spec"]["initContainers"][0]["args"], json!(["migrate"]), "{}", deployment.name_any());
-        assert_eq!(pod["spec"]["containers"][0]["livenessProbe"]["httpGet"]["path"], "/healthz");
-        assert_eq!(pod["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"], "/readyz");
+        let container = &pod["spec"]["containers"][0];
+        assert_eq!(container["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "metrics"}));
+        assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "metrics"}));
+        let admin = container["ports"].as_array().unwrap().iter().find(|p| p["name"] == "metrics").unwrap();
+        assert_eq!(pod["metadata"]["annotations"]["prometheus.io/port"], admin["containerPort"].to_string());
         assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
         assert_eq!(pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
         // Selectors are a subset of the pod labels.
@@ -316,7 +319,11 @@ fn deployments_migrate_first_probe_health_and_are_scraped() {
     let command = serde_json::to_value(&c.deployments[0]).unwrap();
     assert_eq!(
         command["spec"]["template"]["spec"]["containers"][0]["args"],
-        json!(["serve", "--listen", "0.0.0.0:8080"])
+        json!(["serve", "--listen", "0.0.0.0:8080", "--admin-listen", "0.0.0.0:8090"])
+    );
+    assert_eq!(
+        command["spec"]["template"]["spec"]["containers"][0]["ports"],
+        json!([{"name": "http", "containerPort": 8080}, {"name": "metrics", "containerPort": 8090}])
     );
     let query = serde_json::to_value(&c.deployments[2]).unwrap();
     let migrate_image = query["spec"]["template"]["spec"]["initContainers"][0]["image"].as_str().unwrap();
@@ -326,6 +333,8 @@ fn deployments_migrate_first_probe_health_and_are_scraped() {
     );
     let service = c.services.iter().find(|s| s.name_any() == "shop-command").unwrap();
     assert_eq!(service.spec.as_ref().unwrap().type_.as_deref(), Some("LoadBalancer"));
+    let ports = serde_json::to_value(&service.spec.as_ref().unwrap().ports).unwrap();
+    assert_eq!(ports, json!([{"name": "http", "port": 8080, "targetPort": "http"}]), "the Service exposes no metrics");
     let query = c.services.iter().find(|s| s.name_any() == "shop-query").unwrap().spec.clone().unwrap();
     assert_eq!((query.type_.as_deref(), query.ports.unwrap()[0].node_port), (Some("NodePort"), Some(30081)));
 }

@@ -24,6 +24,7 @@ use k8s_openapi::{
         core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service},
         networking::v1::NetworkPolicy,
     },
+    apimachinery::pkg::apis::meta::v1::LabelSelector,
     jiff::Timestamp,
 };
 use kube::{
@@ -97,6 +98,8 @@ pub struct Context {
     pub images: ImageSet,
     /// Where the operator runs: the managed broker accepts its queue-depth reads from there.
     pub operator_namespace: String,
+    /// The namespaces whose pods may reach the services' metrics ports.
+    pub metrics_from: LabelSelector,
     /// Scale-down stabilization per pipeline (`namespace/name`); lost on restart, which only delays a
     /// scale-down.
     pub scalers: Mutex<HashMap<String, Stabilizer<Instant>>>,
@@ -112,6 +115,7 @@ impl Context {
         observer: Arc<dyn Observer>,
         images: ImageSet,
         operator_namespace: String,
+        metrics_from: LabelSelector,
     ) -> Self {
         Self {
             client,
@@ -120,6 +124,7 @@ impl Context {
             observer,
             images,
             operator_namespace,
+            metrics_from,
             scalers: Mutex::default(),
             failures: Mutex::default(),
         }
@@ -212,9 +217,9 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
         ensure_api_tokens(pipeline, &secrets).await?;
     }
     let (consumer_replicas, queue_depth) = scale_consumers(pipeline, ctx, &namespace).await?;
-    // The backends' policies first, so that they are never reachable from outside the pipeline.
+    // The policies first, so that the backends and the metrics are never reachable from elsewhere.
     let policies = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &namespace);
-    for policy in children::network::policies(pipeline, &ctx.operator_namespace) {
+    for policy in children::network::policies(pipeline, &ctx.operator_namespace, &ctx.metrics_from) {
         apply_child(&policies, policy).await?;
     }
     let applied =

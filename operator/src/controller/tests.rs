@@ -66,6 +66,7 @@ impl Harness {
             script.clone(),
             ImageSet::default(),
             "analytics-system".to_owned(),
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector::default(),
         ));
         Self { fake, script, ctx }
     }
@@ -128,6 +129,9 @@ fn every_child_applied() -> Vec<String> {
     [
         format!("POST {CORE}/secrets"),
         format!("POST {CORE}/secrets"),
+        "PATCH /apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/shop-command".to_owned(),
+        "PATCH /apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/shop-query".to_owned(),
+        "PATCH /apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/shop-consumer".to_owned(),
         "PATCH /apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/shop-postgres".to_owned(),
         "PATCH /apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/shop-rabbitmq".to_owned(),
         format!("PATCH {CORE}/configmaps/shop-postgres-init"),

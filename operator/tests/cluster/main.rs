@@ -22,10 +22,13 @@ use analytics_operator::{
 };
 use analytics_testkit::{PrivateBroker, eventually};
 use harness::{Cluster, Operator, TIMEOUT, condition, create_pipeline, make_pods_ready, pipeline_until, repo};
-use k8s_openapi::api::{
-    apps::v1::{Deployment, StatefulSet},
-    coordination::v1::Lease,
-    core::v1::{ConfigMap, Event, Namespace, PersistentVolumeClaim, Pod, Secret, Service},
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        coordination::v1::Lease,
+        core::v1::{ConfigMap, Event, Namespace, PersistentVolumeClaim, Pod, Secret, Service},
+    },
+    apimachinery::pkg::apis::meta::v1::LabelSelector,
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -259,10 +262,11 @@ async fn a_managed_pipeline_is_reconciled_edited_left_alone_and_deleted_keeping_
     for object in desired.deployments {
         check_child(client, namespace, &provisioning, object, |d| serde_json::to_value(&d.spec).unwrap()).await;
     }
-    // The backends' NetworkPolicies, as the API server stores them (the operator runs in the tenant's
-    // namespace here, so that is the namespace its queue-depth reads come from).
-    let policies = children::network::policies(&provisioning, namespace);
-    assert_eq!(policies.len(), 2);
+    // The services' and the backends' NetworkPolicies, as the API server stores them (the operator runs
+    // in the tenant's namespace here, so that is the namespace its queue-depth reads come from; every
+    // namespace may scrape, its default).
+    let policies = children::network::policies(&provisioning, namespace, &LabelSelector::default());
+    assert_eq!(policies.len(), 5);
     for object in policies {
         check_child(client, namespace, &provisioning, object, |p| serde_json::to_value(&p.spec).unwrap()).await;
     }
@@ -629,6 +633,7 @@ async fn consumers_follow_a_real_queue_and_the_status_follows_a_real_query_servi
     tokio::spawn(watermarks(PgPool::connect(&read_url).await.unwrap(), backlog_rx));
     let query = query_service::App::build(query_service::config::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
         auth: analytics_testkit::auth_config(),
         database_url: read_url.clone().into(),
         database_max_connections: 2,

@@ -141,7 +141,7 @@ where
     tokio::time::sleep(Duration::from_secs(5)).await;
     let pods = nodes(node).await;
     let leader = queues(node, &pods[0]).into_iter().find(|q| q.0 == "order-events").unwrap().3;
-    let publish_failures = counter(node, "command", 8080, "outbox_publish_failures_total").await;
+    let publish_failures = counter(node, "command", 8090, "outbox_publish_failures_total").await;
     let since = k8s_openapi::jiff::Timestamp::now().to_string();
     let failures = load.failures();
     let at = load.now();
@@ -166,7 +166,7 @@ where
     let (write, read) = node.databases(NAMESPACE).await;
     report.assert_all_recorded(&write).await;
     let customers = assert_read_model_matches_write_side(&shop.read, &write, &read, &shop.query).await;
-    let publish_failures = counter(node, "command", 8080, "outbox_publish_failures_total").await - publish_failures;
+    let publish_failures = counter(node, "command", 8090, "outbox_publish_failures_total").await - publish_failures;
     let lost = consumer_sessions_lost(node, &since);
     let leader_after = queues.iter().find(|q| q.0 == "order-events").unwrap().3.clone();
     say(&format!(

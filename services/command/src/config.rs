@@ -33,6 +33,11 @@ pub struct ServeConfig {
     #[arg(long, env = "COMMAND_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// Address of /healthz, /readyz and /metrics, apart from the API so that only the kubelet and
+    /// monitoring need reach them.
+    #[arg(long, env = "COMMAND_ADMIN_LISTEN", default_value = "0.0.0.0:8090")]
+    pub admin_listen: SocketAddr,
+
     /// Do not run the outbox relay in this process (run `command-service relay` elsewhere). The broker
     /// is then neither needed nor checked.
     #[arg(long, env = "NO_RELAY")]

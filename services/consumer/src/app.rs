@@ -42,8 +42,7 @@ impl App {
         );
         let readiness = Ready { db, broker: consumer.connected_flag() };
         let router = ops_router(registry, readiness);
-        let listener =
-            TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener = analytics_kit::http::bind(config.listen).await?;
         Ok(Self { listener, router, consumer, retention: config.retention.processed_events_retention })
     }
 

@@ -17,6 +17,11 @@ pub struct Config {
     #[arg(long, env = "QUERY_LISTEN", default_value = "0.0.0.0:8081")]
     pub listen: SocketAddr,
 
+    /// Address of /healthz, /readyz and /metrics, apart from the API so that only the kubelet and
+    /// monitoring need reach them.
+    #[arg(long, env = "QUERY_ADMIN_LISTEN", default_value = "0.0.0.0:8091")]
+    pub admin_listen: SocketAddr,
+
     #[command(flatten)]
     pub auth: AuthConfig,
 

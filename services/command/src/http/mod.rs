@@ -37,8 +37,8 @@ impl AppState {
     }
 }
 
-/// The API, the OpenAPI document at `/api/openapi.json`, and the operational endpoints.
-pub fn router(state: AppState, auth: Auth, registry: Registry) -> Router {
+/// The API and its OpenAPI document at `/api/openapi.json`; its metrics go to `registry`.
+pub fn router(state: AppState, auth: Auth, registry: &Registry) -> Router {
     let document = openapi(
         "Command API",
         env!("CARGO_PKG_VERSION"),
@@ -49,8 +49,7 @@ pub fn router(state: AppState, auth: Auth, registry: Registry) -> Router {
         .routes(routes!(products::get, products::update))
         .routes(routes!(orders::create))
         .routes(routes!(orders::get));
-    let readiness = Ready::new(state.db.clone(), state.relay.clone());
-    api_router(routes, state, auth, registry, readiness)
+    api_router(routes, state, auth, registry)
 }
 
 /// Ready when the write database answers. A broker outage does not make the service unready: orders

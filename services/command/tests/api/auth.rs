@@ -60,15 +60,26 @@ async fn a_request_without_a_valid_token_gets_a_json_401_and_writes_nothing() {
 }
 
 #[tokio::test]
-async fn probes_metrics_and_the_openapi_document_need_no_token() {
+async fn probes_metrics_and_the_openapi_document_need_no_token_and_only_the_admin_port_serves_metrics() {
     let app = spawn_app().await;
     let anonymous = reqwest::Client::new();
-    for path in ["/healthz", "/readyz", "/metrics", "/api/openapi.json"] {
+    for (base, path) in [
+        (&app.admin, "/healthz"),
+        (&app.admin, "/readyz"),
+        (&app.admin, "/metrics"),
+        (&app.address, "/api/openapi.json"),
+        (&app.address, "/health"),
+    ] {
+        let response = anonymous.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{base}{path}");
+    }
+    // The API's port tells nothing of the business to anyone without a token.
+    for path in ["/metrics", "/readyz", "/healthz"] {
         let response = anonymous.get(format!("{}{path}", app.address)).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path} on the API's port");
     }
     anonymous.get(format!("{}/api/orders/1", app.address)).send().await.unwrap();
-    let metrics = app.get_text("/metrics").await.1;
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("http_requests_total{method=\"GET\",route=\"/api/orders/{id}\",status=\"401\"} 1"),
         "refusals are counted per route:\n{metrics}"
@@ -87,7 +98,7 @@ async fn replacing_the_tokens_file_rotates_the_tokens_without_a_restart() {
     std::fs::write(&file, format!("{OLD}\n")).unwrap();
     let database_url = fresh_database().await;
     let auth = analytics_kit::http::AuthConfig { tokens_file: Some(file.clone()), ..Default::default() };
-    let (base, shutdown, running) = spawn_alone(&database_url, auth).await;
+    let (base, _, shutdown, running) = spawn_alone(&database_url, auth).await;
     let url = format!("{base}/api/products/1");
     let http = reqwest::Client::new();
     let status = |token: &'static str| {

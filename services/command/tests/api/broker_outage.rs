@@ -20,7 +20,7 @@ async fn orders_accepted_while_the_broker_is_stopped_are_all_delivered_after_it_
             .await;
         assert_eq!(status, 201, "orders are accepted while the broker is down: {body}");
     }
-    let (status, ready) = app.get("/readyz").await;
+    let (status, ready) = app.admin_get("/readyz").await;
     assert_eq!(status, 200, "a broker outage does not make the command service unready: {ready}");
     let pending: i64 = sqlx::query_scalar("select count(*) from outbox").fetch_one(&app.pool).await.unwrap();
     assert_eq!(pending, 25, "the orders wait in the outbox");

@@ -67,9 +67,10 @@ async fn a_database_restart_costs_no_request_a_500_and_an_outage_is_answered_503
     let postgres = PrivatePostgres::start();
     let url = postgres.url();
     command_service::MIGRATOR.run(&sqlx::PgPool::connect(&url).await.unwrap()).await.unwrap();
-    let (base, shutdown, running) = spawn_alone(&url, analytics_testkit::auth_config()).await;
+    let (base, admin, shutdown, running) = spawn_alone(&url, analytics_testkit::auth_config()).await;
     let http = api_client();
     let send = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let base = if path.starts_with("/api/") { &base } else { &admin };
         let request = http.request(method, format!("{base}{path}"));
         let request = match body {
             Some(body) => request.json(&body),

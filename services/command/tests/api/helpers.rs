@@ -34,6 +34,8 @@ pub fn relay_config(amqp_url: &str, prefix: &str) -> RelayConfig {
 
 pub struct TestApp {
     pub address: String,
+    /// The base URL of /healthz, /readyz and /metrics.
+    pub admin: String,
     pub pool: PgPool,
     pub client: reqwest::Client,
     pub database_url: String,
@@ -58,14 +60,15 @@ impl Default for Options {
 }
 
 /// The service alone (no relay) over `database_url`, taking `auth`, as a test of its own starts it:
-/// its base URL, what stops it, and its task.
+/// its API's base URL, its admin port's, what stops it, and its task.
 pub async fn spawn_alone(
     database_url: &str,
     auth: analytics_kit::http::AuthConfig,
-) -> (String, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
+) -> (String, String, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
     analytics_kit::telemetry::init_for_tests();
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
         no_relay: true,
         auth,
         database: database_config(database_url),
@@ -73,9 +76,10 @@ pub async fn spawn_alone(
     };
     let app = App::build(config).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
+    let admin = format!("http://127.0.0.1:{}", app.admin_port());
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(app.run(shutdown.clone()));
-    (base, shutdown, running)
+    (base, admin, shutdown, running)
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -94,6 +98,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let relay = relay_config(&options.amqp_url, &prefix);
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
         no_relay: !options.relay,
         auth: analytics_testkit::auth_config(),
         database: database_config(&database_url),
@@ -101,6 +106,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     };
     let app = App::build(config).await.expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin = format!("http://127.0.0.1:{}", app.admin_port());
     let pool = app.pool().clone();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run(shutdown.clone()));
@@ -109,6 +115,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     declare(&options.amqp_url, &topology).await;
     TestApp {
         address,
+        admin,
         pool,
         client: analytics_testkit::api_client(),
         database_url,
@@ -142,6 +149,18 @@ impl TestApp {
     pub async fn get_text(&self, path: &str) -> (u16, String) {
         let response = self.client.get(format!("{}{path}", self.address)).send().await.unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// `path` on the admin port: its status and JSON body.
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(format!("{}{path}", self.admin)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The service's /metrics, from the admin port.
+    pub async fn metrics(&self) -> String {
+        self.client.get(format!("{}/metrics", self.admin)).send().await.unwrap().text().await.unwrap()
     }
 
     pub async fn create_product(&self, name: &str, category: &str, price: &str, stock: i64) -> i64 {

@@ -93,7 +93,7 @@ async fn keys_belong_to_the_client_that_used_them() {
     const OTHER: &str = "other-client-0123456789abcdef0123456789abcdef";
     let database_url = fresh_database().await;
     let auth = analytics_kit::http::AuthConfig { tokens: vec![API_TOKEN.into(), OTHER.into()], ..Default::default() };
-    let (base, shutdown, running) = spawn_alone(&database_url, auth).await;
+    let (base, _, shutdown, running) = spawn_alone(&database_url, auth).await;
     let url = format!("{base}/api/products");
     let client = |token: &str| {
         let mut headers = reqwest::header::HeaderMap::new();

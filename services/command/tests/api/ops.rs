@@ -12,9 +12,9 @@ use crate::helpers::{database_config, fresh_database, relay_config, spawn_app, s
 #[tokio::test]
 async fn health_readiness_and_metrics_report_the_service_and_its_outbox() {
     let app = spawn_app_with_relay().await;
-    let (status, body) = app.get("/healthz").await;
+    let (status, body) = app.admin_get("/healthz").await;
     assert_eq!((status, body), (200, json!({"status": "ok"})));
-    let (status, body) = app.get("/readyz").await;
+    let (status, body) = app.admin_get("/readyz").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["checks"]["database"], "ok");
 
@@ -25,7 +25,7 @@ async fn health_readiness_and_metrics_report_the_service_and_its_outbox() {
     // The counters move on the relay's own schedule; give them a moment rather than a fixed sleep.
     let mut metrics = String::new();
     for _ in 0..100 {
-        metrics = app.get_text("/metrics").await.1;
+        metrics = app.metrics().await;
         if metrics.contains("outbox_published_total{event_type=\"ProductCreated\"} 1") {
             break;
         }
@@ -74,6 +74,7 @@ async fn without_a_relay_in_the_process_no_broker_is_needed_or_reported() {
     let database_url = fresh_database().await;
     let serve = |no_relay| ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
         no_relay,
         auth: analytics_testkit::auth_config(),
         database: database_config(&database_url),
@@ -84,6 +85,7 @@ async fn without_a_relay_in_the_process_no_broker_is_needed_or_reported() {
 
     let app = App::build(serve(true)).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
+    let admin = format!("http://127.0.0.1:{}", app.admin_port());
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(app.run(shutdown.clone()));
     let client = analytics_testkit::api_client();
@@ -94,7 +96,7 @@ async fn without_a_relay_in_the_process_no_broker_is_needed_or_reported() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201, "writes go to the outbox for a relay elsewhere");
-    let ready: serde_json::Value = client.get(format!("{base}/readyz")).send().await.unwrap().json().await.unwrap();
+    let ready: serde_json::Value = client.get(format!("{admin}/readyz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready, json!({"status": "ready", "checks": {"database": "ok"}}));
     shutdown.cancel();
     running.await.unwrap().unwrap();

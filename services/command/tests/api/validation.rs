@@ -226,3 +226,33 @@ async fn an_oversized_body_announced_with_expect_100_continue_is_refused_before_
     assert_eq!(body["message"], "the body is 1000000 bytes; at most 65536 are accepted");
     assert_nothing_written(&app, 0, &[]).await;
 }
+
+/// A body that stops arriving is the client's fault: a 408 well before the request's own time limit,
+/// counted in the metrics, and nothing written.
+#[tokio::test]
+async fn a_body_that_never_arrives_is_a_408_and_writes_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://")).await.unwrap();
+    let head = format!(
+        "POST /api/orders HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\n\
+         content-length: 500\r\n\r\n",
+        analytics_testkit::API_TOKEN
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(br#"{"customerId": "#).await.unwrap();
+    let mut answer = Vec::new();
+    // Generously over the body's time limit, and short of the request's.
+    let limit = analytics_kit::http::BODY_READ_TIMEOUT
+        + (analytics_kit::http::REQUEST_TIMEOUT - analytics_kit::http::BODY_READ_TIMEOUT) / 2;
+    let read = tokio::time::timeout(limit, stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(read.is_ok(), "no answer within {limit:?}: {answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 408 Request Timeout"), "{head}");
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_error(408, &body, 408, "request_timeout");
+    assert_nothing_written(&app, 0, &[]).await;
+    let metrics = app.metrics().await;
+    assert!(metrics.contains(r#"http_requests_total{method="POST",route="/api/orders",status="408"} 1"#), "{metrics}");
+}

@@ -23,6 +23,8 @@ pub struct Pipeline {
     pub topology: Topology,
     pub command: String,
     pub query: String,
+    /// The /metrics URLs of the command and query services (their admin ports).
+    pub service_metrics: [String; 2],
     pub client: reqwest::Client,
     pub relay_config: RelayConfig,
     consumers: Vec<Child>,
@@ -63,6 +65,7 @@ impl Pipeline {
         };
         let command = command_service::App::build(ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
             no_relay: false,
             auth: analytics_testkit::auth_config(),
             database: DatabaseConfig { url: write_url.as_str().into(), max_connections: 24 },
@@ -71,10 +74,12 @@ impl Pipeline {
         .await
         .unwrap();
         let command_url = format!("http://127.0.0.1:{}", command.port());
+        let command_metrics = format!("http://127.0.0.1:{}/metrics", command.admin_port());
         tokio::spawn(command.run(shutdown.clone()));
 
         let query = query_service::App::build(query_service::config::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
             auth: analytics_testkit::auth_config(),
             database_url: read_url.as_str().into(),
             database_max_connections: 4,
@@ -84,6 +89,7 @@ impl Pipeline {
         .await
         .unwrap();
         let query_url = format!("http://127.0.0.1:{}", query.port());
+        let query_metrics = format!("http://127.0.0.1:{}/metrics", query.admin_port());
         tokio::spawn(query.run(shutdown.clone()));
 
         let mut pipeline = Self {
@@ -96,6 +102,7 @@ impl Pipeline {
             topology,
             command: command_url,
             query: query_url,
+            service_metrics: [command_metrics, query_metrics],
             client: analytics_testkit::api_client(),
             relay_config,
             consumers: Vec::new(),

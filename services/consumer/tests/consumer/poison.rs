@@ -140,9 +140,8 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_never_block_the
     }
     // Every service metric the chart's dashboard and alert rules use exists in a real scrape.
     let mut scraped = metrics.clone();
-    for service in [&pipeline.command, &pipeline.query] {
-        scraped
-            .push_str(&pipeline.client.get(format!("{service}/metrics")).send().await.unwrap().text().await.unwrap());
+    for url in &pipeline.service_metrics {
+        scraped.push_str(&pipeline.client.get(url).send().await.unwrap().text().await.unwrap());
     }
     let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/analytics-pipeline");
     let used = std::fs::read_to_string(chart.join("dashboards/analytics-pipeline.json")).unwrap()

@@ -6,6 +6,8 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::telemetry::Throttle;
+
 /// The JSON body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -34,11 +36,15 @@ pub fn database_error(error: &sqlx::Error) -> Response {
     if !crate::db::is_unavailable(error) {
         return internal_error(error);
     }
+    /// A database that is unavailable fails every request: say so now and then, not each time.
+    static UNAVAILABLE: Throttle = Throttle::new(std::time::Duration::from_secs(10));
     let message = if crate::db::is_unreachable(error) {
         // Logged once, when it became so.
         "the database cannot be reached; retry shortly"
     } else {
-        tracing::warn!(%error, "the database is unavailable");
+        if let Some(held_back) = UNAVAILABLE.admit() {
+            tracing::warn!(%error, held_back, "the database is unavailable; requests get 503 (counted in http_requests_total)");
+        }
         "the database is unavailable; retry shortly"
     };
     let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);

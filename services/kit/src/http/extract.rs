@@ -6,15 +6,16 @@ use axum::{
         FromRequest, FromRequestParts,
         rejection::{JsonRejection, PathRejection, QueryRejection},
     },
-    http::{StatusCode, request::Parts},
+    http::{HeaderValue, StatusCode, header::CONNECTION, request::Parts},
     response::{IntoResponse, Response},
 };
 
-use super::error_response;
+use super::{BODY_READ_TIMEOUT, error_response};
 
 /// A JSON body, which must be a JSON object. Malformed JSON, another JSON value (an array, which serde
 /// would otherwise read as a struct's fields in order), a missing field or a wrong type is a 400; a body
-/// over the router's limit is a 413; a request without `Content-Type: application/json` is a 415.
+/// that has not arrived within [`BODY_READ_TIMEOUT`] is a 408; a body over the router's limit is a 413;
+/// a request without `Content-Type: application/json` is a 415.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -22,7 +23,15 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> 
     type Rejection = Rejection;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Rejection> {
-        let axum::Json(Object(value)) = axum::Json::<Object<T>>::from_request(request, state).await?;
+        let read = axum::Json::<Object<T>>::from_request(request, state);
+        let Ok(read) = tokio::time::timeout(BODY_READ_TIMEOUT, read).await else {
+            return Err(Rejection {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: "request_timeout",
+                message: format!("the body did not arrive within {BODY_READ_TIMEOUT:?}; nothing was done"),
+            });
+        };
+        let axum::Json(Object(value)) = read?;
         Ok(Self(value))
     }
 }
@@ -126,6 +135,11 @@ impl From<QueryRejection> for Rejection {
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        error_response(self.status, self.code, self.message)
+        let mut response = error_response(self.status, self.code, self.message);
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still come: the connection cannot carry another request.
+            response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }

@@ -10,7 +10,7 @@ mod metrics;
 mod ops;
 mod wire;
 
-pub use api::{BODY_LIMIT_BYTES, api_router, openapi};
+pub use api::{BODY_LIMIT_BYTES, BODY_READ_TIMEOUT, REQUEST_TIMEOUT, api_router, openapi};
 pub use auth::{Auth, AuthConfig, Caller};
 pub use error::{ErrorBody, database_error, error_response, internal_error, method_not_allowed, route_not_found};
 pub use extract::{Json, Path, PositiveId, Query, Rejection};
@@ -29,7 +29,7 @@ use std::{
 use axum::{
     Router,
     extract::{Request, State},
-    http::{HeaderValue, StatusCode, header::CONNECTION},
+    http::{HeaderValue, header::CONNECTION},
     middleware::{self, Next},
     response::Response,
 };
@@ -89,18 +89,13 @@ fn raise_file_limit() -> usize {
     }
 }
 
-/// The longest a request may take; then it is answered 500 `timeout` (its work is cancelled).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Serves `router` until `shutdown` is cancelled, drains for [`SHUTDOWN_DRAIN`], then stops accepting and
-/// lets in-flight requests finish. HTTP/1.1, within [`HEADER_READ_TIMEOUT`], [`MAX_HEADER_BYTES`],
-/// [`MAX_CONNECTIONS`] and [`REQUEST_TIMEOUT`]; hyper's own answers to requests that do not parse carry
-/// the JSON error shape too.
+/// lets in-flight requests finish. HTTP/1.1, within [`HEADER_READ_TIMEOUT`], [`MAX_HEADER_BYTES`] and
+/// [`MAX_CONNECTIONS`] (an API's routes also within [`REQUEST_TIMEOUT`]); hyper's own answers to
+/// requests that do not parse carry the JSON error shape too.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
     let draining = Arc::new(AtomicBool::new(false));
-    let router = router
-        .layer(middleware::from_fn_with_state(REQUEST_TIMEOUT, time_limit))
-        .layer(middleware::from_fn_with_state(draining.clone(), close_when_draining));
+    let router = router.layer(middleware::from_fn_with_state(draining.clone(), close_when_draining));
     let mut connections = http1::Builder::new();
     connections.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_header_size(MAX_HEADER_BYTES);
     let graceful = GracefulShutdown::new();
@@ -144,6 +139,24 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
     Ok(())
 }
 
+/// A listener on `address`; an error names it.
+pub async fn bind(address: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    use anyhow::Context;
+    TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))
+}
+
+/// Serves an API and its admin port ([`ops_router`]: `/healthz`, `/readyz`, `/metrics`) until `shutdown`,
+/// each as [`serve`] does. Separate ports let a NetworkPolicy open the API to its clients and the admin
+/// port only to monitoring: the metrics tell business figures (orders placed, events published).
+pub async fn serve_with_admin(
+    api: (TcpListener, Router),
+    admin: (TcpListener, Router),
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let (api, admin) = tokio::join!(serve(api.0, api.1, shutdown.clone()), serve(admin.0, admin.1, shutdown));
+    api.and(admin)
+}
+
 /// The answer to a connection over [`MAX_CONNECTIONS`], written at once; the connection is then closed.
 async fn shed(mut stream: tokio::net::TcpStream) {
     use tokio::io::AsyncWriteExt;
@@ -154,23 +167,6 @@ async fn shed(mut stream: tokio::net::TcpStream) {
         body.len()
     );
     drop(tokio::time::timeout(Duration::from_secs(1), stream.write_all(response.as_bytes())).await);
-}
-
-/// Answers a request that runs past `limit` with a 500 `timeout`: its work is cancelled wherever it was,
-/// perhaps in a commit, so its outcome is unknown and nothing invites a blind retry (no 503, no
-/// `Retry-After`).
-async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::error!(?limit, "request timed out");
-            error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "timeout",
-                format!("the request took longer than {limit:?}; its outcome is unknown"),
-            )
-        }
-    }
 }
 
 async fn close_when_draining(State(draining): State<Arc<AtomicBool>>, request: Request, next: Next) -> Response {
@@ -266,18 +262,28 @@ mod tests {
         assert_eq!(connection_bound(100), 1, "some connection is always served");
     }
 
-    #[tokio::test]
-    async fn a_request_over_the_time_limit_is_a_500_that_invites_no_retry() {
-        use tower::ServiceExt;
-        let slow = Router::new()
-            .route("/slow", axum::routing::get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }))
-            .layer(middleware::from_fn_with_state(Duration::from_millis(50), time_limit));
-        let request = axum::http::Request::builder().uri("/slow").body(axum::body::Body::empty()).unwrap();
-        let response = slow.oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(
-            response.headers().get(axum::http::header::RETRY_AFTER).is_none(),
-            "an unknown outcome invites no retry"
-        );
+    /// A client that writes its whole body before it reads, as Python's urllib does, gets the 413 that
+    /// was answered before the body was read, not a connection reset.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_given_before_the_body_was_read_reaches_a_client_that_sends_it_all_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let router =
+            Router::new().route("/upload", axum::routing::post(|| async { axum::http::StatusCode::PAYLOAD_TOO_LARGE }));
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, router, shutdown.clone()));
+        let body = vec![b'x'; 8 * 1024 * 1024];
+        for _ in 0..3 {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            let head = format!("POST /upload HTTP/1.1\r\nhost: test\r\ncontent-length: {}\r\n\r\n", body.len());
+            stream.write_all(head.as_bytes()).await.unwrap();
+            stream.write_all(&body).await.expect("the server reads the rest of the body before it closes");
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.expect("the answer, then the end of the stream, and no reset");
+            let answer = String::from_utf8_lossy(&answer).to_lowercase();
+            assert!(answer.starts_with("http/1.1 413"), "{answer}");
+        }
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
     }
 }

@@ -7,30 +7,51 @@
 //! recognises them: a head with status 400, 414 or 431 and `content-length: 0` at the start of a
 //! write. The services' own 400s always carry a JSON body, so nothing of theirs matches. The connection
 //! is closed after such an answer, as hyper closes it.
+//!
+//! A connection closes with a lingering close (RFC 9112 §9.6): the server shuts down its side, then
+//! reads and discards what the client still sends, for a bounded time and amount, before it closes.
+//! A client that writes a whole body before it reads the answer (a 413 given before the body was read,
+//! say) then reads that answer, where an immediate close with unread bytes would send it a reset that
+//! destroys the answer.
 
 use std::{
+    future::Future,
     io,
     pin::Pin,
     task::{Context, Poll},
 };
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::time::Duration;
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::Sleep,
+};
 
 /// The most bytes of a request head (request line and headers) a server reads; a larger head is a 431.
 /// Room for the longest target hyper accepts (65 534 bytes; longer is a 414) and a few headers.
 pub const MAX_HEADER_BYTES: usize = 72 * 1024;
 
-/// A connection whose writes of hyper's own error responses are replaced by the JSON error shape.
+/// The longest a closing connection goes on reading what its client still sends.
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+
+/// The most bytes a closing connection reads and discards before it closes regardless.
+pub const LINGER_BYTES: usize = 16 * 1024 * 1024;
+
+/// A connection whose writes of hyper's own error responses are replaced by the JSON error shape, and
+/// which closes with a lingering close.
 pub struct JsonParseErrors<IO> {
     inner: IO,
     /// A replacement being written: the bytes, how many are written, and the length of hyper's bytes it
     /// stands for (reported as written once the replacement is).
     replacing: Option<(Vec<u8>, usize, usize)>,
+    /// Once its side is shut down: when the lingering ends, and how many bytes it has discarded.
+    lingering: Option<(Pin<Box<Sleep>>, usize)>,
 }
 
 impl<IO> JsonParseErrors<IO> {
     pub fn new(inner: IO) -> Self {
-        Self { inner, replacing: None }
+        Self { inner, replacing: None, lingering: None }
     }
 }
 
@@ -96,7 +117,7 @@ impl<IO: AsyncWrite + Unpin> JsonParseErrors<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for JsonParseErrors<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for JsonParseErrors<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if self.replacing.is_none() {
             match replacement(buf) {
@@ -128,8 +149,31 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for JsonParseErrors<IO> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
+    /// Shuts down the write side, then reads until the client closes its side, [`LINGER_TIME`] has
+    /// passed or [`LINGER_BYTES`] are read, whichever comes first; only then is the connection closed.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        if self.lingering.is_none() {
+            std::task::ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+            self.lingering = Some((Box::pin(tokio::time::sleep(LINGER_TIME)), 0));
+        }
+        let this = &mut *self;
+        let Some((deadline, discarded)) = &mut this.lingering else { unreachable!("set above") };
+        let mut scratch = [0; 8192];
+        loop {
+            let mut buffer = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buffer) {
+                // The client closed (or reset) its side: nothing is left to lose.
+                Poll::Ready(Ok(())) if buffer.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    *discarded += buffer.filled().len();
+                    if *discarded >= LINGER_BYTES {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Poll::Pending => return deadline.as_mut().poll(cx).map(Ok),
+            }
+        }
     }
 }
 

@@ -29,7 +29,8 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState, auth: Auth, registry: Registry) -> Router {
+/// The API and its OpenAPI document at `/api/openapi.json`; its metrics go to `registry`.
+pub fn router(state: AppState, auth: Auth, registry: &Registry) -> Router {
     let document = openapi(
         "Query API",
         env!("CARGO_PKG_VERSION"),
@@ -44,13 +45,12 @@ pub fn router(state: AppState, auth: Auth, registry: Registry) -> Router {
         .routes(routes!(analytics::customer_categories))
         .routes(routes!(analytics::hourly_sales))
         .routes(routes!(analytics::sync_status));
-    let readiness = Ready { db: state.db.clone() };
-    api_router(routes, state, auth, registry, readiness)
+    api_router(routes, state, auth, registry)
 }
 
 /// Ready when the read database answers; the broker only feeds sync-status's queue depths.
-struct Ready {
-    db: Database,
+pub struct Ready {
+    pub db: Database,
 }
 
 impl Readiness for Ready {

@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
     pub address: String,
+    /// The base URL of /healthz, /readyz and /metrics.
+    pub admin: String,
     pub pool: PgPool,
     client: reqwest::Client,
     shutdown: CancellationToken,
@@ -32,6 +34,7 @@ pub async fn spawn_app() -> TestApp {
     declare(&amqp_url(), &analytics_events::Topology::with_prefix(&prefix)).await;
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
         auth: analytics_testkit::auth_config(),
         database_url: database_url.as_str().into(),
         database_max_connections: 5,
@@ -40,10 +43,11 @@ pub async fn spawn_app() -> TestApp {
     };
     let app = App::build(config).await.unwrap();
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin = format!("http://127.0.0.1:{}", app.admin_port());
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run(shutdown.clone()));
     let pool = PgPool::connect(&database_url).await.unwrap();
-    TestApp { address, pool, client: analytics_testkit::api_client(), shutdown }
+    TestApp { address, admin, pool, client: analytics_testkit::api_client(), shutdown }
 }
 
 impl TestApp {
