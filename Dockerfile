@@ -49,8 +49,9 @@ USER 65532:65532
 
 FROM runtime AS command
 COPY --from=binaries /src/target/release/command-service /usr/local/bin/command-service
-EXPOSE 8080
-HEALTHCHECK CMD ["/usr/local/bin/healthcheck", "http://127.0.0.1:8080/healthz"]
+# The API, and the admin port (/healthz, /readyz, /metrics).
+EXPOSE 8080 8090
+HEALTHCHECK CMD ["/usr/local/bin/healthcheck", "http://127.0.0.1:8090/healthz"]
 ENTRYPOINT ["/usr/local/bin/command-service"]
 CMD ["serve"]
 
@@ -63,8 +64,8 @@ CMD ["serve"]
 
 FROM runtime AS query
 COPY --from=binaries /src/target/release/query-service /usr/local/bin/query-service
-EXPOSE 8081
-HEALTHCHECK CMD ["/usr/local/bin/healthcheck", "http://127.0.0.1:8081/healthz"]
+EXPOSE 8081 8091
+HEALTHCHECK CMD ["/usr/local/bin/healthcheck", "http://127.0.0.1:8091/healthz"]
 ENTRYPOINT ["/usr/local/bin/query-service"]
 
 FROM runtime AS operator

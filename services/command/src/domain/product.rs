@@ -64,8 +64,12 @@ impl Stock {
     }
 }
 
+/// `raw` trimmed and in Unicode normalization form C, so that `Café` typed as one code point or as `e`
+/// and a combining accent is one name; case stays as given.
 fn text(raw: String, field: &str) -> Result<String, Invalid> {
-    let trimmed = raw.trim();
+    use unicode_normalization::UnicodeNormalization;
+    let normalized: String = raw.trim().nfc().collect();
+    let trimmed = normalized.as_str();
     if trimmed.is_empty() {
         return Err(Invalid::new(format!("{field} must not be empty")));
     }

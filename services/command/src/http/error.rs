@@ -20,7 +20,7 @@ pub enum ApiError {
     OrderNotFound(i64),
     #[error(transparent)]
     Refused(#[from] Refusal),
-    #[error("stock of product {0} would exceed the largest storable value")]
+    #[error("stock of product {0} would exceed 1000000000")]
     StockOverflow(i64),
     #[error("Idempotency-Key must be 1 to 255 visible ASCII characters")]
     InvalidIdempotencyKey,

@@ -56,7 +56,7 @@ pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<StoredProduct>> 
 pub enum Updated {
     Product(StoredProduct),
     NotFound,
-    /// The new stock would not fit the column; nothing changed.
+    /// The new stock would pass its cap (or not fit the column); nothing changed.
     StockOverflow,
 }
 
@@ -76,8 +76,13 @@ pub async fn update(conn: &mut PgConnection, id: i64, change: &ProductChange) ->
     match updated {
         Ok(Some(product)) => Ok(Updated::Product(product)),
         Ok(None) => Ok(Updated::NotFound),
-        // numeric_value_out_of_range: stock + addStock beyond the integer column.
-        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("22003") => Ok(Updated::StockOverflow),
+        // The cap's check, or numeric_value_out_of_range: stock + addStock beyond the integer column.
+        Err(sqlx::Error::Database(error))
+            if error.constraint() == Some("products_stock_at_most_a_billion")
+                || error.code().as_deref() == Some("22003") =>
+        {
+            Ok(Updated::StockOverflow)
+        }
         Err(error) => Err(error),
     }
 }

@@ -116,7 +116,7 @@ async fn neither_a_password_nor_a_token_reaches_the_logs() {
     std::fs::write(&tokens_file, format!("{FILE_TOKEN}\n")).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_command-service"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0"])
         .env("WRITE_DATABASE_URL", &database_url)
         // A missing "//" is a typo that the parser answers by quoting the whole URL.
         .env("AMQP_URL", format!("amqp:analytics:{PASSWORD}@broker:5672/%2f"))

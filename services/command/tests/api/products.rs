@@ -60,6 +60,25 @@ async fn a_patch_changes_price_and_adds_stock_and_emits_the_new_state() {
     assert_error(status, &body, 409, "price_mismatch");
 }
 
+/// `Café` typed with a combining accent is the same category as with the precomposed letter; case is
+/// kept.
+#[tokio::test]
+async fn names_and_categories_are_stored_in_normalization_form_c() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post("/api/products", json!({"name": "Cre\u{300}me", "category": "Cafe\u{301}", "price": 2, "stock": 1}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, stored) = app.get(&format!("/api/products/{}", body["productId"])).await;
+    assert_eq!((stored["name"].as_str(), stored["category"].as_str()), (Some("Cr\u{e8}me"), Some("Caf\u{e9}")));
+    let (status, _) =
+        app.post("/api/products", json!({"name": "Mug", "category": "CAF\u{c9}", "price": 2, "stock": 1})).await;
+    assert_eq!(status, 201);
+    let stored: Vec<String> =
+        sqlx::query_scalar("select category from products order by id").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(stored, ["Caf\u{e9}", "CAF\u{c9}"]);
+}
+
 #[tokio::test]
 async fn invalid_patches_are_rejected_and_change_nothing() {
     let app = spawn_app().await;
@@ -81,15 +100,21 @@ async fn invalid_patches_are_rejected_and_change_nothing() {
         let (got, response) = app.patch(&path, body.clone()).await;
         assert_error(got, &response, status, code);
     }
-    // Stock near the top of its range cannot overflow: 422, not a 500.
-    sqlx::query("update products set stock = 2000000000 where id = $1").bind(id).execute(&app.pool).await.unwrap();
-    let (got, response) = app.patch(&path, json!({"addStock": 1_000_000_000})).await;
-    assert_error(got, &response, 422, "validation_failed");
+    // Stock is capped at 10^9, however the additions come: 422, not a 500 or a stock past the cap.
+    let (got, _) = app.patch(&path, json!({"addStock": 999_999_990})).await;
+    assert_eq!(got, 200);
+    for add in [8, 1_000_000_000] {
+        let (got, response) = app.patch(&path, json!({"addStock": add})).await;
+        assert_error(got, &response, 422, "validation_failed");
+        assert_eq!(response["message"], format!("stock of product {id} would exceed 1000000000"));
+    }
+    let (got, _) = app.patch(&path, json!({"addStock": 7})).await;
+    assert_eq!((got, app.stock(id).await), (200, 1_000_000_000), "up to the cap is fine");
 
     let (status, body) = app.patch("/api/products/987654", json!({"addStock": 1})).await;
     assert_error(status, &body, 404, "not_found");
 
     let (_, product) = app.get(&path).await;
     assert_eq!(product["price"].to_string(), "8.5");
-    assert_eq!(app.outbox_count("ProductUpdated").await, 0);
+    assert_eq!(app.outbox_count("ProductUpdated").await, 2, "the two additions within the cap");
 }

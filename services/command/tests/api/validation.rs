@@ -82,6 +82,23 @@ async fn malformed_json_oversized_bodies_and_wrong_media_types_use_the_same_erro
     let status = response.status().as_u16();
     assert_error(status, &response.json().await.unwrap(), 415, "unsupported_media_type");
 
+    // A compressed body (gzip's header, then deflated bytes): the media type is right, its encoding is
+    // not one the API reads.
+    let gzipped = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xabV\xca".to_vec();
+    let response = app
+        .client
+        .post(format!("{}/api/products", app.address))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzipped)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap();
+    assert_error(status, &body, 415, "unsupported_media_type");
+    assert_eq!(body["message"], r#"Content-Encoding "gzip" is not accepted; send the JSON uncompressed"#);
+
     assert_nothing_written(&app, 0, &[]).await;
 }
 

@@ -17,9 +17,24 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// The most characters of a message an error answers with: messages quote what the client sent (a
+/// category's name, a field's), which may be as long as the body limit allows.
+pub const MAX_MESSAGE_CHARS: usize = 300;
+
 pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = ErrorBody { error: code.to_owned(), message: message.into() };
+    let body = ErrorBody { error: code.to_owned(), message: capped(message.into()) };
     (status, axum::Json(body)).into_response()
+}
+
+/// `message`, cut to [`MAX_MESSAGE_CHARS`] characters with a note of how many were left out.
+fn capped(message: String) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        None => message,
+        Some((end, _)) => {
+            let left_out = message[end..].chars().count();
+            format!("{}… ({left_out} more characters)", &message[..end])
+        }
+    }
 }
 
 /// A 500 for a failure the client cannot act on: the client learns nothing, the log gets the whole
@@ -60,4 +75,18 @@ pub async fn route_not_found() -> Response {
 /// The fallback for a known path with the wrong method, in the common shape.
 pub async fn method_not_allowed() -> Response {
     error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_quoting_a_long_input_is_cut_on_a_character_boundary() {
+        assert_eq!(capped("category \"Home\" does not exist".into()), "category \"Home\" does not exist");
+        let long = format!("category {:?} does not exist", "é".repeat(60_000));
+        let cut = capped(long);
+        assert_eq!(cut.chars().count(), MAX_MESSAGE_CHARS + "… (59726 more characters)".chars().count(), "{cut}");
+        assert!(cut.starts_with("category \"éé") && cut.ends_with("… (59726 more characters)"), "{cut}");
+    }
 }

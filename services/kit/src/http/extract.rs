@@ -6,7 +6,11 @@ use axum::{
         FromRequest, FromRequestParts,
         rejection::{JsonRejection, PathRejection, QueryRejection},
     },
-    http::{HeaderValue, StatusCode, header::CONNECTION, request::Parts},
+    http::{
+        HeaderValue, StatusCode,
+        header::{CONNECTION, CONTENT_ENCODING},
+        request::Parts,
+    },
     response::{IntoResponse, Response},
 };
 
@@ -15,7 +19,8 @@ use super::{BODY_READ_TIMEOUT, error_response};
 /// A JSON body, which must be a JSON object. Malformed JSON, another JSON value (an array, which serde
 /// would otherwise read as a struct's fields in order), a missing field or a wrong type is a 400; a body
 /// that has not arrived within [`BODY_READ_TIMEOUT`] is a 408; a body over the router's limit is a 413;
-/// a request without `Content-Type: application/json` is a 415.
+/// a request without `Content-Type: application/json`, or with a `Content-Encoding` (a compressed
+/// body), is a 415.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -23,6 +28,14 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> 
     type Rejection = Rejection;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Rejection> {
+        let encoding = request.headers().get(CONTENT_ENCODING).map(|value| String::from_utf8_lossy(value.as_bytes()));
+        if let Some(encoding) = encoding.filter(|encoding| !encoding.eq_ignore_ascii_case("identity")) {
+            return Err(Rejection {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code: "unsupported_media_type",
+                message: format!("Content-Encoding {encoding:?} is not accepted; send the JSON uncompressed"),
+            });
+        }
         let read = axum::Json::<Object<T>>::from_request(request, state);
         let Ok(read) = tokio::time::timeout(BODY_READ_TIMEOUT, read).await else {
             return Err(Rejection {

@@ -121,6 +121,9 @@ pub async fn category_revenue(
     State(state): State<AppState>,
     Path(category): Path<String>,
 ) -> Result<Json<CategoryRevenue>> {
+    // The command API stores names in normalization form C: `Café` finds its category however its
+    // accent was typed.
+    let category: String = unicode_normalization::UnicodeNormalization::nfc(category.as_str()).collect();
     // The command API refuses control characters in a category, and PostgreSQL's text cannot hold NUL.
     if category.chars().any(char::is_control) {
         return Err(QueryError::InvalidQuery("a category never contains control characters".to_owned()));

@@ -165,6 +165,18 @@ async fn known_things_without_sales_are_zeros_and_unknown_ones_404() {
     assert_error(status, &body, 404, "not_found");
     let (status, body) = app.get("/api/analytics/categories/Nothing/revenue").await;
     assert_error(status, &body, 404, "not_found");
+    // A long unknown name is quoted in part.
+    let (status, body) = app.get(&format!("/api/analytics/categories/{}/revenue", "x".repeat(60_000))).await;
+    assert_error(status, &body, 404, "not_found");
+    assert!(body["message"].as_str().unwrap().len() < 400, "{body}");
+
+    // Names are stored in normalization form C (the command API's doing); a path that spells the accent
+    // as a combining character finds the category, and its case still matters.
+    app.apply(Stream::Products, &[product(9, "Cup", "Caf\u{e9}", "3.00")]).await;
+    let (status, body) = app.get("/api/analytics/categories/Cafe%CC%81/revenue").await;
+    assert_eq!((status, body["category"].as_str()), (200, Some("Caf\u{e9}")), "{body}");
+    let (status, body) = app.get("/api/analytics/categories/CAFE%CC%81/revenue").await;
+    assert_error(status, &body, 404, "not_found");
 }
 
 #[tokio::test]
