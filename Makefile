@@ -1,5 +1,5 @@
 # The only entry points a user needs. Each target is a script in hack/ that explains itself.
-.PHONY: help up down test bench crds cluster cluster-down e2e kind-up
+.PHONY: help up down test bench soak crds cluster cluster-down e2e kind-up
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ test: ## fmt, clippy -D warnings, and every test against private PostgreSQL, Rab
 
 bench: ## Measure the local pipeline (throughput, latency, freshness, drain, queries, pgbench ceiling)
 	@hack/bench.sh
+
+soak: ## Does the consumer stop within its grace period after restarts under load? RUNS (10) of MINUTES (10) on `make up`
+	@hack/soak.sh
 
 crds: ## Regenerate the CRD (crds/ and the chart's copy) from the operator's types
 	@cargo run -q --locked -p analytics-operator --bin crdgen > crds/analyticspipeline.yaml

@@ -32,16 +32,20 @@ pub fn assess(now: DateTime<Utc>, streams: &[StreamProgress], queue_depth: Optio
     let last_processed_event_timestamp = streams.iter().filter_map(|s| s.last_event_occurred_at).max();
     let newest = streams.iter().filter(|s| s.watermark_as_of.is_some()).max_by_key(|s| s.watermark_as_of);
     let since = |at: DateTime<Utc>| (now - at).to_std().unwrap_or_default();
-    // The outbox backlog is known only from a fresh watermark: an old one tells what it was, not what it is.
-    let outbox_pending =
-        newest.filter(|s| s.watermark_as_of.is_some_and(|at| since(at) <= STALE_AFTER)).map(|s| s.outbox_pending);
+    let both_reported = Stream::ALL
+        .iter()
+        .all(|stream| streams.iter().any(|s| s.stream == stream.as_str() && s.watermark_as_of.is_some()));
+    let oldest_watermark = streams.iter().filter_map(|s| s.watermark_as_of).min().unwrap_or(now);
+    let fresh = both_reported && since(oldest_watermark) <= STALE_AFTER;
+    // The outbox backlog is known only while both streams' watermarks are fresh (an old one tells what it
+    // was, not what it is) and the broker answers: a broker that does not has stopped the relay too, and
+    // the outbox grows behind the last watermark's figure. So the figure is null whenever the status is
+    // stale or unknown, and as soon as this service finds the broker gone.
+    let outbox_pending = newest.filter(|_| fresh && queue_depth.is_some()).map(|s| s.outbox_pending);
     let pending_events = outbox_pending.zip(queue_depth).map(|(outbox, queues)| outbox + queues);
     // Seconds on the wire, to the millisecond.
     let seconds = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
 
-    let both_reported = Stream::ALL
-        .iter()
-        .all(|stream| streams.iter().any(|s| s.stream == stream.as_str() && s.watermark_as_of.is_some()));
     let Some(newest) = newest.filter(|_| both_reported) else {
         return SyncStatusResponse {
             last_processed_event_timestamp,
@@ -62,8 +66,6 @@ pub fn assess(now: DateTime<Utc>, streams: &[StreamProgress], queue_depth: Optio
         })
         .min()
         .unwrap_or(now);
-    let oldest_watermark = streams.iter().filter_map(|s| s.watermark_as_of).min().unwrap_or(now);
-    let fresh = since(oldest_watermark) <= STALE_AFTER;
     let nothing_pending = streams.iter().all(|s| s.outbox_pending == 0) && queue_depth == Some(0);
     let (lag, state) = if !fresh {
         (since(complete_until), SyncState::Stale)
@@ -206,6 +208,28 @@ mod tests {
             [stream("orders", 300, 30_007, Some(9_000), now), stream("products", 300, 30_007, Some(9_000), now)];
         let status = assess(now, &streams, Some(12));
         assert_eq!((status.outbox_pending_events, status.pending_events), (Some(30_007), Some(30_019)));
+    }
+
+    /// One stream's watermark is fresh, the other's is not (a consumer just restarted): the status is
+    /// stale, and no figure says otherwise.
+    #[test]
+    fn a_stale_answer_carries_no_backlog_figure() {
+        let now = Utc::now();
+        let streams = [stream("orders", 200, 3, None, now), stream("products", 9_000, 0, None, now)];
+        let status = assess(now, &streams, Some(4));
+        assert_eq!(status.status, SyncState::Stale);
+        assert_eq!((status.outbox_pending_events, status.pending_events), (None, None));
+    }
+
+    /// The broker stops answering: the relay cannot publish, so the outbox figure of the last watermark,
+    /// however fresh, is no longer the truth.
+    #[test]
+    fn a_broker_that_does_not_answer_makes_the_backlog_unknown_at_once() {
+        let now = Utc::now();
+        let streams = [stream("orders", 200, 2, Some(150), now), stream("products", 200, 2, Some(150), now)];
+        let status = assess(now, &streams, None);
+        assert_eq!((status.outbox_pending_events, status.pending_events, status.queue_depth), (None, None, None));
+        assert_ne!(status.status, SyncState::InSync);
     }
 
     #[test]
