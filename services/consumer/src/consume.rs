@@ -192,6 +192,8 @@ impl Consumer {
         backoff.reset();
         tracing::info!("consumer connected to the broker");
 
+        // Kept to be closed, in order, when the session ends.
+        let channels = [setup.clone(), dead_letters.clone(), orders.0.clone(), products.0.clone()];
         // If one stream fails, the other finishes its batch and stops too, and the session reconnects.
         let stop = shutdown.child_token();
         let (orders, products, watched) = tokio::join!(
@@ -199,7 +201,7 @@ impl Consumer {
             self.consume(Stream::Products, products, &dead_letters, &stop),
             self.watch_dead_letters(&setup, &stop),
         );
-        analytics_kit::amqp::close(&connection, "consumer stopping").await;
+        analytics_kit::amqp::close(&connection, &channels.each_ref(), "consumer stopping").await;
         orders.and(products).and(watched)
     }
 

@@ -14,10 +14,17 @@ use secrecy::{ExposeSecret, SecretString};
 /// (the broker sees the socket close, and requeues what the connection had unacked).
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Closes `connection` (and with it its channels), waiting at most [`CLOSE_TIMEOUT`] for the broker: one
-/// that stopped answering must not hold a service's stop.
-pub async fn close(connection: &Connection, reason: &str) {
-    drop(tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await);
+/// Closes `channels`, then `connection`, waiting at most [`CLOSE_TIMEOUT`] in all for the broker: one
+/// that stopped answering must not hold a service's stop. Each channel is closed and its close
+/// acknowledged first: a channel left to close with the connection (or dropped, which closes it in the
+/// background) races the connection's close, and lapin reports that as a connection error.
+pub async fn close(connection: &Connection, channels: &[&Channel], reason: &str) {
+    let closing = async {
+        let open = channels.iter().filter(|channel| channel.status().connected());
+        futures::future::join_all(open.map(|channel| channel.close(200, reason.into()))).await;
+        connection.close(200, reason.into()).await
+    };
+    drop(tokio::time::timeout(CLOSE_TIMEOUT, closing).await);
 }
 
 /// Opens a connection that names itself in the broker's management views.

@@ -143,6 +143,6 @@ impl Publisher {
     }
 
     pub async fn close(self) {
-        analytics_kit::amqp::close(&self.connection, "relay stopping").await;
+        analytics_kit::amqp::close(&self.connection, &[&self.channel], "relay stopping").await;
     }
 }

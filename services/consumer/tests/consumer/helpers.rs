@@ -27,7 +27,8 @@ pub struct Pipeline {
     pub service_metrics: [String; 2],
     pub client: reqwest::Client,
     pub relay_config: RelayConfig,
-    consumers: Vec<Child>,
+    /// The running consumer processes, oldest first, each with the file its log goes to.
+    consumers: Vec<(Child, std::path::PathBuf)>,
     /// The /metrics URL of each running consumer, oldest first.
     pub consumer_metrics: Vec<String>,
     shutdown: CancellationToken,
@@ -36,9 +37,10 @@ pub struct Pipeline {
 impl Drop for Pipeline {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        for consumer in &mut self.consumers {
+        for (consumer, log) in &mut self.consumers {
             drop(consumer.kill());
             drop(consumer.wait());
+            drop(std::fs::remove_file(log));
         }
     }
 }
@@ -132,8 +134,13 @@ impl Pipeline {
         self.spawn_consumer(100, amqp_url);
     }
 
+    /// Its log (JSON lines, at info level) goes to a file of its own, which `TEST_LOG` names.
     fn spawn_consumer(&mut self, batch_size: usize, amqp_url: &str) {
-        let output = || if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
+        let log = std::env::temp_dir().join(format!("consumer-{}.log", uuid::Uuid::new_v4().simple()));
+        if std::env::var_os("TEST_LOG").is_some() {
+            println!("consumer log: {}", log.display());
+        }
+        let file = std::fs::File::create(&log).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_consumer-service"))
@@ -141,27 +148,29 @@ impl Pipeline {
             .env("READ_DATABASE_URL", &self.read_url)
             .env("AMQP_URL", amqp_url)
             .env("TOPOLOGY_PREFIX", &self.prefix)
-            .stdout(output())
-            .stderr(output())
+            .env("RUST_LOG", "info")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
             .spawn()
             .expect("the consumer binary starts");
-        self.consumers.push(child);
+        self.consumers.push((child, log));
         self.consumer_metrics.push(format!("http://{listen}/metrics"));
     }
 
     /// SIGKILLs the oldest running consumer: no shutdown, no acks, nothing finishes.
     pub fn kill_consumer(&mut self) {
-        let mut child = self.consumers.remove(0);
+        let (mut child, log) = self.consumers.remove(0);
         self.consumer_metrics.remove(0);
         child.kill().unwrap();
         child.wait().unwrap();
+        drop(std::fs::remove_file(log));
     }
 
     /// Stops the oldest running consumer as Kubernetes stops a pod: SIGTERM, then waits for it to exit,
     /// which it must within the pod's default grace period of 30 s (else Kubernetes would SIGKILL it; the
-    /// test waits a minute before it says so, the machine being shared).
-    pub fn stop_consumer(&mut self) {
-        let mut child = self.consumers.remove(0);
+    /// test waits a minute before it says so, the machine being shared). Returns what it logged.
+    pub fn stop_consumer(&mut self) -> String {
+        let (mut child, log) = self.consumers.remove(0);
         self.consumer_metrics.remove(0);
         let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
         assert!(status.success(), "kill -TERM failed");
@@ -177,7 +186,10 @@ impl Pipeline {
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        assert!(exited.success(), "the consumer did not stop cleanly: {exited}");
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        drop(std::fs::remove_file(log));
+        assert!(exited.success(), "the consumer did not stop cleanly: {exited}\n{logged}");
+        logged
     }
 
     /// Stops every consumer the hard way.

@@ -87,3 +87,23 @@ async fn a_consumer_stops_on_sigterm_even_when_the_broker_hangs() {
     proxy.hang();
     pipeline.stop_consumer();
 }
+
+/// A consumer that stops as a rollout stops it, with nothing wrong anywhere, says so at info level: not
+/// one ERROR or WARN line (lapin used to report its own channels' close as a connection error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clean_stop_logs_no_error_or_warning() {
+    let mut pipeline = Pipeline::start(&amqp_url(), 0).await;
+    pipeline.start_consumer();
+    let product = pipeline.create_product("Lamp", "Home", "2.00", 100).await;
+    let order = json!({"customerId": 1, "items": [{"productId": product, "quantity": 1}]});
+    assert_eq!(pipeline.post("/api/orders", &order).await.0, 201);
+    pipeline.wait_until_applied(Duration::from_secs(30)).await;
+
+    let logged = pipeline.stop_consumer();
+    assert!(logged.contains("consumer stopped"), "{logged}");
+    let loud: Vec<&str> = logged
+        .lines()
+        .filter(|line| line.contains(r#""level":"ERROR""#) || line.contains(r#""level":"WARN""#))
+        .collect();
+    assert!(loud.is_empty(), "a clean stop logged:\n{}", loud.join("\n"));
+}
