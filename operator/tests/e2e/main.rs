@@ -19,6 +19,7 @@ mod ha;
 mod ha_broker;
 mod load;
 mod monitoring;
+mod terminations;
 
 use std::{
     path::{Path, PathBuf},
@@ -41,7 +42,7 @@ use kube::{
 use serde_json::{Value, json};
 use sqlx::{PgPool, postgres::PgConnectOptions};
 
-use crate::load::Load;
+use crate::{load::Load, terminations::Terminations};
 
 const NAMESPACE: &str = "e2e";
 const RESTRICTED_NAMESPACE: &str = "e2e-restricted";
@@ -566,15 +567,26 @@ async fn scaling(node: &Node, namespace: &str, shop: &Shop, products: &[i64]) {
     .await;
     say(&format!("{namespace}: scaling: drained, in_sync {:.1} s after autoscaling resumed", drained.as_secs_f64()));
     let down = Instant::now();
+    let watch = Terminations::watch(node.api(namespace), "app.kubernetes.io/component=consumer");
     eventually(Duration::from_secs(180), "the consumers to scale back down", || async {
         (node.deployment_replicas(namespace, "shop-consumer").await == (1, 1)).then_some(())
     })
     .await;
+    // The scaled-down pods leave the Deployment's count before they have stopped.
+    eventually(Duration::from_secs(60), "the scaled-down consumers to stop", || async {
+        let pods = node.api::<Pod>(namespace);
+        let list = pods.list(&ListParams::default().labels("app.kubernetes.io/component=consumer")).await.ok()?;
+        (list.items.len() == 1).then_some(())
+    })
+    .await;
+    let stops = watch.stop().await;
     say(&format!(
-        "{namespace}: scaling: back to 1 consumer {:.1} s after the drain (window 30 s, status consumers {:?})",
+        "{namespace}: scaling: back to 1 consumer {:.1} s after the drain (window 30 s, status consumers {:?}); {}",
         down.elapsed().as_secs_f64(),
-        settled.consumer_replicas
+        settled.consumer_replicas,
+        terminations::summary(&stops)
     ));
+    assert!(stops.iter().all(|stop| !stop.used_the_whole_grace_period()), "{stops:?}");
     let (write, read) = node.databases(namespace).await;
     let customers = assert_read_model_matches_write_side(&shop.read, &write, &read, &shop.query).await;
     assert!(customers > 100, "{customers} customers compared");
@@ -642,6 +654,7 @@ async fn rollout(node: &Node, shop: &Shop, products: &[i64]) {
     run(Command::new("ctr").args(["-n", "k8s.io", "images", "tag", "--force", &image, &new_image]), None);
 
     let load = Load::start(&shop.write, &shop.command, products, 4, Duration::from_millis(20));
+    let stops = Terminations::watch(node.api(NAMESPACE), "app.kubernetes.io/component=command");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let started = Instant::now();
     node.patch_pipeline(
@@ -672,11 +685,15 @@ async fn rollout(node: &Node, shop: &Shop, products: &[i64]) {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let report = load.stop().await;
     let stopped = Instant::now();
+    let stops = stops.stop().await;
     say(&format!(
-        "rollout: command → {new_tag} completed in {:.1} s under load: {}",
+        "rollout: command → {new_tag} completed in {:.1} s under load: {}; {}",
         rolled.as_secs_f64(),
-        report.summary()
+        report.summary(),
+        terminations::summary(&stops)
     ));
+    assert!(!stops.is_empty(), "the rollout stopped the old pods");
+    assert!(stops.iter().all(|stop| !stop.used_the_whole_grace_period()), "{stops:?}");
     shop.in_sync_after(stopped, STARTUP).await;
     let (write, read) = node.databases(NAMESPACE).await;
     report.assert_all_recorded(&write).await;
