@@ -75,23 +75,26 @@ impl Terminations {
 
     /// The stops seen so far.
     pub async fn stop(self) -> Vec<Termination> {
-        drop(self.stop.send(()));
+        // Err only if the watch ended by itself, which it then did.
+        let _ended: Result<(), ()> = self.stop.send(());
         self.task.await.expect("the termination watch panicked")
     }
 }
 
-/// "3 pods stopped in 6.1–7.4 s (grace 30 s)", for the log.
+/// "3 pods stopped in 6.1–7.4 s (the slowest shop-command-…; grace 30 s); 0 used the whole grace
+/// period", for the log.
 pub fn summary(terminations: &[Termination]) -> String {
-    let seconds = |d: &Duration| d.as_secs_f64();
-    let took: Vec<f64> = terminations.iter().map(|t| seconds(&t.took)).collect();
-    let (low, high) = took.iter().fold((f64::MAX, 0.0_f64), |(low, high), &t| (low.min(t), high.max(t)));
-    match terminations.first() {
-        None => "no pod stopped".to_owned(),
-        Some(first) => format!(
-            "{} pods stopped in {low:.1}–{high:.1} s (grace {} s); {} used the whole grace period",
+    let fastest = terminations.iter().map(|t| t.took).min();
+    match (terminations.iter().max_by_key(|t| t.took), fastest) {
+        (Some(slowest), Some(fastest)) => format!(
+            "{} pods stopped in {:.1}–{:.1} s (the slowest {}; grace {} s); {} used the whole grace period",
             terminations.len(),
-            first.grace.as_secs(),
+            fastest.as_secs_f64(),
+            slowest.took.as_secs_f64(),
+            slowest.pod,
+            slowest.grace.as_secs(),
             terminations.iter().filter(|t| t.used_the_whole_grace_period()).count()
         ),
+        _ => "no pod stopped".to_owned(),
     }
 }
