@@ -203,7 +203,7 @@ fn spawn_process(database_url: &str) -> (Child, String) {
 fn spawn_process_at(database_url: &str, base: &str) -> (Child, String) {
     let port = base.rsplit(':').next().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_command-service"))
-        .args(["serve", "--no-relay", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--no-relay", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0"])
         .env("WRITE_DATABASE_URL", database_url)
         .env("API_TOKEN", API_TOKEN)
         .stdout(Stdio::piped())
