@@ -42,6 +42,11 @@ const DEAD_LETTER_READ_INTERVAL: std::time::Duration = std::time::Duration::from
 /// How often a message the database refuses is tried alone before it is dead-lettered.
 const ATTEMPTS_BEFORE_DEAD_LETTER: u32 = 3;
 
+/// How long a stopping consumer waits for the broker: to confirm the cancel of its deliveries, and for
+/// the next of the deliveries sent before it (or their end). A broker that takes longer gets the rest
+/// back when the connection closes.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why a broker session ended; every case reconnects.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -289,12 +294,31 @@ impl Consumer {
         stop: &CancellationToken,
         mut unacked: bool,
     ) -> Result<()> {
-        channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await?;
+        tracing::info!(stream = stream.as_str(), "stopping: cancelling the broker's deliveries");
+        let cancel = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
+        match tokio::time::timeout(DRAIN_WAIT, cancel).await {
+            Ok(cancelled) => cancelled?,
+            Err(_) => {
+                tracing::warn!(
+                    stream = stream.as_str(),
+                    "the broker did not confirm the cancel; it gets the rest back"
+                );
+                return Ok(());
+            }
+        }
         let mut applied = 0;
         // After the cancel, the deliveries sent before it come out, and then the end.
         let mut ended = false;
         while !ended && !unacked {
-            let Some(first) = consumer.next().await else { break };
+            let Ok(next) = tokio::time::timeout(DRAIN_WAIT, consumer.next()).await else {
+                tracing::warn!(
+                    stream = stream.as_str(),
+                    applied,
+                    "the deliveries did not end after the cancel; the broker gets the rest back"
+                );
+                break;
+            };
+            let Some(first) = next else { break };
             let (deliveries, end) = self.batch(Some(first?), &mut consumer)?;
             ended = end;
             let count = deliveries.len();
