@@ -217,9 +217,16 @@ impl Consumer {
         let passive = QueueDeclareOptions { passive: true, ..Default::default() };
         let result = async {
             loop {
-                let queue = channel
-                    .queue_declare(self.topology.dead_letter_queue.as_str().into(), passive, FieldTable::default())
-                    .await?;
+                let declare = channel.queue_declare(
+                    self.topology.dead_letter_queue.as_str().into(),
+                    passive,
+                    FieldTable::default(),
+                );
+                // A broker that does not answer must not hold the session's stop.
+                let queue = tokio::select! {
+                    queue = declare => queue?,
+                    () = stop.cancelled() => return Ok(()),
+                };
                 self.metrics.dead_letter_queue.set(i64::from(queue.message_count()));
                 tokio::select! {
                     () = tokio::time::sleep(DEAD_LETTER_READ_INTERVAL) => {}
