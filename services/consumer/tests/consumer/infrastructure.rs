@@ -101,6 +101,7 @@ async fn a_clean_stop_logs_no_error_or_warning() {
 
     let logged = pipeline.stop_consumer();
     assert!(logged.contains("consumer stopped"), "{logged}");
+    assert_eq!(logged.matches("consumer drained").count(), 2, "both streams drained:\n{logged}");
     let loud: Vec<&str> = logged
         .lines()
         .filter(|line| line.contains(r#""level":"ERROR""#) || line.contains(r#""level":"WARN""#))
