@@ -56,7 +56,14 @@ pub enum SessionError {
     Cancelled,
     #[error("the broker refused (nacked) a dead-lettered message")]
     DeadLetterNacked,
+    #[error("the broker did not complete the session's set-up within {0:?}")]
+    SetUpTimedOut(std::time::Duration),
 }
+
+/// How long connecting, declaring the topology and starting both consumers may take together: a broker
+/// that accepts the connection and then does not answer (one still booting, or behind a dead path) is
+/// tried again, instead of holding the consumer (and its stop) for good.
+const SET_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 type Result<T, E = SessionError> = std::result::Result<T, E>;
 
@@ -186,13 +193,23 @@ impl Consumer {
 
     /// One connection's life: declare, consume both queues, and return when either fails or on shutdown.
     async fn session(&self, shutdown: &CancellationToken, backoff: &mut Backoff) -> Result<()> {
-        let connection = analytics_kit::amqp::connect(&self.amqp_url, "consumer-service").await?;
-        let setup = connection.create_channel().await?;
-        analytics_kit::amqp::declare_topology(&setup, &self.topology).await?;
-        let dead_letters = connection.create_channel().await?;
-        dead_letters.confirm_select(ConfirmSelectOptions::default()).await?;
-        let orders = self.open(&connection, self.topology.queue(Stream::Orders)).await?;
-        let products = self.open(&connection, self.topology.queue(Stream::Products)).await?;
+        let set_up = async {
+            let connection = analytics_kit::amqp::connect(&self.amqp_url, "consumer-service").await?;
+            let setup = connection.create_channel().await?;
+            analytics_kit::amqp::declare_topology(&setup, &self.topology).await?;
+            let dead_letters = connection.create_channel().await?;
+            dead_letters.confirm_select(ConfirmSelectOptions::default()).await?;
+            let orders = self.open(&connection, self.topology.queue(Stream::Orders)).await?;
+            let products = self.open(&connection, self.topology.queue(Stream::Products)).await?;
+            lapin::Result::Ok((connection, setup, dead_letters, orders, products))
+        };
+        // A stop does not wait for a set-up: nothing is consumed yet, so there is nothing to finish.
+        let (connection, setup, dead_letters, orders, products) = tokio::select! {
+            set_up = tokio::time::timeout(SET_UP_TIMEOUT, set_up) => {
+                set_up.map_err(|_| SessionError::SetUpTimedOut(SET_UP_TIMEOUT))??
+            }
+            () = shutdown.cancelled() => return Ok(()),
+        };
         self.connected.store(true, Ordering::Relaxed);
         backoff.reset();
         tracing::info!("consumer connected to the broker");

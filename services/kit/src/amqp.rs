@@ -14,6 +14,11 @@ use secrecy::{ExposeSecret, SecretString};
 /// (the broker sees the socket close, and requeues what the connection had unacked).
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long opening a connection may take, TCP, TLS and the AMQP handshake together: a broker that
+/// accepts the socket and then says nothing (one still booting, or behind a dead path) is given up on,
+/// and the caller tries again, instead of waiting for good.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Closes `channels`, then `connection`, waiting at most [`CLOSE_TIMEOUT`] in all for the broker: one
 /// that stopped answering must not hold a service's stop. Each channel is closed and its close
 /// acknowledged first: a channel left to close with the connection (or dropped, which closes it in the
@@ -70,7 +75,14 @@ pub async fn connect_trusting(
     };
     let tls = OwnedTLSConfig { identity: None, cert_chain: ca };
     let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
-    Connection::connect_uri_with_config(uri, properties, tls, lapin::runtime::default_runtime()?).await
+    let connecting = Connection::connect_uri_with_config(uri, properties, tls, lapin::runtime::default_runtime()?);
+    tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the broker did not complete the connection within {CONNECT_TIMEOUT:?}"),
+        )
+        .into())
+    })
 }
 
 /// The `cacertfile` query parameter of an AMQP URL.

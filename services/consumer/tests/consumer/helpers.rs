@@ -157,6 +157,11 @@ impl Pipeline {
         self.consumer_metrics.push(format!("http://{listen}/metrics"));
     }
 
+    /// What the oldest running consumer has logged so far.
+    pub fn consumer_log(&self) -> String {
+        std::fs::read_to_string(&self.consumers[0].1).unwrap_or_default()
+    }
+
     /// SIGKILLs the oldest running consumer: no shutdown, no acks, nothing finishes.
     pub fn kill_consumer(&mut self) {
         let (mut child, log) = self.consumers.remove(0);

@@ -108,3 +108,23 @@ async fn a_clean_stop_logs_no_error_or_warning() {
         .collect();
     assert!(loud.is_empty(), "a clean stop logged:\n{}", loud.join("\n"));
 }
+
+/// A broker that accepts the connection and then says nothing (still booting, or behind a dead path): the
+/// consumer gives the attempt up and tries again, instead of waiting for good, and a SIGTERM meanwhile
+/// stops it at once, not at the end of its stop budget. (The soak found a consumer stuck for minutes in
+/// a connection to a restarting broker, which then overran its stop budget.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_that_never_answers_the_handshake_neither_stalls_the_consumer_nor_its_stop() {
+    let mut pipeline = Pipeline::start(&amqp_url(), 0).await;
+    let (proxy, through) = HangingProxy::in_front_of(&pipeline.amqp_url).await;
+    proxy.hang();
+    pipeline.start_consumer_through(&through);
+    let gave_up = eventually(Duration::from_secs(60), "the consumer to give the silent connection up", || async {
+        let logged = pipeline.consumer_log();
+        logged.contains("did not complete the connection").then_some(())
+    });
+    gave_up.await;
+    let logged = pipeline.stop_consumer();
+    assert!(logged.contains("consumer stopped"), "{logged}");
+    assert!(!logged.contains("did not stop within the budget"), "the stop waited for the connection:\n{logged}");
+}
