@@ -21,7 +21,13 @@ pub enum PublishError {
     Nacked,
     #[error("unroutable: {0}")]
     Unroutable(String),
+    #[error("the broker did not complete the set-up (connection, topology, confirm mode) within {0:?}")]
+    SetUpTimedOut(Duration),
 }
+
+/// How long connecting, declaring the topology and turning on confirms may take together: a broker that
+/// accepts the connection and then does not answer is tried again, not waited for.
+const SET_UP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A confirm-mode channel on its own connection, with the topology declared.
 pub struct Publisher {
@@ -37,11 +43,14 @@ impl Publisher {
         topology: Topology,
         confirm_timeout: Duration,
     ) -> Result<Self, PublishError> {
-        let connection = analytics_kit::amqp::connect(url, "command-service outbox relay").await?;
-        let channel = connection.create_channel().await?;
-        analytics_kit::amqp::declare_topology(&channel, &topology).await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Self { connection, channel, topology, confirm_timeout })
+        let set_up = async {
+            let connection = analytics_kit::amqp::connect(url, "command-service outbox relay").await?;
+            let channel = connection.create_channel().await?;
+            analytics_kit::amqp::declare_topology(&channel, &topology).await?;
+            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            Ok(Self { connection, channel, topology, confirm_timeout })
+        };
+        tokio::time::timeout(SET_UP_TIMEOUT, set_up).await.unwrap_or(Err(PublishError::SetUpTimedOut(SET_UP_TIMEOUT)))
     }
 
     /// Publishes every event of the batch and waits until the broker has confirmed all of them; only

@@ -154,7 +154,13 @@ impl Relay {
         let housekeeping = tokio::spawn(housekeeping(self.outbox.clone(), self.metrics.clone(), shutdown.clone()));
         let mut backoff = Backoff::default();
         while !shutdown.is_cancelled() {
-            match Publisher::connect(&self.amqp_url, self.topology.clone(), self.confirm_timeout).await {
+            let connecting = Publisher::connect(&self.amqp_url, self.topology.clone(), self.confirm_timeout);
+            // A stop does not wait for a connection: nothing is in flight yet.
+            let connected = tokio::select! {
+                connected = connecting => connected,
+                () = shutdown.cancelled() => break,
+            };
+            match connected {
                 Ok(publisher) => {
                     tracing::info!("relay connected to the broker");
                     backoff.reset();
