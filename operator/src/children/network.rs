@@ -62,14 +62,24 @@ pub fn policies(
     .collect();
     match databases::mode(pipeline) {
         databases::Mode::Managed(_) => {
-            policies.push(policy(pipeline, databases::COMPONENT, vec![own_pods.clone()], databases::PORT));
+            policies.push(policy(
+                pipeline,
+                databases::COMPONENT,
+                only(vec![own_pods.clone()], databases::PORT),
+                Egress::Denied,
+            ));
         }
         databases::Mode::CloudNativePg(_) => policies.push(cloudnative_pg_policy(pipeline, own_pods.clone())),
         databases::Mode::External(_) => {}
     }
     match broker::mode(pipeline) {
         broker::Mode::Managed(_) => {
-            policies.push(policy(pipeline, broker::COMPONENT, vec![own_pods, operator], broker::PORT));
+            policies.push(policy(
+                pipeline,
+                broker::COMPONENT,
+                only(vec![own_pods, operator], broker::PORT),
+                Egress::Denied,
+            ));
         }
         broker::Mode::ClusterOperator(_) => policies.push(rabbitmq_cluster_policy(pipeline, own_pods, operator)),
         broker::Mode::External(_) => {}
@@ -138,18 +148,7 @@ fn service_policy(
 ) -> NetworkPolicy {
     let callers = api.map(|port| NetworkPolicyIngressRule { from: None, ports: Some(vec![tcp(port)]) });
     let scrapers = NetworkPolicyIngressRule { from: Some(vec![monitoring]), ports: Some(vec![tcp(admin)]) };
-    NetworkPolicy {
-        metadata: metadata(pipeline, component, component),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(selector(pipeline, component)),
-                ..LabelSelector::default()
-            }),
-            policy_types: Some(vec!["Ingress".to_owned()]),
-            ingress: Some(callers.into_iter().chain([scrapers]).collect()),
-            ..NetworkPolicySpec::default()
-        }),
-    }
+    policy(pipeline, component, callers.into_iter().chain([scrapers]).collect(), Egress::Open)
 }
 
 fn tcp(port: i32) -> NetworkPolicyPort {
@@ -197,8 +196,22 @@ fn cloudnative_pg_policy(pipeline: &AnalyticsPipeline, own_pods: NetworkPolicyPe
     }
 }
 
-/// Only `from`, only on `port`, into the pods of `component`, and nothing out of them.
-fn policy(pipeline: &AnalyticsPipeline, component: &str, from: Vec<NetworkPolicyPeer>, port: i32) -> NetworkPolicy {
+/// Whether a policy also governs what its pods may open.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Egress {
+    Open,
+    /// No egress rule: nothing goes out.
+    Denied,
+}
+
+/// `ingress` into the pods of `component`, and `egress` out of them.
+fn policy(
+    pipeline: &AnalyticsPipeline,
+    component: &str,
+    ingress: Vec<NetworkPolicyIngressRule>,
+    egress: Egress,
+) -> NetworkPolicy {
+    let types: &[&str] = if egress == Egress::Denied { &["Ingress", "Egress"] } else { &["Ingress"] };
     NetworkPolicy {
         metadata: metadata(pipeline, component, component),
         spec: Some(NetworkPolicySpec {
@@ -206,12 +219,16 @@ fn policy(pipeline: &AnalyticsPipeline, component: &str, from: Vec<NetworkPolicy
                 match_labels: Some(selector(pipeline, component)),
                 ..LabelSelector::default()
             }),
-            // Egress with no rule: none is allowed.
-            policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
-            ingress: Some(vec![NetworkPolicyIngressRule { from: Some(from), ports: Some(vec![tcp(port)]) }]),
+            policy_types: Some(types.iter().map(|t| (*t).to_owned()).collect()),
+            ingress: Some(ingress),
             ..NetworkPolicySpec::default()
         }),
     }
+}
+
+/// Only `from`, only on `port`.
+fn only(from: Vec<NetworkPolicyPeer>, port: i32) -> Vec<NetworkPolicyIngressRule> {
+    vec![NetworkPolicyIngressRule { from: Some(from), ports: Some(vec![tcp(port)]) }]
 }
 
 #[cfg(test)]

@@ -60,11 +60,6 @@ pub enum SessionError {
     SetUpTimedOut(std::time::Duration),
 }
 
-/// How long connecting, declaring the topology and starting both consumers may take together: a broker
-/// that accepts the connection and then does not answer (one still booting, or behind a dead path) is
-/// tried again, instead of holding the consumer (and its stop) for good.
-const SET_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
-
 type Result<T, E = SessionError> = std::result::Result<T, E>;
 
 /// How an attempt to apply a batch ended.
@@ -205,8 +200,8 @@ impl Consumer {
         };
         // A stop does not wait for a set-up: nothing is consumed yet, so there is nothing to finish.
         let (connection, setup, dead_letters, orders, products) = tokio::select! {
-            set_up = tokio::time::timeout(SET_UP_TIMEOUT, set_up) => {
-                set_up.map_err(|_| SessionError::SetUpTimedOut(SET_UP_TIMEOUT))??
+            set_up = tokio::time::timeout(analytics_kit::amqp::SET_UP_TIMEOUT, set_up) => {
+                set_up.map_err(|_| SessionError::SetUpTimedOut(analytics_kit::amqp::SET_UP_TIMEOUT))??
             }
             () = shutdown.cancelled() => return Ok(()),
         };

@@ -19,6 +19,10 @@ const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// and the caller tries again, instead of waiting for good.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a client's whole set-up may take: the connection, then its channels, topology and consumers
+/// or confirm mode. A broker that accepts and then does not answer is tried again, not waited for.
+pub const SET_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Closes `channels`, then `connection`, waiting at most [`CLOSE_TIMEOUT`] in all for the broker: one
 /// that stopped answering must not hold a service's stop. Each channel is closed and its close
 /// acknowledged first: a channel left to close with the connection (or dropped, which closes it in the

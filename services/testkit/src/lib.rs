@@ -422,6 +422,37 @@ pub async fn check_api_contract(base: &str) {
     }
 }
 
+/// What an API service at `api` (base URL) with its admin port at `admin` answers without a token: on
+/// the admin port `/healthz`, `/readyz` (ready) and `/metrics` (Prometheus text); on the API's port its
+/// OpenAPI document and `/health` (`{"status":"ok"}`), and none of the admin port's endpoints.
+pub async fn assert_open_endpoints(api: &str, admin: &str) {
+    let anonymous = reqwest::Client::new();
+    let get = |url: String| {
+        let anonymous = anonymous.clone();
+        async move {
+            let response = anonymous.get(&url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let json = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+    let (status, body) = get(format!("{api}/health")).await;
+    assert_eq!((status, json(&body)), (200, serde_json::json!({"status": "ok"})));
+    let (status, body) = get(format!("{api}/api/openapi.json")).await;
+    assert!(status == 200 && json(&body)["openapi"].is_string(), "{status} {body}");
+    let (status, body) = get(format!("{admin}/healthz")).await;
+    assert_eq!((status, json(&body)), (200, serde_json::json!({"status": "ok"})));
+    let (status, body) = get(format!("{admin}/readyz")).await;
+    assert_eq!((status, json(&body)["status"].clone()), (200, Value::from("ready")), "{body}");
+    let (status, body) = get(format!("{admin}/metrics")).await;
+    // The OpenAPI document's request above is counted by now.
+    assert!(status == 200 && body.contains("# TYPE http_requests_total counter"), "{status} {body}");
+    // The API's port tells nothing of the business to anyone without a token.
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        let (status, body) = get(format!("{api}{path}")).await;
+        assert_error(status, &json(&body), 404, "not_found");
+    }
+}
+
 /// A TCP proxy on loopback to `upstream` that can hang: after [`HangingProxy::hang`] it forwards nothing
 /// more and closes nothing, in either direction, as a peer behind a dead network path does (no reset, no
 /// answer). Dropped, it stops.

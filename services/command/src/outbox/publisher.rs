@@ -25,10 +25,6 @@ pub enum PublishError {
     SetUpTimedOut(Duration),
 }
 
-/// How long connecting, declaring the topology and turning on confirms may take together: a broker that
-/// accepts the connection and then does not answer is tried again, not waited for.
-const SET_UP_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// A confirm-mode channel on its own connection, with the topology declared.
 pub struct Publisher {
     connection: Connection,
@@ -50,7 +46,9 @@ impl Publisher {
             channel.confirm_select(ConfirmSelectOptions::default()).await?;
             Ok(Self { connection, channel, topology, confirm_timeout })
         };
-        tokio::time::timeout(SET_UP_TIMEOUT, set_up).await.unwrap_or(Err(PublishError::SetUpTimedOut(SET_UP_TIMEOUT)))
+        tokio::time::timeout(analytics_kit::amqp::SET_UP_TIMEOUT, set_up)
+            .await
+            .unwrap_or(Err(PublishError::SetUpTimedOut(analytics_kit::amqp::SET_UP_TIMEOUT)))
     }
 
     /// Publishes every event of the batch and waits until the broker has confirmed all of them; only

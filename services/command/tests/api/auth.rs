@@ -62,22 +62,8 @@ async fn a_request_without_a_valid_token_gets_a_json_401_and_writes_nothing() {
 #[tokio::test]
 async fn probes_metrics_and_the_openapi_document_need_no_token_and_only_the_admin_port_serves_metrics() {
     let app = spawn_app().await;
+    analytics_testkit::assert_open_endpoints(&app.address, &app.admin).await;
     let anonymous = reqwest::Client::new();
-    for (base, path) in [
-        (&app.admin, "/healthz"),
-        (&app.admin, "/readyz"),
-        (&app.admin, "/metrics"),
-        (&app.address, "/api/openapi.json"),
-        (&app.address, "/health"),
-    ] {
-        let response = anonymous.get(format!("{base}{path}")).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{base}{path}");
-    }
-    // The API's port tells nothing of the business to anyone without a token.
-    for path in ["/metrics", "/readyz", "/healthz"] {
-        let response = anonymous.get(format!("{}{path}", app.address)).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path} on the API's port");
-    }
     anonymous.get(format!("{}/api/orders/1", app.address)).send().await.unwrap();
     let metrics = app.metrics().await;
     assert!(

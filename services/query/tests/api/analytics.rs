@@ -260,19 +260,6 @@ async fn every_analytics_route_needs_a_read_token() {
         let body: serde_json::Value = response.json().await.unwrap();
         analytics_testkit::assert_error(401, &body, 401, "unauthorized");
     }
-    for (base, path) in [
-        (&app.admin, "/healthz"),
-        (&app.admin, "/readyz"),
-        (&app.admin, "/metrics"),
-        (&app.address, "/api/openapi.json"),
-        (&app.address, "/health"),
-    ] {
-        let response = anonymous.get(format!("{base}{path}")).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{base}{path}");
-    }
-    for path in ["/metrics", "/readyz", "/healthz"] {
-        let response = anonymous.get(format!("{}{path}", app.address)).send().await.unwrap();
-        assert_eq!(response.status(), 404, "{path} on the API's port");
-    }
+    analytics_testkit::assert_open_endpoints(&app.address, &app.admin).await;
     assert_eq!(app.get("/api/analytics/sync-status").await.0, 200, "with the token");
 }
