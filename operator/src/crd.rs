@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::core::v1::{ResourceRequirements, Toleration},
+    api::core::v1::{LocalObjectReference, ResourceRequirements, Toleration},
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
 use kube::{CustomResource, KubeSchema};
@@ -67,6 +67,20 @@ pub struct AnalyticsPipelineSpec {
     /// Tolerations for every pod of the pipeline.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
+    /// The PriorityClass of every pod of the pipeline; the cluster's default if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Secrets (in the pipeline's namespace) that every pod of the pipeline pulls its images with, for a
+    /// private registry. Unset, the operator's default ones (the chart's `imagePullSecrets`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Labels and annotations added to every pod of the pipeline (the operator's own win where they meet).
+    #[serde(default, skip_serializing_if = "PodMetadata::is_empty")]
+    pub pod_metadata: PodMetadata,
+    /// Scales the whole pipeline to no pods, keeping its volumes and so its data; false resumes it with
+    /// the same orders. External backends are left as they are.
+    #[serde(default)]
+    pub hibernate: bool,
     /// What happens to the data (PVCs) when the pipeline is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
@@ -79,6 +93,21 @@ pub struct AnalyticsPipelineSpec {
     /// Checks of the read model against the write side, and its rebuilds.
     #[serde(default)]
     pub read_model: ReadModelSpec,
+}
+
+/// What every pod of a pipeline carries besides the operator's labels.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+pub struct PodMetadata {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl PodMetadata {
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.annotations.is_empty()
+    }
 }
 
 /// `consumer-service verify` on a schedule, as a CronJob; `consumer-service rebuild` on request, as a
@@ -223,14 +252,17 @@ impl std::str::FromStr for Image {
     }
 }
 
-/// Every image a pipeline runs: the operator's defaults, or those with a pipeline's overrides applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Every image a pipeline runs: the operator's defaults, or those with a pipeline's overrides applied;
+/// and the Secrets its pods pull them with.
+#[derive(Clone, Debug, PartialEq)]
 pub struct ImageSet {
     pub command: Image,
     pub consumer: Image,
     pub query: Image,
     pub postgres: Image,
     pub rabbitmq: Image,
+    /// The pull Secrets of a pipeline whose spec names none.
+    pub pull_secrets: Vec<LocalObjectReference>,
 }
 
 /// The project's images are published as `<registry>/analytics-<service>:<version>`.
@@ -257,6 +289,7 @@ impl Default for ImageSet {
             query: ours("query"),
             postgres: official("postgres", "16"),
             rabbitmq: official("rabbitmq", "4.3-management"),
+            pull_secrets: Vec::new(),
         }
     }
 }
@@ -271,6 +304,7 @@ impl ImageSet {
             query: pick(&overrides.query, &self.query),
             postgres: pick(&overrides.postgres, &self.postgres),
             rabbitmq: pick(&overrides.rabbitmq, &self.rabbitmq),
+            pull_secrets: self.pull_secrets.clone(),
         }
     }
 }
@@ -631,14 +665,19 @@ pub struct ExternalRabbitmq {
     pub url: SecretKeyRef,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Storage {
-    /// Size of the volume, e.g. `10Gi`.
+    /// Size of each volume, e.g. `10Gi`. A larger size expands the existing volumes in place where their
+    /// StorageClass allows it (`allowVolumeExpansion`); the `StorageResized` condition tells. It never
+    /// shrinks.
     #[serde(default = "ten_gibibytes")]
+    #[x_kube(validation = Rule::new("isQuantity(self)").message("storage.size must be a quantity of bytes, e.g. 10Gi"))]
+    #[x_kube(validation = Rule::new("!isQuantity(oldSelf) || !isQuantity(self) || quantity(self).compareTo(quantity(oldSelf)) >= 0").message("storage.size cannot shrink: a volume keeps its size; set it at least to the current size"))]
     pub size: String,
-    /// StorageClass of the volume; the cluster's default if unset.
+    /// StorageClass of the volume; the cluster's default if unset. Fixed once the volumes exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("storage.storageClassName cannot change: the volumes exist in their class"))]
     pub storage_class_name: Option<String>,
 }
 
@@ -788,6 +827,8 @@ pub enum Phase {
     Ready,
     Degraded,
     Failed,
+    /// `spec.hibernate`: no pods run; the volumes keep the data.
+    Hibernated,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

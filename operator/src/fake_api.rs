@@ -17,8 +17,16 @@ type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 pub struct FakeApi {
     objects: Arc<Mutex<BTreeMap<String, Value>>>,
     log: Arc<Mutex<Vec<String>>>,
-    /// `METHOD path-prefix` that answers 500, to test how errors surface.
-    failing: Arc<Mutex<Option<String>>>,
+    /// Requests that answer with an error, to test how errors surface.
+    failing: Arc<Mutex<Option<Refusal>>>,
+}
+
+/// Every request whose `METHOD path` starts with `prefix` answers `code` with `reason`.
+#[derive(Clone)]
+struct Refusal {
+    prefix: String,
+    code: u16,
+    reason: &'static str,
 }
 
 impl FakeApi {
@@ -37,7 +45,13 @@ impl FakeApi {
 
     /// Makes every `method` request under `prefix` fail with 500.
     pub fn fail(&self, method: &str, prefix: &str) {
-        *self.failing.lock().unwrap() = Some(format!("{method} {prefix}"));
+        self.refuse(method, prefix, 500, "InternalError");
+    }
+
+    /// Makes every `method` request under `prefix` answer `code` with `reason`, as an API server that
+    /// refuses it.
+    pub fn refuse(&self, method: &str, prefix: &str, code: u16, reason: &'static str) {
+        *self.failing.lock().unwrap() = Some(Refusal { prefix: format!("{method} {prefix}"), code, reason });
     }
 
     pub fn get(&self, path: &str) -> Option<Value> {
@@ -69,8 +83,8 @@ impl FakeApi {
             let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap() };
             let failing = self.failing.lock().unwrap().clone();
             let (status, reply) = match failing {
-                Some(prefix) if format!("{method} {path}").starts_with(&prefix) => {
-                    (StatusCode::INTERNAL_SERVER_ERROR, status(500, "InternalError", &path))
+                Some(Refusal { prefix, code, reason }) if format!("{method} {path}").starts_with(&prefix) => {
+                    (StatusCode::from_u16(code).unwrap(), status(code, reason, &path))
                 }
                 _ if method == Method::GET && is_collection(&path) => (StatusCode::OK, self.list(&path, &query)),
                 _ => self.answer(&method, &path, body),

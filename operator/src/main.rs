@@ -18,7 +18,8 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
         batch::v1::{CronJob, Job},
-        core::v1::{ConfigMap, Service},
+        core::v1::{ConfigMap, LocalObjectReference, Service},
+        policy::v1::PodDisruptionBudget,
     },
     apimachinery::pkg::apis::meta::v1::LabelSelector,
 };
@@ -109,17 +110,28 @@ struct DefaultImages {
     /// The managed RabbitMQ's image (the official `rabbitmq` image's environment contract).
     #[arg(long, env = "RABBITMQ_IMAGE")]
     rabbitmq_image: Option<Image>,
+    /// Secrets that the pods of a pipeline without `spec.imagePullSecrets` pull their images with; each
+    /// must exist in the pipeline's namespace (comma-separated names).
+    #[arg(long, env = "IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    image_pull_secrets: Vec<String>,
 }
 
 impl DefaultImages {
     fn image_set(&self) -> ImageSet {
-        ImageSet::default().with_overrides(&Images {
+        let images = ImageSet::default().with_overrides(&Images {
             command: self.command_image.clone(),
             consumer: self.consumer_image.clone(),
             query: self.query_image.clone(),
             postgres: self.postgres_image.clone(),
             rabbitmq: self.rabbitmq_image.clone(),
-        })
+        });
+        let pull_secrets = self
+            .image_pull_secrets
+            .iter()
+            .filter(|name| !name.is_empty())
+            .map(|name| LocalObjectReference { name: name.clone() })
+            .collect();
+        ImageSet { pull_secrets, ..images }
     }
 }
 
@@ -245,6 +257,7 @@ async fn run_controller(
         .owns(api::<Service>(client, namespace), children.clone())
         .owns(api::<ConfigMap>(client, namespace), children.clone())
         .owns(api::<CronJob>(client, namespace), children.clone())
+        .owns(api::<PodDisruptionBudget>(client, namespace), children.clone())
         // Rebuild Jobs are the pipeline's; verify Jobs are their CronJob's: both map by instance label.
         .watches(api::<Job>(client, namespace), children, |job| {
             let pipeline = job.labels().get(INSTANCE_LABEL)?;

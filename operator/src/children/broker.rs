@@ -16,8 +16,8 @@ use k8s_openapi::{
 };
 
 use super::{
-    ERLANG_COOKIE_KEY, RABBITMQ_PASSWORD_KEY, ReadOnlyRoot, SERVICES, broker_password_key, container_security,
-    credential,
+    ERLANG_COOKIE_KEY, Footprint, RABBITMQ_PASSWORD_KEY, ReadOnlyRoot, SERVICES, broker_password_key,
+    container_security, credential,
     databases::{Pod, stateful},
     headless_service, name,
 };
@@ -101,7 +101,7 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Ima
             timeout_seconds: Some(15),
             ..Probe::default()
         }),
-        resources: managed.resources.clone(),
+        resources: Some(Footprint::Backend.or(managed.resources.as_ref())),
         security_context: Some(container_security(ReadOnlyRoot::No)),
         volume_mounts: Some(std::iter::once(data.clone()).chain(definitions_mounts()).collect()),
         ..Container::default()
@@ -111,7 +111,8 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Ima
         EnvVar { name: "ERLANG_COOKIE".into(), value_from: Some(secret(ERLANG_COOKIE_KEY)), ..EnvVar::default() },
         EnvVar { name: "HOME".into(), value: Some(RABBITMQ_HOME.into()), ..EnvVar::default() },
     ];
-    let (mut definitions, volume) = definitions(pipeline, image, cookie, managed.resources.clone());
+    let (mut definitions, volume) =
+        definitions(pipeline, image, cookie, Footprint::Backend.or(managed.resources.as_ref()));
     definitions.volume_mounts.get_or_insert_default().push(data);
     let pod = Pod { containers: vec![container], init_containers: vec![definitions], volumes: vec![volume] };
     stateful(pipeline, COMPONENT, &managed.storage, pod, RABBITMQ_UID)
@@ -131,7 +132,7 @@ pub(super) fn definitions(
     pipeline: &AnalyticsPipeline,
     image: &Image,
     env: Vec<EnvVar>,
-    resources: Option<ResourceRequirements>,
+    resources: ResourceRequirements,
 ) -> (Container, Volume) {
     let secret =
         |key: &str| EnvVarSource { secret_key_ref: Some(credential(pipeline, key)), ..EnvVarSource::default() };
@@ -158,7 +159,7 @@ pub(super) fn definitions(
             DEFINITIONS_DIR.into(),
         ]),
         env: Some(definitions_env),
-        resources,
+        resources: Some(resources),
         security_context: Some(container_security(ReadOnlyRoot::Yes)),
         volume_mounts: Some(vec![VolumeMount {
             name: DEFINITIONS.into(),

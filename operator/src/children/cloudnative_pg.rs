@@ -24,21 +24,18 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::{
-    api::{
-        batch::v1::{Job, JobSpec},
-        core::v1::{PodSpec, PodTemplateSpec, ResourceRequirements, Secret, Toleration},
-    },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+use k8s_openapi::api::{
+    batch::v1::{Job, JobSpec},
+    core::v1::{PodSpec, ResourceRequirements, Secret, Toleration},
 };
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{
-    data_labels,
+    Footprint, data_labels,
     databases::{self, COMPONENT, POSTGRES_UID, READ_DATABASE, Roles, USER, WRITE_DATABASE},
-    labels, metadata, name, pod_security,
+    metadata, name, pod_security, pod_template,
 };
 use crate::crd::{AnalyticsPipeline, AntiAffinity, CloudNativePg, DataDurability, Image};
 
@@ -81,6 +78,10 @@ pub struct ClusterSpec {
     pub inherited_metadata: InheritedMetadata,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<Plugin>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -162,6 +163,8 @@ pub struct ReadinessProbe {
 #[serde(default)]
 pub struct InheritedMetadata {
     pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -207,6 +210,9 @@ pub const BARMAN_CLOUD_PLUGIN: &str = "barman-cloud.cloudnative-pg.io";
 /// The basic-auth Secret that holds the administrator's name and password for `bootstrap.initdb`.
 pub const ADMIN_SECRET: &str = "postgres-admin";
 
+/// CloudNativePG hibernates a cluster whose annotation says `on`, and resumes it at `off`.
+pub const HIBERNATION_ANNOTATION: &str = "cnpg.io/hibernation";
+
 /// The label CloudNativePG puts on everything of a cluster, with the cluster's name.
 pub const CLUSTER_LABEL: &str = "cnpg.io/cluster";
 
@@ -242,7 +248,7 @@ pub fn cluster(pipeline: &AnalyticsPipeline, spec: &CloudNativePg, image: &Image
                 size: spec.storage.size.clone(),
                 storage_class: spec.storage.storage_class_name.clone(),
             },
-            resources: spec.resources.clone(),
+            resources: Some(Footprint::Backend.or(spec.resources.as_ref())),
             postgresql: PostgresConfiguration { synchronous },
             bootstrap: Bootstrap {
                 initdb: InitDb {
@@ -278,11 +284,30 @@ pub fn cluster(pipeline: &AnalyticsPipeline, spec: &CloudNativePg, image: &Image
                     maximum_lag: spec.standby_maximum_lag.clone(),
                 },
             },
-            inherited_metadata: InheritedMetadata { labels: data_labels(pipeline, COMPONENT) },
+            inherited_metadata: InheritedMetadata {
+                labels: {
+                    let mut labels = pipeline.spec.pod_metadata.labels.clone();
+                    labels.extend(data_labels(pipeline, COMPONENT));
+                    labels
+                },
+                annotations: pipeline.spec.pod_metadata.annotations.clone(),
+            },
             plugins,
+            priority_class_name: pipeline.spec.priority_class_name.clone(),
+            image_pull_secrets: pipeline
+                .spec
+                .image_pull_secrets
+                .iter()
+                .map(|secret| LocalObjectReference { name: secret.name.clone() })
+                .collect(),
         },
     );
     cluster.metadata = metadata(pipeline, COMPONENT, COMPONENT);
+    // CloudNativePG's declarative hibernation: it deletes the instances' pods and keeps their volumes.
+    cluster.metadata.annotations = Some(BTreeMap::from([(
+        HIBERNATION_ANNOTATION.to_owned(),
+        if pipeline.spec.hibernate { "on" } else { "off" }.to_owned(),
+    )]));
     cluster
 }
 
@@ -312,19 +337,18 @@ const ROLES_RETRIES: i32 = 6;
 /// The Job that applies `postgres-roles.sql` on the primary, named after its pod's form, so that a new
 /// form (a new image or script) runs again and an unchanged one never does. It waits for the primary.
 pub fn roles_job(pipeline: &AnalyticsPipeline, image: &Image) -> Job {
-    let pod = PodTemplateSpec {
-        metadata: Some(ObjectMeta { labels: Some(labels(pipeline, ROLES)), ..ObjectMeta::default() }),
-        spec: Some(PodSpec {
+    let pod = pod_template(
+        pipeline,
+        ROLES,
+        BTreeMap::new(),
+        PodSpec {
             containers: vec![databases::roles_container(pipeline, image, Roles::Once)],
             volumes: Some(vec![databases::roles_volume(pipeline)]),
             restart_policy: Some("Never".to_owned()),
             security_context: Some(pod_security(POSTGRES_UID)),
-            automount_service_account_token: Some(false),
-            node_selector: (!pipeline.spec.node_selector.is_empty()).then(|| pipeline.spec.node_selector.clone()),
-            tolerations: (!pipeline.spec.tolerations.is_empty()).then(|| pipeline.spec.tolerations.clone()),
             ..PodSpec::default()
-        }),
-    };
+        },
+    );
     let form = serde_json::to_vec(&(&pod, include_str!("postgres-roles.sql"))).expect("a pod serializes");
     let hash: String = Sha256::digest(form).iter().take(4).map(|b| format!("{b:02x}")).collect();
     Job {

@@ -14,16 +14,16 @@ use k8s_openapi::{
         apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec},
         core::v1::{
             ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, KeyToPath,
-            PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-            Service, Volume, VolumeMount, VolumeResourceRequirements,
+            PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, Probe, Service, Volume, VolumeMount,
+            VolumeResourceRequirements,
         },
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector},
 };
 
 use super::{
-    POSTGRES_PASSWORD_KEY, ReadOnlyRoot, SERVICES, container_security, credential, data_labels, database_password_key,
-    headless_service, labels, metadata, name, pod_security, selector,
+    Footprint, POSTGRES_PASSWORD_KEY, ReadOnlyRoot, SERVICES, container_security, credential, data_labels,
+    database_password_key, headless_service, metadata, name, pod_security, pod_template, selector,
 };
 use crate::crd::{
     AnalyticsPipeline, CloudNativePg, DeletionPolicy, ExternalPostgres, Image, Managed, ReadsFrom, Storage,
@@ -152,20 +152,6 @@ pub(super) enum Roles {
     Once,
 }
 
-/// What the roles program asks for, whatever the server's resources are (it runs beside the managed server
-/// for as long as it does): bash, then psql applying a script, then sleep. Set always, so that a namespace
-/// whose ResourceQuota demands requests and limits admits its pod.
-fn roles_resources() -> ResourceRequirements {
-    let quantities = |cpu: &str, memory: &str| {
-        BTreeMap::from([("cpu".to_owned(), Quantity(cpu.into())), ("memory".to_owned(), Quantity(memory.into()))])
-    };
-    ResourceRequirements {
-        requests: Some(quantities("10m", "32Mi")),
-        limits: Some(quantities("200m", "64Mi")),
-        ..ResourceRequirements::default()
-    }
-}
-
 /// The container that gives each service its own role (see `postgres-roles.sql`).
 pub(super) fn roles_container(pipeline: &AnalyticsPipeline, image: &Image, roles: Roles) -> Container {
     let secret = |name: &str, key: &str| EnvVar {
@@ -193,7 +179,7 @@ pub(super) fn roles_container(pipeline: &AnalyticsPipeline, image: &Image, roles
         image_pull_policy: Some(image.pull_policy.as_str().to_owned()),
         command: Some(vec!["bash".into(), "-c".into(), program]),
         env: Some(env),
-        resources: Some(roles_resources()),
+        resources: Some(Footprint::Helper.requirements()),
         security_context: Some(container_security(ReadOnlyRoot::Yes)),
         volume_mounts: Some(vec![VolumeMount {
             name: "roles".into(),
@@ -245,7 +231,7 @@ pub fn stateful_set(pipeline: &AnalyticsPipeline, managed: &Managed, image: &Ima
         ]),
         readiness_probe: Some(is_ready.clone()),
         liveness_probe: Some(Probe { period_seconds: Some(10), failure_threshold: Some(6), ..is_ready }),
-        resources: managed.resources.clone(),
+        resources: Some(Footprint::Backend.or(managed.resources.as_ref())),
         security_context: Some(container_security(ReadOnlyRoot::No)),
         volume_mounts: Some(vec![
             VolumeMount {
@@ -333,27 +319,22 @@ pub(super) fn stateful(
     StatefulSet {
         metadata: metadata(pipeline, component, component),
         spec: Some(StatefulSetSpec {
-            replicas: Some(1),
+            // A hibernated pipeline runs no pods; the claim stays.
+            replicas: Some(if pipeline.spec.hibernate { 0 } else { 1 }),
             service_name: Some(name(pipeline, component)),
             selector: LabelSelector { match_labels: Some(selector(pipeline, component)), ..LabelSelector::default() },
-            template: PodTemplateSpec {
-                metadata: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                    labels: Some(labels(pipeline, component)),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
+            template: pod_template(
+                pipeline,
+                component,
+                BTreeMap::new(),
+                PodSpec {
                     containers: pod.containers,
                     init_containers: (!pod.init_containers.is_empty()).then_some(pod.init_containers),
                     volumes: (!pod.volumes.is_empty()).then_some(pod.volumes),
                     security_context: Some(pod_security(uid)),
-                    // Nothing in the pod talks to the Kubernetes API.
-                    automount_service_account_token: Some(false),
-                    node_selector: (!pipeline.spec.node_selector.is_empty())
-                        .then(|| pipeline.spec.node_selector.clone()),
-                    tolerations: (!pipeline.spec.tolerations.is_empty()).then(|| pipeline.spec.tolerations.clone()),
                     ..PodSpec::default()
-                }),
-            },
+                },
+            ),
             volume_claim_templates: Some(vec![claim]),
             persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
                 when_deleted: Some(when_deleted.to_owned()),

@@ -8,19 +8,21 @@
 //! one-line outcome to `/dev/termination-log`; its exit status says which it is (verify: 0 consistent,
 //! 1 drift, 2 failed).
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::{
     api::{
         batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec},
-        core::v1::{Container, PodSpec, PodTemplateSpec},
+        core::v1::{Container, PodSpec},
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
 };
 use sha2::{Digest, Sha256};
 
 use super::{
-    ReadOnlyRoot, container_security,
+    Footprint, ReadOnlyRoot, container_security,
     databases::Access,
-    labels, metadata, name, pod_security,
+    labels, metadata, name, pod_security, pod_template,
     services::{Database, Identity, NONROOT_UID, ca_bundle, environment},
 };
 use crate::crd::{AnalyticsPipeline, Image};
@@ -43,7 +45,8 @@ pub fn verify_cron_job(pipeline: &AnalyticsPipeline, image: &Image) -> CronJob {
         metadata: metadata(pipeline, VERIFY, VERIFY),
         spec: Some(CronJobSpec {
             schedule: spec.verify_schedule.clone(),
-            suspend: Some(spec.suspend_verify),
+            // Nothing to compare while the databases sleep.
+            suspend: Some(spec.suspend_verify || pipeline.spec.hibernate),
             // One comparison at a time; a run that takes longer than the interval skips the next.
             concurrency_policy: Some("Forbid".to_owned()),
             starting_deadline_seconds: Some(VERIFY_STARTING_DEADLINE_SECONDS),
@@ -98,25 +101,24 @@ fn job_spec(pipeline: &AnalyticsPipeline, image: &Image, command: &str, retries:
         ]),
         env: Some(environment(pipeline, &[Database::Read, Database::Write], Identity::Administrator, Access::Write)),
         volume_mounts: ca.as_ref().map(|(_, mount)| vec![mount.clone()]),
-        resources: pipeline.spec.consumers.resources.clone(),
+        resources: Some(Footprint::Service.or(pipeline.spec.consumers.resources.as_ref())),
         security_context: Some(container_security(ReadOnlyRoot::Yes)),
         ..Container::default()
     };
     JobSpec {
         backoff_limit: Some(retries),
-        template: PodTemplateSpec {
-            metadata: Some(ObjectMeta { labels: Some(labels(pipeline, command)), ..ObjectMeta::default() }),
-            spec: Some(PodSpec {
+        template: pod_template(
+            pipeline,
+            command,
+            BTreeMap::new(),
+            PodSpec {
                 containers: vec![container],
                 restart_policy: Some("Never".to_owned()),
                 volumes: ca.map(|(volume, _)| vec![volume]),
                 security_context: Some(pod_security(NONROOT_UID)),
-                automount_service_account_token: Some(false),
-                node_selector: (!pipeline.spec.node_selector.is_empty()).then(|| pipeline.spec.node_selector.clone()),
-                tolerations: (!pipeline.spec.tolerations.is_empty()).then(|| pipeline.spec.tolerations.clone()),
                 ..PodSpec::default()
-            }),
-        },
+            },
+        ),
         ..JobSpec::default()
     }
 }

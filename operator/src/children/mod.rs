@@ -22,11 +22,16 @@ use k8s_openapi::{
         apps::v1::{Deployment, StatefulSet},
         batch::v1::{CronJob, Job},
         core::v1::{
-            Capabilities, ConfigMap, PodSecurityContext, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
-            Service, ServicePort, ServiceSpec,
+            Capabilities, ConfigMap, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
+            SeccompProfile, Secret, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
         },
+        policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
     },
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+        util::intstr::IntOrString,
+    },
 };
 use kube::{Resource, ResourceExt};
 
@@ -51,6 +56,7 @@ pub struct Children {
     pub stateful_sets: Vec<StatefulSet>,
     pub deployments: Vec<Deployment>,
     pub cron_jobs: Vec<CronJob>,
+    pub disruption_budgets: Vec<PodDisruptionBudget>,
     /// Jobs that run once for a form of the pipeline (the roles on a CloudNativePG cluster).
     pub jobs: Vec<Job>,
     /// CloudNativePG clusters.
@@ -66,8 +72,19 @@ pub struct Observed {
     pub consumer_replicas: i32,
 }
 
-/// The desired children of `pipeline`, with the operator's default `images` unless the spec overrides them.
+/// `pipeline` with the operator's defaults for what its spec leaves to the operator: the image pull Secrets.
+pub fn with_defaults(pipeline: &AnalyticsPipeline, images: &ImageSet) -> AnalyticsPipeline {
+    let mut pipeline = pipeline.clone();
+    if pipeline.spec.image_pull_secrets.is_empty() {
+        pipeline.spec.image_pull_secrets.clone_from(&images.pull_secrets);
+    }
+    pipeline
+}
+
+/// The desired children of `pipeline`, with the operator's default `images` (and their pull Secrets)
+/// unless the spec overrides them.
 pub fn desired(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Observed) -> Children {
+    let pipeline = &with_defaults(pipeline, images);
     let images = images.with_overrides(&pipeline.spec.images);
     let mut children = Children {
         config_maps: Vec::new(),
@@ -75,6 +92,7 @@ pub fn desired(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Observ
         stateful_sets: Vec::new(),
         deployments: Vec::new(),
         cron_jobs: Vec::new(),
+        disruption_budgets: Vec::new(),
         jobs: Vec::new(),
         postgres_clusters: Vec::new(),
         rabbitmq_clusters: Vec::new(),
@@ -84,6 +102,9 @@ pub fn desired(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Observ
             children.config_maps.push(databases::init_script(pipeline));
             children.services.push(databases::service(pipeline));
             children.stateful_sets.push(databases::stateful_set(pipeline, &managed, &images.postgres));
+            // The only copy of the data: a drain waits until someone moves it (or hibernates the pipeline).
+            let component = databases::COMPONENT;
+            children.disruption_budgets.push(disruption_budget(pipeline, component, selector(pipeline, component), 0));
         }
         databases::Mode::CloudNativePg(spec) => {
             children.config_maps.push(databases::init_script(pipeline));
@@ -96,14 +117,21 @@ pub fn desired(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Observ
         broker::Mode::Managed(managed) => {
             children.services.push(broker::service(pipeline));
             children.stateful_sets.push(broker::stateful_set(pipeline, &managed, &images.rabbitmq));
+            let component = broker::COMPONENT;
+            children.disruption_budgets.push(disruption_budget(pipeline, component, selector(pipeline, component), 0));
         }
         broker::Mode::ClusterOperator(spec) => {
             children.rabbitmq_clusters.push(rabbitmq_cluster::cluster(pipeline, &spec, &images.rabbitmq));
+            // One node at a time: each quorum queue keeps its majority (CloudNativePG makes its own budgets).
+            children.disruption_budgets.push(rabbitmq_cluster::disruption_budget(pipeline));
         }
         broker::Mode::External(_) => {}
     }
     children.services.extend(services::services(pipeline));
     children.deployments.extend(services::deployments(pipeline, &images, observed));
+    children.disruption_budgets.extend(
+        services::COMPONENTS.map(|component| disruption_budget(pipeline, component, selector(pipeline, component), 1)),
+    );
     children.cron_jobs.push(maintenance::verify_cron_job(pipeline, &images.consumer));
     children
 }
@@ -199,6 +227,97 @@ pub fn headless_service(pipeline: &AnalyticsPipeline, component: &str, ports: &[
             ..ServiceSpec::default()
         }),
         ..Service::default()
+    }
+}
+
+/// The template of `component`'s pods: the pipeline's pod labels and annotations under the operator's
+/// own (which win), and what every pod of the pipeline shares: its node selector, tolerations, priority
+/// class and image pull Secrets, and no service account token (nothing in the pods talks to the
+/// Kubernetes API).
+pub fn pod_template(
+    pipeline: &AnalyticsPipeline,
+    component: &str,
+    annotations: BTreeMap<String, String>,
+    spec: PodSpec,
+) -> PodTemplateSpec {
+    let extra = &pipeline.spec.pod_metadata;
+    let mut all_labels = extra.labels.clone();
+    all_labels.extend(labels(pipeline, component));
+    let mut all_annotations = extra.annotations.clone();
+    all_annotations.extend(annotations);
+    let shared = &pipeline.spec;
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(all_labels),
+            annotations: (!all_annotations.is_empty()).then_some(all_annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            automount_service_account_token: Some(false),
+            node_selector: (!shared.node_selector.is_empty()).then(|| shared.node_selector.clone()),
+            tolerations: (!shared.tolerations.is_empty()).then(|| shared.tolerations.clone()),
+            priority_class_name: shared.priority_class_name.clone(),
+            image_pull_secrets: (!shared.image_pull_secrets.is_empty()).then(|| shared.image_pull_secrets.clone()),
+            ..spec
+        }),
+    }
+}
+
+/// A PodDisruptionBudget over `component`'s pods (those `selector` matches): a drain or any other eviction
+/// takes at most `max_unavailable` of them at a time. A pod that is not ready may always be evicted, so
+/// that one which cannot start never blocks a drain.
+pub fn disruption_budget(
+    pipeline: &AnalyticsPipeline,
+    component: &str,
+    selector: BTreeMap<String, String>,
+    max_unavailable: i32,
+) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: metadata(pipeline, component, component),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(max_unavailable)),
+            selector: Some(LabelSelector { match_labels: Some(selector), ..LabelSelector::default() }),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".to_owned()),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// What a container asks for where the spec gives no `resources`: every container has requests and
+/// limits of CPU and memory, so that a namespace whose ResourceQuota demands them admits every pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Footprint {
+    /// A service, its `migrate`, and the read model's Jobs: 50m and 64Mi, at most 1 CPU and 256Mi.
+    Service,
+    /// A PostgreSQL or RabbitMQ server, managed or in another operator's cluster: 100m and 512Mi, at most
+    /// 2 CPUs and the same 512Mi (RabbitMQ sizes its memory alarm from the limit).
+    Backend,
+    /// The roles program beside the managed PostgreSQL (bash, psql, then sleep), whatever the server's
+    /// resources: 10m and 32Mi, at most 200m and 64Mi.
+    Helper,
+}
+
+impl Footprint {
+    /// `given`, or this footprint.
+    pub fn or(self, given: Option<&ResourceRequirements>) -> ResourceRequirements {
+        given.cloned().unwrap_or_else(|| self.requirements())
+    }
+
+    pub fn requirements(self) -> ResourceRequirements {
+        let (requests, limits) = match self {
+            Self::Service => (("50m", "64Mi"), ("1", "256Mi")),
+            Self::Backend => (("100m", "512Mi"), ("2", "512Mi")),
+            Self::Helper => (("10m", "32Mi"), ("200m", "64Mi")),
+        };
+        let quantities = |(cpu, memory): (&str, &str)| {
+            BTreeMap::from([("cpu".to_owned(), Quantity(cpu.into())), ("memory".to_owned(), Quantity(memory.into()))])
+        };
+        ResourceRequirements {
+            requests: Some(quantities(requests)),
+            limits: Some(quantities(limits)),
+            ..ResourceRequirements::default()
+        }
     }
 }
 

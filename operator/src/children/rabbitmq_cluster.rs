@@ -24,9 +24,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::core::v1::{
-        Affinity, EnvVar, EnvVarSource, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
-        ResourceRequirements, SecretKeySelector, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    api::{
+        core::v1::{
+            Affinity, EnvVar, EnvVarSource, LocalObjectReference, PersistentVolumeClaimSpec, PodAffinityTerm,
+            PodAntiAffinity, ResourceRequirements, SecretKeySelector, VolumeResourceRequirements,
+            WeightedPodAffinityTerm,
+        },
+        policy::v1::PodDisruptionBudget,
     },
     apimachinery::pkg::{
         api::resource::Quantity,
@@ -37,7 +41,9 @@ use kube::{CustomResource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY_LABEL, broker, data_labels, labels, metadata, name};
+use super::{
+    COMPONENT_LABEL, Footprint, INSTANCE_LABEL, MANAGED_BY_LABEL, broker, data_labels, labels, metadata, name,
+};
 use crate::crd::{AnalyticsPipeline, AntiAffinity, Image, RabbitmqClusterOperator};
 
 /// The cluster operator's `RabbitmqCluster` (rabbitmq.com/v1beta1), as far as the operator sets and reads
@@ -71,6 +77,8 @@ pub struct RabbitmqClusterSpec {
     /// Seconds the init container waits before the node starts (the cluster operator's default: 30).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delay_start_seconds: Option<i32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -148,13 +156,27 @@ pub fn cluster(pipeline: &AnalyticsPipeline, spec: &RabbitmqClusterOperator, ima
                 ..EnvVar::default()
             },
         ],
-        spec.resources.clone(),
+        Footprint::Backend.or(spec.resources.as_ref()),
     );
     // Not app.kubernetes.io/name: the StatefulSet's selector is that label with the cluster's name.
-    let pod_labels: BTreeMap<String, String> = labels(pipeline, component)
-        .into_iter()
-        .filter(|(key, _)| [INSTANCE_LABEL, COMPONENT_LABEL, MANAGED_BY_LABEL].contains(&key.as_str()))
-        .collect();
+    let mut pod_labels = pipeline.spec.pod_metadata.labels.clone();
+    pod_labels.extend(
+        labels(pipeline, component)
+            .into_iter()
+            .filter(|(key, _)| [INSTANCE_LABEL, COMPONENT_LABEL, MANAGED_BY_LABEL].contains(&key.as_str())),
+    );
+    let mut pod_metadata = json!({"labels": pod_labels});
+    if !pipeline.spec.pod_metadata.annotations.is_empty() {
+        pod_metadata["annotations"] = json!(pipeline.spec.pod_metadata.annotations);
+    }
+    let mut pod_spec = json!({
+        "initContainers": [definitions],
+        "containers": [{"name": "rabbitmq", "volumeMounts": broker::definitions_mounts()}],
+        "volumes": [volume],
+    });
+    if let Some(priority_class_name) = &pipeline.spec.priority_class_name {
+        pod_spec["priorityClassName"] = json!(priority_class_name);
+    }
     let claim = PersistentVolumeClaimSpec {
         access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
         storage_class_name: spec.storage.storage_class_name.clone(),
@@ -166,14 +188,7 @@ pub fn cluster(pipeline: &AnalyticsPipeline, spec: &RabbitmqClusterOperator, ima
     };
     let override_ = json!({
         "statefulSet": {"spec": {
-            "template": {
-                "metadata": {"labels": pod_labels},
-                "spec": {
-                    "initContainers": [definitions],
-                    "containers": [{"name": "rabbitmq", "volumeMounts": broker::definitions_mounts()}],
-                    "volumes": [volume],
-                },
-            },
+            "template": {"metadata": pod_metadata, "spec": pod_spec},
             // The cluster operator's claim template (`persistence`), with the pipeline's data labels.
             "volumeClaimTemplates": [{
                 "metadata": {"name": "persistence", "labels": data_labels(pipeline, component)},
@@ -192,13 +207,15 @@ pub fn cluster(pipeline: &AnalyticsPipeline, spec: &RabbitmqClusterOperator, ima
     RabbitmqCluster {
         metadata,
         spec: RabbitmqClusterSpec {
-            replicas: spec.replicas,
+            // The cluster operator scales to 0 and back to the count it noted before.
+            replicas: if pipeline.spec.hibernate { 0 } else { spec.replicas },
+            image_pull_secrets: pipeline.spec.image_pull_secrets.clone(),
             image: image.reference(),
             persistence: Persistence {
                 storage_class_name: spec.storage.storage_class_name.clone(),
                 storage: spec.storage.size.clone(),
             },
-            resources: spec.resources.clone(),
+            resources: Some(Footprint::Backend.or(spec.resources.as_ref())),
             affinity: Some(anti_affinity(&cluster_name, spec.pod_anti_affinity)),
             rabbitmq: RabbitmqConfiguration { additional_config },
             override_,
@@ -207,6 +224,13 @@ pub fn cluster(pipeline: &AnalyticsPipeline, spec: &RabbitmqClusterOperator, ima
         },
         status: None,
     }
+}
+
+/// At most one node of the cluster away at a time, by a drain or another eviction: each quorum queue
+/// keeps its majority (as the cluster operator's production-ready example).
+pub fn disruption_budget(pipeline: &AnalyticsPipeline) -> PodDisruptionBudget {
+    let cluster_name = name(pipeline, broker::COMPONENT);
+    super::disruption_budget(pipeline, broker::COMPONENT, BTreeMap::from([(CLUSTER_LABEL.to_owned(), cluster_name)]), 1)
 }
 
 /// The names of the volume claims of `cluster`'s nodes (the cluster operator's StatefulSet is

@@ -13,21 +13,18 @@ use k8s_openapi::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         core::v1::{
             Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
-            PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector, SecretVolumeSource, Service,
-            ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
+            PodSpec, Probe, ResourceRequirements, SecretKeySelector, SecretVolumeSource, Service, ServicePort,
+            ServiceSpec, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
         },
     },
-    apimachinery::pkg::{
-        apis::meta::v1::{LabelSelector, ObjectMeta},
-        util::intstr::IntOrString,
-    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 
 use super::databases::Access;
 use super::{
-    API_TOKENS, Observed, POSTGRES_PASSWORD_KEY, READ_TOKENS_KEY, ReadOnlyRoot, WRITE_TOKENS_KEY, broker,
-    broker_password_key, container_security, credential, database_password_key, databases, labels, metadata, name,
-    pod_security, selector,
+    API_TOKENS, Footprint, Observed, POSTGRES_PASSWORD_KEY, READ_TOKENS_KEY, ReadOnlyRoot, WRITE_TOKENS_KEY, broker,
+    broker_password_key, container_security, credential, database_password_key, databases, metadata, name,
+    pod_security, pod_template, selector,
 };
 use crate::crd::{AnalyticsPipeline, ApiAuthentication, Image, ImageSet, SecretKeyRef, ServiceType};
 
@@ -50,8 +47,13 @@ pub(super) enum Database {
     Read,
 }
 
+/// The three services' components, each a Deployment.
+pub const COMPONENTS: [&str; 3] = ["command", "consumer", "query"];
+
 pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Observed) -> Vec<Deployment> {
     let spec = &pipeline.spec;
+    // A hibernated pipeline runs no pods.
+    let replicas = |count: i32| if spec.hibernate { 0 } else { count };
     vec![
         deployment(
             pipeline,
@@ -67,11 +69,11 @@ pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Ob
                 ],
                 api_port: Some(COMMAND_PORT),
                 admin_port: COMMAND_ADMIN_PORT,
-                replicas: spec.command.replicas,
+                replicas: replicas(spec.command.replicas),
                 database: Database::Write,
                 access: Access::Write,
                 migrate: &images.command,
-                resources: spec.command.resources.clone(),
+                resources: Footprint::Service.or(spec.command.resources.as_ref()),
                 api_tokens: Some(WRITE_TOKENS_KEY),
             },
         ),
@@ -83,11 +85,11 @@ pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Ob
                 args: vec!["serve".into(), "--listen".into(), format!("0.0.0.0:{CONSUMER_ADMIN_PORT}")],
                 api_port: None,
                 admin_port: CONSUMER_ADMIN_PORT,
-                replicas: observed.consumer_replicas,
+                replicas: replicas(observed.consumer_replicas),
                 database: Database::Read,
                 access: Access::Write,
                 migrate: &images.consumer,
-                resources: spec.consumers.resources.clone(),
+                resources: Footprint::Service.or(spec.consumers.resources.as_ref()),
                 api_tokens: None,
             },
         ),
@@ -104,12 +106,12 @@ pub fn deployments(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Ob
                 ],
                 api_port: Some(QUERY_PORT),
                 admin_port: QUERY_ADMIN_PORT,
-                replicas: spec.query.replicas,
+                replicas: replicas(spec.query.replicas),
                 database: Database::Read,
                 access: Access::Query,
                 // The consumer owns the read schema; the query service waits for it the same way.
                 migrate: &images.consumer,
-                resources: spec.query.resources.clone(),
+                resources: Footprint::Service.or(spec.query.resources.as_ref()),
                 api_tokens: Some(READ_TOKENS_KEY),
             },
         ),
@@ -162,7 +164,7 @@ struct Workload<'a> {
     access: Access,
     /// The image whose `migrate` runs before the service starts.
     migrate: &'a Image,
-    resources: Option<ResourceRequirements>,
+    resources: ResourceRequirements,
     /// For an API: the key of the API tokens Secret that holds the tokens it accepts.
     api_tokens: Option<&'static str>,
 }
@@ -215,7 +217,7 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
         volume_mounts: mounts(true),
         liveness_probe: Some(http_probe("/healthz", 10)),
         readiness_probe: Some(http_probe("/readyz", 5)),
-        resources: workload.resources.clone(),
+        resources: Some(workload.resources.clone()),
         security_context: Some(container_security(ReadOnlyRoot::Yes)),
         lifecycle: workload.api_port.map(|_| Lifecycle {
             pre_stop: Some(LifecycleHandler {
@@ -237,7 +239,7 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
         security_context: Some(container_security(ReadOnlyRoot::Yes)),
         // The service's own: an init container adds nothing to what the pod asks for, and in a namespace
         // whose ResourceQuota demands requests and limits, a container without them keeps the pod out.
-        resources: workload.resources.clone(),
+        resources: Some(workload.resources.clone()),
         ..Container::default()
     };
     let annotations = BTreeMap::from([
@@ -253,13 +255,11 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
                 match_labels: Some(selector(pipeline, workload.component)),
                 ..LabelSelector::default()
             },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(pipeline, workload.component)),
-                    annotations: Some(annotations),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
+            template: pod_template(
+                pipeline,
+                workload.component,
+                annotations,
+                PodSpec {
                     init_containers: Some(vec![migrate]),
                     containers: vec![container],
                     volumes: {
@@ -268,14 +268,10 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
                         (!volumes.is_empty()).then_some(volumes)
                     },
                     security_context: Some(pod_security(NONROOT_UID)),
-                    // Nothing in the pod talks to the Kubernetes API.
-                    automount_service_account_token: Some(false),
-                    node_selector: (!pipeline.spec.node_selector.is_empty())
-                        .then(|| pipeline.spec.node_selector.clone()),
-                    tolerations: (!pipeline.spec.tolerations.is_empty()).then(|| pipeline.spec.tolerations.clone()),
+                    topology_spread_constraints: Some(spread(pipeline, workload.component)),
                     ..PodSpec::default()
-                }),
-            },
+                },
+            ),
             strategy: workload.api_port.map(|_| DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateDeployment {
@@ -287,6 +283,26 @@ fn deployment(pipeline: &AnalyticsPipeline, workload: Workload<'_>) -> Deploymen
         }),
         ..Deployment::default()
     }
+}
+
+/// Spreads `component`'s pods over nodes, and over zones where the nodes have them, as far as the
+/// scheduler can (a pod that cannot be placed evenly is still placed). Only the pods of one rollout's
+/// ReplicaSet count, so the old pods of a rollout do not skew where the new ones go.
+fn spread(pipeline: &AnalyticsPipeline, component: &str) -> Vec<TopologySpreadConstraint> {
+    ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+        .into_iter()
+        .map(|topology_key| TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: topology_key.to_owned(),
+            when_unsatisfiable: "ScheduleAnyway".to_owned(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(selector(pipeline, component)),
+                ..LabelSelector::default()
+            }),
+            match_label_keys: Some(vec!["pod-template-hash".to_owned()]),
+            ..TopologySpreadConstraint::default()
+        })
+        .collect()
 }
 
 /// A Secret's keys as files of a read-only volume, mounted at `dir`. Without `subPath`, so that the

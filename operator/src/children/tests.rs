@@ -2,19 +2,19 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{EnvVar, Toleration};
+use k8s_openapi::api::core::v1::{EnvVar, LocalObjectReference, Toleration};
 use kube::ResourceExt;
 use serde_json::json;
 
 use super::{
-    Children, Observed, PIPELINE_UID_LABEL, credentials_secret, data_selector, desired, fixtures::pipeline, is_data_of,
-    is_data_of_name,
+    COMPONENT_LABEL, Children, INSTANCE_LABEL, Observed, PIPELINE_UID_LABEL, credentials_secret, data_selector,
+    desired, fixtures::pipeline, is_data_of, is_data_of_name,
 };
 use crate::crd::{
     AnalyticsPipelineSpec, AntiAffinity, ApiAuthentication, ApiSpec, BarmanBackup, CloudNativePg, ConsumerSpec,
-    DataDurability, DeletionPolicy, ExternalPostgres, ExternalRabbitmq, Image, ImageSet, Images, PostgresSpec,
-    PullPolicy, RabbitmqClusterOperator, RabbitmqSpec, ReadsFrom, SecretKeyRef, ServiceType, Storage, Synchronous,
-    TlsSpec,
+    DataDurability, DeletionPolicy, ExternalPostgres, ExternalRabbitmq, Image, ImageSet, Images, PodMetadata,
+    PostgresSpec, PullPolicy, RabbitmqClusterOperator, RabbitmqSpec, ReadsFrom, SecretKeyRef, ServiceType, Storage,
+    Synchronous, TlsSpec,
 };
 
 fn children(spec: AnalyticsPipelineSpec) -> Children {
@@ -339,29 +339,207 @@ fn deployments_migrate_first_probe_health_and_are_scraped() {
     assert_eq!((query.type_.as_deref(), query.ports.unwrap()[0].node_port), (Some("NodePort"), Some(30081)));
 }
 
+/// Every pod template of the pipeline, as JSON (`metadata` and `spec`), by object: the operator's own and
+/// the cluster operator's override. (CloudNativePG's pods are checked through its Cluster's fields.)
+fn every_pod(c: &Children) -> Vec<(String, serde_json::Value)> {
+    let mut pods: Vec<(String, serde_json::Value)> = Vec::new();
+    for d in &c.deployments {
+        pods.push((d.name_any(), serde_json::to_value(&d.spec.as_ref().unwrap().template).unwrap()));
+    }
+    for s in &c.stateful_sets {
+        pods.push((s.name_any(), serde_json::to_value(&s.spec.as_ref().unwrap().template).unwrap()));
+    }
+    for j in &c.cron_jobs {
+        let job = j.spec.as_ref().unwrap().job_template.spec.as_ref().unwrap();
+        pods.push((j.name_any(), serde_json::to_value(&job.template).unwrap()));
+    }
+    for j in &c.jobs {
+        pods.push((j.name_any(), serde_json::to_value(&j.spec.as_ref().unwrap().template).unwrap()));
+    }
+    for r in &c.rabbitmq_clusters {
+        pods.push((r.name_any(), r.spec.override_["statefulSet"]["spec"]["template"].clone()));
+    }
+    pods
+}
+
+/// What the spec says of every pod reaches every pod, in each mode: node selector, tolerations, priority
+/// class, pull Secrets, and the extra labels and annotations (under the operator's own labels, which a
+/// user's label of the same key cannot replace, since the selectors depend on them).
 #[test]
-fn node_selector_and_tolerations_reach_every_pod() {
-    let c = children(AnalyticsPipelineSpec {
+fn the_spec_pod_settings_reach_every_pod() {
+    let settings = AnalyticsPipelineSpec {
         node_selector: [("pool".to_owned(), "analytics".to_owned())].into(),
         tolerations: vec![Toleration {
             key: Some("dedicated".into()),
             operator: Some("Exists".into()),
             ..Toleration::default()
         }],
+        priority_class_name: Some("business-critical".into()),
+        image_pull_secrets: vec![LocalObjectReference { name: "registry".into() }],
+        pod_metadata: PodMetadata {
+            labels: [("team".to_owned(), "shop".to_owned()), (INSTANCE_LABEL.to_owned(), "mine".to_owned())].into(),
+            annotations: [("sidecar.istio.io/inject".to_owned(), "false".to_owned())].into(),
+        },
+        ..AnalyticsPipelineSpec::default()
+    };
+    let highly_available = AnalyticsPipelineSpec {
+        postgres: PostgresSpec { cloud_native_pg: Some(CloudNativePg::default()), ..PostgresSpec::default() },
+        rabbitmq: RabbitmqSpec {
+            cluster_operator: Some(RabbitmqClusterOperator::default()),
+            ..RabbitmqSpec::default()
+        },
+        ..settings.clone()
+    };
+    for spec in [settings, highly_available] {
+        let c = children(spec);
+        let pods = every_pod(&c);
+        for (name, pod) in &pods {
+            assert_eq!(pod["metadata"]["labels"]["team"], "shop", "{name}");
+            assert_eq!(pod["metadata"]["labels"][INSTANCE_LABEL], "shop", "{name}: the operator's label wins");
+            assert_eq!(pod["metadata"]["annotations"]["sidecar.istio.io/inject"], "false", "{name}");
+            assert_eq!(pod["spec"]["priorityClassName"], "business-critical", "{name}");
+            if name.ends_with("-rabbitmq") && !c.rabbitmq_clusters.is_empty() {
+                // The cluster operator sets placement from its own fields (affinity, tolerations).
+                continue;
+            }
+            assert_eq!(pod["spec"]["nodeSelector"]["pool"], "analytics", "{name}");
+            assert_eq!(pod["spec"]["tolerations"][0]["key"], "dedicated", "{name}");
+            assert_eq!(pod["spec"]["imagePullSecrets"], json!([{"name": "registry"}]), "{name}");
+            assert_eq!(pod["spec"]["automountServiceAccountToken"], false, "{name}");
+        }
+        assert!(pods.len() >= 5, "{pods:?}");
+        for cluster in &c.rabbitmq_clusters {
+            assert_eq!(cluster.spec.image_pull_secrets, [LocalObjectReference { name: "registry".into() }]);
+        }
+        for cluster in &c.postgres_clusters {
+            let spec = serde_json::to_value(&cluster.spec).unwrap();
+            assert_eq!(spec["priorityClassName"], "business-critical");
+            assert_eq!(spec["imagePullSecrets"], json!([{"name": "registry"}]));
+            assert_eq!(spec["affinity"]["nodeSelector"]["pool"], "analytics");
+            assert_eq!(spec["affinity"]["tolerations"][0]["key"], "dedicated");
+            assert_eq!(spec["inheritedMetadata"]["labels"]["team"], "shop");
+            assert_eq!(spec["inheritedMetadata"]["labels"][INSTANCE_LABEL], "shop");
+            assert_eq!(spec["inheritedMetadata"]["annotations"]["sidecar.istio.io/inject"], "false");
+        }
+    }
+}
+
+/// The operator's default pull Secrets (the chart's `imagePullSecrets`) are every pod's unless the spec
+/// names its own, which replace them.
+#[test]
+fn the_operators_pull_secrets_are_the_default_and_the_spec_replaces_them() {
+    let defaults =
+        ImageSet { pull_secrets: vec![LocalObjectReference { name: "mirror".into() }], ..ImageSet::default() };
+    let secrets = |spec: AnalyticsPipelineSpec| {
+        let c = desired(&pipeline(spec), &defaults, Observed { consumer_replicas: 1 });
+        let mut found: Vec<serde_json::Value> =
+            every_pod(&c).into_iter().map(|(_, pod)| pod["spec"]["imagePullSecrets"].clone()).collect();
+        found.dedup();
+        found
+    };
+    assert_eq!(secrets(AnalyticsPipelineSpec::default()), [json!([{"name": "mirror"}])]);
+    let own = AnalyticsPipelineSpec {
+        image_pull_secrets: vec![LocalObjectReference { name: "own".into() }],
+        ..AnalyticsPipelineSpec::default()
+    };
+    assert_eq!(secrets(own), [json!([{"name": "own"}])]);
+}
+
+/// Drains take one API, consumer or broker-cluster pod at a time, and never the only copy of a managed
+/// database or broker; a pod that is not ready never blocks a drain. The APIs and consumers spread over
+/// nodes and zones without ever staying unscheduled for it.
+#[test]
+fn disruption_budgets_and_spreading() {
+    let budgets = |c: &Children| -> Vec<(String, serde_json::Value, serde_json::Value)> {
+        c.disruption_budgets
+            .iter()
+            .map(|b| {
+                let spec = serde_json::to_value(b.spec.as_ref().unwrap()).unwrap();
+                assert_eq!(spec["unhealthyPodEvictionPolicy"], "AlwaysAllow");
+                (b.name_any(), spec["maxUnavailable"].clone(), spec["selector"]["matchLabels"].clone())
+            })
+            .collect()
+    };
+    let selector = |component: &str| json!({INSTANCE_LABEL: "shop", COMPONENT_LABEL: component});
+    assert_eq!(
+        budgets(&children(AnalyticsPipelineSpec::default())),
+        [
+            ("shop-postgres".to_owned(), json!(0), selector("postgres")),
+            ("shop-rabbitmq".to_owned(), json!(0), selector("rabbitmq")),
+            ("shop-command".to_owned(), json!(1), selector("command")),
+            ("shop-consumer".to_owned(), json!(1), selector("consumer")),
+            ("shop-query".to_owned(), json!(1), selector("query")),
+        ]
+    );
+    let highly_available = children(AnalyticsPipelineSpec {
+        postgres: PostgresSpec { cloud_native_pg: Some(CloudNativePg::default()), ..PostgresSpec::default() },
+        rabbitmq: RabbitmqSpec {
+            cluster_operator: Some(RabbitmqClusterOperator::default()),
+            ..RabbitmqSpec::default()
+        },
         ..AnalyticsPipelineSpec::default()
     });
-    let pods = c
-        .deployments
-        .iter()
-        .map(|d| d.spec.as_ref().unwrap().template.spec.clone().unwrap())
-        .chain(c.stateful_sets.iter().map(|s| s.spec.as_ref().unwrap().template.spec.clone().unwrap()));
-    let mut count = 0;
-    for pod in pods {
-        assert_eq!(pod.node_selector.unwrap()["pool"], "analytics");
-        assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("dedicated"));
-        count += 1;
+    assert_eq!(
+        budgets(&highly_available)[0],
+        ("shop-rabbitmq".to_owned(), json!(1), json!({"app.kubernetes.io/name": "shop-rabbitmq"})),
+        "CloudNativePG makes its own budgets; the RabbitMQ cluster has one, one node at a time"
+    );
+    for deployment in &highly_available.deployments {
+        let pod = serde_json::to_value(deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap()).unwrap();
+        let component = deployment.name_any().trim_start_matches("shop-").to_owned();
+        assert_eq!(
+            pod["topologySpreadConstraints"],
+            json!([
+                {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+                 "labelSelector": {"matchLabels": selector(&component)}, "matchLabelKeys": ["pod-template-hash"]},
+                {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+                 "labelSelector": {"matchLabels": selector(&component)}, "matchLabelKeys": ["pod-template-hash"]},
+            ]),
+            "{component}"
+        );
     }
-    assert_eq!(count, 5);
+}
+
+/// Hibernated, a pipeline asks for no pod in any mode, and keeps its claims; resumed, it asks for the
+/// same pods as before.
+#[test]
+fn a_hibernated_pipeline_asks_for_no_pod_and_a_resumed_one_for_the_same_as_before() {
+    let managed = AnalyticsPipelineSpec::default();
+    let highly_available = AnalyticsPipelineSpec {
+        postgres: PostgresSpec { cloud_native_pg: Some(CloudNativePg::default()), ..PostgresSpec::default() },
+        rabbitmq: RabbitmqSpec {
+            cluster_operator: Some(RabbitmqClusterOperator::default()),
+            ..RabbitmqSpec::default()
+        },
+        ..AnalyticsPipelineSpec::default()
+    };
+    for awake in [managed, highly_available] {
+        let asleep = children(AnalyticsPipelineSpec { hibernate: true, ..awake.clone() });
+        for d in &asleep.deployments {
+            assert_eq!(d.spec.as_ref().unwrap().replicas, Some(0), "{}", d.name_any());
+        }
+        for s in &asleep.stateful_sets {
+            let spec = s.spec.as_ref().unwrap();
+            assert_eq!(spec.replicas, Some(0), "{}", s.name_any());
+            assert!(spec.volume_claim_templates.is_some(), "the claims stay");
+        }
+        for j in &asleep.cron_jobs {
+            assert_eq!(j.spec.as_ref().unwrap().suspend, Some(true), "no verify while asleep");
+        }
+        for cluster in &asleep.rabbitmq_clusters {
+            assert_eq!(cluster.spec.replicas, 0);
+        }
+        for cluster in &asleep.postgres_clusters {
+            assert_eq!(cluster.annotations()["cnpg.io/hibernation"], "on");
+            assert_eq!(cluster.spec.instances, 3, "CloudNativePG keeps the instances' claims");
+        }
+        let awake_children = children(awake.clone());
+        let resumed = children(AnalyticsPipelineSpec { hibernate: false, ..awake });
+        assert_eq!(resumed, awake_children);
+        for cluster in &resumed.postgres_clusters {
+            assert_eq!(cluster.annotations()["cnpg.io/hibernation"], "off");
+        }
+    }
 }
 
 #[test]
@@ -424,6 +602,7 @@ fn every_image_is_the_operators_default_unless_the_pipeline_overrides_it() {
         query: "mirror.internal:5000/shop/query:1.0".parse().unwrap(),
         postgres: "mirror.internal:5000/postgres:15".parse().unwrap(),
         rabbitmq: "mirror.internal:5000/rabbitmq:3.10-management".parse().unwrap(),
+        pull_secrets: Vec::new(),
     };
     let from_defaults =
         desired(&pipeline(AnalyticsPipelineSpec::default()), &defaults, Observed { consumer_replicas: 1 });
@@ -558,6 +737,7 @@ fn cloudnative_pg_is_asked_for_one_replicated_cluster_with_both_databases() {
             "postgresUID": 999,
             "postgresGID": 999,
             "storage": {"size": "10Gi"},
+            "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "512Mi"}},
             "postgresql": {"synchronous": {"method": "any", "number": 1, "dataDurability": "required"}},
             "bootstrap": {"initdb": {
                 "database": "analytics_write",
@@ -876,11 +1056,13 @@ fn every_container(c: &Children) -> Vec<(String, serde_json::Value)> {
 }
 
 /// A namespace whose ResourceQuota demands CPU and memory requests and limits admits a pod only if each
-/// of its containers has all four: with resources set for every component in the spec, every container the
-/// operator makes has them, helpers included (`migrate`, `definitions`, `roles`), and so does each cluster
-/// another operator runs for it.
+/// of its containers has all four, and a restricted Pod Security namespace only a pod whose containers
+/// cannot escalate and drop every capability, run as a non-root user with the runtime's seccomp profile.
+/// Every container the operator makes, helpers included (`migrate`, `definitions`, `roles`, `verify`), is
+/// so in every mode, with the spec's resources or without (then the operator's defaults), and so is each
+/// cluster another operator runs for it.
 #[test]
-fn with_resources_in_the_spec_every_container_has_requests_and_limits() {
+fn every_container_has_requests_limits_and_the_restricted_security_context() {
     let resources: k8s_openapi::api::core::v1::ResourceRequirements = serde_json::from_value(json!({
         "requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}))
     .unwrap();
@@ -895,39 +1077,59 @@ fn with_resources_in_the_spec_every_container_has_requests_and_limits() {
         rabbitmq: RabbitmqSpec { managed: Some(managed), ..RabbitmqSpec::default() },
         ..AnalyticsPipelineSpec::default()
     };
-    let highly_available = AnalyticsPipelineSpec {
-        postgres: PostgresSpec {
-            cloud_native_pg: Some(CloudNativePg { resources: Some(resources.clone()), ..CloudNativePg::default() }),
-            ..PostgresSpec::default()
-        },
-        rabbitmq: RabbitmqSpec {
-            cluster_operator: Some(RabbitmqClusterOperator {
-                resources: Some(resources.clone()),
-                ..RabbitmqClusterOperator::default()
-            }),
-            ..RabbitmqSpec::default()
-        },
-        ..everywhere.clone()
-    };
-    for spec in [everywhere, highly_available] {
+    let highly_available =
+        |resources: Option<&k8s_openapi::api::core::v1::ResourceRequirements>| AnalyticsPipelineSpec {
+            postgres: PostgresSpec {
+                cloud_native_pg: Some(CloudNativePg { resources: resources.cloned(), ..CloudNativePg::default() }),
+                ..PostgresSpec::default()
+            },
+            rabbitmq: RabbitmqSpec {
+                cluster_operator: Some(RabbitmqClusterOperator {
+                    resources: resources.cloned(),
+                    ..RabbitmqClusterOperator::default()
+                }),
+                ..RabbitmqSpec::default()
+            },
+            ..AnalyticsPipelineSpec::default()
+        };
+    let specs = [
+        (everywhere.clone(), Some(&resources)),
+        (AnalyticsPipelineSpec { ..highly_available(Some(&resources)) }, Some(&resources)),
+        (AnalyticsPipelineSpec::default(), None),
+        (highly_available(None), None),
+    ];
+    for (spec, given) in specs {
         let c = children(spec);
         let containers = every_container(&c);
         let names: Vec<&String> = containers.iter().map(|(name, _)| name).collect();
-        for helper in ["/migrate", "/definitions", "/roles", "/verify"] {
+        for helper in ["/migrate", "/definitions", "/verify"] {
             assert!(names.iter().any(|name| name.ends_with(helper)), "{helper} among {names:?}");
         }
+        assert!(names.iter().any(|name| name.ends_with("/roles")), "roles among {names:?}");
         for (name, container) in &containers {
             for (side, resource) in
                 [("requests", "cpu"), ("requests", "memory"), ("limits", "cpu"), ("limits", "memory")]
             {
                 assert!(container["resources"][side][resource].is_string(), "{name}: no {side}.{resource}");
             }
+            let security = &container["securityContext"];
+            assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
+            assert_eq!(security["capabilities"]["drop"], json!(["ALL"]), "{name}");
         }
+        for (name, pod) in every_pod(&c) {
+            if c.rabbitmq_clusters.iter().any(|r| r.name_any() == name) {
+                continue; // the cluster operator's pod security context, which the restricted e2e admits
+            }
+            let security = &pod["spec"]["securityContext"];
+            assert_eq!(security["runAsNonRoot"], true, "{name}");
+            assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+        }
+        let backend = super::Footprint::Backend.requirements();
         for cluster in &c.postgres_clusters {
-            assert_eq!(cluster.spec.resources.as_ref(), Some(&resources));
+            assert_eq!(cluster.spec.resources.as_ref(), Some(given.unwrap_or(&backend)));
         }
         for cluster in &c.rabbitmq_clusters {
-            assert_eq!(cluster.spec.resources.as_ref(), Some(&resources));
+            assert_eq!(cluster.spec.resources.as_ref(), Some(given.unwrap_or(&backend)));
         }
     }
 }

@@ -21,8 +21,9 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
         batch::v1::{CronJob, Job},
-        core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service},
+        core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service},
         networking::v1::NetworkPolicy,
+        policy::v1::PodDisruptionBudget,
     },
     apimachinery::pkg::apis::meta::v1::LabelSelector,
     jiff::Timestamp,
@@ -45,6 +46,7 @@ pub mod rabbitmq_cluster;
 pub mod read_model;
 mod retain;
 pub mod status;
+mod storage;
 
 use self::status::{Observation, Verdict};
 use crate::{
@@ -157,7 +159,8 @@ pub async fn reconcile(pipeline: Arc<AnalyticsPipeline>, ctx: Arc<Context>) -> R
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
     let pipeline_key = key(&pipeline);
-    let result = reconcile_inner(pipeline, &ctx).await;
+    // Boxed: a pass's future is large, and it should not sit on the caller's stack.
+    let result = Box::pin(reconcile_inner(pipeline, &ctx)).await;
     ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
     if result.is_ok() {
         ctx.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&pipeline_key);
@@ -207,24 +210,34 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     let databases = children::databases::mode(pipeline);
     let broker = children::broker::mode(pipeline);
-    if databases.is_in_cluster() || broker.is_in_cluster() {
-        ensure_credentials(pipeline, &secrets).await?;
+    // Paused, the pass reads what is there and reports it, and changes nothing.
+    let write = if is_paused(pipeline) { Write::Paused } else { Write::Apply };
+    if write == Write::Apply {
+        if databases.is_in_cluster() || broker.is_in_cluster() {
+            ensure_credentials(pipeline, &secrets).await?;
+        }
+        if matches!(databases, children::databases::Mode::CloudNativePg(_)) {
+            cloudnative_pg::ensure_admin_secret(pipeline, &secrets).await?;
+        }
+        if pipeline.spec.api_authentication == ApiAuthentication::BearerToken {
+            ensure_api_tokens(pipeline, &secrets).await?;
+        }
     }
-    if matches!(databases, children::databases::Mode::CloudNativePg(_)) {
-        cloudnative_pg::ensure_admin_secret(pipeline, &secrets).await?;
+    let (consumer_replicas, queue_depth) = scale_consumers(pipeline, ctx, &namespace, write).await?;
+    if write == Write::Apply {
+        // The policies first, so that the backends and the metrics are never reachable from elsewhere.
+        let policies = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &namespace);
+        for policy in children::network::policies(pipeline, &ctx.operator_namespace, &ctx.metrics_from) {
+            apply_child(&policies, policy).await?;
+        }
     }
-    if pipeline.spec.api_authentication == ApiAuthentication::BearerToken {
-        ensure_api_tokens(pipeline, &secrets).await?;
+    let desired = children::desired(pipeline, &ctx.images, Observed { consumer_replicas });
+    // Boxed: the pass's future would otherwise carry every child's apply inline.
+    let applied = Box::pin(apply_all(ctx, &namespace, desired, write)).await?;
+    if write == Write::Apply {
+        adopt_claims(pipeline, ctx, &namespace, &applied).await?;
     }
-    let (consumer_replicas, queue_depth) = scale_consumers(pipeline, ctx, &namespace).await?;
-    // The policies first, so that the backends and the metrics are never reachable from elsewhere.
-    let policies = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &namespace);
-    for policy in children::network::policies(pipeline, &ctx.operator_namespace, &ctx.metrics_from) {
-        apply_child(&policies, policy).await?;
-    }
-    let applied =
-        apply_all(ctx, &namespace, children::desired(pipeline, &ctx.images, Observed { consumer_replicas })).await?;
-    adopt_claims(pipeline, ctx, &namespace, &applied).await?;
+    let storage = Box::pin(storage::reconcile(pipeline, ctx, &namespace, &applied.stateful_sets, write)).await?;
 
     let live_set = |part: &str| {
         let name = children::name(pipeline, part);
@@ -238,8 +251,12 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
                 .await?
         }
     };
+    let hibernation = if pipeline.spec.hibernate { Some(running_pods(pipeline, ctx, &namespace).await?) } else { None };
     let observation = Observation {
         generation: pipeline.metadata.generation,
+        paused: write == Write::Paused,
+        hibernation,
+        storage,
         databases,
         broker: match broker {
             children::broker::Mode::External(_) => Verdict::external("an external broker is not checked"),
@@ -253,7 +270,8 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
         endpoints: endpoints(pipeline, &namespace),
         consumer_replicas,
         queue_depth,
-        sync: ctx.observer.sync_status(pipeline).await,
+        // A hibernated pipeline's query service is not there to ask.
+        sync: if pipeline.spec.hibernate { None } else { ctx.observer.sync_status(pipeline).await },
         read_model: read_model::observe(pipeline, ctx, &namespace).await?,
         postgres,
     };
@@ -271,6 +289,44 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
     Ok(Action::requeue(RESYNC))
 }
 
+/// The annotation that pauses a pipeline: with `true`, the operator changes none of its objects (it
+/// creates, updates and scales nothing, and starts no rebuild) and only reports their status, so that a
+/// person can work on them. Removing it, or any other value, resumes; a deletion is carried out either way.
+pub const PAUSED_ANNOTATION: &str = "analytics.example.com/paused";
+
+pub fn is_paused(pipeline: &AnalyticsPipeline) -> bool {
+    pipeline.annotations().get(PAUSED_ANNOTATION).is_some_and(|value| value == "true")
+}
+
+/// Whether a pass writes the children, or only reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Apply,
+    Paused,
+}
+
+/// The pipeline's pods that are not done (a finished Job's pod is), in every mode: the operator's own and
+/// those of the CloudNativePG and RabbitMQ clusters carry its instance and managed-by labels.
+async fn running_pods(pipeline: &AnalyticsPipeline, ctx: &Context, namespace: &str) -> Result<usize, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!(
+        "{}={},{}={}",
+        children::INSTANCE_LABEL,
+        pipeline.name_any(),
+        children::MANAGED_BY_LABEL,
+        children::MANAGED_BY
+    );
+    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|pod| {
+            let phase = pod.status.as_ref().and_then(|status| status.phase.as_deref());
+            !matches!(phase, Some("Succeeded" | "Failed"))
+        })
+        .count())
+}
+
 /// The live workloads after a pass applied every child.
 struct Applied {
     stateful_sets: Vec<StatefulSet>,
@@ -280,14 +336,26 @@ struct Applied {
     jobs: Vec<Job>,
 }
 
-/// Applies every child, config first and workloads last.
-async fn apply_all(ctx: &Context, namespace: &str, desired: children::Children) -> Result<Applied, Error> {
+/// Applies every child, config first and workloads last; paused, reads the workloads that exist instead.
+async fn apply_all(
+    ctx: &Context,
+    namespace: &str,
+    desired: children::Children,
+    write: Write,
+) -> Result<Applied, Error> {
     let client = ctx.client.clone();
+    if write == Write::Paused {
+        return read_all(ctx, namespace, desired).await;
+    }
     for config_map in desired.config_maps {
         apply_child(&Api::<ConfigMap>::namespaced(client.clone(), namespace), config_map).await?;
     }
     for service in desired.services {
         apply_child(&Api::<Service>::namespaced(client.clone(), namespace), service).await?;
+    }
+    let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
+    for budget in desired.disruption_budgets {
+        apply_child(&budgets, budget).await?;
     }
     let mut applied = Applied {
         stateful_sets: Vec::new(),
@@ -326,9 +394,7 @@ async fn apply_all(ctx: &Context, namespace: &str, desired: children::Children) 
     }
     let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), namespace);
     for stateful_set in desired.stateful_sets {
-        applied
-            .stateful_sets
-            .push(apply_child_keeping(&stateful_sets, stateful_set, keep_claim_template_labels).await?);
+        applied.stateful_sets.push(apply_child_keeping(&stateful_sets, stateful_set, keep_claim_templates).await?);
     }
     let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
     for deployment in desired.deployments {
@@ -341,17 +407,37 @@ async fn apply_all(ctx: &Context, namespace: &str, desired: children::Children) 
     Ok(applied)
 }
 
-/// A StatefulSet's volume claim templates cannot change once it exists, so their labels stay as the live
-/// ones are: a label that a newer operator adds (such as the pipeline UID) must not make every apply
-/// fail. Claims made before it get the label by [`adopt_claims`] instead.
-fn keep_claim_template_labels(desired: &mut StatefulSet, live: &StatefulSet) {
-    let live_templates = live.spec.as_ref().and_then(|spec| spec.volume_claim_templates.as_ref());
-    let desired_templates = desired.spec.as_mut().and_then(|spec| spec.volume_claim_templates.as_mut());
-    let (Some(live_templates), Some(desired_templates)) = (live_templates, desired_templates) else { return };
-    for template in desired_templates {
-        if let Some(live) = live_templates.iter().find(|live| live.metadata.name == template.metadata.name) {
-            template.metadata.labels.clone_from(&live.metadata.labels);
+/// The live workloads, as far as they exist, for a pass that changes nothing.
+async fn read_all(ctx: &Context, namespace: &str, desired: children::Children) -> Result<Applied, Error> {
+    async fn live<K>(client: &Client, namespace: &str, desired: Vec<K>) -> Result<Vec<K>, Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    {
+        let api = Api::<K>::namespaced(client.clone(), namespace);
+        let mut found = Vec::new();
+        for object in desired {
+            found.extend(api.get_opt(&object.name_any()).await?);
         }
+        Ok(found)
+    }
+    let client = &ctx.client;
+    Ok(Applied {
+        stateful_sets: live(client, namespace, desired.stateful_sets).await?,
+        deployments: live(client, namespace, desired.deployments).await?,
+        postgres_clusters: live(client, namespace, desired.postgres_clusters).await.unwrap_or_default(),
+        rabbitmq_clusters: live(client, namespace, desired.rabbitmq_clusters).await.unwrap_or_default(),
+        jobs: live(client, namespace, desired.jobs).await?,
+    })
+}
+
+/// A StatefulSet's volume claim templates cannot change once it exists, so they stay as the live ones
+/// are: neither a larger `storage.size` (the claims themselves grow, see [`storage`]) nor a label
+/// that a newer operator adds (such as the pipeline UID; claims made before it get the label by
+/// [`adopt_claims`]) may make every apply fail.
+fn keep_claim_templates(desired: &mut StatefulSet, live: &StatefulSet) {
+    let live_templates = live.spec.as_ref().and_then(|spec| spec.volume_claim_templates.clone());
+    if let (Some(live_templates), Some(spec)) = (live_templates, desired.spec.as_mut()) {
+        spec.volume_claim_templates = Some(live_templates);
     }
 }
 
@@ -400,11 +486,19 @@ async fn scale_consumers(
     pipeline: &AnalyticsPipeline,
     ctx: &Context,
     namespace: &str,
+    write: Write,
 ) -> Result<(i32, Option<i64>), Error> {
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
     let current =
         deployments.get_opt(&children::name(pipeline, "consumer")).await?.and_then(|d| d.spec.and_then(|s| s.replicas));
+    // A hibernated pipeline runs none, and its broker is not there to ask.
+    if pipeline.spec.hibernate {
+        return Ok((0, None));
+    }
     let depth = ctx.observer.queue_depth(pipeline).await;
+    if write == Write::Paused {
+        return Ok((current.unwrap_or_default(), depth));
+    }
     let replicas = decide_consumers(pipeline, ctx, current, depth);
     if let Some(from) = current.filter(|from| *from != replicas) {
         let note = format!("consumers {from} → {replicas} (order-events depth {})", depth.unwrap_or_default());

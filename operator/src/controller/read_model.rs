@@ -17,7 +17,7 @@ use kube::{
 
 use super::{Context, Error, publish};
 use crate::{
-    children::{COMPONENT_LABEL, INSTANCE_LABEL, maintenance},
+    children::{self, COMPONENT_LABEL, INSTANCE_LABEL, maintenance},
     crd::{AnalyticsPipeline, ReadModelStatus, RebuildPhase, RebuildStatus, VerifyOutcome, VerifyRun},
 };
 
@@ -159,6 +159,18 @@ async fn rebuild(
                     message: format!("waiting for the running rebuild (Job {}) to end", other.name_any()),
                 }));
             }
+            // Paused, or with the databases asleep, the request waits.
+            if super::is_paused(pipeline) || pipeline.spec.hibernate {
+                return Ok(Some(RebuildStatus {
+                    requested_at,
+                    job: name,
+                    phase: RebuildPhase::Pending,
+                    start_time: None,
+                    completion_time: None,
+                    message: "waiting: the pipeline is paused or hibernated".to_owned(),
+                }));
+            }
+            let pipeline = &children::with_defaults(pipeline, &ctx.images);
             let image = ctx.images.with_overrides(&pipeline.spec.images).consumer;
             let job = maintenance::rebuild_job(pipeline, &image, &requested_at);
             let created = match jobs.create(&PostParams::default(), &job).await {

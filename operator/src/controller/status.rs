@@ -14,6 +14,7 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 
+use super::PAUSED_ANNOTATION;
 use crate::{
     children::{
         cloudnative_pg::{self, Cluster},
@@ -35,11 +36,11 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn ready(reason: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn ready(reason: &'static str, message: impl Into<String>) -> Self {
         Self { ready: true, reason, message: message.into() }
     }
 
-    fn not_ready(reason: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn not_ready(reason: &'static str, message: impl Into<String>) -> Self {
         Self { ready: false, reason, message: message.into() }
     }
 
@@ -147,6 +148,12 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
     pub generation: Option<i64>,
+    /// The pipeline carries the pause annotation: the pass changed nothing.
+    pub paused: bool,
+    /// With `spec.hibernate`, how many of the pipeline's pods still run.
+    pub hibernation: Option<usize>,
+    /// Whether the managed backends' volumes have the spec's size; `None` without a managed backend.
+    pub storage: Option<Verdict>,
     pub databases: Verdict,
     pub broker: Verdict,
     pub services: Verdict,
@@ -174,11 +181,29 @@ pub fn derive(
     let was = status.phase;
     status.observed_generation = observed.generation;
     let ready = observed.databases.ready && observed.broker.ready && observed.services.ready;
-    let overall = if ready {
+    let overall = if observed.hibernation.is_some() {
+        Verdict::not_ready("Hibernated", "spec.hibernate: the pipeline runs no pods")
+    } else if ready {
         Verdict::ready("AllReady", "every child is available")
     } else {
         Verdict::not_ready("ChildrenNotReady", "waiting for children")
     };
+    let hibernated = observed.hibernation.map(|running| match running {
+        0 => Verdict::ready("Hibernated", "no pod runs; the volumes keep the data"),
+        running => Verdict::not_ready("Hibernating", format!("{running} pods are still stopping")),
+    });
+    let paused = observed.paused.then(|| {
+        Verdict::ready(
+            "ReconciliationPaused",
+            format!("{PAUSED_ANNOTATION}=true: the operator changes nothing of the pipeline and only reports"),
+        )
+    });
+    for (type_, verdict) in [("Hibernated", hibernated), ("Paused", paused), ("StorageResized", observed.storage)] {
+        match verdict {
+            Some(verdict) => set_condition(&mut status.conditions, type_, &verdict, observed.generation, now),
+            None => status.conditions.retain(|condition| condition.type_ != type_),
+        }
+    }
     for (type_, verdict) in [
         ("DatabasesReady", &observed.databases),
         ("BrokerReady", &observed.broker),
@@ -207,6 +232,7 @@ pub fn derive(
     status.read_model = observed.read_model;
     status.postgres = observed.postgres;
     status.phase = Some(match (ready, was) {
+        _ if observed.hibernation.is_some() => Phase::Hibernated,
         (true, _) => Phase::Ready,
         (false, Some(Phase::Ready | Phase::Degraded)) => Phase::Degraded,
         (false, _) => Phase::Provisioning,
@@ -330,6 +356,9 @@ mod tests {
         let verdict = |ready| if ready { Verdict::ready("Ready", "ok") } else { Verdict::not_ready("NotReady", "no") };
         Observation {
             generation: Some(3),
+            paused: false,
+            hibernation: None,
+            storage: None,
             databases: verdict(databases),
             broker: verdict(broker),
             services: verdict(services),

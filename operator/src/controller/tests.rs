@@ -139,6 +139,11 @@ fn every_child_applied() -> Vec<String> {
         format!("PATCH {CORE}/services/shop-rabbitmq"),
         format!("PATCH {CORE}/services/shop-command"),
         format!("PATCH {CORE}/services/shop-query"),
+        "PATCH /apis/policy/v1/namespaces/prod/poddisruptionbudgets/shop-postgres".to_owned(),
+        "PATCH /apis/policy/v1/namespaces/prod/poddisruptionbudgets/shop-rabbitmq".to_owned(),
+        "PATCH /apis/policy/v1/namespaces/prod/poddisruptionbudgets/shop-command".to_owned(),
+        "PATCH /apis/policy/v1/namespaces/prod/poddisruptionbudgets/shop-consumer".to_owned(),
+        "PATCH /apis/policy/v1/namespaces/prod/poddisruptionbudgets/shop-query".to_owned(),
         format!("PATCH {APPS}/statefulsets/shop-postgres"),
         format!("PATCH {APPS}/statefulsets/shop-rabbitmq"),
         format!("PATCH {APPS}/deployments/shop-command"),
@@ -499,4 +504,139 @@ async fn a_request_with_a_fraction_of_a_second_runs_once_and_a_new_one_waits_for
     let rebuild = &h.status()["readModel"]["rebuild"];
     let third_job = rebuild_job_name(&h.pipeline(), &third);
     assert_eq!((rebuild["job"].as_str(), rebuild["phase"].as_str()), (Some(third_job.as_str()), Some("Pending")));
+}
+
+/// Paused, a pass changes nothing (a deleted child stays deleted, a spec change waits) and reports the
+/// pause and what it sees; resumed, both happen.
+#[tokio::test]
+async fn a_paused_pipeline_is_left_alone_until_it_is_resumed() {
+    let h = Harness::new(AnalyticsPipelineSpec::default());
+    h.pass().await;
+    let pause = |value: Option<&str>| {
+        h.fake.edit(PIPELINE, |pipeline| {
+            pipeline["metadata"]["annotations"] = match value {
+                Some(value) => json!({super::PAUSED_ANNOTATION: value}),
+                None => json!({}),
+            };
+        });
+    };
+    pause(Some("true"));
+    h.fake.remove(&format!("{APPS}/deployments/shop-query"));
+    h.set_spec(|spec| spec.command.replicas = 5);
+    let writes = h.pass().await;
+    assert_eq!(writes, [format!("PATCH {PIPELINE}/status")], "only the status is written while paused");
+    assert_eq!(h.condition("Paused")["status"], "True");
+    assert_eq!(h.condition("Paused")["reason"], "ReconciliationPaused");
+    assert_eq!(h.condition("ServicesReady")["status"], "False");
+    assert!(h.fake.get(&format!("{APPS}/deployments/shop-query")).is_none(), "not recreated while paused");
+    let command = h.fake.get(&format!("{APPS}/deployments/shop-command")).unwrap();
+    assert_eq!(command["spec"]["replicas"], 2, "the spec change waits");
+    assert_eq!(h.pass().await, Vec::<String>::new(), "a paused pass with nothing new writes nothing");
+
+    pause(None);
+    let writes = h.pass().await;
+    assert!(writes.contains(&format!("PATCH {APPS}/deployments/shop-query")), "{writes:?}");
+    assert!(writes.contains(&format!("PATCH {APPS}/deployments/shop-command")), "{writes:?}");
+    assert_eq!(h.fake.get(&format!("{APPS}/deployments/shop-command")).unwrap()["spec"]["replicas"], 5);
+    let conditions = h.status()["conditions"].as_array().unwrap().clone();
+    assert!(conditions.iter().all(|c| c["type"] != "Paused"), "{conditions:?}");
+}
+
+/// Hibernated, every workload is scaled to 0, no broker or query service is asked, and the status says
+/// Hibernated once no pod of the pipeline runs; resumed, the pipeline provisions again.
+#[tokio::test]
+async fn a_hibernated_pipeline_scales_to_nothing_and_says_so() {
+    let h = Harness::new(AnalyticsPipelineSpec::default());
+    h.pass().await;
+    h.mark_children_available();
+    *h.script.depth.lock().unwrap() = Some(4_000);
+    h.set_spec(|spec| spec.hibernate = true);
+    let pod = |name: &str, phase: &str| {
+        json!({"metadata": {"name": name, "labels": {
+            "app.kubernetes.io/instance": "shop", "app.kubernetes.io/managed-by": "analytics-operator"}},
+            "status": {"phase": phase}})
+    };
+    h.fake.put(&format!("{CORE}/pods/shop-command-1"), pod("shop-command-1", "Running"));
+    h.fake.put(&format!("{CORE}/pods/shop-verify-1"), pod("shop-verify-1", "Succeeded"));
+    h.pass().await;
+    for name in ["shop-command", "shop-consumer", "shop-query"] {
+        assert_eq!(h.fake.get(&format!("{APPS}/deployments/{name}")).unwrap()["spec"]["replicas"], 0, "{name}");
+    }
+    for name in ["shop-postgres", "shop-rabbitmq"] {
+        assert_eq!(h.fake.get(&format!("{APPS}/statefulsets/{name}")).unwrap()["spec"]["replicas"], 0, "{name}");
+    }
+    assert_eq!(h.status()["phase"], "Hibernated");
+    assert_eq!(h.status()["consumerReplicas"], 0, "the queue depth is not what decides while asleep");
+    assert_eq!(h.condition("Ready")["reason"], "Hibernated");
+    assert_eq!(h.condition("Hibernated")["status"], "False");
+    assert_eq!(h.condition("Hibernated")["message"], "1 pods are still stopping");
+    h.fake.remove(&format!("{CORE}/pods/shop-command-1"));
+    h.pass().await;
+    assert_eq!(h.condition("Hibernated")["status"], "True");
+
+    h.set_spec(|spec| spec.hibernate = false);
+    h.pass().await;
+    assert_eq!(h.fake.get(&format!("{APPS}/deployments/shop-command")).unwrap()["spec"]["replicas"], 2);
+    assert_eq!(h.status()["phase"], "Provisioning");
+    let conditions = h.status()["conditions"].as_array().unwrap().clone();
+    assert!(conditions.iter().all(|c| c["type"] != "Hibernated"), "{conditions:?}");
+}
+
+/// A larger storage.size expands the managed backends' existing claims and leaves the StatefulSets'
+/// claim templates as they are; a class that cannot expand is a condition and a Warning, and the pass
+/// goes on.
+#[tokio::test]
+async fn a_larger_storage_size_expands_the_claims_or_says_why_it_cannot() {
+    let h = Harness::new(AnalyticsPipelineSpec::default());
+    h.pass().await;
+    let claim = |name: &str| {
+        json!({"metadata": {"name": name},
+               "spec": {"resources": {"requests": {"storage": "10Gi"}}},
+               "status": {"capacity": {"storage": "10Gi"}}})
+    };
+    for name in ["data-shop-postgres-0", "data-shop-rabbitmq-0"] {
+        h.fake.put(&format!("{CORE}/persistentvolumeclaims/{name}"), claim(name));
+    }
+    h.pass().await;
+    assert_eq!(h.condition("StorageResized")["status"], "True");
+
+    h.set_spec(|spec| {
+        spec.postgres.managed = Some(crate::crd::Managed {
+            storage: crate::crd::Storage { size: "20Gi".into(), storage_class_name: None },
+            resources: None,
+        });
+    });
+    let writes = h.pass().await;
+    assert!(writes.contains(&format!("PATCH {CORE}/persistentvolumeclaims/data-shop-postgres-0")), "{writes:?}");
+    assert!(!writes.iter().any(|w| w.contains("data-shop-rabbitmq-0")), "{writes:?}");
+    let postgres = h.fake.get(&format!("{CORE}/persistentvolumeclaims/data-shop-postgres-0")).unwrap();
+    assert_eq!(postgres["spec"]["resources"]["requests"]["storage"], "20Gi");
+    let set = h.fake.get(&format!("{APPS}/statefulsets/shop-postgres")).unwrap();
+    assert_eq!(
+        set["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "10Gi",
+        "the claim template never changes"
+    );
+    assert_eq!(h.condition("StorageResized")["reason"], "Resizing");
+    h.fake.edit(&format!("{CORE}/persistentvolumeclaims/data-shop-postgres-0"), |claim| {
+        claim["status"]["capacity"]["storage"] = json!("20Gi");
+    });
+    h.pass().await;
+    assert_eq!(h.condition("StorageResized")["status"], "True");
+
+    // A class without allowVolumeExpansion: the API server refuses, the pass goes on.
+    h.fake.refuse("PATCH", &format!("{CORE}/persistentvolumeclaims/"), 403, "Forbidden");
+    h.set_spec(|spec| {
+        spec.rabbitmq.managed = Some(crate::crd::Managed {
+            storage: crate::crd::Storage { size: "15Gi".into(), storage_class_name: None },
+            resources: None,
+        });
+        spec.query.replicas = 3;
+    });
+    let writes = h.pass().await;
+    assert!(writes.contains(&format!("PATCH {APPS}/deployments/shop-query")), "the rest is applied: {writes:?}");
+    assert!(writes.contains(&EVENTS.to_owned()), "{writes:?}");
+    let resized = h.condition("StorageResized");
+    assert_eq!((resized["status"].as_str(), resized["reason"].as_str()), (Some("False"), Some("ExpansionRefused")));
+    assert!(resized["message"].as_str().unwrap().starts_with("data-shop-rabbitmq-0 cannot grow to 15Gi"), "{resized}");
+    assert_eq!(h.condition("Ready")["status"], "False", "not yet available, and the storage does not change that");
 }

@@ -189,6 +189,7 @@ async fn the_api_server_rejects_an_invalid_spec() {
             "terminationGracePeriodSeconds must not be negative",
         ),
         (json!({"deletionPolicy": "Sometimes"}), "deletionPolicy"),
+        (json!({"postgres": {"managed": {"storage": {"size": "big"}}}}), "storage.size must be a quantity of bytes"),
         (json!({"command": {"replicas": "two"}}), "command.replicas"),
     ];
     for (spec, expected) in cases {
@@ -221,6 +222,32 @@ async fn the_api_server_rejects_an_invalid_spec() {
         json!({"instances": 1, "synchronous": {"number": 0, "dataDurability": "Required"}, "queryReadsFrom": "Primary",
                "storage": {"size": "10Gi"}, "podAntiAffinity": "Preferred", "standbyMaximumLag": "16Mi"})
     );
+
+    // Volumes grow and never shrink, and stay in their class: each rule of a change, in every mode.
+    let managed = json!({"postgres": {"managed": {"storage": {"size": "1Gi", "storageClassName": "fast"}}},
+                         "rabbitmq": {"clusterOperator": {"storage": {"size": "1Gi"}}}});
+    api.create(&Default::default(), &serde_json::from_value(pipeline("volumes", managed)).unwrap()).await.unwrap();
+    let change = |patch: Value| {
+        let api = api.clone();
+        async move {
+            api.patch("volumes", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({"spec": patch})))
+                .await
+        }
+    };
+    for (patch, expected) in [
+        (json!({"postgres": {"managed": {"storage": {"size": "512Mi"}}}}), "storage.size cannot shrink"),
+        (json!({"rabbitmq": {"clusterOperator": {"storage": {"size": "1000M"}}}}), "storage.size cannot shrink"),
+        (
+            json!({"postgres": {"managed": {"storage": {"storageClassName": "slow"}}}}),
+            "storage.storageClassName cannot change",
+        ),
+    ] {
+        let error = change(patch.clone()).await.expect_err(&format!("{patch} must be rejected"));
+        let kube::Error::Api(status) = error else { panic!("{patch}: not an API error: {error}") };
+        assert!(status.message.contains(expected), "{patch}: expected {expected:?} in {:?}", status.message);
+    }
+    let grown = change(json!({"postgres": {"managed": {"storage": {"size": "1536Mi"}}}})).await.unwrap();
+    assert_eq!(grown.data["spec"]["postgres"]["managed"]["storage"]["size"], json!("1536Mi"), "growing is accepted");
 }
 
 #[tokio::test]
