@@ -50,6 +50,12 @@ export PROMETHEUS_OPERATOR_CRDS; PROMETHEUS_OPERATOR_CRDS=$(hack/tools.sh promet
 export HA_CRDS; HA_CRDS=$(hack/tools.sh ha-crds)
 export PROMTOOL; PROMTOOL=$(hack/tools.sh promtool)
 export HADOLINT; HADOLINT=$(hack/tools.sh hadolint)
+# Strict schema checks of every render and every object the operator creates (kubeconform, against schemas
+# generated from the pinned Kubernetes and the CRDs), and kube-score's workload checks.
+export KUBECONFORM; KUBECONFORM=$(hack/tools.sh kubeconform)
+export KUBE_SCORE; KUBE_SCORE=$(hack/tools.sh kube-score)
+export KUBE_SCHEMAS; KUBE_SCHEMAS=$(hack/tools.sh kube-schemas)
+export CRD_SCHEMAS; CRD_SCHEMAS=$(hack/tools.sh crd-schemas)
 # The API contract check: openapi-spec-validator and schemathesis over each service's OpenAPI document.
 export API_CONTRACT_TOOLS; API_CONTRACT_TOOLS=$(hack/tools.sh api-contract)
 export TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$amqp_port/%2f"

@@ -16,6 +16,18 @@
 #   hack/tools.sh ha-crds    a file with the CRDs of the operators of `make cluster HA=1`, CloudNativePG's and
 #                            the RabbitMQ cluster operator's, from their Go modules (pinned in hack/cnpg and
 #                            hack/rabbitmq-cluster-operator, manifests as hack/ha.sh installs them), cached like helm
+#   hack/tools.sh kubeconform
+#                            the manifest validator, built from its pinned Go module (hack/kubeconform/go.mod) like helm
+#   hack/tools.sh kube-score the static checks of workloads (probes, resources, security contexts, disruption budgets),
+#                            built from its pinned Go module (hack/kube-score/go.mod) like helm
+#   hack/tools.sh kube-schemas
+#                            a directory of strict JSON schemas of every built-in kind of the pinned Kubernetes
+#                            (hack/kube/go.mod), from its OpenAPI document by hack/kube-schemas.py, cached like helm;
+#                            for kubeconform -strict -schema-location 'DIR/{{ .ResourceKind }}{{ .KindSuffix }}.json'
+#   hack/tools.sh crd-schemas
+#                            a directory of JSON schemas, in the same layout, of the project's CRD
+#                            (crds/analyticspipeline.yaml), the Prometheus operator's and the HA operators' (both
+#                            above), by hack/kube-schemas.py with PyYAML from PyPI, cached by the CRDs' content
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,11 +61,30 @@ PY
   fi
   echo "$dir/$name"
 }
+# go_binary NAME PACKAGE MODULE: NAME, built from PACKAGE (a main package of MODULE, whose version it takes from
+# main.version) at the version of MODULE that hack/NAME/go.mod pins, through the Go module proxy; cached in
+# $CACHE/NAME-VERSION-HASH, HASH of that go.mod and go.sum; prints its path.
+go_binary() {
+  local name=$1 package=$2 module=$3 version dir
+  version=$(awk -v m="$module" '$1 == m { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "hack/$name/go.mod")
+  dir="$CACHE/$name-$version-$(cat "hack/$name/go.mod" "hack/$name/go.sum" | sha256sum | cut -c1-10)"
+  if [ ! -x "$dir/$name" ]; then
+    command -v go >/dev/null || { echo "tools.sh: Go is needed to build $name" >&2; exit 1; }
+    echo "tools.sh: building $name $version from its Go module into $dir" >&2
+    mkdir -p "$dir"
+    (cd "hack/$name" && CGO_ENABLED=0 GOTOOLCHAIN=auto go build -trimpath -o "$dir/$name.part" \
+      -ldflags "-s -w -X main.version=$version" "$package") >&2
+    mv "$dir/$name.part" "$dir/$name"
+  fi
+  echo "$dir/$name"
+}
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
+PYYAML_VERSION=6.0.3
 SCHEMATHESIS_VERSION=4.32.5
 OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 
-case "${1:?usage: tools.sh helm|kubectl|promtool|hadolint|cargo-deny|prometheus-crds}" in
+USAGE="usage: tools.sh helm|kubectl|promtool|hadolint|cargo-deny|api-contract|prometheus-crds|ha-crds|kubeconform|kube-score|kube-schemas|crd-schemas"
+case "${1:?$USAGE}" in
 helm)
   version=$(awk '$1 == "helm.sh/helm/v3" { print $2; exit } $1 == "require" && $2 == "helm.sh/helm/v3" { print $3; exit }' hack/helm/go.mod)
   dir="$CACHE/helm-$version-$(cat hack/helm/go.mod hack/helm/go.sum | sha256sum | cut -c1-10)"
@@ -129,5 +160,48 @@ print("\n---\n".join(d.strip() for d in documents if re.search(r"^kind: CustomRe
   fi
   echo "$file"
   ;;
-*) echo "usage: tools.sh helm|kubectl|promtool|hadolint|cargo-deny|api-contract|prometheus-crds|ha-crds" >&2; exit 2 ;;
+kubeconform)
+  go_binary kubeconform github.com/yannh/kubeconform/cmd/kubeconform github.com/yannh/kubeconform
+  ;;
+kube-score)
+  go_binary kube-score github.com/zegl/kube-score/cmd/kube-score github.com/zegl/kube-score
+  ;;
+kube-schemas)
+  version=$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' hack/kube/go.mod)
+  dir="$CACHE/kube-schemas-$version-$(sha256sum hack/kube-schemas.py | cut -c1-10)"
+  if [ ! -d "$dir" ]; then
+    command -v go >/dev/null || { echo "tools.sh: Go is needed to fetch the OpenAPI document of Kubernetes" >&2; exit 1; }
+    echo "tools.sh: writing the JSON schemas of Kubernetes $version's kinds into $dir" >&2
+    # The module is the one the control plane is built from (the same download), and carries its API's
+    # OpenAPI document, api/openapi-spec/swagger.json.
+    src=$(cd / && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$version" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+    rm -rf "$dir.part"
+    python3 hack/kube-schemas.py kubernetes "$dir.part" "$src/api/openapi-spec/swagger.json" >&2
+    mv "$dir.part" "$dir"
+  fi
+  echo "$dir"
+  ;;
+crd-schemas)
+  files=(crds/analyticspipeline.yaml "$(hack/tools.sh ha-crds)" "$(hack/tools.sh prometheus-crds)"/*.yaml)
+  kube=$(hack/tools.sh kube-schemas)
+  dir="$CACHE/crd-schemas-$( (echo "$kube"; cat hack/kube-schemas.py "${files[@]}") | sha256sum | cut -c1-10)"
+  if [ ! -d "$dir" ]; then
+    venv="$CACHE/pyyaml-$PYYAML_VERSION"
+    if [ ! -f "$venv/installed" ]; then
+      echo "tools.sh: installing PyYAML $PYYAML_VERSION from PyPI into $venv" >&2
+      # As for api-contract: made where it stays; the stamp says it is whole.
+      rm -rf "$venv"
+      python3 -m venv "$venv" >&2 || { echo "tools.sh: python3 -m venv failed; on Debian: apt-get install python3-venv" >&2; exit 1; }
+      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "PyYAML==$PYYAML_VERSION" >&2
+      touch "$venv/installed"
+    fi
+    echo "tools.sh: writing the JSON schemas of the CRDs into $dir" >&2
+    rm -rf "$dir.part"
+    # The metadata of a custom resource is an ObjectMeta: checked as strictly as a built-in kind's.
+    "$venv/bin/python" hack/kube-schemas.py crds --object-meta "$kube/_objectmeta.json" "$dir.part" "${files[@]}" >&2
+    mv "$dir.part" "$dir"
+  fi
+  echo "$dir"
+  ;;
+*) echo "$USAGE" >&2; exit 2 ;;
 esac

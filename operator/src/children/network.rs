@@ -20,11 +20,17 @@ use k8s_openapi::{
     api::networking::v1::{
         NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
     },
-    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, LabelSelectorRequirement},
+        util::intstr::IntOrString,
+    },
 };
 use kube::ResourceExt;
 
-use super::{INSTANCE_LABEL, broker, cloudnative_pg, databases, metadata, name, rabbitmq_cluster, selector, services};
+use super::{
+    COMPONENT_LABEL, INSTANCE_LABEL, broker, cloudnative_pg, databases, maintenance, metadata, name, rabbitmq_cluster,
+    selector, services,
+};
 use crate::crd::AnalyticsPipeline;
 
 /// The policies of `pipeline`'s services and managed backends; `operator_namespace` is where the
@@ -60,6 +66,7 @@ pub fn policies(
     .into_iter()
     .map(|(component, api, admin)| service_policy(pipeline, component, api, admin, monitoring.clone()))
     .collect();
+    policies.push(jobs_policy(pipeline));
     match databases::mode(pipeline) {
         databases::Mode::Managed(_) => {
             policies.push(policy(
@@ -85,6 +92,28 @@ pub fn policies(
         broker::Mode::External(_) => {}
     }
     policies
+}
+
+/// The pipeline's Jobs (the read model's verify and rebuild, the roles on CloudNativePG) listen on nothing:
+/// no ingress at all. Their egress stays open, to the databases.
+fn jobs_policy(pipeline: &AnalyticsPipeline) -> NetworkPolicy {
+    let jobs = [maintenance::VERIFY, maintenance::REBUILD, cloudnative_pg::ROLES];
+    NetworkPolicy {
+        metadata: metadata(pipeline, "jobs", "jobs"),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(INSTANCE_LABEL.to_owned(), pipeline.name_any())])),
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: COMPONENT_LABEL.to_owned(),
+                    operator: "In".to_owned(),
+                    values: Some(jobs.map(str::to_owned).to_vec()),
+                }]),
+            }),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(Vec::new()),
+            ..NetworkPolicySpec::default()
+        }),
+    }
 }
 
 /// The ports RabbitMQ nodes cluster over: epmd, and Erlang distribution (inter-node and CLI traffic).
@@ -243,8 +272,25 @@ mod tests {
         },
     };
 
-    /// The services' policies come first: command, query, consumer.
+    /// The services' policies come first: command, query, consumer; then the Jobs', then the backends'.
     const SERVICES: usize = 3;
+    const BACKENDS: usize = SERVICES + 1;
+
+    /// No one reaches the pipeline's Jobs: they listen on nothing.
+    #[test]
+    fn the_jobs_accept_nothing() {
+        let policies =
+            policies(&pipeline(AnalyticsPipelineSpec::default()), "analytics-system", &LabelSelector::default());
+        let jobs = &policies[SERVICES];
+        assert_eq!(jobs.name_any(), "shop-jobs");
+        assert_eq!(
+            serde_json::to_value(jobs.spec.as_ref().unwrap()).unwrap(),
+            json!({"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "shop"},
+                                   "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In",
+                                                         "values": ["verify", "rebuild", "postgres-roles"]}]},
+                   "policyTypes": ["Ingress"], "ingress": []})
+        );
+    }
 
     #[test]
     fn the_apis_accept_anyone_and_only_monitoring_reaches_the_metrics() {
@@ -281,7 +327,7 @@ mod tests {
     fn the_backends_accept_only_the_pipelines_pods_and_the_broker_also_the_operators_namespace_and_reach_nothing() {
         let policies =
             policies(&pipeline(AnalyticsPipelineSpec::default()), "analytics-system", &LabelSelector::default());
-        let policies = &policies[SERVICES..];
+        let policies = &policies[BACKENDS..];
         let view: Vec<_> = policies.iter().map(|p| serde_json::to_value(p.spec.as_ref().unwrap()).unwrap()).collect();
         assert_eq!(policies.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["shop-postgres", "shop-rabbitmq"]);
         let own = json!({"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "shop"}}});
@@ -312,7 +358,7 @@ mod tests {
             ..AnalyticsPipelineSpec::default()
         });
         let policies = policies(&cluster, "analytics-system", &LabelSelector::default());
-        let policies = &policies[SERVICES..];
+        let policies = &policies[BACKENDS..];
         assert_eq!(policies.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["shop-postgres", "shop-rabbitmq"]);
         let nodes = json!({"matchLabels": {"app.kubernetes.io/name": "shop-rabbitmq"}});
         assert_eq!(
@@ -345,6 +391,6 @@ mod tests {
             ..AnalyticsPipelineSpec::default()
         });
         let policies = policies(&external, "ops", &LabelSelector::default());
-        assert_eq!(policies[SERVICES..].iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["shop-rabbitmq"]);
+        assert_eq!(policies[BACKENDS..].iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["shop-rabbitmq"]);
     }
 }

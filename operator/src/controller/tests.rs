@@ -132,6 +132,7 @@ fn every_child_applied() -> Vec<String> {
         "PATCH /apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/shop-command".to_owned(),
         "PATCH /apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/shop-query".to_owned(),
         "PATCH /apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/shop-consumer".to_owned(),
+        "PATCH /apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/shop-jobs".to_owned(),
         "PATCH /apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/shop-postgres".to_owned(),
         "PATCH /apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/shop-rabbitmq".to_owned(),
         format!("PATCH {CORE}/configmaps/shop-postgres-init"),

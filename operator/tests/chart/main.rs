@@ -9,11 +9,12 @@ use std::{
 };
 
 use analytics_operator::crd::AnalyticsPipeline;
-use analytics_testkit::{run, tool, try_run};
+use analytics_testkit::{env, run, tool, try_run};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Service, ServiceAccount},
     networking::v1::NetworkPolicy,
+    policy::v1::PodDisruptionBudget,
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
 use serde_json::{Value, json};
@@ -87,7 +88,16 @@ fn the_default_render_is_the_operator_with_its_rbac_and_dashboard_as_valid_objec
     let documents = render(&[]);
     assert_eq!(
         kinds(&documents),
-        ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "Deployment",
+            "NetworkPolicy",
+            "PodDisruptionBudget",
+            "Service",
+            "ServiceAccount"
+        ]
     );
     // A schema check: each object parses as its Kubernetes type and serializes back to the same JSON, so a
     // wrong type fails the parse and a misspelt or misplaced field is missing from the round trip.
@@ -99,6 +109,7 @@ fn the_default_render_is_the_operator_with_its_rbac_and_dashboard_as_valid_objec
             "ConfigMap" => round_trip::<ConfigMap>(document),
             "Deployment" => round_trip::<Deployment>(document),
             "NetworkPolicy" => round_trip::<NetworkPolicy>(document),
+            "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(document),
             "Service" => round_trip::<Service>(document),
             "ServiceAccount" => round_trip::<ServiceAccount>(document),
             other => panic!("unexpected kind {other}"),
@@ -123,6 +134,51 @@ fn the_default_render_is_the_operator_with_its_rbac_and_dashboard_as_valid_objec
         Value::Array([rules.as_array().unwrap().clone(), leases.as_array().unwrap().clone()].concat())
     );
     assert!(leases[0]["apiGroups"][0] == "coordination.k8s.io", "leader election needs Lease permissions");
+}
+
+/// The operator's two replicas preferably run on different nodes and a drain takes one at a time; a
+/// private registry's pull Secrets reach the operator's pod and become every pipeline's default; the pod
+/// takes a priority class and extra labels (which cannot replace its selector's).
+#[test]
+fn the_operator_spreads_its_replicas_keeps_one_through_a_drain_and_pulls_from_a_private_registry() {
+    let find = |documents: &[Value], kind: &str| documents.iter().find(|d| d["kind"] == kind).cloned();
+    let documents = render(&[]);
+    let pod = &find(&documents, "Deployment").unwrap()["spec"]["template"];
+    let selector = json!({"app.kubernetes.io/name": "analytics-operator", "app.kubernetes.io/instance": "analytics"});
+    assert_eq!(
+        pod["spec"]["affinity"],
+        json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector}}}
+        ]}})
+    );
+    let budget = find(&documents, "PodDisruptionBudget").unwrap();
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+    assert_eq!(budget["spec"]["selector"]["matchLabels"], selector);
+    assert!(pod["spec"].get("imagePullSecrets").is_none() && pod["spec"].get("priorityClassName").is_none());
+    let resources = &pod["spec"]["containers"][0]["resources"];
+    for (side, resource) in [("requests", "cpu"), ("requests", "memory"), ("limits", "cpu"), ("limits", "memory")] {
+        assert!(resources[side][resource].is_string(), "the operator has no {side}.{resource}");
+    }
+
+    let documents = render(&[
+        "--set-json",
+        r#"imagePullSecrets=[{"name":"registry"},{"name":"mirror"}]"#,
+        "--set",
+        "operator.priorityClassName=system-cluster-critical",
+        "--set-json",
+        r#"operator.podLabels={"team":"platform","app.kubernetes.io/name":"other"}"#,
+        "--set",
+        "operator.replicas=1",
+    ]);
+    assert!(find(&documents, "PodDisruptionBudget").is_none(), "no budget for a single replica: it would block drains");
+    let pod = &find(&documents, "Deployment").unwrap()["spec"]["template"];
+    assert_eq!(pod["spec"]["imagePullSecrets"], json!([{"name": "registry"}, {"name": "mirror"}]));
+    assert_eq!(pod["spec"]["priorityClassName"], "system-cluster-critical");
+    assert_eq!(pod["metadata"]["labels"]["team"], "platform");
+    assert_eq!(pod["metadata"]["labels"]["app.kubernetes.io/name"], "analytics-operator");
+    let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+    let pull_secrets = env.iter().find(|e| e["name"] == "IMAGE_PULL_SECRETS").unwrap();
+    assert_eq!(pull_secrets["value"], "registry,mirror");
 }
 
 fn rules_file(name: &str) -> Value {
@@ -252,6 +308,7 @@ fn values_that_break_the_schema_fail_at_install_time() {
         ("alert-for-not-a-duration", "monitoring:\n  prometheusRule:\n    for: {AnalyticsPipelineLagHigh: soon}\n"),
         ("bad-pipeline-name", "examplePipeline: {enabled: true, name: Not_A_Name}\n"),
         ("short-digest", "images:\n  query: {repository: q, digest: \"sha256:abc\"}\n"),
+        ("pull-secret-as-text", "imagePullSecrets: [registry]\n"),
     ] {
         let file = dir.join(format!("{name}.yaml"));
         std::fs::write(&file, values).unwrap();
@@ -494,3 +551,194 @@ fn the_scripts_find_the_release_binaries_where_cargo_put_them() {
         }
     }
 }
+
+/// Every object the operator creates for a pipeline, as JSON documents: `children::desired` of each example
+/// and of a spec that sets every option of every pod (hibernated too), with the NetworkPolicies, the
+/// generated Secrets and a rebuild Job.
+fn operator_objects() -> Vec<Value> {
+    use analytics_operator::children::{self, Observed};
+    let mut specs: Vec<(String, Value)> = example_specs();
+    specs.push((
+        "every-pod-option".to_owned(),
+        json!({"apiVersion": "analytics.example.com/v1alpha1", "kind": "AnalyticsPipeline", "metadata": {"name": "full"},
+               "spec": {"priorityClassName": "business-critical", "imagePullSecrets": [{"name": "registry"}],
+                        "podMetadata": {"labels": {"team": "shop"}, "annotations": {"sidecar.istio.io/inject": "false"}},
+                        "nodeSelector": {"pool": "analytics"}, "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+                        "hibernate": true, "apiAuthentication": "None",
+                        "rabbitmq": {"clusterOperator": {"replicas": 3}}}}),
+    ));
+    let images = analytics_operator::crd::ImageSet::default();
+    let mut documents = Vec::new();
+    for (name, mut example) in specs {
+        example["metadata"]["namespace"] = json!("analytics");
+        // One name per spec, so that no two specs' objects share a name.
+        example["metadata"]["name"] = json!(name.trim_end_matches(".yaml"));
+        example["metadata"]["uid"] = json!("0f8fad5b-d9cb-469f-a165-70867728950e");
+        if example.get("spec").is_none() {
+            example["spec"] = json!({}); // as the API server defaults it
+        }
+        let pipeline: AnalyticsPipeline = serde_json::from_value(example).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let c = children::desired(&pipeline, &images, Observed { consumer_replicas: 2 });
+        documents.extend(c.config_maps.iter().map(as_json));
+        documents.extend(c.services.iter().map(as_json));
+        documents.extend(c.stateful_sets.iter().map(as_json));
+        documents.extend(c.deployments.iter().map(as_json));
+        documents.extend(c.cron_jobs.iter().map(as_json));
+        documents.extend(c.disruption_budgets.iter().map(as_json));
+        documents.extend(c.jobs.iter().map(as_json));
+        documents.extend(c.postgres_clusters.iter().map(as_json));
+        documents.extend(c.rabbitmq_clusters.iter().map(as_json));
+        let everyone = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector::default();
+        documents.extend(children::network::policies(&pipeline, "analytics-system", &everyone).iter().map(as_json));
+        let mut random = || "generated".to_owned();
+        documents.push(as_json(&children::credentials_secret(&pipeline, &mut random)));
+        documents.push(as_json(&children::api_tokens_secret(&pipeline, &mut random)));
+        documents.push(as_json(&children::cloudnative_pg::admin_secret(&pipeline, "generated")));
+        let at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-12-07T10:00:00Z".parse().unwrap());
+        documents.push(as_json(&children::maintenance::rebuild_job(&pipeline, &images.consumer, &at)));
+    }
+    documents
+}
+
+/// An object the operator builds as JSON, with its apiVersion and kind.
+fn as_json<K: kube::Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> Value {
+    let mut value = serde_json::to_value(object).unwrap();
+    value["apiVersion"] = json!(K::api_version(&()));
+    value["kind"] = json!(K::kind(&()));
+    value
+}
+
+/// The chart's renders that the tests above check one by one: the defaults, the CRD, monitoring, a watched
+/// namespace, each example as the chart's example pipeline, a private registry and a custom affinity.
+fn chart_renders() -> Vec<Value> {
+    let mut renders = vec![
+        render(&[]),
+        render(&["--include-crds"]),
+        render(&["--api-versions", "monitoring.coreos.com/v1"]),
+        render(&["--set", "operator.watchNamespace=shop"]),
+        render(&[
+            "--set-json",
+            r#"imagePullSecrets=[{"name":"registry"}]"#,
+            "--set",
+            "operator.priorityClassName=high",
+            "--set-json",
+            r#"operator.affinity={"nodeAffinity":{}}"#,
+        ]),
+    ];
+    for (_, example) in example_specs() {
+        let spec =
+            format!("examplePipeline.spec={}", example["spec"].as_object().map_or_else(|| json!({}), |s| json!(s)));
+        renders.push(render(&["--set", "examplePipeline.enabled=true", "--set-json", &spec]));
+    }
+    renders.into_iter().flatten().collect()
+}
+
+/// `documents` as one multi-document file.
+fn stream(dir: &Path, name: &str, documents: &[Value]) -> PathBuf {
+    let path = dir.join(name);
+    let text: Vec<String> = documents.iter().map(Value::to_string).collect();
+    std::fs::write(&path, text.join("\n---\n")).unwrap();
+    path
+}
+
+/// kubeconform, strict, against the schemas of the pinned Kubernetes and of the CRDs (ours, CloudNativePG's,
+/// the RabbitMQ cluster operator's and the Prometheus operator's), all generated here (KUBE_SCHEMAS and
+/// CRD_SCHEMAS, from `hack/tools.sh`): every chart render, every example and every object the operator
+/// creates is valid, and a misspelt field is caught.
+#[test]
+fn kubeconform_accepts_every_render_example_and_object_the_operator_creates() {
+    let dir = tempdir();
+    let kubeconform = |files: &[&Path]| {
+        let kube = format!("{}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json", env("KUBE_SCHEMAS"));
+        let crds = format!("{}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json", env("CRD_SCHEMAS"));
+        let mut command = Command::new(tool("KUBECONFORM"));
+        command.args(["-strict", "-summary", "-schema-location", &kube, "-schema-location", &crds]);
+        command.args(files);
+        try_run(&mut command, None)
+    };
+    let renders = stream(&dir, "renders.yaml", &chart_renders());
+    let objects = operator_objects();
+    let kinds: std::collections::BTreeSet<&str> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    for kind in [
+        "Deployment",
+        "StatefulSet",
+        "PodDisruptionBudget",
+        "Cluster",
+        "RabbitmqCluster",
+        "NetworkPolicy",
+        "Job",
+        "CronJob",
+    ] {
+        assert!(kinds.contains(kind), "{kind} among {kinds:?}");
+    }
+    let operator = stream(&dir, "operator.yaml", &objects);
+    let examples = repo().join("examples");
+    let summary = kubeconform(&[&renders, &operator, &examples]).unwrap_or_else(|failure| panic!("{failure}"));
+    assert!(summary.contains("Invalid: 0, Errors: 0, Skipped: 0"), "{summary}");
+
+    let mut misspelt = objects.iter().find(|o| o["kind"] == "Deployment").unwrap().clone();
+    misspelt["spec"]["template"]["spec"]["containers"][0]["resource"] = json!({});
+    let misspelt = stream(&dir, "misspelt.yaml", &[misspelt]);
+    let failure = kubeconform(&[&misspelt]).expect_err("a misspelt field must fail");
+    assert!(failure.contains("resource"), "{failure}");
+}
+
+/// kube-score's checks over the chart's operator and every object the operator creates find nothing
+/// critical, except what is by design (each ignored check says why).
+#[test]
+fn kube_score_finds_nothing_critical_in_the_chart_or_the_operators_objects() {
+    let dir = tempdir();
+    let documents: Vec<Value> = chart_renders().into_iter().chain(operator_objects()).collect();
+    let file = stream(&dir, "all.yaml", &documents);
+    let mut command = Command::new(tool("KUBE_SCORE"));
+    command.args(["score", "--kubernetes-version", "v1.33", "--output-format", "ci"]);
+    for ignored in KUBE_SCORE_BY_DESIGN {
+        command.args(["--ignore-test", ignored.0]);
+    }
+    command.arg(&file);
+    match try_run(&mut command, None) {
+        Err(failure) => {
+            let critical: Vec<&str> = failure.lines().filter(|line| line.contains("[CRITICAL]")).collect();
+            panic!("kube-score found {} critical findings:\n{}", critical.len(), critical.join("\n"));
+        }
+        Ok(report) => {
+            let mut warnings: Vec<&str> = report.lines().filter(|line| line.contains("[WARNING]")).collect();
+            warnings.sort_unstable();
+            println!("kube-score: no critical finding; {} warnings:\n{}", warnings.len(), warnings.join("\n"));
+        }
+    }
+}
+
+/// kube-score checks that do not apply, and why.
+const KUBE_SCORE_BY_DESIGN: [(&str, &str); 6] = [
+    (
+        "container-image-pull-policy",
+        "Images are pinned by tag or digest and their pull policy is the spec's (images.*.pullPolicy): \
+         IfNotPresent spares a registry round trip at every start and keeps pods starting on air-gapped nodes",
+    ),
+    (
+        "container-ephemeral-storage-request-and-limit",
+        "The services' root file systems are read-only and the databases write to their volumes; an \
+         ephemeral-storage limit would count the container logs too and evict a busy pod",
+    ),
+    (
+        "container-security-context-user-group-id",
+        "PostgreSQL and RabbitMQ run as the official images' users (uid and gid 999), who own their data \
+         directories; the services run as 65532",
+    ),
+    (
+        "container-security-context-readonlyrootfilesystem",
+        "The official PostgreSQL and RabbitMQ images write beside their data (sockets, generated \
+         configuration) at paths their entrypoints choose; every other container's root is read-only",
+    ),
+    (
+        "pod-probes-identical",
+        "PostgreSQL's readiness and liveness both ask pg_isready, the one signal that the server takes \
+         connections; liveness tolerates a minute of failures (6 × 10 s) before a restart",
+    ),
+    (
+        "networkpolicy-targets-pod",
+        "The policies of the CloudNativePG instances and the RabbitMQ cluster's nodes select pods that \
+         those operators make, which kube-score cannot see among the objects this operator writes",
+    ),
+];
