@@ -15,6 +15,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod day2;
 mod ha;
 mod ha_broker;
 mod load;
@@ -337,6 +338,11 @@ async fn the_users_path_from_helm_install_to_a_retained_pipeline() {
     chaos(&node, &shop, &products).await;
     rollout(&node, &shop, &products).await;
     read_model(&node, &shop).await;
+    day2::disruptions(&node).await;
+    day2::pause(&node).await;
+    day2::storage(&node).await;
+    day2::hibernate(&node, &shop).await;
+    day2::operator_upgrade(&node, &shop, &products).await;
     retain(&node, &shop).await;
 }
 
@@ -399,8 +405,9 @@ async fn install(node: &Node) -> Shop {
     Shop::of(node, NAMESPACE).await
 }
 
-/// Step 1b: The same pipeline in a namespace that enforces the `restricted` Pod Security Standard, and the
-/// chart's own operator Deployment checked against it.
+/// Step 1b: The same pipeline in a namespace that enforces the `restricted` Pod Security Standard and
+/// whose ResourceQuota demands CPU and memory requests and limits of every pod, as shared clusters do;
+/// and the chart's own operator Deployment checked against it.
 async fn restricted(node: &Node) {
     let started = Instant::now();
     let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
@@ -408,9 +415,25 @@ async fn restricted(node: &Node) {
         "labels": {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"},
     }});
     node.kubectl(&["apply", "-f", "-"], Some(&namespace.to_string()));
+    let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota",
+        "metadata": {"name": "compute", "namespace": RESTRICTED_NAMESPACE},
+        "spec": {"hard": {"requests.cpu": "4", "requests.memory": "8Gi", "limits.cpu": "24", "limits.memory": "16Gi"}}});
+    node.kubectl(&["apply", "-f", "-"], Some(&quota.to_string()));
     node.kubectl(&["apply", "-n", RESTRICTED_NAMESPACE, "-f", "examples/minimal.yaml"], None);
     node.ready(RESTRICTED_NAMESPACE).await;
-    say(&format!("restricted: pipeline Ready in a restricted namespace in {:.1} s", started.elapsed().as_secs_f64()));
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = node.api(RESTRICTED_NAMESPACE).get("compute").await.unwrap();
+    let used = quota.status.unwrap().used.unwrap();
+    let figure = |key: &str| used.get(key).map(|q| q.0.clone()).unwrap_or_default();
+    assert!(!figure("requests.cpu").is_empty() && figure("requests.cpu") != "0", "the quota counts the pods: {used:?}");
+    say(&format!(
+        "restricted: pipeline Ready in a restricted namespace under a compute ResourceQuota in {:.1} s \
+         (quota used: requests {} CPU, {} memory; limits {} CPU, {} memory)",
+        started.elapsed().as_secs_f64(),
+        figure("requests.cpu"),
+        figure("requests.memory"),
+        figure("limits.cpu"),
+        figure("limits.memory")
+    ));
 
     // PodSecurity admission warns about a workload whose pods it would refuse.
     let chart =
