@@ -47,6 +47,7 @@ pub mod read_model;
 mod retain;
 pub mod status;
 mod storage;
+pub mod upgrade;
 
 use self::status::{Observation, Verdict};
 use crate::{
@@ -107,6 +108,8 @@ pub struct Context {
     pub scalers: Mutex<HashMap<String, Stabilizer<Instant>>>,
     /// Consecutive failures per pipeline, for the error policy's backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// The pipeline whose services get new default images now ([`upgrade`]).
+    pub upgrade_slot: Mutex<upgrade::Slot>,
 }
 
 impl Context {
@@ -129,6 +132,7 @@ impl Context {
             metrics_from,
             scalers: Mutex::default(),
             failures: Mutex::default(),
+            upgrade_slot: Mutex::default(),
         }
     }
 }
@@ -231,7 +235,12 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
             apply_child(&policies, policy).await?;
         }
     }
-    let desired = children::desired(pipeline, &ctx.images, Observed { consumer_replicas });
+    // New default images go to one pipeline at a time (a paused pass applies nothing, so it takes no turn).
+    let images = match write {
+        Write::Apply => Box::pin(upgrade::images(pipeline, ctx, &namespace)).await?,
+        Write::Paused => ctx.images.clone(),
+    };
+    let desired = children::desired(pipeline, &images, Observed { consumer_replicas });
     // Boxed: the pass's future would otherwise carry every child's apply inline.
     let applied = Box::pin(apply_all(ctx, &namespace, desired, write)).await?;
     if write == Write::Apply {
@@ -716,6 +725,7 @@ async fn publish_related(
 /// Children go with their owner; under Delete, so do the claims and the credentials.
 async fn cleanup(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<Action, Error> {
     ctx.scalers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key(pipeline));
+    upgrade::release(pipeline, ctx);
     ctx.metrics.forget(&pipeline.namespace().unwrap_or_default(), &pipeline.name_any());
     let namespace = pipeline.namespace().unwrap_or_else(|| "default".to_owned());
     let cloudnative_pg = matches!(children::databases::mode(pipeline), children::databases::Mode::CloudNativePg(_));

@@ -41,6 +41,21 @@ impl Observer for Script {
     }
 }
 
+fn context(fake: &FakeApi, script: &Arc<Script>, images: ImageSet) -> Arc<Context> {
+    let client = fake.client();
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "analytics-operator".into(), instance: None });
+    let metrics = Metrics::register(&prometheus::Registry::new(), &Error::KINDS).unwrap();
+    Arc::new(Context::new(
+        client,
+        recorder,
+        metrics,
+        script.clone(),
+        images,
+        "analytics-system".to_owned(),
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector::default(),
+    ))
+}
+
 struct Harness {
     fake: FakeApi,
     script: Arc<Script>,
@@ -55,20 +70,13 @@ impl Harness {
         pipeline.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
         fake.put(PIPELINE, serde_json::to_value(&pipeline).unwrap());
         let script = Arc::new(Script::default());
-        let client = fake.client();
-        let recorder =
-            Recorder::new(client.clone(), Reporter { controller: "analytics-operator".into(), instance: None });
-        let metrics = Metrics::register(&prometheus::Registry::new(), &Error::KINDS).unwrap();
-        let ctx = Arc::new(Context::new(
-            client,
-            recorder,
-            metrics,
-            script.clone(),
-            ImageSet::default(),
-            "analytics-system".to_owned(),
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector::default(),
-        ));
+        let ctx = context(&fake, &script, ImageSet::default());
         Self { fake, script, ctx }
+    }
+
+    /// Another reconciler on the same fake, with other default images (an upgraded operator).
+    fn upgraded(&self, images: ImageSet) -> Arc<Context> {
+        context(&self.fake, &self.script, images)
     }
 
     fn pipeline(&self) -> AnalyticsPipeline {
@@ -640,4 +648,72 @@ async fn a_larger_storage_size_expands_the_claims_or_says_why_it_cannot() {
     assert_eq!((resized["status"].as_str(), resized["reason"].as_str()), (Some("False"), Some("ExpansionRefused")));
     assert!(resized["message"].as_str().unwrap().starts_with("data-shop-rabbitmq-0 cannot grow to 15Gi"), "{resized}");
     assert_eq!(h.condition("Ready")["status"], "False", "not yet available, and the storage does not change that");
+}
+
+/// New default images (an upgraded chart's) reach one pipeline at a time: the first to pass takes the
+/// rollout, the next keeps the images it runs until the first one's Deployments have rolled out; a
+/// pipeline that names its own images is not held.
+#[tokio::test]
+async fn new_default_images_roll_out_one_pipeline_at_a_time() {
+    let h = Harness::new(AnalyticsPipelineSpec::default());
+    let cart_path = PIPELINE.replace("/shop", "/cart");
+    let mut cart = fixtures::pipeline(AnalyticsPipelineSpec::default());
+    cart.metadata.name = Some("cart".into());
+    cart.metadata.uid = Some("5b6f7a42-8c1e-4c1b-9d3e-2f0a7d1c9b11".into());
+    cart.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+    h.fake.put(&cart_path, serde_json::to_value(&cart).unwrap());
+    let cart =
+        || -> Arc<AnalyticsPipeline> { Arc::new(serde_json::from_value(h.fake.get(&cart_path).unwrap()).unwrap()) };
+    let shop = || Arc::new(h.pipeline());
+    reconcile(shop(), h.ctx.clone()).await.unwrap();
+    reconcile(cart(), h.ctx.clone()).await.unwrap();
+    let rolled_out = |pipeline: &str| {
+        for component in ["command", "consumer", "query"] {
+            h.fake.edit(&format!("{APPS}/deployments/{pipeline}-{component}"), |d| {
+                let replicas = d["spec"]["replicas"].clone();
+                d["status"] = json!({"observedGeneration": d["metadata"]["generation"], "replicas": replicas,
+                                      "updatedReplicas": replicas, "availableReplicas": replicas});
+            });
+        }
+    };
+    rolled_out("shop");
+    rolled_out("cart");
+    let image = |deployment: &str| {
+        h.fake.get(&format!("{APPS}/deployments/{deployment}")).unwrap()["spec"]["template"]["spec"]["containers"][0]
+            ["image"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let old = image("shop-command");
+
+    let new =
+        ImageSet { command: "registry.example.com/analytics-command:9.9.9".parse().unwrap(), ..ImageSet::default() };
+    let upgraded = h.upgraded(new);
+    reconcile(shop(), upgraded.clone()).await.unwrap();
+    assert_eq!(image("shop-command"), "registry.example.com/analytics-command:9.9.9", "the first pipeline rolls");
+    h.fake.take_log();
+    reconcile(cart(), upgraded.clone()).await.unwrap();
+    assert_eq!(image("cart-command"), old, "the second waits");
+    assert!(h.fake.take_log().iter().any(|request| request.starts_with(EVENTS)), "an UpgradeQueued Event");
+    reconcile(shop(), upgraded.clone()).await.unwrap();
+    reconcile(cart(), upgraded.clone()).await.unwrap();
+    assert_eq!(image("cart-command"), old, "still waiting: the first has not rolled out");
+
+    rolled_out("shop");
+    reconcile(shop(), upgraded.clone()).await.unwrap();
+    reconcile(cart(), upgraded.clone()).await.unwrap();
+    assert_eq!(image("cart-command"), "registry.example.com/analytics-command:9.9.9", "then the second rolls");
+
+    // A pipeline that pins its own image is never held, even while another holds the rollout.
+    let newer =
+        ImageSet { command: "registry.example.com/analytics-command:10.0.0".parse().unwrap(), ..ImageSet::default() };
+    let upgraded = h.upgraded(newer);
+    reconcile(shop(), upgraded.clone()).await.unwrap();
+    assert_eq!(image("shop-command"), "registry.example.com/analytics-command:10.0.0");
+    h.fake.edit(&cart_path, |pipeline| {
+        pipeline["spec"]["images"] = json!({"command": {"repository": "registry.example.com/pinned", "tag": "1.0"}});
+    });
+    reconcile(cart(), upgraded).await.unwrap();
+    assert_eq!(image("cart-command"), "registry.example.com/pinned:1.0");
 }
