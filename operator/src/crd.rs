@@ -96,9 +96,12 @@ pub struct AnalyticsPipelineSpec {
 }
 
 /// What every pod of a pipeline carries besides the operator's labels.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 pub struct PodMetadata {
+    /// Not under `app.kubernetes.io/`, `cnpg.io/` or `analytics.example.com/`: the operator's, CloudNativePG's
+    /// and the RabbitMQ cluster operator's selectors are made of those.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('app.kubernetes.io/') && !k.startsWith('cnpg.io/') && !k.startsWith('analytics.example.com/'))").message("podMetadata.labels must not use the app.kubernetes.io/, cnpg.io/ or analytics.example.com/ prefixes: the selectors are made of them"))]
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
@@ -667,6 +670,7 @@ pub struct ExternalRabbitmq {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("storage.storageClassName cannot change: the volumes exist in their class"))]
 pub struct Storage {
     /// Size of each volume, e.g. `10Gi`. A larger size expands the existing volumes in place where their
     /// StorageClass allows it (`allowVolumeExpansion`); the `StorageResized` condition tells. It never
@@ -677,7 +681,6 @@ pub struct Storage {
     pub size: String,
     /// StorageClass of the volume; the cluster's default if unset. Fixed once the volumes exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("storage.storageClassName cannot change: the volumes exist in their class"))]
     pub storage_class_name: Option<String>,
 }
 

@@ -109,7 +109,10 @@ pub fn desired(pipeline: &AnalyticsPipeline, images: &ImageSet, observed: Observ
         databases::Mode::CloudNativePg(spec) => {
             children.config_maps.push(databases::init_script(pipeline));
             children.postgres_clusters.push(cloudnative_pg::cluster(pipeline, &spec, &images.postgres));
-            children.jobs.push(cloudnative_pg::roles_job(pipeline, &images.postgres));
+            // A hibernated cluster has no primary to apply the roles on.
+            if !pipeline.spec.hibernate {
+                children.jobs.push(cloudnative_pg::roles_job(pipeline, &images.postgres));
+            }
         }
         databases::Mode::External(_) => {}
     }

@@ -236,7 +236,12 @@ pub fn disruption_budget(pipeline: &AnalyticsPipeline) -> PodDisruptionBudget {
 /// The names of the volume claims of `cluster`'s nodes (the cluster operator's StatefulSet is
 /// `<cluster>-server`, its claim template `persistence`).
 pub fn claims(cluster: &RabbitmqCluster) -> impl Iterator<Item = String> + '_ {
-    (0..cluster.spec.replicas).map(move |ordinal| format!("persistence-{}-server-{ordinal}", cluster.name_any()))
+    (0..cluster.spec.replicas).map(move |ordinal| claim_name(&cluster.name_any(), ordinal))
+}
+
+/// The claim of node `ordinal` of the cluster `cluster_name`.
+pub fn claim_name(cluster_name: &str, ordinal: i32) -> String {
+    format!("persistence-{cluster_name}-server-{ordinal}")
 }
 
 /// One node of the cluster per Kubernetes node: required, or preferred.

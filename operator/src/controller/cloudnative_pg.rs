@@ -43,21 +43,24 @@ pub async fn ensure_admin_secret(pipeline: &AnalyticsPipeline, secrets: &Api<Sec
 }
 
 /// The cluster's condition and status after a pass applied `cluster` and `roles` (the current roles
-/// Job). Roles Jobs of an earlier form are deleted, and so is a current one that failed, so that the next
-/// pass makes it again. A new timeline is announced with a Warning Event.
+/// Job). When the pass may `tidy`, roles Jobs of an earlier form are deleted, and so is a current one that
+/// failed, so that the next pass makes it again (not while the pipeline is paused or hibernated). A new
+/// timeline is announced with a Warning Event.
 pub async fn observe(
     pipeline: &AnalyticsPipeline,
     ctx: &Context,
     namespace: &str,
     cluster: Option<&Cluster>,
     roles: Option<&Job>,
+    tidy: bool,
 ) -> Result<(Verdict, Option<PostgresStatus>), Error> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = format!("{INSTANCE_LABEL}={},{COMPONENT_LABEL}={ROLES}", pipeline.name_any());
     let current = roles.map(ResourceExt::name_any);
     let background =
         DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
-    for job in jobs.list(&ListParams::default().labels(&selector)).await? {
+    let listed = if tidy { jobs.list(&ListParams::default().labels(&selector)).await?.items } else { Vec::new() };
+    for job in listed {
         let failed = job
             .status
             .as_ref()

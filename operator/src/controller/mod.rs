@@ -46,7 +46,7 @@ pub mod rabbitmq_cluster;
 pub mod read_model;
 mod retain;
 pub mod status;
-mod storage;
+pub mod storage;
 pub mod upgrade;
 
 use self::status::{Observation, Verdict};
@@ -110,6 +110,8 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// The pipeline whose services get new default images now ([`upgrade`]).
     pub upgrade_slot: Mutex<upgrade::Slot>,
+    /// Volume expansions the API server refused ([`storage`]).
+    pub storage_refusals: Mutex<storage::Refusals>,
 }
 
 impl Context {
@@ -133,6 +135,7 @@ impl Context {
             scalers: Mutex::default(),
             failures: Mutex::default(),
             upgrade_slot: Mutex::default(),
+            storage_refusals: Mutex::default(),
         }
     }
 }
@@ -238,15 +241,19 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
     // New default images go to one pipeline at a time (a paused pass applies nothing, so it takes no turn).
     let images = match write {
         Write::Apply => Box::pin(upgrade::images(pipeline, ctx, &namespace)).await?,
-        Write::Paused => ctx.images.clone(),
+        Write::Paused => {
+            upgrade::release(pipeline, ctx);
+            ctx.images.clone()
+        }
     };
-    let desired = children::desired(pipeline, &images, Observed { consumer_replicas });
+    // The claims first: the other operators are given only a size the claims can grow to.
+    let (storage, sized) = Box::pin(storage::reconcile(pipeline, ctx, &namespace, write)).await?;
+    let desired = children::desired(&sized, &images, Observed { consumer_replicas });
     // Boxed: the pass's future would otherwise carry every child's apply inline.
     let applied = Box::pin(apply_all(ctx, &namespace, desired, write)).await?;
     if write == Write::Apply {
         adopt_claims(pipeline, ctx, &namespace, &applied).await?;
     }
-    let storage = Box::pin(storage::reconcile(pipeline, ctx, &namespace, &applied.stateful_sets, write)).await?;
 
     let live_set = |part: &str| {
         let name = children::name(pipeline, part);
@@ -256,8 +263,16 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
         children::databases::Mode::External(_) => (Verdict::external("external databases are not checked"), None),
         children::databases::Mode::Managed(_) => (live_set("postgres"), None),
         children::databases::Mode::CloudNativePg(_) => {
-            cloudnative_pg::observe(pipeline, ctx, &namespace, applied.postgres_clusters.first(), applied.jobs.first())
-                .await?
+            let tidy = write == Write::Apply && !pipeline.spec.hibernate;
+            cloudnative_pg::observe(
+                pipeline,
+                ctx,
+                &namespace,
+                applied.postgres_clusters.first(),
+                applied.jobs.first(),
+                tidy,
+            )
+            .await?
         }
     };
     let hibernation = if pipeline.spec.hibernate { Some(running_pods(pipeline, ctx, &namespace).await?) } else { None };
@@ -466,7 +481,8 @@ async fn adopt_claims(
     for set in &applied.stateful_sets {
         let spec = set.spec.as_ref();
         let templates = spec.and_then(|spec| spec.volume_claim_templates.as_deref()).unwrap_or_default();
-        for ordinal in 0..spec.and_then(|spec| spec.replicas).unwrap_or(1) {
+        // A managed backend is one pod, ordinal 0, whose claim stays while it hibernates.
+        for ordinal in 0..spec.and_then(|spec| spec.replicas).unwrap_or(1).max(1) {
             names.extend(
                 templates.iter().map(|template| format!("{}-{}-{ordinal}", template.name_any(), set.name_any())),
             );
@@ -559,6 +575,12 @@ pub fn validate(pipeline: &AnalyticsPipeline) -> Result<(), String> {
         && (cluster.replicas < 1 || cluster.replicas % 2 == 0)
     {
         return Err(format!("rabbitmq.clusterOperator.replicas ({}) must be odd", cluster.replicas));
+    }
+    let reserved = ["app.kubernetes.io/", "cnpg.io/", "analytics.example.com/"];
+    if let Some(label) =
+        spec.pod_metadata.labels.keys().find(|key| reserved.iter().any(|prefix| key.starts_with(prefix)))
+    {
+        return Err(format!("podMetadata.labels must not use {label}: the selectors are made of those prefixes"));
     }
     let images = &spec.images;
     for (name, image) in [

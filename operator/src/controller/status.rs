@@ -240,6 +240,11 @@ pub fn derive(
     status.endpoints = Some(observed.endpoints);
     status.consumer_replicas = Some(observed.consumer_replicas);
     status.queue_depth = observed.queue_depth;
+    if observed.hibernation.is_some() {
+        // Nothing runs to be behind: no lag, no backlog (and no lag alert from the last figures).
+        status.lag_seconds = None;
+        status.pending_events = None;
+    }
     if let Some(sync) = observed.sync {
         status.lag_seconds = sync.lag_seconds;
         status.pending_events = sync.pending_events;

@@ -717,3 +717,47 @@ async fn new_default_images_roll_out_one_pipeline_at_a_time() {
     reconcile(cart(), upgraded).await.unwrap();
     assert_eq!(image("cart-command"), "registry.example.com/pinned:1.0");
 }
+
+/// The RabbitMQ cluster operator deletes its StatefulSet before it patches the claims, so it is given a
+/// larger size only once a dry run shows the API server allows it; refused, it keeps the claims' size, the
+/// condition says why, and the refusal is announced once and not asked again on every pass.
+#[tokio::test]
+async fn another_operator_is_given_a_larger_size_only_if_the_claims_can_grow() {
+    use crate::crd::{RabbitmqClusterOperator, RabbitmqSpec, Storage};
+    let cluster = |size: &str| RabbitmqSpec {
+        cluster_operator: Some(RabbitmqClusterOperator {
+            storage: Storage { size: size.into(), storage_class_name: None },
+            ..RabbitmqClusterOperator::default()
+        }),
+        ..RabbitmqSpec::default()
+    };
+    let h = Harness::new(AnalyticsPipelineSpec { rabbitmq: cluster("10Gi"), ..AnalyticsPipelineSpec::default() });
+    for ordinal in 0..3 {
+        let name = format!("persistence-shop-rabbitmq-server-{ordinal}");
+        h.fake.put(
+            &format!("{CORE}/persistentvolumeclaims/{name}"),
+            json!({"metadata": {"name": name}, "spec": {"resources": {"requests": {"storage": "10Gi"}}},
+                   "status": {"capacity": {"storage": "10Gi"}}}),
+        );
+    }
+    h.pass().await;
+    let rabbitmq_cluster = "/apis/rabbitmq.com/v1beta1/namespaces/prod/rabbitmqclusters/shop-rabbitmq";
+    let persistence = || h.fake.get(rabbitmq_cluster).unwrap()["spec"]["persistence"]["storage"].clone();
+    assert_eq!(persistence(), "10Gi");
+
+    h.fake.refuse("PATCH", &format!("{CORE}/persistentvolumeclaims/"), 403, "Forbidden");
+    h.set_spec(|spec| spec.rabbitmq = cluster("20Gi"));
+    let writes = h.pass().await;
+    assert_eq!(persistence(), "10Gi", "the cluster operator keeps the size the claims have");
+    let resized = h.condition("StorageResized");
+    assert_eq!(resized["reason"], "ExpansionRefused");
+    assert!(resized["message"].as_str().unwrap().contains("persistence-shop-rabbitmq-server-0 cannot grow to 20Gi"));
+    // One dry run decides for the cluster: its other claims are in the same class.
+    assert_eq!(writes.iter().filter(|w| w.contains("persistentvolumeclaims")).count(), 1, "{writes:?}");
+    assert_eq!(writes.iter().filter(|w| w.starts_with(EVENTS)).count(), 1, "one Warning: {writes:?}");
+    h.fake.take_log();
+    h.pass().await;
+    let requests = h.fake.take_log();
+    assert!(!requests.iter().any(|r| r.starts_with("PATCH") && r.contains("persistentvolumeclaims")), "{requests:?}");
+    assert!(!requests.iter().any(|r| r.starts_with(EVENTS)), "announced once: {requests:?}");
+}

@@ -1,33 +1,36 @@
 //! New default images roll out one pipeline at a time. When the operator's default service images change
 //! (a chart upgrade with new `images`), every pipeline that runs the old ones would otherwise roll at once;
 //! instead one pipeline at a time takes the rollout slot and gets the new images, and the others keep the
-//! images they run until its Deployments have all rolled out. A pipeline whose spec names its own images is
-//! not held, nor is a new or hibernated one (nothing of it runs). The slot lives in the leader's memory: a
-//! new leader starts with it free, and a holder that has not finished after [`SLOT_TIMEOUT`] loses it.
+//! images they run until its Deployments have all rolled out: every replica updated and available, no old
+//! one left. A rollout that does not finish holds the others back, as a canary would: the waiting
+//! pipelines' Events say for how long. A pipeline whose spec names its own images is not held, nor is a
+//! new one (nothing of it runs); a hibernated, paused or deleted pipeline gives its turn back. The slot
+//! lives in the leader's memory: a new leader starts with it free.
 
-use std::time::{Duration, Instant};
+use std::{collections::HashMap, time::Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Api, runtime::events::EventType};
 
-use super::{Context, Error, key, publish, status::Verdict};
+use super::{Context, Error, key, publish};
 use crate::{
     children,
     crd::{AnalyticsPipeline, Image, ImageSet, PullPolicy},
 };
 
-/// How long one pipeline may hold the rollout slot.
-pub const SLOT_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// The pipeline holding the slot, and since when.
+/// The pipeline holding the slot and since when; and, for each waiting pipeline, the holder it was told of.
 #[derive(Debug, Default)]
-pub struct Slot(Option<(String, Instant)>);
+pub struct Slot {
+    holder: Option<(String, Instant)>,
+    told: HashMap<String, String>,
+}
 
 /// The default images this pass gives `pipeline`: the operator's, or the ones it runs while another
 /// pipeline rolls out first.
 pub(super) async fn images(pipeline: &AnalyticsPipeline, ctx: &Context, namespace: &str) -> Result<ImageSet, Error> {
     let target = &ctx.images;
     if pipeline.spec.hibernate {
+        release(pipeline, ctx);
         return Ok(target.clone());
     }
     let overrides = &pipeline.spec.images;
@@ -46,7 +49,8 @@ pub(super) async fn images(pipeline: &AnalyticsPipeline, ctx: &Context, namespac
             outdated.push((component, running));
         }
     }
-    let Some(holder) = take_turn(ctx, &key(pipeline), outdated.is_empty(), Verdict::deployments(&live).ready) else {
+    let rolled_out = live.iter().all(rolled_out);
+    let Some((holder, since, tell)) = take_turn(ctx, &key(pipeline), outdated.is_empty(), rolled_out) else {
         return Ok(target.clone());
     };
     let mut held = target.clone();
@@ -57,43 +61,63 @@ pub(super) async fn images(pipeline: &AnalyticsPipeline, ctx: &Context, namespac
             _ => held.query = running,
         }
     }
-    let note = format!("new default images wait until the rollout of {holder} has finished");
-    publish(ctx, pipeline, EventType::Normal, "UpgradeQueued", &note).await;
+    if tell {
+        let note = format!(
+            "new default images wait until the rollout of {holder} has finished (under way for {} s)",
+            since.elapsed().as_secs()
+        );
+        publish(ctx, pipeline, EventType::Normal, "UpgradeQueued", &note).await;
+    }
     Ok(held)
 }
 
-/// Whether the pipeline `me` may have the operator's images now: `None` if so, or the pipeline that holds the
-/// rollout. A pipeline that is `current` needs no turn, and gives the slot back once its Deployments have
-/// `rolled_out`.
-fn take_turn(ctx: &Context, me: &str, current: bool, rolled_out: bool) -> Option<String> {
+/// Whether the pipeline `me` may have the operator's images now: `None` if so; or the pipeline that holds
+/// the rollout, since when, and whether `me` has not been told of it yet. A pipeline that is `current`
+/// needs no turn, and gives the slot back once its Deployments have `rolled_out`.
+fn take_turn(ctx: &Context, me: &str, current: bool, rolled_out: bool) -> Option<(String, Instant, bool)> {
     let mut slot = ctx.upgrade_slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mine = slot.0.as_ref().is_some_and(|(holder, _)| holder == me);
+    let mine = slot.holder.as_ref().is_some_and(|(holder, _)| holder == me);
     if current {
         if mine && rolled_out {
-            slot.0 = None;
+            slot.holder = None;
         }
+        slot.told.remove(me);
         return None;
     }
-    match &slot.0 {
-        Some((holder, since)) if !mine && since.elapsed() <= SLOT_TIMEOUT => Some(holder.clone()),
-        taken => {
-            if let Some((holder, _)) = taken.as_ref().filter(|_| !mine) {
-                tracing::warn!(%holder, "the rollout of new default images took too long; the next pipeline goes on");
-            }
+    match slot.holder.clone() {
+        Some((holder, since)) if !mine => {
+            let tell = slot.told.insert(me.to_owned(), holder.clone()).as_ref() != Some(&holder);
+            Some((holder, since, tell))
+        }
+        _ => {
             if !mine {
-                slot.0 = Some((me.to_owned(), Instant::now()));
+                slot.holder = Some((me.to_owned(), Instant::now()));
             }
+            slot.told.remove(me);
             None
         }
     }
 }
 
-/// Releases the slot if `pipeline` holds it (deleted, say).
+/// Gives the slot back if `pipeline` holds it (deleted, hibernated or paused), and forgets what it was told.
 pub(super) fn release(pipeline: &AnalyticsPipeline, ctx: &Context) {
+    let me = key(pipeline);
     let mut slot = ctx.upgrade_slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if slot.0.as_ref().is_some_and(|(holder, _)| *holder == key(pipeline)) {
-        slot.0 = None;
+    if slot.holder.as_ref().is_some_and(|(holder, _)| *holder == me) {
+        slot.holder = None;
     }
+    slot.told.remove(&me);
+}
+
+/// Whether a Deployment's rollout is complete, as `kubectl rollout status` tells it: the controller has
+/// seen the current spec, and every replica is updated and available, with no old one left.
+fn rolled_out(deployment: &Deployment) -> bool {
+    let wanted = deployment.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1);
+    let Some(status) = deployment.status.as_ref() else { return false };
+    status.observed_generation >= deployment.metadata.generation
+        && status.updated_replicas.unwrap_or(0) == wanted
+        && status.replicas.unwrap_or(0) == wanted
+        && status.available_replicas.unwrap_or(0) == wanted
 }
 
 /// The image a service's container runs, as its Deployment says.

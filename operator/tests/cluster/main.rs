@@ -190,6 +190,7 @@ async fn the_api_server_rejects_an_invalid_spec() {
         ),
         (json!({"deletionPolicy": "Sometimes"}), "deletionPolicy"),
         (json!({"postgres": {"managed": {"storage": {"size": "big"}}}}), "storage.size must be a quantity of bytes"),
+        (json!({"podMetadata": {"labels": {"app.kubernetes.io/name": "x"}}}), "podMetadata.labels must not use"),
         (json!({"command": {"replicas": "two"}}), "command.replicas"),
     ];
     for (spec, expected) in cases {
@@ -239,6 +240,14 @@ async fn the_api_server_rejects_an_invalid_spec() {
         (json!({"rabbitmq": {"clusterOperator": {"storage": {"size": "1000M"}}}}), "storage.size cannot shrink"),
         (
             json!({"postgres": {"managed": {"storage": {"storageClassName": "slow"}}}}),
+            "storage.storageClassName cannot change",
+        ),
+        (
+            json!({"postgres": {"managed": {"storage": {"storageClassName": null}}}}),
+            "storage.storageClassName cannot change",
+        ),
+        (
+            json!({"rabbitmq": {"clusterOperator": {"storage": {"storageClassName": "fast"}}}}),
             "storage.storageClassName cannot change",
         ),
     ] {
