@@ -290,7 +290,10 @@ async fn apply_children(pipeline: &AnalyticsPipeline, ctx: &Context) -> Result<A
                 &children::name(pipeline, children::broker::COMPONENT),
             ),
         },
-        services: Verdict::deployments(&applied.deployments),
+        services: match applied.missing_deployments.as_slice() {
+            [] => Verdict::deployments(&applied.deployments),
+            missing => Verdict::not_ready("Missing", format!("{} do not exist", missing.join(", "))),
+        },
         endpoints: endpoints(pipeline, &namespace),
         consumer_replicas,
         queue_depth,
@@ -355,6 +358,8 @@ async fn running_pods(pipeline: &AnalyticsPipeline, ctx: &Context, namespace: &s
 struct Applied {
     stateful_sets: Vec<StatefulSet>,
     deployments: Vec<Deployment>,
+    /// The services' Deployments that a paused pass found missing.
+    missing_deployments: Vec<String>,
     postgres_clusters: Vec<children::cloudnative_pg::Cluster>,
     rabbitmq_clusters: Vec<children::rabbitmq_cluster::RabbitmqCluster>,
     jobs: Vec<Job>,
@@ -384,6 +389,7 @@ async fn apply_all(
     let mut applied = Applied {
         stateful_sets: Vec::new(),
         deployments: Vec::new(),
+        missing_deployments: Vec::new(),
         postgres_clusters: Vec::new(),
         rabbitmq_clusters: Vec::new(),
         jobs: Vec::new(),
@@ -445,9 +451,14 @@ async fn read_all(ctx: &Context, namespace: &str, desired: children::Children) -
         Ok(found)
     }
     let client = &ctx.client;
+    let wanted: Vec<String> = desired.deployments.iter().map(ResourceExt::name_any).collect();
+    let deployments = live(client, namespace, desired.deployments).await?;
+    let missing_deployments =
+        wanted.into_iter().filter(|name| !deployments.iter().any(|found| found.name_any() == *name)).collect();
     Ok(Applied {
         stateful_sets: live(client, namespace, desired.stateful_sets).await?,
-        deployments: live(client, namespace, desired.deployments).await?,
+        deployments,
+        missing_deployments,
         postgres_clusters: live(client, namespace, desired.postgres_clusters).await.unwrap_or_default(),
         rabbitmq_clusters: live(client, namespace, desired.rabbitmq_clusters).await.unwrap_or_default(),
         jobs: live(client, namespace, desired.jobs).await?,

@@ -146,29 +146,23 @@ async fn rebuild(
     let job = match jobs.get_opt(&name).await? {
         Some(job) => job,
         None => {
+            let waiting = |message: String| RebuildStatus {
+                requested_at: requested_at.clone(),
+                job: name.clone(),
+                phase: RebuildPhase::Pending,
+                start_time: None,
+                completion_time: None,
+                message,
+            };
             // One rebuild at a time: a second would only fail on the rebuild's lock. The new request
             // waits, Pending, until the running one ends.
             let running = jobs_of(jobs, pipeline, maintenance::REBUILD).await?;
             if let Some(other) = running.iter().find(|job| finished(job).is_none()) {
-                return Ok(Some(RebuildStatus {
-                    requested_at,
-                    job: name,
-                    phase: RebuildPhase::Pending,
-                    start_time: None,
-                    completion_time: None,
-                    message: format!("waiting for the running rebuild (Job {}) to end", other.name_any()),
-                }));
+                return Ok(Some(waiting(format!("waiting for the running rebuild (Job {}) to end", other.name_any()))));
             }
             // Paused, or with the databases asleep, the request waits.
             if super::is_paused(pipeline) || pipeline.spec.hibernate {
-                return Ok(Some(RebuildStatus {
-                    requested_at,
-                    job: name,
-                    phase: RebuildPhase::Pending,
-                    start_time: None,
-                    completion_time: None,
-                    message: "waiting: the pipeline is paused or hibernated".to_owned(),
-                }));
+                return Ok(Some(waiting("waiting: the pipeline is paused or hibernated".to_owned())));
             }
             let pipeline = &children::with_defaults(pipeline, &ctx.images);
             let image = ctx.images.with_overrides(&pipeline.spec.images).consumer;

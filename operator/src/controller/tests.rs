@@ -537,6 +537,7 @@ async fn a_paused_pipeline_is_left_alone_until_it_is_resumed() {
     assert_eq!(h.condition("Paused")["status"], "True");
     assert_eq!(h.condition("Paused")["reason"], "ReconciliationPaused");
     assert_eq!(h.condition("ServicesReady")["status"], "False");
+    assert_eq!(h.condition("ServicesReady")["message"], "shop-query do not exist");
     assert!(h.fake.get(&format!("{APPS}/deployments/shop-query")).is_none(), "not recreated while paused");
     let command = h.fake.get(&format!("{APPS}/deployments/shop-command")).unwrap();
     assert_eq!(command["spec"]["replicas"], 2, "the spec change waits");
