@@ -435,6 +435,7 @@ fn five_minutes() -> i64 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.managed), has(self.cloudNativePG), has(self.external)].filter(x, x).size() <= 1").message("postgres is one of managed, cloudNativePG or external"))]
+#[x_kube(validation = Rule::new("!has(self.managed) || has(oldSelf.managed) || has(oldSelf.cloudNativePG) || has(oldSelf.external) || !has(self.managed.storage) || !isQuantity(self.managed.storage.size) || quantity(self.managed.storage.size).compareTo(quantity('10Gi')) >= 0").message("storage.size cannot shrink: the managed database's volume has the default 10Gi"))]
 pub struct PostgresSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<Managed>,
@@ -612,6 +613,7 @@ pub struct ExternalPostgres {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.managed), has(self.clusterOperator), has(self.external)].filter(x, x).size() <= 1").message("rabbitmq is one of managed, clusterOperator or external"))]
+#[x_kube(validation = Rule::new("!has(self.managed) || has(oldSelf.managed) || has(oldSelf.clusterOperator) || has(oldSelf.external) || !has(self.managed.storage) || !isQuantity(self.managed.storage.size) || quantity(self.managed.storage.size).compareTo(quantity('10Gi')) >= 0").message("storage.size cannot shrink: the managed broker's volume has the default 10Gi"))]
 pub struct RabbitmqSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<Managed>,

@@ -224,6 +224,25 @@ async fn the_api_server_rejects_an_invalid_spec() {
                "storage": {"size": "10Gi"}, "podAntiAffinity": "Preferred", "standbyMaximumLag": "16Mi"})
     );
 
+    // A pipeline that left its managed volumes at the default gives them a size: never a smaller one.
+    api.create(&Default::default(), &serde_json::from_value(pipeline("implicit", json!({}))).unwrap()).await.unwrap();
+    for (spec, expected) in [
+        (
+            json!({"postgres": {"managed": {"storage": {"size": "5Gi"}}}}),
+            "the managed database's volume has the default 10Gi",
+        ),
+        (
+            json!({"rabbitmq": {"managed": {"storage": {"size": "5Gi"}}}}),
+            "the managed broker's volume has the default 10Gi",
+        ),
+    ] {
+        let patch = kube::api::Patch::Merge(json!({"spec": spec}));
+        let error = api.patch("implicit", &kube::api::PatchParams::default(), &patch).await.expect_err("a shrink");
+        assert!(error.to_string().contains(expected), "{spec}: {error}");
+    }
+    let patch = kube::api::Patch::Merge(json!({"spec": {"rabbitmq": {"managed": {"storage": {"size": "20Gi"}}}}}));
+    api.patch("implicit", &kube::api::PatchParams::default(), &patch).await.unwrap();
+
     // Volumes grow and never shrink, and stay in their class: each rule of a change, in every mode.
     let managed = json!({"postgres": {"managed": {"storage": {"size": "1Gi", "storageClassName": "fast"}}},
                          "rabbitmq": {"clusterOperator": {"storage": {"size": "1Gi"}}}});
