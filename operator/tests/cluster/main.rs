@@ -317,11 +317,16 @@ async fn a_managed_pipeline_is_reconciled_edited_left_alone_and_deleted_keeping_
     for object in desired.deployments {
         check_child(client, namespace, &provisioning, object, |d| serde_json::to_value(&d.spec).unwrap()).await;
     }
-    // The services' and the backends' NetworkPolicies, as the API server stores them (the operator runs
+    // A budget for each service and each managed backend.
+    assert_eq!(desired.disruption_budgets.len(), 5);
+    for object in desired.disruption_budgets {
+        check_child(client, namespace, &provisioning, object, |b| serde_json::to_value(&b.spec).unwrap()).await;
+    }
+    // The services', the Jobs' and the backends' NetworkPolicies, as the API server stores them (the operator runs
     // in the tenant's namespace here, so that is the namespace its queue-depth reads come from; every
     // namespace may scrape, its default).
     let policies = children::network::policies(&provisioning, namespace, &LabelSelector::default());
-    assert_eq!(policies.len(), 5);
+    assert_eq!(policies.len(), 6);
     for object in policies {
         check_child(client, namespace, &provisioning, object, |p| serde_json::to_value(&p.spec).unwrap()).await;
     }

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use analytics_operator::children::rabbitmq_cluster::{READY_CONDITIONS, RabbitmqCluster};
-use analytics_testkit::{assert_read_model_matches_write_side, eventually};
+use analytics_testkit::{assert_read_model_matches_write_side, eventually, try_run};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use serde_json::{Value, json};
@@ -23,11 +23,14 @@ const CLUSTER: &str = "shop-rabbitmq";
 /// The queues the services declare, each a quorum queue.
 const QUEUES: [&str; 3] = ["order-events", "product-events", "analytics-dead-letter"];
 
-/// `rabbitmqctl` inside a node's pod.
-fn rabbitmqctl(node: &Node, pod: &str, args: &[&str]) -> String {
+/// `rabbitmqctl` inside a node's pod; `None` (said) if the pod cannot run it now: a node made again after a
+/// deletion is listed before its container exists.
+fn rabbitmqctl(node: &Node, pod: &str, args: &[&str]) -> Option<String> {
     let mut command = vec!["exec", "-n", NAMESPACE, pod, "-c", "rabbitmq", "--", "rabbitmqctl", "-q"];
     command.extend(args);
-    node.kubectl(&command, None)
+    try_run(&mut node.command("KUBECTL", &command), None)
+        .inspect_err(|failure| say(&format!("rabbitmqctl in {pod} failed, asking again: {}", failure.trim())))
+        .ok()
 }
 
 /// The broker's pods, sorted.
@@ -40,9 +43,9 @@ async fn nodes(node: &Node) -> Vec<String> {
 }
 
 /// Each queue's members and online members, and its leader's pod, as a node reports them.
-fn queues(node: &Node, pod: &str) -> Vec<(String, usize, usize, String)> {
+fn queues(node: &Node, pod: &str) -> Option<Vec<(String, usize, usize, String)>> {
     let json =
-        rabbitmqctl(node, pod, &["list_queues", "name", "type", "members", "online", "leader", "--formatter", "json"]);
+        rabbitmqctl(node, pod, &["list_queues", "name", "type", "members", "online", "leader", "--formatter", "json"])?;
     let listed: Vec<Value> = serde_json::from_str(&json).unwrap_or_default();
     let pod_of = |member: &str| member.split(['@', '.']).nth(1).unwrap_or_default().to_owned();
     let mut queues: Vec<_> = listed
@@ -60,7 +63,7 @@ fn queues(node: &Node, pod: &str) -> Vec<(String, usize, usize, String)> {
         })
         .collect();
     queues.sort();
-    queues
+    Some(queues)
 }
 
 /// Waits until the cluster operator reports the cluster ready at its generation, and every queue has a
@@ -78,7 +81,7 @@ async fn whole(node: &Node, what: &str) -> Vec<(String, usize, usize, String)> {
         if !ready || pods.len() != replicas {
             return None;
         }
-        let queues = queues(node, &pods[0]);
+        let queues = queues(node, &pods[0])?;
         let complete = queues.len() == QUEUES.len()
             && queues.iter().all(|(_, members, online, _)| *members == replicas && *online == replicas);
         complete.then_some(queues)
@@ -140,7 +143,10 @@ where
     let load = Load::start_keyed(&shop.write, &shop.command, products, 4, Duration::from_millis(20));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let pods = nodes(node).await;
-    let leader = queues(node, &pods[0]).into_iter().find(|q| q.0 == "order-events").unwrap().3;
+    let leader = eventually(STARTUP, "the leader of order-events", || async {
+        queues(node, &pods[0])?.into_iter().find(|q| q.0 == "order-events").map(|q| q.3)
+    })
+    .await;
     let publish_failures = counter(node, "command", 8090, "outbox_publish_failures_total").await;
     let since = k8s_openapi::jiff::Timestamp::now().to_string();
     let failures = load.failures();
